@@ -1,0 +1,1 @@
+"""The pullwarden command line."""

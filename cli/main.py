@@ -1,0 +1,178 @@
+"""pullwarden: traffic analytics and abuse control for a public container-registry mirror."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from functools import wraps
+
+import click
+
+from core import settings as settings_mod
+from core.store import StoreBusy, open_store
+
+TIB = 1 << 40
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"pullwarden: error: {message}", err=True)
+    sys.exit(code)
+
+
+def with_settings(f):
+    """Adds --config and --db and hands the command its resolved settings."""
+    @click.option("--config", type=click.Path(dir_okay=False), default=None,
+                  help="TOML settings file (default: ./pullwarden.toml when present).")
+    @click.option("--db", default=None, help="DuckDB file (default ./data/pullwarden.duckdb; env PULLWARDEN_DB).")
+    @wraps(f)
+    def wrapper(config, db, **kwargs):
+        # options named like a setting (--format, --asn-db...) override it
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in settings_mod.BY_NAME}
+        try:
+            cfg = settings_mod.load(config, {"db": db, **overrides})
+        except settings_mod.SettingsError as e:
+            fail(str(e))
+        return f(cfg, **kwargs)
+    return wrapper
+
+
+def open_or_fail(path: str, read_only: bool = False):
+    try:
+        return open_store(path, read_only=read_only)
+    except StoreBusy as e:
+        fail(str(e))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli():
+    """pullwarden reads a registry mirror's access logs into DuckDB, tells abuse from heavy
+    but legitimate traffic, and publishes bans and rate tiers for the proxy.
+
+    Start with `pullwarden ingest sample_logs/` and then `pullwarden stats`.
+    Settings come from pullwarden.toml, then PULLWARDEN_* variables, then flags.
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@click.option("--format", default=None,
+              help="auto (default: sniffed per file), combined, main, clf (CRProxy) or nginx-json.")
+@click.option("--log-format", default=None, help="An nginx log_format string, pasted from nginx.conf.")
+@click.option("--asn-db", default=None, help="MaxMind-format ASN database (env PULLWARDEN_ASN_DB).")
+@click.option("--country-db", default=None, help="MaxMind-format country database (env PULLWARDEN_COUNTRY_DB).")
+@click.option("--follow", is_flag=True, help="Keep reading new lines and new files until interrupted.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (one per pass with --follow).")
+@with_settings
+def ingest(cfg, paths, follow, as_json):
+    """Read access logs (files, directories or globs) into the DuckDB file, exactly once.
+
+    Re-running adds nothing; lines appended since the last run are read from where it
+    stopped; rotated, truncated and .gz files are recognized by their content. Lines that
+    cannot be parsed are counted and kept in the rejects table with file and line number.
+    In a directory, files named like logs are read (*.log, *.log.1, *.gz, *.json, *.jsonl).
+    """
+    from ingest.pipeline import IngestError, Ingester
+    patterns = list(paths) or cfg.sources
+    if not patterns:
+        fail("no PATH given and no `sources` setting; try `pullwarden ingest sample_logs/`")
+    store = open_or_fail(cfg.db)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    failed = False
+    try:
+        while True:
+            try:
+                ingester = Ingester(store, cfg)
+                total = _pending_bytes(ingester, patterns)
+                with click.progressbar(length=total, label="ingest", file=sys.stderr) as bar:
+                    ingester.progress = bar.update
+                    report = ingester.run(patterns)
+            except IngestError as e:
+                fail(str(e))
+            failed = failed or any(f.error for f in report.files)
+            _print_ingest(report, as_json, quiet_if_empty=follow)
+            if not follow or stop:
+                break
+            deadline = time.time() + cfg.follow_interval
+            while time.time() < deadline and not stop:
+                time.sleep(0.05)
+            if stop:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()
+    sys.exit(1 if failed else 0)
+
+
+def _pending_bytes(ingester, patterns) -> int:
+    total = 0
+    for path, record, _fmt in ingester.plan(patterns):
+        total += max(0, path.stat().st_size - (record["read_offset"] if record and not path.suffix == ".gz" else 0))
+    return total
+
+
+def _print_ingest(report, as_json: bool, quiet_if_empty: bool = False) -> None:
+    d = report.as_dict()
+    if quiet_if_empty and not d["lines"]:
+        return
+    if as_json:
+        click.echo(json.dumps(d))
+        return
+    for notice in report.notices:
+        click.echo(f"notice: {notice}", err=True)
+    for f in report.files:
+        status = f"error: {f.error}" if f.error else (
+            f"{f.lines} lines, {f.events} events, {f.rejects} rejected"
+            + (f", {f.proxy_events} proxy log lines" if f.proxy_events else ""))
+        click.echo(f"  {f.path} [{f.format if len(f.format) < 20 else 'custom'}]: {status}")
+    click.echo(f"files {d['files']}  lines {d['lines']}  events {d['events']}  rejected {d['rejected']}  "
+               f"proxy events {d['proxy_events']}  seconds {d['seconds']}  lines/s {d['lines_per_second']}")
+
+
+STATS_SQL = """
+select cast(ts as date) as day, registry, grouping(cast(ts as date)) as g_day, grouping(registry) as g_reg,
+       count(*) as requests, coalesce(sum(bytes), 0) as bytes, count(distinct client_ip) as unique_ips
+from events
+group by grouping sets ((cast(ts as date), registry), (cast(ts as date)), ())
+order by day nulls first, registry nulls first
+"""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_settings
+def stats(cfg, as_json):
+    """Totals per day and registry: requests, TiB served, unique client addresses."""
+    store = open_or_fail(cfg.db)
+    try:
+        rows = store.execute(STATS_SQL)
+    finally:
+        store.close()
+    out = {"requests": 0, "bytes": 0, "tib": 0.0, "unique_ips": 0, "days": []}
+    for day, registry, g_day, g_reg, requests, nbytes, ips in rows:
+        entry = {"requests": requests, "bytes": int(nbytes), "tib": round(nbytes / TIB, 6), "unique_ips": ips}
+        if g_day:
+            out.update(entry)
+        elif g_reg:
+            out["days"].append({"day": day.isoformat(), **entry, "registries": []})
+        else:
+            out["days"][-1]["registries"].append({"registry": registry, **entry})
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"{'day':<12}{'registry':<24}{'requests':>12}{'TiB':>12}{'unique IPs':>12}")
+    for d in out["days"]:
+        for r in d["registries"]:
+            click.echo(f"{d['day']:<12}{r['registry'] or '(none)':<24}{r['requests']:>12}{r['tib']:>12.6f}{r['unique_ips']:>12}")
+        click.echo(f"{d['day']:<12}{'all':<24}{d['requests']:>12}{d['tib']:>12.6f}{d['unique_ips']:>12}")
+    click.echo(f"{'total':<36}{out['requests']:>12}{out['tib']:>12.6f}{out['unique_ips']:>12}")
+
+
+def main() -> None:
+    cli(prog_name="pullwarden")
+
+
+if __name__ == "__main__":
+    main()

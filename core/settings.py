@@ -1,0 +1,117 @@
+"""Settings, declared once: name, type, default, help.
+
+Precedence: built-in default < TOML file (``--config`` or ./pullwarden.toml) <
+``PULLWARDEN_<NAME>`` environment variables < command-line flags. An unknown key is an
+error that names the file and the line, never silently ignored.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(Exception):
+    """A setting is unknown or has the wrong type; the message names where it came from."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("db", str, "./data/pullwarden.duckdb", "DuckDB file that holds events, rollups and decisions."),
+    Setting("sources", list, [], "Log paths, directories or globs that ingest reads when no PATH is given."),
+    Setting("format", str, "auto", "Log format: auto, combined, main, clf, nginx-json."),
+    Setting("log_format", str, "", "An nginx log_format string; overrides `format` when set."),
+    Setting("default_registry", str, "docker.io",
+            "Registry assumed for paths without one (/v2/library/nginx/...), as docker's registry-mirrors sends."),
+    Setting("host_registries", dict, {},
+            "Host → registry map for one-host-per-registry mirrors, e.g. {\"docker.m.example.io\" = \"docker.io\"}."),
+    Setting("trusted_proxies", list, [],
+            "Addresses or CIDRs of our own load balancers: only for them the first X-Forwarded-For hop is the client."),
+    Setting("json_fields", dict, {},
+            "nginx-json field names, event field → JSON key, e.g. {time = \"ts\", remote_addr = \"ip\"}."),
+    Setting("asn_db", str, "", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite or IPinfo Lite)."),
+    Setting("country_db", str, "", "MaxMind-format country database (GeoLite2-Country, DB-IP Country Lite, IPinfo Lite)."),
+    Setting("rejects_kept_per_file", int, 1000,
+            "How many malformed lines per file are kept verbatim; all of them are counted."),
+    Setting("chunk_mb", int, 32, "Ingest reads and commits logs in chunks of this many MiB."),
+    Setting("follow_interval", float, 1.0, "Seconds between polls of the sources with --follow."),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _coerce(setting: Setting, value: Any, where: str) -> Any:
+    if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if setting.type is list and isinstance(value, str):  # from the environment: comma-separated
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if setting.type in (int, float) and isinstance(value, str):
+        try:
+            return setting.type(value)
+        except ValueError:
+            raise SettingsError(f"{where}: {setting.name} must be a {setting.type.__name__}, got {value!r}") from None
+    if not isinstance(value, setting.type) or isinstance(value, bool) and setting.type is not bool:
+        raise SettingsError(f"{where}: {setting.name} must be a {setting.type.__name__}, got {value!r}")
+    return value
+
+
+def _line_of(text: str, key: str) -> int:
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip().split("=", 1)[0].strip().strip('"') == key:
+            return n
+    return 1
+
+
+def load(config: str | None = None, overrides: dict[str, Any] | None = None,
+         environ: dict[str, str] | None = None) -> Settings:
+    """Resolve every setting. ``overrides`` are command-line values; None means "not given"."""
+    environ = os.environ if environ is None else environ
+    s = Settings({x.name: x.default for x in SETTINGS}, {x.name: "default" for x in SETTINGS})
+    path = Path(config) if config else Path("pullwarden.toml")
+    if config and not path.is_file():
+        raise SettingsError(f"{path}: config file not found")
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"{path}: {e}") from None
+        for key, value in data.items():
+            where = f"{path}:{_line_of(text, key)}"
+            if key not in BY_NAME:
+                raise SettingsError(f"{where}: unknown setting {key!r}")
+            s.values[key] = _coerce(BY_NAME[key], value, where)
+            s.origin[key] = str(path)
+    for setting in SETTINGS:
+        env = f"PULLWARDEN_{setting.name.upper()}"
+        if env in environ and setting.type not in (dict,):
+            s.values[setting.name] = _coerce(setting, environ[env], f"environment {env}")
+            s.origin[setting.name] = env
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in BY_NAME:
+            raise SettingsError(f"unknown setting {key!r}")
+        s.values[key] = _coerce(BY_NAME[key], value, f"--{key.replace('_', '-')}")
+        s.origin[key] = "flag"
+    return s

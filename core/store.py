@@ -1,0 +1,184 @@
+"""The DuckDB store: one connection, one ``execute()``, one schema plus numbered migrations.
+
+DuckDB lets one process write a file and, while it does, no other process may open it;
+``open_store`` turns that lock conflict into a plain sentence with the holder's pid.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+
+log = logging.getLogger("pullwarden.sql")
+
+
+class StoreBusy(Exception):
+    """Another process holds the DuckDB file."""
+
+
+# Version 1 of the schema; never edit it, add a migration.
+# Times are UTC without a zone (TIMESTAMP): every stage works in event time, and UTC keeps
+# the hour buckets of rollups unambiguous across daylight-saving changes.
+SCHEMA = """
+create table if not exists schema_version (version integer not null);
+
+create sequence if not exists file_ids start 1;
+
+-- One row per log file ever seen, keyed by a fingerprint of its first bytes, not its name:
+-- a renamed (rotated) file keeps its row, a truncated one gets a new row.
+create table if not exists files (
+    file_id integer primary key default nextval('file_ids'),
+    path varchar not null,            -- where it was last seen
+    fingerprint varchar not null,     -- sha256 of the first fp_len bytes of its content
+    fp_len integer not null,
+    compressed boolean not null,
+    format varchar not null,
+    read_offset bigint not null default 0,   -- bytes of (decompressed) content consumed
+    complete boolean not null default false, -- a .gz file read to its end: never read again
+    lines bigint not null default 0,
+    events bigint not null default 0,
+    rejects bigint not null default 0,
+    proxy_events bigint not null default 0,
+    first_seen timestamp not null,
+    last_read timestamp not null
+);
+
+-- One row per request. client_ip is the effective client: the direct peer, or the first
+-- X-Forwarded-For hop when the peer is a trusted proxy.
+create table if not exists events (
+    ts timestamp not null,
+    client_ip varchar not null,
+    peer_ip varchar not null,
+    forwarded_for varchar,
+    remote_user varchar,
+    method varchar,
+    status smallint,
+    bytes bigint,
+    request_time double,
+    user_agent varchar,
+    host varchar,
+    cache_status varchar,
+    registry varchar,
+    repository varchar,
+    kind varchar not null,         -- manifest blob tags catalog token ping upload other
+    reference varchar,             -- tag or digest of a manifest request
+    digest varchar,                -- blob digest
+    uri varchar,                   -- request target, scrubbed; kept only for kinds other than manifest/blob/tags
+    location varchar,              -- redirect target (scrubbed), when logged
+    file_id integer not null       -- events carry no line number: numbering rows would serialize the parse
+);
+
+create table if not exists rejects (
+    file_id integer not null,
+    line_no bigint not null,
+    reason varchar not null,
+    line varchar
+);
+
+-- The proxy's own application log (CRProxy's slog JSON) arriving on the access-log stream.
+create table if not exists proxy_events (
+    ts timestamp,
+    level varchar,
+    msg varchar,
+    remote_addr varchar,
+    attrs json,
+    file_id integer not null,
+    line_no bigint not null
+);
+
+create table if not exists user_agents (
+    user_agent varchar primary key,
+    family varchar not null,
+    version varchar,
+    upstream_client varchar
+);
+
+create table if not exists ip_info (
+    ip varchar primary key,
+    asn integer,
+    as_org varchar,
+    country varchar
+);
+
+create sequence if not exists run_ids start 1;
+create table if not exists ingest_runs (
+    run_id integer primary key default nextval('run_ids'),
+    started_at timestamp not null,
+    seconds double not null,
+    files integer not null,
+    lines bigint not null,
+    events bigint not null,
+    rejects bigint not null
+);
+"""
+
+# Numbered migrations: MIGRATIONS[n] upgrades a database at version n to n + 1.
+MIGRATIONS: list[str] = []
+VERSION = 1 + len(MIGRATIONS)
+
+
+class Store:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str):
+        self.con = con
+        self.path = path
+
+    def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[tuple]:
+        """Run one statement (or a script) with bound parameters and fetch its rows: a
+        fetched result leaves the connection free for the next call."""
+        start = time.perf_counter()
+        try:
+            return self.con.execute(sql, params or []).fetchall()
+        finally:
+            log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
+
+    def value(self, sql: str, params: Sequence[Any] | dict | None = None) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def open_store(path: str, read_only: bool = False) -> Store:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(path, read_only=read_only and Path(path).exists())
+    except duckdb.IOException as e:
+        pid = re.search(r"PID (\d+)", str(e))
+        if "lock" in str(e).lower():
+            who = f" (pid {pid.group(1)})" if pid else ""
+            raise StoreBusy(f"{path} is held by another pullwarden process{who}; "
+                            "stop it or go through its API") from None
+        raise
+    con.execute("set TimeZone = 'UTC'")
+    store = Store(con, path)
+    if not read_only:
+        migrate(store)
+    return store
+
+
+def migrate(store: Store) -> None:
+    """SCHEMA is version 1 and stays frozen; every later change is a numbered migration."""
+    exists = store.value("select count(*) from information_schema.tables where table_name = 'schema_version'")
+    if not exists:
+        store.execute("begin")
+        store.execute(SCHEMA)
+        store.execute("insert into schema_version values (1)")
+        store.execute("commit")
+    current = store.value("select max(version) from schema_version")
+    if current > VERSION:
+        raise RuntimeError(f"{store.path} has schema version {current}, newer than this pullwarden ({VERSION})")
+    for n in range(current - 1, len(MIGRATIONS)):
+        store.execute("begin")
+        store.execute(MIGRATIONS[n])
+        store.execute("update schema_version set version = ?", [n + 2])
+        store.execute("commit")

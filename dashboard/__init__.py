@@ -1,0 +1,1 @@
+"""People look and act, through the enforcer API (Streamlit; not built yet)."""

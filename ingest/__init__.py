@@ -1,0 +1,1 @@
+"""Stage 1: access logs → events in DuckDB, exactly once, enriched with ASN and country."""

@@ -1,0 +1,107 @@
+"""ASN and country per distinct client address, from MaxMind-format databases.
+
+Reads GeoLite2-ASN / GeoLite2-Country, DB-IP Lite (same field names) and IPinfo Lite
+(flat fields: ``asn`` "AS15169", ``as_name``, ``country_code``). Looked up once per new
+address into ``ip_info``; events are never rewritten.
+"""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import maxminddb
+import pandas as pd
+
+from ingest.useragent import classify
+
+
+class EnrichError(Exception):
+    """A database file that is missing or not a MaxMind-format database."""
+
+
+def _open(path: str) -> maxminddb.Reader:
+    if not Path(path).is_file():
+        raise EnrichError(f"{path}: no such database file")
+    try:
+        return maxminddb.open_database(path)
+    except (maxminddb.InvalidDatabaseError, ValueError, OSError) as e:
+        raise EnrichError(f"{path}: not a valid MaxMind-format database ({e})") from None
+
+
+def _asn(rec: dict[str, Any]) -> tuple[int | None, str | None]:
+    if "autonomous_system_number" in rec:
+        return rec.get("autonomous_system_number"), rec.get("autonomous_system_organization")
+    raw = rec.get("asn")
+    if raw is None:
+        return None, rec.get("as_name")
+    text = str(raw).upper().removeprefix("AS")
+    return (int(text) if text.isdigit() else None), rec.get("as_name")
+
+
+def _country(rec: dict[str, Any]) -> str | None:
+    c = rec.get("country")
+    if isinstance(c, dict):
+        return c.get("iso_code")
+    if rec.get("country_code"):
+        return rec["country_code"]
+    reg = rec.get("registered_country")
+    return reg.get("iso_code") if isinstance(reg, dict) else None
+
+
+class GeoDB:
+    def __init__(self, asn_db: str = "", country_db: str = ""):
+        self.asn = _open(asn_db) if asn_db else None
+        self.country = _open(country_db) if country_db else None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.asn or self.country)
+
+    def lookup(self, ip: str) -> tuple[int | None, str | None, str | None]:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return None, None, None
+        asn = org = country = None
+        if self.asn:
+            rec = self.asn.get(ip)
+            if isinstance(rec, dict):
+                asn, org = _asn(rec)
+                country = _country(rec)       # IPinfo Lite carries both in one file
+        if self.country:
+            rec = self.country.get(ip)
+            if isinstance(rec, dict):
+                country = _country(rec) or country
+        return asn, org, country
+
+    def close(self) -> None:
+        for r in (self.asn, self.country):
+            if r:
+                r.close()
+
+
+def enrich_new(store, geo: GeoDB) -> dict[str, int]:
+    """Classify new user agents and look up new addresses; returns how many of each."""
+    uas = [r[0] for r in store.execute("""
+        select distinct e.user_agent from events e
+        where e.user_agent is not null
+          and not exists (select 1 from user_agents u where u.user_agent = e.user_agent)""")]
+    if uas:
+        df = pd.DataFrame([(ua, *classify(ua)) for ua in uas],
+                          columns=["user_agent", "family", "version", "upstream_client"])
+        store.con.register("new_user_agents", df)
+        store.execute("insert into user_agents select * from new_user_agents")
+        store.con.unregister("new_user_agents")
+    ips: list[str] = []
+    if geo.configured:
+        ips = [r[0] for r in store.execute("""
+            select distinct e.client_ip from events e
+            where not exists (select 1 from ip_info i where i.ip = e.client_ip)""")]
+        if ips:
+            df = pd.DataFrame([(ip, *geo.lookup(ip)) for ip in ips], columns=["ip", "asn", "as_org", "country"])
+            df["asn"] = df["asn"].astype("Int64")
+            store.con.register("new_ip_info", df)
+            store.execute("insert into ip_info select ip, asn, as_org, country from new_ip_info")
+            store.con.unregister("new_ip_info")
+    return {"user_agents": len(uas), "addresses": len(ips)}

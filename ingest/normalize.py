@@ -1,0 +1,144 @@
+"""Raw fields → events: the client address, nginx escapes, scrubbing and the registry view.
+
+Written as SQL over a format's SELECT so the whole chunk stays inside DuckDB; the few
+helpers are temporary macros (inlined, so they cost nothing per call) plus one Python
+function for the rare value with non-ASCII escapes.
+"""
+from __future__ import annotations
+
+import re
+
+import duckdb
+
+KINDS = ("manifest", "blob", "tags", "catalog", "token", "ping", "upload", "other")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
+
+MACROS = r"""
+create or replace temp macro pw_unmap(ip) as
+    case when contains(ip, ':') then
+        case when starts_with(lower(ip), '::ffff:') and contains(ip, '.') then substr(ip, 8) else lower(ip) end
+    else ip end;
+
+-- nginx writes " and \ as \x22 and \x5C and every other byte outside printable ASCII as \xHH;
+-- the two printable ones are decoded in SQL, anything else by pw_unescape_bytes.
+create or replace temp macro pw_unescape(s) as
+    case when not contains(s, '\x') then s
+         when not contains(replace(replace(s, '\x5C', ''), '\x22', ''), '\x')
+              then replace(replace(s, '\x22', '"'), '\x5C', '\')
+         else pw_unescape_bytes(s) end;
+
+create or replace temp macro pw_scrub(s) as
+    case when regexp_matches(s, '(?i)authorization|bearer|token=|signature=')
+         then regexp_replace(s,
+              '(?i)((?:authorization|access_token|token|x-amz-signature|signature)=)[^&\s]*|(bearer(?:%20|\+|\s)+)[A-Za-z0-9._~+/=-]+',
+              '\1\2[scrubbed]', 'g')
+         else s end;
+
+create or replace temp macro pw_registry(r) as
+    case lower(r) when 'registry-1.docker.io' then 'docker.io' when 'index.docker.io' then 'docker.io'
+                  else lower(r) end;
+"""
+
+_HEX = re.compile(r"\\x([0-9A-Fa-f]{2})")
+
+
+def unescape_bytes(s: str) -> str:
+    """Decode nginx \\xHH escapes when the result is readable UTF-8 text; otherwise (a TLS
+    handshake sent to a plain-HTTP port, say) keep the escaped form, which is lossless."""
+    raw = _HEX.sub(lambda m: "\0" + m.group(1), s)
+    out = bytearray()
+    for i, part in enumerate(raw.split("\0")):
+        if i:
+            out.append(int(part[:2], 16))
+            part = part[2:]
+        out += part.encode("utf-8", "surrogateescape")
+    try:
+        text = out.decode("utf-8")
+    except UnicodeDecodeError:
+        return s
+    if any(ord(c) < 0x20 and c not in "\t" for c in text):
+        return s
+    return text
+
+
+def install(store) -> None:
+    """Register the helpers on the store's connection (once per connection)."""
+    try:
+        store.con.create_function("pw_unescape_bytes", unescape_bytes, ["VARCHAR"], "VARCHAR",
+                                  null_handling="default", side_effects=False)
+    except duckdb.NotImplementedException:  # registered before on this connection
+        pass
+    store.execute(MACROS)
+
+
+def events_sql(parsed: str) -> str:
+    """SELECT of event rows (the events table's columns, in order) over a format's SELECT.
+
+    Parameters: $file_id, $trusted (peers whose X-Forwarded-For we believe), $hosts and
+    $host_registries (host → registry), $default_registry.
+    """
+    methods = ", ".join(f"'{m}'" for m in METHODS)
+    return f"""
+select ts, client_ip, peer_ip, forwarded_for, pw_unescape(remote_user) as remote_user, method, status, bytes,
+    request_time, pw_unescape(user_agent) as user_agent, host, cache_status, registry,
+    case when registry = 'docker.io' and not contains(repo, '/') then 'library/' || repo else repo end as repository,
+    kind,
+    case kind when 'manifest' then substr(path, strpos(path, '/manifests/') + 11) end as reference,
+    case kind when 'blob' then substr(path, strpos(path, '/blobs/') + 7) end as digest,
+    case when kind not in ('manifest', 'blob', 'tags') then pw_scrub(pw_unescape(case when method is null then request else uri end)) end as uri,
+    pw_scrub(location) as location,
+    $file_id::integer as file_id
+from (
+    select *,
+        case when name is null or name = '' then null
+             when has_registry then pw_registry(first)
+             when ns is not null and ns <> '' then pw_registry(ns)
+             else coalesce(($host_registries::varchar[])[list_position($hosts::varchar[], lower(split_part(host, ':', 1)))],
+                           $default_registry) end as registry,
+        case when has_registry then substr(name, length(first) + 2) else name end as repo
+    from (
+        select *, split_part(name, '/', 1) as first,
+            contains(split_part(name, '/', 1), '.') or contains(split_part(name, '/', 1), ':')
+                or split_part(name, '/', 1) = 'localhost' as has_registry
+        from (
+            select *,
+                case kind
+                    when 'manifest' then substr(path, 5, strpos(path, '/manifests/') - 5)
+                    when 'blob' then substr(path, 5, strpos(path, '/blobs/') - 5)
+                    when 'upload' then substr(path, 5, strpos(path, '/blobs/') - 5)
+                    when 'tags' then substr(path, 5, length(path) - 14)
+                    when 'token' then regexp_extract(url_decode(query), 'scope=repository:([^:&]+)', 1)
+                end as name,
+                case when contains(query, 'ns=') then regexp_extract(query, '(?:^|&)ns=([^&]*)', 1) end as ns
+            from (
+                select *,
+                    case when method is null then 'other'
+                         when path = '/v2/' or path = '/v2' then 'ping'
+                         when path = '/v2/_catalog' then 'catalog'
+                         when not starts_with(path, '/v2/') then
+                              case when ends_with(path, '/token') or ends_with(path, '/auth')
+                                        or contains(query, 'scope=repository') then 'token' else 'other' end
+                         when contains(path, '/manifests/') then 'manifest'
+                         when contains(path, '/blobs/uploads') then 'upload'
+                         when contains(path, '/blobs/') then 'blob'
+                         when ends_with(path, '/tags/list') then 'tags'
+                         when ends_with(path, '/token') then 'token'
+                         else 'other' end as kind
+                from (
+                    -- Registry paths are plain ASCII, so they are read before unescaping.
+                    select *, split_part(uri, '?', 1) as path,
+                        case when contains(uri, '?') then substr(uri, strpos(uri, '?') + 1) else '' end as query
+                    from (
+                        select ts, status, bytes, request_time, forwarded_for, cache_status, location,
+                            remote_user, user_agent, uri, request, peer_ip,
+                            case when forwarded_for is not null and list_contains($trusted::varchar[], peer_ip)
+                                 then pw_unmap(trim(split_part(forwarded_for, ',', 1))) else peer_ip end as client_ip,
+                            lower(host) as host,
+                            case when method in ({methods}) then method end as method
+                        from (select *, pw_unmap(peer) as peer_ip from parsed where dest = 'event')
+                    )
+                )
+            )
+        )
+    )
+)"""

@@ -1,0 +1,261 @@
+"""One ingest pass: files → chunks → events, rejects and proxy events, one transaction a chunk.
+
+The chunk's events, its rejects, its proxy events and the file's new read offset commit
+together, so a pass killed at any point leaves every line stored exactly once after the
+next pass. Events carry no line number (numbering rows would force DuckDB to parse on one
+core); a chunk that has rejects is parsed a second time, numbered, for those alone.
+"""
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ingest import formats, normalize
+from ingest.enrich import GeoDB, enrich_new
+from ingest.sources import (FP_LEN, SourceError, discover, fingerprint, is_gzip, read_chunks,
+                            read_head)
+
+SNIFF_BYTES = 64 * 1024
+
+# Each line is one column: \x01 never occurs in a sanitized chunk, quotes mean nothing.
+_READ = ("read_csv($src, delim='\x01', quote='', escape='', header=false, auto_detect=false, "
+         "strict_mode=false, new_line='\\n', max_line_size=1073741824, columns={'line': 'varchar'})")
+LINES_FAST = f"select 0::bigint as line_no, line from {_READ}"
+LINES_NUMBERED = f"select row_number() over () + $first_line - 1 as line_no, line from {_READ}"
+
+
+@dataclass
+class FileReport:
+    path: str
+    format: str
+    lines: int = 0
+    events: int = 0
+    rejects: int = 0
+    proxy_events: int = 0
+    error: str | None = None
+
+
+@dataclass
+class IngestReport:
+    files: list[FileReport] = field(default_factory=list)
+    seconds: float = 0.0
+    notices: list[str] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        return sum(getattr(f, name) for f in self.files)
+
+    def as_dict(self) -> dict:
+        lines = self.total("lines")
+        return {"files": len(self.files), "lines": lines, "events": self.total("events"),
+                "rejected": self.total("rejects"), "proxy_events": self.total("proxy_events"),
+                "seconds": round(self.seconds, 3),
+                "lines_per_second": round(lines / self.seconds) if self.seconds > 0 else 0,
+                "notices": self.notices, "per_file": [asdict(f) for f in self.files]}
+
+
+class IngestError(Exception):
+    """Nothing was written: a path, format or database problem found before reading."""
+
+
+def _format_of(value: str, json_fields: dict) -> formats.Format:
+    """The format a file was first read with: a name, or the log_format string itself."""
+    if value in formats.NAMED:
+        return formats.get_format(value, json_fields=json_fields)
+    return formats.get_format(log_format=value)
+
+
+def _format_label(fmt: formats.Format) -> str:
+    return fmt.name if fmt.name in formats.NAMED else fmt.template
+
+
+def _sample(path: Path) -> list[str]:
+    head = read_head(path, SNIFF_BYTES)
+    lines = head.decode("utf-8", "backslashreplace").split("\n")
+    if len(head) == SNIFF_BYTES:
+        lines = lines[:-1]
+    return [line for line in lines if line.strip()][:50]
+
+
+class Ingester:
+    def __init__(self, store, settings, progress: Callable[[int], None] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.settings = settings
+        self.progress = progress or (lambda n: None)
+        self.clock = clock
+        self.forced = None
+        if settings.log_format or settings.format != "auto":
+            try:
+                self.forced = formats.get_format(settings.format, settings.log_format, settings.json_fields)
+            except formats.FormatError as e:
+                raise IngestError(str(e)) from None
+        try:
+            self.geo = GeoDB(settings.asn_db, settings.country_db)
+        except Exception as e:  # EnrichError carries the file name
+            raise IngestError(str(e)) from None
+        self.trusted = [ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies]
+        hosts = settings.host_registries
+        self.params = {"hosts": [h.lower() for h in hosts], "host_registries": [hosts[h] for h in hosts],
+                       "default_registry": settings.default_registry}
+        normalize.install(store)
+
+    # -- planning: everything that can fail before a byte is written --------------------------
+    def plan(self, patterns: list[str]) -> list[tuple[Path, dict | None, formats.Format]]:
+        try:
+            paths = discover(patterns)
+        except SourceError as e:
+            raise IngestError(str(e)) from None
+        plan = []
+        for path in paths:
+            head = read_head(path)
+            if not head:
+                continue
+            record = self._match(head, path)
+            if record and record["complete"]:
+                continue
+            if self.forced:
+                fmt = self.forced
+            elif record:
+                fmt = _format_of(record["format"], self.settings.json_fields)
+            else:
+                fmt = formats.sniff(self.store, _sample(path), self.settings.json_fields)
+                if fmt is None:
+                    raise IngestError(f"{path}: no known format fits its first lines; "
+                                      "pass --format or --log-format")
+            plan.append((path, record, fmt))
+        return plan
+
+    def _match(self, head: bytes, path: Path) -> dict | None:
+        cols = ["file_id", "fingerprint", "fp_len", "read_offset", "complete", "format"]
+        rows = self.store.execute(f"select {', '.join(cols)} from files where fp_len <= ? order by fp_len desc",
+                                  [len(head)])
+        for row in rows:
+            rec = dict(zip(cols, row))
+            if fingerprint(head[:rec["fp_len"]]) == rec["fingerprint"]:
+                return rec
+        return None
+
+    # -- reading ---------------------------------------------------------------------------
+    def run(self, patterns: list[str]) -> IngestReport:
+        started = self.clock()
+        plan = self.plan(patterns)
+        report = IngestReport()
+        if not self.geo.configured:
+            report.notices.append("no ASN or country database configured (asn_db, country_db): "
+                                  "ASN and country stay empty")
+        tmp = Path(tempfile.mkdtemp(prefix="pullwarden-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+        try:
+            for path, record, fmt in plan:
+                rep = FileReport(str(path), _format_label(fmt) if fmt.name != "custom" else "custom")
+                report.files.append(rep)
+                try:
+                    self._read_file(path, record, fmt, rep, tmp)
+                except SourceError as e:
+                    rep.error = str(e)
+            self.store.execute("begin")
+            enrich_new(self.store, self.geo)
+            report.seconds = self.clock() - started
+            self.store.execute("""insert into ingest_runs (started_at, seconds, files, lines, events, rejects)
+                                  values (?, ?, ?, ?, ?, ?)""",
+                               [datetime.fromtimestamp(started, timezone.utc).replace(tzinfo=None), report.seconds,
+                                len(report.files), report.total("lines"), report.total("events"),
+                                report.total("rejects")])
+            self.store.execute("commit")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return report
+
+    def _read_file(self, path: Path, record: dict | None, fmt: formats.Format, rep: FileReport, tmp: Path) -> None:
+        head = read_head(path)
+        now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
+        if record is None:
+            file_id = self.store.value("""
+                insert into files (path, fingerprint, fp_len, compressed, format, first_seen, last_read)
+                values (?, ?, ?, ?, ?, ?, ?) returning file_id""",
+                [str(path), fingerprint(head), len(head), is_gzip(path), _format_label(fmt), now, now])
+            offset = 0
+        else:
+            file_id, offset = record["file_id"], record["read_offset"]
+            # a file that was shorter than FP_LEN when first seen gets its full fingerprint now
+            self.store.execute("update files set path = ?, fingerprint = ?, fp_len = ? where file_id = ?",
+                               [str(path), fingerprint(head[:FP_LEN]), min(len(head), FP_LEN), file_id])
+        select = fmt.select_sql()
+        kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
+        line = self.store.value("select lines from files where file_id = ?", [file_id])
+        chunk_file = tmp / "chunk.log"
+        for chunk in read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock()):
+            chunk_file.write_bytes(chunk.data)
+            self.store.execute("begin")
+            try:
+                counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
+                self.store.execute("""
+                    update files set read_offset = ?, lines = lines + ?, events = events + ?,
+                        rejects = rejects + ?, proxy_events = proxy_events + ?, last_read = ?,
+                        where file_id = ?""",
+                    [chunk.end, chunk.lines, counts["events"], counts["rejects"], counts["proxy"], now, file_id])
+                self.store.execute("commit")
+            except BaseException:
+                self.store.execute("rollback")
+                raise
+            kept += counts["kept"]
+            line += chunk.lines
+            rep.lines += chunk.lines
+            rep.events += counts["events"]
+            rep.rejects += counts["rejects"]
+            rep.proxy_events += counts["proxy"]
+            self.progress(len(chunk.data))
+        if is_gzip(path):
+            self.store.execute("update files set complete = true where file_id = ?", [file_id])
+
+    def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int, kept: int) -> dict:
+        params = {"src": src, "file_id": file_id, "trusted": self._trusted_peers(select, src), **self.params}
+        events = self.store.value(f"""
+            insert into events
+            with lines as ({LINES_FAST}), parsed as ({select})
+            {normalize.events_sql('parsed')}""", params)
+        counts = {"events": events, "rejects": 0, "proxy": 0, "kept": 0}
+        if events == lines:
+            return counts
+        self.store.execute(f"""
+            create or replace temp table chunk_extra as
+            with lines as ({LINES_NUMBERED}), parsed as ({select})
+            select line_no, dest, reason, line from parsed where dest <> 'event'""",
+            {"src": src, "first_line": first_line})
+        counts["rejects"] = self.store.value("select count(*) from chunk_extra where dest = 'reject'")
+        counts["proxy"] = self.store.value("""
+            insert into proxy_events
+            select try_cast(json_extract_string(line, '$.time') as timestamptz)::timestamp,
+                   json_extract_string(line, '$.level'), json_extract_string(line, '$.msg'),
+                   coalesce(json_extract_string(line, '$.remoteAddr'), json_extract_string(line, '$.remote_addr')),
+                   line::json, ?, line_no
+            from chunk_extra where dest = 'proxy'""", [file_id])
+        room = max(0, self.settings.rejects_kept_per_file - kept)
+        counts["kept"] = self.store.value("""
+            insert into rejects select ?, line_no, reason, line from chunk_extra
+            where dest = 'reject' order by line_no limit ?""", [file_id, room])
+        self.store.execute("drop table chunk_extra")
+        return counts
+
+    def _trusted_peers(self, select: str, src: str) -> list[str]:
+        """Peers of this chunk that are our own proxies: CIDR matching is done here, over the
+        few distinct peers, rather than per row in SQL."""
+        if not self.trusted:
+            return []
+        peers = self.store.execute(f"""
+            with lines as ({LINES_FAST}), parsed as ({select})
+            select distinct pw_unmap(peer) from parsed where dest = 'event'""", {"src": src})
+        out = []
+        for (peer,) in peers:
+            try:
+                addr = ipaddress.ip_address(peer)
+            except ValueError:
+                continue
+            if any(addr in net for net in self.trusted if net.version == addr.version):
+                out.append(peer)
+        return out

@@ -1,0 +1,131 @@
+"""Finding log files and reading them exactly once.
+
+A file is known by a fingerprint of its first bytes, not by its name: logrotate renames
+``access.log`` to ``access.log.1`` (same fingerprint, reading resumes where it stopped)
+and starts a new ``access.log`` (new fingerprint, read from the start); a truncated file
+starts with other bytes and is new too. Only complete lines are consumed, so a line the
+proxy is still writing is picked up on the next pass.
+"""
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import os
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+FP_LEN = 1024          # bytes of content that identify a file
+IDLE_SECONDS = 5.0     # a last line without newline counts as complete once the file is this idle
+
+
+class SourceError(Exception):
+    """A path that does not exist or cannot be read."""
+
+
+def is_gzip(path: Path) -> bool:
+    return path.suffix == ".gz"
+
+
+# In a directory, the files that look like logs: access.log, access.log.1, access.log-20241120,
+# access.log.2.gz, *.json, *.jsonl. Named files and globs are always taken.
+_LOG_NAME = re.compile(r"\.log(?:[.-][\w.-]*)?$|\.gz$|\.jsonl?$|\.ndjson$")
+
+
+def discover(patterns: list[str]) -> list[Path]:
+    """Files named by paths, directories (their log files, not hidden ones) or globs, in a
+    stable order; a pattern that names nothing is an error before anything is read."""
+    found: dict[str, Path] = {}
+    for pattern in patterns:
+        if any(c in pattern for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        elif Path(pattern).is_dir():
+            matches = sorted(p for p in Path(pattern).rglob("*")
+                             if p.is_file() and not p.name.startswith(".") and _LOG_NAME.search(p.name))
+        elif Path(pattern).exists():
+            matches = [Path(pattern)]
+        else:
+            raise SourceError(f"{pattern}: no such file or directory")
+        for path in matches:
+            if not os.access(path, os.R_OK):
+                raise SourceError(f"{path}: permission denied")
+            found.setdefault(str(path.resolve()), path)
+    return list(found.values())
+
+
+def read_head(path: Path, size: int = FP_LEN) -> bytes:
+    try:
+        if is_gzip(path):
+            with gzip.open(path, "rb") as f:
+                return f.read(size)
+        with open(path, "rb") as f:
+            return f.read(size)
+    except (OSError, EOFError, zlib.error) as e:
+        raise SourceError(f"{path}: cannot read: {e}") from None
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Chunk:
+    data: bytes        # complete lines, each ending in \n, safe to hand to DuckDB
+    end: int           # content offset just past the chunk
+    lines: int
+
+
+def sanitize(data: bytes) -> bytes:
+    """Make a chunk safe for DuckDB's reader without losing a byte: invalid UTF-8 and stray
+    carriage returns are written the way nginx writes unprintable bytes (\\xHH)."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\\x0D")
+    if b"\x01" in data:                 # the reader's column delimiter
+        data = data.replace(b"\x01", b"\\x01")
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = data.decode("utf-8", "backslashreplace").encode("utf-8")
+    return data
+
+
+def read_chunks(path: Path, offset: int, chunk_bytes: int, now: float | None = None) -> Iterator[Chunk]:
+    """Yield complete lines from ``offset`` on. A trailing line without newline is taken only
+    from a finished file: a .gz, or one that has not changed for IDLE_SECONDS."""
+    compressed = is_gzip(path)
+    opener = gzip.open if compressed else open
+    try:
+        idle = compressed or (now or time.time()) - path.stat().st_mtime >= IDLE_SECONDS
+        with opener(path, "rb") as f:
+            if compressed:
+                skip = offset
+                while skip:
+                    got = f.read(min(skip, 1 << 24))
+                    if not got:
+                        return
+                    skip -= len(got)
+            else:
+                f.seek(offset)
+            pending = b""
+            pos = offset
+            while True:
+                block = f.read(chunk_bytes)
+                if not block:
+                    if pending and idle:
+                        yield Chunk(sanitize(pending + b"\n"), pos + len(pending), 1)
+                    return
+                block = pending + block
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:            # one line longer than a chunk: keep reading
+                    pending = block
+                    continue
+                data, pending = block[:cut], block[cut:]
+                pos += cut
+                yield Chunk(sanitize(data), pos, data.count(b"\n"))
+    except (OSError, EOFError, zlib.error) as e:
+        raise SourceError(f"{path}: cannot read: {e}") from None

@@ -1,0 +1,1 @@
+"""Stage 2: events → rollups → findings → decisions (rule engine; not built yet)."""
