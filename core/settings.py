@@ -42,7 +42,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("country_db", str, "", "MaxMind-format country database (GeoLite2-Country, DB-IP Country Lite, IPinfo Lite)."),
     Setting("rejects_kept_per_file", int, 1000,
             "How many malformed lines per file are kept verbatim; all of them are counted."),
-    Setting("chunk_mb", int, 32, "Ingest reads and commits logs in chunks of this many MiB."),
+    Setting("chunk_mb", int, 128,
+            "Ingest reads and commits logs in chunks of this many MiB (smaller: less memory, slower)."),
     Setting("follow_interval", float, 1.0, "Seconds between polls of the sources with --follow."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

@@ -237,6 +237,8 @@ def _template_sql(template: str, proxy_json_lines: bool) -> str:
         f"when bytes is null and {bytes_ or 'null'} is not null then 'bad byte count: ' || {bytes_ or 'null'}",
     ]
     proxy = "when starts_with(line, '{') and json_valid(line) then 'proxy'" if proxy_json_lines else ""
+    if proxy_json_lines:
+        reasons.insert(0, "when starts_with(line, '{') then 'neither a log line nor valid JSON'")
     return f"""
 select line_no, line, reason,
     case {proxy} when reason is null then 'event' else 'reject' end as dest,

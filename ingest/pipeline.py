@@ -8,24 +8,26 @@ core); a chunk that has rejects is parsed a second time, numbered, for those alo
 from __future__ import annotations
 
 import ipaddress
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ingest import formats, normalize
 from ingest.enrich import GeoDB, enrich_new
-from ingest.sources import (FP_LEN, SourceError, discover, fingerprint, is_gzip, read_chunks,
+from ingest.sources import (FP_LEN, Chunk, SourceError, discover, fingerprint, is_gzip, read_chunks,
                             read_head)
 
 SNIFF_BYTES = 64 * 1024
 
 # Each line is one column: \x01 never occurs in a sanitized chunk, quotes mean nothing.
 _READ = ("read_csv($src, delim='\x01', quote='', escape='', header=false, auto_detect=false, "
-         "strict_mode=false, new_line='\\n', max_line_size=1073741824, columns={'line': 'varchar'})")
+         "strict_mode=false, new_line='\\n', max_line_size=2097152, buffer_size=4194304, columns={'line': 'varchar'})")
 LINES_FAST = f"select 0::bigint as line_no, line from {_READ}"
 LINES_NUMBERED = f"select row_number() over () + $first_line - 1 as line_no, line from {_READ}"
 
@@ -57,6 +59,46 @@ class IngestReport:
                 "seconds": round(self.seconds, 3),
                 "lines_per_second": round(lines / self.seconds) if self.seconds > 0 else 0,
                 "notices": self.notices, "per_file": [asdict(f) for f in self.files]}
+
+
+def prefetch(chunks: Iterator[Chunk], tmp: Path) -> Iterator[tuple[Chunk, Path]]:
+    """Read and write the next chunk on a thread while DuckDB loads this one (DuckDB lets go
+    of the GIL). Three files take turns: one being loaded, one queued, one being written."""
+    box: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for n, chunk in enumerate(chunks):
+                target = tmp / f"chunk-{n % 3}.log"
+                target.write_bytes(chunk.data)
+                chunk.size, chunk.data = len(chunk.data), b""
+                while not stop.is_set():
+                    try:
+                        box.put((chunk, target), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # handed to the consumer, which raises it
+            box.put((e, None))
+            return
+        box.put((None, None))
+
+    worker = threading.Thread(target=produce, name="pullwarden-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, target = box.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item, target
+    finally:
+        stop.set()
+        worker.join()
 
 
 class IngestError(Exception):
@@ -149,7 +191,7 @@ class Ingester:
         if not self.geo.configured:
             report.notices.append("no ASN or country database configured (asn_db, country_db): "
                                   "ASN and country stay empty")
-        tmp = Path(tempfile.mkdtemp(prefix="pullwarden-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+        tmp = Path(tempfile.mkdtemp(prefix="pullwarden-"))
         try:
             for path, record, fmt in plan:
                 rep = FileReport(str(path), _format_label(fmt) if fmt.name != "custom" else "custom")
@@ -188,9 +230,8 @@ class Ingester:
         select = fmt.select_sql()
         kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
         line = self.store.value("select lines from files where file_id = ?", [file_id])
-        chunk_file = tmp / "chunk.log"
-        for chunk in read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock()):
-            chunk_file.write_bytes(chunk.data)
+        chunks = read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock())
+        for chunk, chunk_file in prefetch(chunks, tmp):
             self.store.execute("begin")
             try:
                 counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
@@ -209,7 +250,7 @@ class Ingester:
             rep.events += counts["events"]
             rep.rejects += counts["rejects"]
             rep.proxy_events += counts["proxy"]
-            self.progress(len(chunk.data))
+            self.progress(chunk.size)
         if is_gzip(path):
             self.store.execute("update files set complete = true where file_id = ?", [file_id])
 

@@ -77,6 +77,7 @@ class Chunk:
     data: bytes        # complete lines, each ending in \n, safe to hand to DuckDB
     end: int           # content offset just past the chunk
     lines: int
+    size: int = 0      # bytes of data, kept when data is dropped
 
 
 def sanitize(data: bytes) -> bytes:
