@@ -161,6 +161,8 @@ def _segment_fields(i: int, seg, quoted: bool) -> tuple[dict[str, str], str | No
             pos += 1
             continue
         var = variables[0]
+        if var in exprs:
+            raise FormatError(f"${var} appears twice in the log format")
         span = VARIABLES.get(var, 1)
         last = all(not any(k == "var" for k, _ in w) for w in words[n + 1:])
         if span is None or (var == "request" and quoted):
