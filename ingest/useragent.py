@@ -34,7 +34,7 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("go-http-client", re.compile(r"^Go-http-client/(?P<v>[\w.]+)")),
     ("curl", re.compile(r"^curl/(?P<v>[\w.+~-]+)")),
     ("python-requests", re.compile(r"^python-requests/(?P<v>[\w.+~-]+)")),
-    ("browser", re.compile(r"^Mozilla/5\.0 .*(?:Chrome|Firefox|Safari|Edg)/(?P<v>[\d.]+)")),
+    ("browser", re.compile(r"^Mozilla/5\.0 .*?(?:Firefox|Chrome|Version)/(?P<v>[\d.]+)")),
 ]
 _UPSTREAM = re.compile(r"UpstreamClient\(([^)\\]*(?:\\.[^)\\]*)*)\)")
 

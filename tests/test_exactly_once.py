@@ -223,6 +223,35 @@ def test_gz_of_a_partly_ingested_file_adds_the_rest(db, tmp_path):
     assert_exactly_once(db.store, 75)
 
 
+@pytest.mark.parametrize("seen_before", [False, True], ids=["never-seen", "partly-ingested"])
+def test_plain_file_and_its_gz_in_the_same_pass(db, tmp_path, seen_before):
+    """Both exist together while logrotate's gzip runs (it unlinks the plain file last), or in
+    a directory of archives. Same content, same fingerprint: the lines must be stored once."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    plain = append(logs / "access.log.1", 0, 60)
+    if seen_before:
+        db.ingest(logs)
+        append(plain, 60, 75)
+    gzip_copy(plain.read_text(), logs / "access.log.1.gz")
+    db.ingest(logs)
+    assert_exactly_once(db.store, 75 if seen_before else 60)
+
+
+def test_gz_snapshot_does_not_retire_the_live_file(db, tmp_path):
+    """logrotate's `copy` + `compress` (or `gzip -k`): the .gz is a snapshot and the plain
+    file keeps growing; its later lines must still be read."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = append(logs / "access.log", 0, 60)
+    db.ingest(logs)
+    gzip_copy(live.read_text(), logs / "access.log-20241120.gz")
+    assert db.ingest(logs).total("lines") == 0
+    append(live, 60, 70)
+    assert db.ingest(logs).total("lines") == 10
+    assert_exactly_once(db.store, 70)
+
+
 # -- 6. a line still being written -------------------------------------------------------------------
 
 def test_partial_last_line_waits_until_complete(db, tmp_path):
