@@ -38,13 +38,21 @@ create table if not exists files (
     compressed boolean not null,
     format varchar not null,
     read_offset bigint not null default 0,   -- bytes of (decompressed) content consumed
-    complete boolean not null default false, -- a .gz file read to its end: never read again
     lines bigint not null default 0,
     events bigint not null default 0,
     rejects bigint not null default 0,
     proxy_events bigint not null default 0,
     first_seen timestamp not null,
     last_read timestamp not null
+);
+
+-- A compressed file read to its end, by path, size and mtime: never opened again. Its lines
+-- count in the files row of the stream it belongs to (a .gz of access.log shares its row).
+create table if not exists archives_read (
+    path varchar not null,
+    size bigint not null,
+    mtime double not null,
+    file_id integer not null
 );
 
 -- One row per request. client_ip is the effective client: the direct peer, or the first

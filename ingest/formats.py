@@ -19,6 +19,11 @@ class FormatError(Exception):
     """The format name or log_format string cannot be used; the message says why."""
 
 
+MAX_LINE = 2 << 20            # longer lines are replaced by OVERLONG + their length + their start
+OVERLONG = b"\x02overlong "
+_OVERLONG_REASON = ("when starts_with(line, '\x02overlong ') then "
+                    "'line of ' || split_part(line, ' ', 2) || ' bytes is longer than the 2 MiB limit'")
+
 COMBINED = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"'
 NAMED = {
     "combined": COMBINED,
@@ -247,7 +252,7 @@ select line_no, line, reason,
     peer, remote_user, ts, method, uri, request, status, bytes, request_time, user_agent, forwarded_for,
     host, cache_status, location
 from (
-    select *, case when line is null or trim(line) = '' then 'empty line'
+    select *, case when line is null or trim(line) = '' then 'empty line' {_OVERLONG_REASON}
         {' '.join(reasons)} end as reason
     from (
         select line_no, line, p{''.join(f', w{i}' for i, _ in checks)},
@@ -311,7 +316,7 @@ select line_no, line, reason, case when reason is null then 'event' else 'reject
     peer, remote_user, ts, method, uri, coalesce(request, method || ' ' || uri) as request, status, bytes,
     request_time, user_agent, forwarded_for, host, cache_status, location
 from (
-    select *, case when line is null or trim(line) = '' then 'empty line'
+    select *, case when line is null or trim(line) = '' then 'empty line' {_OVERLONG_REASON}
         when j is null then 'not a JSON object'
         when peer is null then 'no client address'
         when ts is null then 'bad time: ' || coalesce({time}, '(none)')

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+import duckdb
+
 from ingest import formats, normalize
 from ingest.enrich import GeoDB, enrich_new
 from ingest.sources import (FP_LEN, Chunk, SourceError, discover, fingerprint, is_gzip, read_chunks,
@@ -27,7 +29,7 @@ SNIFF_BYTES = 64 * 1024
 
 # Each line is one column: \x01 never occurs in a sanitized chunk, quotes mean nothing.
 _READ = ("read_csv($src, delim='\x01', quote='', escape='', header=false, auto_detect=false, "
-         "strict_mode=false, new_line='\\n', max_line_size=2097152, buffer_size=4194304, columns={'line': 'varchar'})")
+         f"strict_mode=false, new_line='\\n', max_line_size={formats.MAX_LINE}, buffer_size={4 * formats.MAX_LINE}, columns={{'line': 'varchar'}})")
 LINES_FAST = f"select 0::bigint as line_no, line from {_READ}"
 LINES_NUMBERED = f"select row_number() over () + $first_line - 1 as line_no, line from {_READ}"
 
@@ -59,6 +61,14 @@ class IngestReport:
                 "seconds": round(self.seconds, 3),
                 "lines_per_second": round(lines / self.seconds) if self.seconds > 0 else 0,
                 "notices": self.notices, "per_file": [asdict(f) for f in self.files]}
+
+
+def shorten_long_lines(path: Path) -> None:
+    lines = path.read_bytes().split(b"\n")
+    for n, line in enumerate(lines):
+        if len(line) > formats.MAX_LINE:
+            lines[n] = formats.OVERLONG + b"%d " % len(line) + line[:1024].replace(b"\x01", b"")
+    path.write_bytes(b"\n".join(lines))
 
 
 def prefetch(chunks: Iterator[Chunk], tmp: Path) -> Iterator[tuple[Chunk, Path]]:
@@ -155,12 +165,12 @@ class Ingester:
             raise IngestError(str(e)) from None
         plan = []
         for path in paths:
+            if is_gzip(path) and self._archive_done(path):
+                continue
             head = read_head(path)
             if not head:
                 continue
-            record = self._match(head, path)
-            if record and record["complete"]:
-                continue
+            record = self._match(head)
             if self.forced:
                 fmt = self.forced
             elif record:
@@ -173,8 +183,13 @@ class Ingester:
             plan.append((path, record, fmt))
         return plan
 
-    def _match(self, head: bytes, path: Path) -> dict | None:
-        cols = ["file_id", "fingerprint", "fp_len", "read_offset", "complete", "format"]
+    def _archive_done(self, path: Path) -> bool:
+        st = path.stat()
+        return bool(self.store.value("select count(*) from archives_read where path = ? and size = ? and mtime = ?",
+                                     [str(path.resolve()), st.st_size, st.st_mtime]))
+
+    def _match(self, head: bytes) -> dict | None:
+        cols = ["file_id", "fingerprint", "fp_len", "read_offset", "format"]
         rows = self.store.execute(f"select {', '.join(cols)} from files where fp_len <= ? order by fp_len desc",
                                   [len(head)])
         for row in rows:
@@ -193,11 +208,11 @@ class Ingester:
                                   "ASN and country stay empty")
         tmp = Path(tempfile.mkdtemp(prefix="pullwarden-"))
         try:
-            for path, record, fmt in plan:
+            for path, _record, fmt in plan:
                 rep = FileReport(str(path), _format_label(fmt) if fmt.name != "custom" else "custom")
                 report.files.append(rep)
                 try:
-                    self._read_file(path, record, fmt, rep, tmp)
+                    self._read_file(path, fmt, rep, tmp)
                 except SourceError as e:
                     rep.error = str(e)
             self.store.execute("begin")
@@ -213,9 +228,12 @@ class Ingester:
             shutil.rmtree(tmp, ignore_errors=True)
         return report
 
-    def _read_file(self, path: Path, record: dict | None, fmt: formats.Format, rep: FileReport, tmp: Path) -> None:
+    def _read_file(self, path: Path, fmt: formats.Format, rep: FileReport, tmp: Path) -> None:
         head = read_head(path)
         now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
+        # Match again: a file read earlier in this pass (access.log.1 before access.log.1.gz)
+        # may have created or advanced the row that this one shares.
+        record = self._match(head)
         if record is None:
             file_id = self.store.value("""
                 insert into files (path, fingerprint, fp_len, compressed, format, first_seen, last_read)
@@ -224,9 +242,11 @@ class Ingester:
             offset = 0
         else:
             file_id, offset = record["file_id"], record["read_offset"]
-            # a file that was shorter than FP_LEN when first seen gets its full fingerprint now
-            self.store.execute("update files set path = ?, fingerprint = ?, fp_len = ? where file_id = ?",
-                               [str(path), fingerprint(head[:FP_LEN]), min(len(head), FP_LEN), file_id])
+            # A file that was shorter than FP_LEN when first seen gets its full fingerprint now;
+            # the row keeps the plain file's path, where the stream goes on.
+            self.store.execute("""update files set fingerprint = ?, fp_len = ?,
+                                  path = case when ? then path else ? end where file_id = ?""",
+                               [fingerprint(head[:FP_LEN]), min(len(head), FP_LEN), is_gzip(path), str(path), file_id])
         select = fmt.select_sql()
         kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
         line = self.store.value("select lines from files where file_id = ?", [file_id])
@@ -234,7 +254,15 @@ class Ingester:
         for chunk, chunk_file in prefetch(chunks, tmp):
             self.store.execute("begin")
             try:
-                counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
+                try:
+                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
+                except (duckdb.InvalidInputException, duckdb.NotImplementedException):
+                    # a line longer than the reader's limit: replace it by a marker that the
+                    # format SQL rejects with its length, and load the chunk again
+                    self.store.execute("rollback")
+                    shorten_long_lines(chunk_file)
+                    self.store.execute("begin")
+                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
                 self.store.execute("""
                     update files set read_offset = ?, lines = lines + ?, events = events + ?,
                         rejects = rejects + ?, proxy_events = proxy_events + ?, last_read = ?,
@@ -252,7 +280,9 @@ class Ingester:
             rep.proxy_events += counts["proxy"]
             self.progress(chunk.size)
         if is_gzip(path):
-            self.store.execute("update files set complete = true where file_id = ?", [file_id])
+            st = path.stat()
+            self.store.execute("insert into archives_read values (?, ?, ?, ?)",
+                               [str(path.resolve()), st.st_size, st.st_mtime, file_id])
 
     def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int, kept: int) -> dict:
         params = {"src": src, "file_id": file_id, "trusted": self._trusted_peers(select, src), **self.params}

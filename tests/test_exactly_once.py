@@ -191,7 +191,7 @@ def gzip_copy(src_text: str, dest: Path) -> Path:
 def test_gz_is_read_once(db, tmp_path):
     gz = gzip_copy(text(0, 80), tmp_path / "access.log.2.gz")
     assert db.ingest(gz).total("lines") == 80
-    assert db.store.value("select complete from files") is True
+    assert db.store.value("select count(*) from archives_read") == 1
     second = db.ingest(gz)
     assert second.files == []                       # a complete .gz is not even opened for reading
     assert_exactly_once(db.store, 80)

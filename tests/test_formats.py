@@ -131,3 +131,17 @@ def test_main_format_round_trip(mem_store, ua, reg, name, tag, status, size, hea
     assert got_ua == (ua if readable else nginx_escape(ua))
     assert (got_reg, got_repo, kind, ref) == (reg, expected_repo, "manifest", tag)
     assert ts == datetime(2024, 11, 20, 12, 32, 7)
+
+
+@pytest.mark.parametrize("size", [3_000_000, 9_000_000])
+def test_overlong_line_is_rejected_with_its_length(run, workdir, size):
+    ok = '198.51.100.7 - - [20/Nov/2024:11:02:0{n} +0800] "GET /v2/ HTTP/1.1" 401 87 "-" "curl/8.5.0" "-"'
+    long_line = ok.format(n=2).replace("curl/8.5.0", "x" * size)
+    log = write(workdir / "a.log", [ok.format(n=1), long_line, ok.format(n=3)])
+    r = run(format="main")
+    report = r.ingest(log)
+    assert report.total("events") == 2
+    ((line_no, reason, kept),) = r.rejects()
+    assert line_no == 2
+    assert reason == f"line of {len(long_line)} bytes is longer than the 2 MiB limit"
+    assert kept.startswith("\x02overlong ") and "198.51.100.7" in kept
