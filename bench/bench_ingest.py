@@ -9,19 +9,19 @@ What it does, in order:
   1. Writes a seeded nginx `main`-format log with bench/genlogs.py into the work dir
      (default /tmp/pullwarden-bench), or reuses the one there if it has the right number
      of lines. The same --lines always gives the same file.
-  2. Builds two small MaxMind-format databases (an ASN one and a country one, about 8,500
+  2. Builds two small MaxMind-format databases (an ASN one and a country one, about 8,800
      IPv4 networks plus a few IPv6 /32s covering the generator's 2001:db8: addresses), so
      enrichment does real lookups. Needs `mmdb-writer` and `netaddr`
      (pip install -e '.[test]').
   3. Runs the real CLI as an operator would, into a FRESH DuckDB file each time:
          pullwarden ingest LOG --db DB --asn-db ASN --country-db COUNTRY --json
-     and measures the wall time around the process and the process's peak RSS. It also
+     and measures the wall time around the process, its CPU seconds and peak RSS. It also
      reports pullwarden's own `seconds` and `lines_per_second` from that JSON (which leave
      out interpreter start-up, opening the database and the final checkpoint) and the
      size of the resulting database.
   4. Runs GoAccess on the same file the way an operator would:
          goaccess LOG --log-format=COMBINED -o goaccess.html --no-progress
-     (Debian: apt-get install -y goaccess), wall time and peak RSS.
+     (Debian: apt-get install -y goaccess), wall time, CPU seconds and peak RSS.
   5. Repeats both --repeat times, alternating the tools, and prints best and median, the
      ratio of pullwarden's lines/s to GoAccess's, and the targets from the issue:
          pullwarden >= 500,000 lines/s       (median wall-clock run)
@@ -33,12 +33,15 @@ Peak RSS is the child's own ru_maxrss as GNU time (/usr/bin/time, Debian package
 reports it. resource.getrusage(RUSAGE_CHILDREN) would not do: its maximum carries over from
 earlier children, and a child started by Python inherits Python's high-water RSS at exec.
 Both tools read the log from the page cache: the file is read once before the first run.
-The child runs in the work dir with an empty --config file and without PULLWARDEN_*
-variables, so no local pullwarden.toml or environment changes what is measured.
+The code measured is the code beside this script (its parent directory goes first on
+PYTHONPATH), with built-in settings only: the child runs in the work dir with an empty
+--config file and without PULLWARDEN_* variables, so no local pullwarden.toml or
+environment changes what is measured.
 
-This is a benchmark run by hand, not a test; it is slow (about a minute per million
-lines per run on two cores) and it never fails on a MISS. Run it on an otherwise idle
-machine: the load average before and after is printed so noisy figures can be spotted.
+This is a benchmark run by hand, not a test, and it never fails on a MISS. With the
+defaults it takes under a minute on two cores, most of it GoAccess. Run it on an
+otherwise idle machine: for each run it shows the CPU seconds that other processes used
+meanwhile, and warns when that was enough to make the figures noisy.
 """
 from __future__ import annotations
 
@@ -165,10 +168,12 @@ def run_measured(cmd: list[str], cwd: Path, env: dict, out_path: Path, err_path:
     use_time = os.access(GNU_TIME, os.X_OK)
     full = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *cmd] if use_time else cmd
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        busy_before = busy_cpu_seconds()
         started = time.perf_counter()
         proc = subprocess.Popen(full, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
+        busy_after = busy_cpu_seconds()
     proc.returncode = os.waitstatus_to_exitcode(status)   # reaped above; keep Popen from waiting again
     kib, exact = usage.ru_maxrss, False
     if use_time:
@@ -176,7 +181,24 @@ def run_measured(cmd: list[str], cwd: Path, env: dict, out_path: Path, err_path:
             kib, exact = int(rss_file.read_text().split()[-1]), True
         except (OSError, ValueError, IndexError):
             pass
-    return {"seconds": wall, "peak_rss_bytes": kib * 1024, "peak_rss_exact": exact, "exit_code": proc.returncode}
+    cpu = usage.ru_utime + usage.ru_stime          # the command's, GNU time's few ms included
+    other = None
+    if busy_before is not None and busy_after is not None:
+        other = max(0.0, busy_after - busy_before - cpu)
+    return {"seconds": wall, "cpu_seconds": cpu, "other_cpu_seconds": other, "peak_rss_bytes": kib * 1024,
+            "peak_rss_exact": exact, "exit_code": proc.returncode}
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat. The part
+    of a run's share that the measured command did not use shows other work competing."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
+    busy = sum(fields[:8]) - idle                                  # guest time is already in user
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def fail_child(name: str, res: dict, err_path: Path) -> None:
@@ -263,6 +285,7 @@ def summarize(runs: list[dict]) -> dict:
     out = {"runs": len(runs), "seconds_best": min(secs), "seconds_median": statistics.median(secs),
            "lines_per_second_best": max(r["lines_per_second"] for r in runs),
            "lines_per_second_median": statistics.median(r["lines_per_second"] for r in runs),
+           "cpu_seconds_median": statistics.median(r["cpu_seconds"] for r in runs),
            "peak_rss_bytes_median": statistics.median(rss), "peak_rss_bytes_max": max(rss)}
     if "json_seconds" in runs[0]:
         out.update(json_seconds_best=min(r["json_seconds"] for r in runs),
@@ -285,7 +308,8 @@ def git_revision() -> str:
     try:
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":!bench"],   # product code that differs from the commit
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
@@ -303,25 +327,33 @@ def print_table(result: dict) -> None:
     ctx, pw, ga = result["context"], result["pullwarden"], result["goaccess"]
     lines = ctx["lines"]
     print(f"pullwarden ingest benchmark: {lines:,} lines of nginx main format "
-          f"({ctx['log_bytes'] / MB:,.0f} MB), {ctx['repeat']} runs of each tool")
+          f"({ctx['log_bytes'] / MB:,.0f} MB), {ctx['repeat']} run{'s' if ctx['repeat'] > 1 else ''} of each tool")
     print(f"  pullwarden {ctx['pullwarden_revision']}, duckdb {ctx['duckdb']}, {ctx['goaccess']}, "
           f"python {ctx['python']}, {ctx['cpus']} CPUs, load before {ctx['load_before']} after {ctx['load_after']}")
     print(f"  geo databases: {ctx['geo_networks']:,} networks each (ASN, country)")
     print()
-    w = (24, 18, 22, 22)
-    print(f"{'tool':<{w[0]}}{'seconds':>{w[1]}}{'lines/s':>{w[2]}}{'peak RSS MB':>{w[3]}}")
-    print(f"{'':<{w[0]}}{'best / median':>{w[1]}}{'best / median':>{w[2]}}{'median / max':>{w[3]}}")
+    w = (23, 15, 21, 9, 15)
+    print(f"{'tool':<{w[0]}}{'seconds':>{w[1]}}{'lines/s':>{w[2]}}{'CPU s':>{w[3]}}{'peak RSS MB':>{w[4]}}")
+    print(f"{'':<{w[0]}}{'best / median':>{w[1]}}{'best / median':>{w[2]}}{'median':>{w[3]}}{'median / max':>{w[4]}}")
 
-    def row(name, sb, sm, lb, lm, rm=None, rx=None):
+    def row(name, sb, sm, lb, lm, cpu=None, rm=None, rx=None):
         rss = f"{rm / MB:,.0f} / {rx / MB:,.0f}" if rm is not None else "-"
-        print(f"{name:<{w[0]}}{f'{sb:.2f} / {sm:.2f}':>{w[1]}}{f'{lb:,.0f} / {lm:,.0f}':>{w[2]}}{rss:>{w[3]}}")
+        cpu = f"{cpu:.2f}" if cpu is not None else "-"
+        print(f"{name:<{w[0]}}{f'{sb:.2f} / {sm:.2f}':>{w[1]}}{f'{lb:,.0f} / {lm:,.0f}':>{w[2]}}"
+              f"{cpu:>{w[3]}}{rss:>{w[4]}}")
 
     row("pullwarden (wall)", pw["seconds_best"], pw["seconds_median"], pw["lines_per_second_best"],
-        pw["lines_per_second_median"], pw["peak_rss_bytes_median"], pw["peak_rss_bytes_max"])
+        pw["lines_per_second_median"], pw["cpu_seconds_median"], pw["peak_rss_bytes_median"], pw["peak_rss_bytes_max"])
     row("pullwarden (own JSON)", pw["json_seconds_best"], pw["json_seconds_median"],
         pw["json_lines_per_second_best"], pw["json_lines_per_second_median"])
     row("goaccess (wall)", ga["seconds_best"], ga["seconds_median"], ga["lines_per_second_best"],
-        ga["lines_per_second_median"], ga["peak_rss_bytes_median"], ga["peak_rss_bytes_max"])
+        ga["lines_per_second_median"], ga["cpu_seconds_median"], ga["peak_rss_bytes_median"], ga["peak_rss_bytes_max"])
+    print()
+    for name, d in (("pullwarden", pw), ("goaccess", ga)):
+        runs = ", ".join(f"{r['seconds']:.2f}" + (f" (+{r['other_cpu_seconds']:.1f})"
+                                                   if r["other_cpu_seconds"] is not None else "")
+                         for r in d["per_run"])
+        print(f"{name} runs, wall s (+ CPU s used meanwhile by other processes): {runs}")
     r = result["ratio"]
     print()
     print(f"ratio pullwarden lines/s / goaccess lines/s (wall): best {r['best']:.2f}x, median {r['median']:.2f}x")
@@ -372,10 +404,11 @@ def main() -> None:
     for i in range(1, args.repeat + 1):
         res = run_pullwarden(log, workdir, asn_db, country_db, args.lines)
         say(f"run {i}/{args.repeat} pullwarden: {res['seconds']:.2f} s wall ({res['json_seconds']:.2f} s own), "
-            f"{res['peak_rss_bytes'] / MB:,.0f} MB peak")
+            f"{res['cpu_seconds']:.2f} s CPU, {res['peak_rss_bytes'] / MB:,.0f} MB peak")
         pw_runs.append(res)
         res = run_goaccess(goaccess, log, workdir, args.lines)
-        say(f"run {i}/{args.repeat} goaccess:   {res['seconds']:.2f} s wall, {res['peak_rss_bytes'] / MB:,.0f} MB peak")
+        say(f"run {i}/{args.repeat} goaccess:   {res['seconds']:.2f} s wall, {res['cpu_seconds']:.2f} s CPU, "
+            f"{res['peak_rss_bytes'] / MB:,.0f} MB peak")
         ga_runs.append(res)
 
     import duckdb
@@ -407,6 +440,10 @@ def main() -> None:
             warnings.append(f"GoAccess counted {r['valid_requests']:,} valid and {r['failed_requests']:,} failed "
                             f"requests of {args.lines:,} lines: its figures are not comparable")
             break
+    noisy = [r for r in pw_runs + ga_runs if (r["other_cpu_seconds"] or 0) > 0.25 * r["seconds"]]
+    if noisy:
+        warnings.append(f"{len(noisy)} of {len(pw_runs) + len(ga_runs)} runs shared the CPUs with other work "
+                        "(over a quarter of a core on average): run again on an idle machine, or use more --repeat")
     if not all(r["peak_rss_exact"] for r in pw_runs + ga_runs):
         warnings.append(f"{GNU_TIME} not found (apt-get install -y time): peak RSS figures are upper bounds "
                         "that may include this benchmark's own memory")

@@ -60,7 +60,8 @@ def requests(rng: random.Random, lines: int, start: datetime):
     t = start
     for n in range(lines):
         t += step
-        ip = ips[int(rng.paretovariate(1.2)) % len(ips)]
+        # half the requests from a heavy-tailed few, half spread over the whole pool
+        ip = ips[int(rng.paretovariate(1.2)) % len(ips)] if rng.random() < 0.5 else ips[rng.randrange(len(ips))]
         ua = UAS[zlib.crc32(ip.encode()) % len(UAS)]
         img = IMAGES[rng.randrange(len(IMAGES))]
         roll = rng.random()

@@ -84,10 +84,13 @@ def ingest(cfg, paths, follow, as_json):
         while True:
             try:
                 ingester = Ingester(store, cfg)
-                total = _pending_bytes(ingester, patterns)
-                with click.progressbar(length=total, label="ingest", file=sys.stderr) as bar:
+                plan = ingester.plan(patterns)
+                total = sum(max(0, p.stat().st_size - (r["read_offset"] if r and p.suffix != ".gz" else 0))
+                            for p, r, _ in plan)
+                hidden = as_json or not sys.stderr.isatty()
+                with click.progressbar(length=total, label="ingest", file=sys.stderr, hidden=hidden) as bar:
                     ingester.progress = bar.update
-                    report = ingester.run(patterns)
+                    report = ingester.run(patterns, plan)
             except IngestError as e:
                 fail(str(e))
             failed = failed or any(f.error for f in report.files)
@@ -104,13 +107,6 @@ def ingest(cfg, paths, follow, as_json):
     finally:
         store.close()
     sys.exit(1 if failed else 0)
-
-
-def _pending_bytes(ingester, patterns) -> int:
-    total = 0
-    for path, record, _fmt in ingester.plan(patterns):
-        total += max(0, path.stat().st_size - (record["read_offset"] if record and not path.suffix == ".gz" else 0))
-    return total
 
 
 def _print_ingest(report, as_json: bool, quiet_if_empty: bool = False) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import maxminddb
-import pandas as pd
 
 from ingest.useragent import classify
 
@@ -88,20 +87,21 @@ def enrich_new(store, geo: GeoDB) -> dict[str, int]:
         where e.user_agent is not null
           and not exists (select 1 from user_agents u where u.user_agent = e.user_agent)""")]
     if uas:
-        df = pd.DataFrame([(ua, *classify(ua)) for ua in uas],
-                          columns=["user_agent", "family", "version", "upstream_client"])
-        store.con.register("new_user_agents", df)
-        store.execute("insert into user_agents select * from new_user_agents")
-        store.con.unregister("new_user_agents")
+        _insert_columns(store, "user_agents", [(ua, *classify(ua)) for ua in uas],
+                        ["varchar", "varchar", "varchar", "varchar"])
     ips: list[str] = []
     if geo.configured:
         ips = [r[0] for r in store.execute("""
             select distinct e.client_ip from events e
             where not exists (select 1 from ip_info i where i.ip = e.client_ip)""")]
         if ips:
-            df = pd.DataFrame([(ip, *geo.lookup(ip)) for ip in ips], columns=["ip", "asn", "as_org", "country"])
-            df["asn"] = df["asn"].astype("Int64")
-            store.con.register("new_ip_info", df)
-            store.execute("insert into ip_info select ip, asn, as_org, country from new_ip_info")
-            store.con.unregister("new_ip_info")
+            _insert_columns(store, "ip_info", [(ip, *geo.lookup(ip)) for ip in ips],
+                            ["varchar", "integer", "varchar", "varchar"])
     return {"user_agents": len(uas), "addresses": len(ips)}
+
+
+def _insert_columns(store, table: str, rows: list[tuple], types: list[str]) -> None:
+    """Insert many rows as one statement: each column is one bound list, unnested side by side."""
+    columns = list(zip(*rows))
+    select = ", ".join(f"unnest(${i}::{t}[])" for i, t in enumerate(types, 1))
+    store.execute(f"insert into {table} select {select}", [list(c) for c in columns])

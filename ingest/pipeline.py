@@ -199,9 +199,9 @@ class Ingester:
         return None
 
     # -- reading ---------------------------------------------------------------------------
-    def run(self, patterns: list[str]) -> IngestReport:
+    def run(self, patterns: list[str], plan: list | None = None) -> IngestReport:
         started = self.clock()
-        plan = self.plan(patterns)
+        plan = self.plan(patterns) if plan is None else plan
         report = IngestReport()
         if not self.geo.configured:
             report.notices.append("no ASN or country database configured (asn_db, country_db): "
