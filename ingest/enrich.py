@@ -6,7 +6,6 @@ address into ``ip_info``; events are never rewritten.
 """
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +57,19 @@ class GeoDB:
         return bool(self.asn or self.country)
 
     def lookup(self, ip: str) -> tuple[int | None, str | None, str | None]:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            return None, None, None
         asn = org = country = None
-        if self.asn:
-            rec = self.asn.get(ip)
-            if isinstance(rec, dict):
-                asn, org = _asn(rec)
-                country = _country(rec)       # IPinfo Lite carries both in one file
-        if self.country:
-            rec = self.country.get(ip)
-            if isinstance(rec, dict):
-                country = _country(rec) or country
+        try:
+            if self.asn:
+                rec = self.asn.get(ip)
+                if isinstance(rec, dict):
+                    asn, org = _asn(rec)
+                    country = _country(rec)       # IPinfo Lite carries both in one file
+            if self.country:
+                rec = self.country.get(ip)
+                if isinstance(rec, dict):
+                    country = _country(rec) or country
+        except ValueError:                        # not an address (a garbage X-Forwarded-For hop)
+            return None, None, None
         return asn, org, country
 
     def close(self) -> None:

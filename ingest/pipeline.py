@@ -23,9 +23,10 @@ import duckdb
 from ingest import formats, normalize
 from ingest.enrich import GeoDB, enrich_new
 from ingest.sources import (FP_LEN, Chunk, SourceError, discover, fingerprint, is_gzip, read_chunks,
-                            read_head)
+                            read_head, settled_file, unchanged)
 
 SNIFF_BYTES = 64 * 1024
+IN_PLACE_MAX = 8 << 30      # a settled file up to this size is loaded in one transaction
 
 # Each line is one column: \x01 never occurs in a sanitized chunk, quotes mean nothing.
 _READ = ("read_csv($src, delim='\x01', quote='', escape='', header=false, auto_detect=false, "
@@ -61,6 +62,10 @@ class IngestReport:
                 "seconds": round(self.seconds, 3),
                 "lines_per_second": round(lines / self.seconds) if self.seconds > 0 else 0,
                 "notices": self.notices, "per_file": [asdict(f) for f in self.files]}
+
+
+class _Woke(Exception):
+    """A file read in place changed while it was read, or needs fixing up: copy it instead."""
 
 
 def shorten_long_lines(path: Path) -> None:
@@ -228,7 +233,16 @@ class Ingester:
             shutil.rmtree(tmp, ignore_errors=True)
         return report
 
-    def _read_file(self, path: Path, fmt: formats.Format, rep: FileReport, tmp: Path) -> None:
+    def _chunks(self, path: Path, offset: int, tmp: Path, in_place: bool = True) -> Iterator[tuple[Chunk, Path]]:
+        """A settled file is read in place in one go; anything else (a live log, an append,
+        a .gz, bytes that need sanitizing) is copied chunk by chunk."""
+        whole = settled_file(path, offset, self.clock(), IN_PLACE_MAX) if in_place else None
+        if whole:
+            yield whole, path
+            return
+        yield from prefetch(read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock()), tmp)
+
+    def _read_file(self, path: Path, fmt: formats.Format, rep: FileReport, tmp: Path, in_place: bool = True) -> None:
         head = read_head(path)
         now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
         # Match again: a file read earlier in this pass (access.log.1 before access.log.1.gz)
@@ -250,25 +264,32 @@ class Ingester:
         select = fmt.select_sql()
         kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
         line = self.store.value("select lines from files where file_id = ?", [file_id])
-        chunks = read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock())
-        for chunk, chunk_file in prefetch(chunks, tmp):
+        for chunk, chunk_file in self._chunks(path, offset, tmp, in_place):
             self.store.execute("begin")
             try:
                 try:
                     counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
                 except (duckdb.InvalidInputException, duckdb.NotImplementedException):
-                    # a line longer than the reader's limit: replace it by a marker that the
-                    # format SQL rejects with its length, and load the chunk again
+                    # a line longer than the reader's limit: replace it (in a copy, never in
+                    # the operator's file) by a marker that the format SQL rejects with its
+                    # length, and load the chunk again
+                    if chunk.in_place:
+                        raise _Woke() from None
                     self.store.execute("rollback")
                     shorten_long_lines(chunk_file)
                     self.store.execute("begin")
                     counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
+                if chunk.in_place and not unchanged(path, chunk.in_place):
+                    raise _Woke()
                 self.store.execute("""
                     update files set read_offset = ?, lines = lines + ?, events = events + ?,
                         rejects = rejects + ?, proxy_events = proxy_events + ?, last_read = ?,
                         where file_id = ?""",
                     [chunk.end, chunk.lines, counts["events"], counts["rejects"], counts["proxy"], now, file_id])
                 self.store.execute("commit")
+            except _Woke:
+                self.store.execute("rollback")
+                return self._read_file(path, fmt, rep, tmp, in_place=False)
             except BaseException:
                 self.store.execute("rollback")
                 raise
