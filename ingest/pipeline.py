@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ import duckdb
 from ingest import formats, normalize
 from ingest.enrich import GeoDB, enrich_new
 from ingest.sources import (FP_LEN, Chunk, SourceError, discover, fingerprint, is_gzip, read_chunks,
-                            read_head, settled_file, unchanged)
+                            read_head, scan, settled, unchanged)
 
 SNIFF_BYTES = 64 * 1024
 IN_PLACE_MAX = 8 << 30      # a settled file up to this size is loaded in one transaction
@@ -212,6 +213,7 @@ class Ingester:
             report.notices.append("no ASN or country database configured (asn_db, country_db): "
                                   "ASN and country stay empty")
         tmp = Path(tempfile.mkdtemp(prefix="pullwarden-"))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pullwarden-scan")
         try:
             for path, _record, fmt in plan:
                 rep = FileReport(str(path), _format_label(fmt) if fmt.name != "custom" else "custom")
@@ -230,15 +232,18 @@ class Ingester:
                                 report.total("rejects")])
             self.store.execute("commit")
         finally:
+            self._pool.shutdown()
             shutil.rmtree(tmp, ignore_errors=True)
         return report
 
     def _chunks(self, path: Path, offset: int, tmp: Path, in_place: bool = True) -> Iterator[tuple[Chunk, Path]]:
         """A settled file is read in place in one go; anything else (a live log, an append,
         a .gz, bytes that need sanitizing) is copied chunk by chunk."""
-        whole = settled_file(path, offset, self.clock(), IN_PLACE_MAX) if in_place else None
-        if whole:
-            yield whole, path
+        stamp = settled(path, offset, self.clock(), IN_PLACE_MAX) if in_place else None
+        if stamp:
+            # the scan runs beside DuckDB's load; _load_chunk waits for it before deciding
+            lines = self._pool.submit(scan, path)
+            yield Chunk(b"", stamp[0], lines, size=stamp[0], in_place=stamp), path
             return
         yield from prefetch(read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock()), tmp)
 
@@ -285,7 +290,7 @@ class Ingester:
                     update files set read_offset = ?, lines = lines + ?, events = events + ?,
                         rejects = rejects + ?, proxy_events = proxy_events + ?, last_read = ?,
                         where file_id = ?""",
-                    [chunk.end, chunk.lines, counts["events"], counts["rejects"], counts["proxy"], now, file_id])
+                    [chunk.end, counts["lines"], counts["events"], counts["rejects"], counts["proxy"], now, file_id])
                 self.store.execute("commit")
             except _Woke:
                 self.store.execute("rollback")
@@ -294,8 +299,8 @@ class Ingester:
                 self.store.execute("rollback")
                 raise
             kept += counts["kept"]
-            line += chunk.lines
-            rep.lines += chunk.lines
+            line += counts["lines"]
+            rep.lines += counts["lines"]
             rep.events += counts["events"]
             rep.rejects += counts["rejects"]
             rep.proxy_events += counts["proxy"]
@@ -305,13 +310,18 @@ class Ingester:
             self.store.execute("insert into archives_read values (?, ?, ?, ?)",
                                [str(path.resolve()), st.st_size, st.st_mtime, file_id])
 
-    def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int, kept: int) -> dict:
+    def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int | Future,
+                    kept: int) -> dict:
         params = {"src": src, "file_id": file_id, "trusted": self._trusted_peers(select, src), **self.params}
         events = self.store.value(f"""
             insert into events
             with lines as ({LINES_FAST}), parsed as ({select})
             {normalize.events_sql('parsed')}""", params)
-        counts = {"events": events, "rejects": 0, "proxy": 0, "kept": 0}
+        if isinstance(lines, Future):
+            lines = lines.result()
+            if lines is None:
+                raise _Woke()
+        counts = {"events": events, "rejects": 0, "proxy": 0, "kept": 0, "lines": lines}
         if events == lines:
             return counts
         self.store.execute(f"""

@@ -133,15 +133,21 @@ def read_chunks(path: Path, offset: int, chunk_bytes: int, now: float | None = N
         raise SourceError(f"{path}: cannot read: {e}") from None
 
 
-def settled_file(path: Path, offset: int, now: float, limit: int) -> Chunk | None:
-    """A whole plain file that nobody writes to any more (idle, ends with a newline, nothing
-    that needs sanitizing) as one chunk to be read in place, saving a copy. None otherwise.
-    The caller must check ``in_place`` again after reading: a writer may have woken up."""
+def settled(path: Path, offset: int, now: float, limit: int) -> tuple | None:
+    """(size, mtime) of a whole plain file that nobody writes to any more, which can be read
+    in place rather than copied; None otherwise. The caller checks ``unchanged`` after
+    reading (a writer may wake up) and ``scan`` for bytes that need sanitizing."""
     if is_gzip(path) or offset:
         return None
     st = path.stat()
     if now - st.st_mtime < IDLE_SECONDS or not 0 < st.st_size <= limit:
         return None
+    return st.st_size, st.st_mtime
+
+
+def scan(path: Path) -> int | None:
+    """Number of lines of a file that can go to DuckDB as it is; None when it needs the
+    sanitizing copy (carriage returns, \\x01, invalid UTF-8, no final newline)."""
     lines, last = 0, b""
     try:
         with open(path, "rb") as f:
@@ -157,9 +163,7 @@ def settled_file(path: Path, offset: int, now: float, limit: int) -> Chunk | Non
                 last = block[-1:]
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e}") from None
-    if last != b"\n":
-        return None
-    return Chunk(b"", st.st_size, lines, size=st.st_size, in_place=(st.st_size, st.st_mtime))
+    return lines if last == b"\n" else None
 
 
 def unchanged(path: Path, stamp: tuple) -> bool:
