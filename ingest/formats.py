@@ -176,8 +176,8 @@ def _segment_fields(i: int, seg, quoted: bool) -> tuple[dict[str, str], str | No
             value, rest = f"array_to_string(w{i}[{pos}:], ' ')", True
         elif span == 1:
             value = f"w{i}[{pos}]"
-        else:
-            value = f"array_to_string(w{i}[{pos}:{pos + span - 1}], ' ')"
+        else:   # a fixed number of words, joined back ($time_local: two)
+            value = " || ' ' || ".join(f"w{i}[{k}]" for k in range(pos, pos + span))
         prefix = "".join(t for k, t in word[:word.index(("var", var))])
         suffix = "".join(t for k, t in word[word.index(("var", var)) + 1:])
         if prefix:
