@@ -101,3 +101,33 @@ def test_help_explains_each_command():
         res = invoke(*cmd, "--help")
         assert res.exit_code == 0 and "Usage:" in res.output
     assert "exactly once" in " ".join(invoke("ingest", "--help").output.split())
+
+
+def test_a_held_database_is_named_with_the_holders_pid(workdir):
+    import subprocess
+    import sys
+    import time
+    db = workdir / "held.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ready', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        res = invoke("stats", "--db", str(db))
+        assert res.exit_code == 2
+        assert f"held by another pullwarden process (pid {holder.pid})" in res.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_rejects_are_all_counted_and_the_first_n_kept(workdir):
+    bad = [f"garbage line {n}" for n in range(7)]
+    write(workdir / "a.log", [LINE.format(n=1, size=1)] + bad)
+    Path("pullwarden.toml").write_text("rejects_kept_per_file = 3\n")
+    out = json.loads(invoke("ingest", "a.log", "--format", "main", "--json").stdout)
+    assert (out["events"], out["rejected"]) == (1, 7)
+    con = duckdb.connect("data/pullwarden.duckdb")
+    assert con.execute("select line_no, line from rejects order by line_no").fetchall() == [
+        (2, "garbage line 0"), (3, "garbage line 1"), (4, "garbage line 2")]
+    assert con.execute("select rejects from files").fetchone() == (7,)
