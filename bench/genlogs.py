@@ -52,18 +52,43 @@ def client_ips(rng: random.Random, n: int) -> list[str]:
     return ips
 
 
+def catalog(rng: random.Random, n: int) -> list[str]:
+    """The well-known images plus n generated ones spread over the mirrored registries
+    (a public mirror's allow-list held 1,321 patterns in 2026)."""
+    registries = ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "nvcr.io", "mcr.microsoft.com"]
+    words = ["app", "api", "web", "worker", "agent", "operator", "proxy", "db", "cache", "runner", "exporter", "ml"]
+    out = list(IMAGES)
+    while len(out) < n:
+        out.append(f"{rng.choice(registries)}/{rng.choice(words)}{rng.randrange(100)}/{rng.choice(words)}-{rng.randrange(1000)}")
+    return out
+
+
+def user_agents(rng: random.Random) -> list[str]:
+    """The client mix, with the version spread a real mirror sees."""
+    out = list(UAS)
+    for _ in range(60):
+        major = rng.choice([20, 23, 24, 25, 26, 27, 28])
+        out.append(UAS[0].replace("27.3.1", f"{major}.{rng.randrange(4)}.{rng.randrange(9)}"))
+        out.append(f"containerd/v1.{rng.choice([6, 7])}.{rng.randrange(30)}")
+    return out
+
+
 def requests(rng: random.Random, lines: int, start: datetime):
     """Yield (ip, user, time, method, path, status, bytes, ua, xff, rt) tuples."""
+    # ~110k addresses a month reach the mirror: some 25k on a day of 1M requests
     ips = client_ips(rng, max(50, lines // 40))
-    blobs = {img: [digest(rng) for _ in range(6)] for img in IMAGES}
+    images = catalog(rng, max(len(IMAGES), lines // 500))
+    blobs = {img: [digest(rng) for _ in range(rng.randrange(3, 9))] for img in images}
+    agents = user_agents(rng)
     step = timedelta(seconds=86400 * 2 / max(lines, 1))
     t = start
     for n in range(lines):
         t += step
         # half the requests from a heavy-tailed few, half spread over the whole pool
         ip = ips[int(rng.paretovariate(1.2)) % len(ips)] if rng.random() < 0.5 else ips[rng.randrange(len(ips))]
-        ua = UAS[zlib.crc32(ip.encode()) % len(UAS)]
-        img = IMAGES[rng.randrange(len(IMAGES))]
+        ua = agents[zlib.crc32(ip.encode()) % len(agents)]
+        # popularity is skewed: a few base images get most pulls
+        img = images[int(rng.paretovariate(0.8)) % len(images)] if rng.random() < 0.6 else rng.choice(images)
         roll = rng.random()
         status, size, method = 200, 0, "GET"
         if roll < 0.08:
