@@ -124,8 +124,74 @@ create table if not exists ingest_runs (
 );
 """
 
-# Numbered migrations: MIGRATIONS[n] upgrades a database at version n to n + 1.
-MIGRATIONS: list[str] = []
+# Numbered migrations: MIGRATIONS[n] upgrades a database at version n + 1 to n + 2.
+MIGRATIONS: list[str] = [
+    # 1 → 2: detection. Rollups are append-only partial aggregates of the events after a
+    # watermark (events' rowid): exact, incremental, and re-aggregated by the feature queries.
+    """
+    create table rollup_state (name varchar primary key, last_rowid bigint not null);
+
+    create table facts_hourly (
+        hour timestamp not null, client_ip varchar not null, user_agent varchar, remote_user varchar,
+        registry varchar, repository varchar,
+        requests bigint, manifest_gets bigint, manifest_heads bigint, blob_gets bigint,
+        bytes bigint, blob_bytes bigint,
+        s2xx bigint, s3xx bigint, s401 bigint, s403 bigint, s404 bigint, s429 bigint, s5xx bigint,
+        catalog bigint, tags bigint, with_xff bigint
+    );
+    create table blob_hourly (
+        hour timestamp not null, client_ip varchar not null, remote_user varchar,
+        registry varchar, repository varchar, digest varchar not null,
+        downloads bigint, bytes bigint
+    );
+    create table xff_hourly (
+        hour timestamp not null, client_ip varchar not null, remote_user varchar, forwarded_for varchar not null,
+        requests bigint
+    );
+    -- /24 of an IPv4 address, /64 of an IPv6 one
+    create table ip_prefix (ip varchar primary key, prefix varchar not null);
+
+    create sequence decision_ids start 1;
+    create sequence decision_seq start 1;
+    create table decisions (
+        id bigint primary key default nextval('decision_ids'),
+        seq bigint not null,                 -- bumped on every change, for pollers' deltas
+        scope varchar not null,              -- ip range asn user
+        value varchar not null,
+        effect varchar not null,             -- ban throttle boost
+        tier varchar,
+        rule varchar,
+        origin varchar not null,             -- rule manual import
+        reason varchar not null,
+        evidence json,
+        created_at timestamp not null,
+        until timestamp not null,
+        revoked_at timestamp,
+        simulated boolean not null default false
+    );
+
+    create table allowlist (
+        kind varchar not null,               -- ip cidr asn user
+        value varchar not null,
+        reason varchar not null,
+        created_at timestamp not null,
+        until timestamp,
+        primary key (kind, value)
+    );
+
+    -- What the rules found in each detection pass, enforced or not (tags and simulated rules too).
+    create table findings (
+        now timestamp not null, rule varchar not null, entity_kind varchar not null, entity varchar not null,
+        window_name varchar not null, action varchar not null, simulated boolean not null,
+        reason varchar not null, evidence json
+    );
+
+    create table detect_runs (
+        now timestamp not null, ran_at timestamp not null, seconds double not null,
+        findings integer not null, decisions integer not null, held varchar
+    );
+    """,
+]
 VERSION = 1 + len(MIGRATIONS)
 
 

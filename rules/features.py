@@ -1,0 +1,186 @@
+"""Features per entity and window: the columns that rules are written against.
+
+Every feature is declared here once, with what it means; rules/FEATURES.md is generated
+from this list (`python -m rules.features > rules/FEATURES.md`) and a test keeps it in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "48h": timedelta(hours=48),
+           "7d": timedelta(days=7)}
+ENTITIES = ("address", "prefix", "asn", "user", "image")
+SCOPE_OF = {"address": "ip", "prefix": "range", "asn": "asn", "user": "user"}
+
+# Cloud and hosting networks: many downstream proxies and CI fleets live there.
+HOSTING_ASNS = (16509, 14618, 8987, 15169, 396982, 8075, 45102, 37963, 45090, 132203, 136907, 55990,
+                14061, 16276, 24940, 63949, 20473, 31898, 36352, 51167, 12876, 9009, 60068)
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    doc: str
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("requests", "Requests in the window."),
+    Feature("bytes", "Bytes served in the window (all kinds)."),
+    Feature("pulls", "Manifest GETs: a pull as Docker Hub counts it (HEADs are free, blobs do not count)."),
+    Feature("manifest_heads", "Manifest HEADs: version checks by containerd, kubelet, docker with a cached image."),
+    Feature("blob_gets", "Blob GETs (any status)."),
+    Feature("blob_bytes", "Bytes of blob downloads."),
+    Feature("blobs", "Distinct blobs downloaded."),
+    Feature("repeat_ratio", "Blob bytes ÷ bytes of the distinct blobs: 1 means every blob once, 30 means each "
+                            "blob thirty times on average (no layer cache, or many clients behind one address)."),
+    Feature("max_blob_downloads", "Most downloads of one blob."),
+    Feature("max_blob_bytes", "Most bytes served for one blob (its size × its downloads)."),
+    Feature("images", "Distinct images (registry/repository) requested."),
+    Feature("pulls_per_image", "Pulls ÷ images."),
+    Feature("max_image_pulls", "Most pulls of one image."),
+    Feature("max_image_bytes", "Most bytes served for one image."),
+    Feature("ua_strings", "Distinct user-agent strings."),
+    Feature("docker_versions", "Distinct docker engine versions."),
+    Feature("families", "Distinct client families (docker, containerd, podman, harbor, …)."),
+    Feature("top_ua_share", "Share of requests sent by the most frequent user-agent string (0–1)."),
+    Feature("cache_share", "Share of requests from pull-through caches (Harbor) (0–1)."),
+    Feature("xff_values", "Distinct X-Forwarded-For values: downstream clients a proxy admits to."),
+    Feature("xff_share", "Share of requests that carry X-Forwarded-For (0–1)."),
+    Feature("active_hours", "Clock hours with at least one request."),
+    Feature("blob_hours", "Clock hours with at least one blob download: a CI job re-pulling all day shows 20+, "
+                          "a cluster rollout 1–2."),
+    Feature("hours_of_day", "Distinct hours of the day (0–23, UTC) with requests: 24 is a flat round-the-clock "
+                            "profile, an office's working day shows 9–11."),
+    Feature("error_responses", "Responses 401, 403, 404, 429 or 5xx."),
+    Feature("errors", "Responses 403, 404, 429 or 5xx (the operator's own error rule counts these)."),
+    Feature("error_share", "error_responses ÷ requests."),
+    Feature("enum_requests", "Catalog and tags-list requests."),
+    Feature("enum_share", "enum_requests ÷ requests."),
+    Feature("byte_share", "Share of all bytes the mirror served in the window (0–1)."),
+    Feature("addresses", "Distinct client addresses (1 for an address; for a prefix, ASN or user, how many)."),
+    Feature("asn", "The autonomous system (for a prefix, user or image: the one with most requests); null "
+                   "without an ASN database."),
+    Feature("hosting", "1 when that ASN is a cloud or hosting network (setting hosting_asns), else 0."),
+    Feature("prior_decisions", "Enforced bans and throttles against this entity created in the 7 days before the "
+                               "window starts (recidive: it was told, and keeps on)."),
+)
+NAMES = tuple(f.name for f in FEATURES)
+
+_KEY = {
+    "address": ("t.client_ip", ""),
+    "prefix": ("px.prefix", "join ip_prefix px on px.ip = t.client_ip"),
+    "asn": ("cast(gi.asn as varchar)", "join ip_info gi on gi.ip = t.client_ip"),
+    "user": ("t.remote_user", ""),
+    "image": ("t.registry || '/' || t.repository", ""),
+}
+
+
+def features_sql(entity: str) -> str:
+    """SELECT entity, <every feature> for one entity kind; parameters $start, $end, $hosting."""
+    key, join = _KEY[entity]
+
+    def scoped(table: str, extra: str = "") -> str:
+        return (f"select {key} as entity, t.* from {table} t {join} "
+                f"where t.hour >= $start and t.hour < $end and {key} is not null {extra}")
+
+    scope = SCOPE_OF.get(entity, "image")
+    xff = ("select null::varchar as entity, 0 as xff_values where false" if entity == "image" else
+           f"select entity, count(distinct forwarded_for) as xff_values from ({scoped('xff_hourly')}) group by all")
+    return f"""
+with f as ({scoped('facts_hourly')}),
+bh as ({scoped('blob_hourly')}),
+b as (select entity, digest, sum(downloads) as downloads, sum(bytes) as bytes from bh group by all),
+x as ({xff}),
+ua as (select entity, user_agent, sum(requests) as r from f group by all),
+img as (select entity, registry, repository, sum(manifest_gets) as pulls, sum(bytes) as bytes
+        from f where repository is not null group by all),
+who as (select entity, client_ip, sum(requests) as r from f group by all),
+a as (
+    select f.entity, sum(requests) as requests, sum(bytes) as bytes, sum(manifest_gets) as pulls,
+        sum(manifest_heads) as manifest_heads, sum(blob_gets) as blob_gets, sum(blob_bytes) as blob_bytes,
+        sum(s401 + s403 + s404 + s429 + s5xx) as error_responses, sum(s403 + s404 + s429 + s5xx) as errors,
+        sum(catalog + tags) as enum_requests, sum(with_xff) as with_xff,
+        count(distinct hour) as active_hours, count(distinct hour(hour)) as hours_of_day,
+        count(distinct f.user_agent) as ua_strings,
+        count(distinct case when u.family = 'docker' then u.version end) as docker_versions,
+        count(distinct coalesce(u.family, 'other')) as families,
+        sum(case when u.family = 'harbor' then requests else 0 end) as cache_requests,
+        count(distinct client_ip) as addresses
+    from f left join user_agents u on u.user_agent = f.user_agent
+    group by f.entity),
+total as (select sum(bytes) as bytes from facts_hourly where hour >= $start and hour < $end),
+asn as (select who.entity, arg_max(gi.asn, who.r) as asn from who join ip_info gi on gi.ip = who.client_ip
+        group by all),
+prior as (select value as entity, count(*) as n from decisions
+          where scope = '{scope}' and not simulated and effect in ('ban', 'throttle')
+            and created_at >= $start - interval 7 day and created_at < $start
+          group by all)
+select a.entity,
+    a.requests, a.bytes, a.pulls, a.manifest_heads, a.blob_gets, a.blob_bytes,
+    coalesce(bb.blobs, 0) as blobs,
+    coalesce(bb.repeat_ratio, 0) as repeat_ratio,
+    coalesce(bb.max_blob_downloads, 0) as max_blob_downloads,
+    coalesce(bb.max_blob_bytes, 0) as max_blob_bytes,
+    coalesce(ii.images, 0) as images,
+    case when coalesce(ii.images, 0) = 0 then 0 else a.pulls / ii.images end as pulls_per_image,
+    coalesce(ii.max_image_pulls, 0) as max_image_pulls,
+    coalesce(ii.max_image_bytes, 0) as max_image_bytes,
+    a.ua_strings, a.docker_versions, a.families,
+    coalesce(uu.top / a.requests, 0) as top_ua_share,
+    a.cache_requests / a.requests as cache_share,
+    coalesce(x.xff_values, 0) as xff_values,
+    a.with_xff / a.requests as xff_share,
+    a.active_hours, coalesce(bhs.blob_hours, 0) as blob_hours, a.hours_of_day,
+    a.error_responses, a.errors, a.error_responses / a.requests as error_share,
+    a.enum_requests, a.enum_requests / a.requests as enum_share,
+    coalesce(a.bytes / nullif(total.bytes, 0), 0) as byte_share,
+    a.addresses,
+    asn.asn,
+    case when list_contains($hosting::integer[], asn.asn) then 1 else 0 end as hosting,
+    coalesce(prior.n, 0) as prior_decisions
+from a
+cross join total
+left join (select entity, count(*) as blobs, max(downloads) as max_blob_downloads, max(bytes) as max_blob_bytes,
+                  sum(bytes) / nullif(sum(bytes / downloads), 0) as repeat_ratio
+           from b where downloads > 0 group by all) bb using (entity)
+left join (select entity, count(*) as images, max(pulls) as max_image_pulls, max(bytes) as max_image_bytes
+           from img group by all) ii using (entity)
+left join (select entity, max(r) as top from ua group by all) uu using (entity)
+left join x using (entity)
+left join (select entity, count(distinct hour) as blob_hours from bh group by all) bhs using (entity)
+left join asn using (entity)
+left join prior using (entity)
+"""
+
+
+def window_bounds(now: datetime, window: str) -> tuple[datetime, datetime]:
+    """[start, end) of a window ending at ``now``, on whole hours: rollups are hourly, and
+    the hour that contains ``now`` counts as seen."""
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return end - WINDOWS[window], end
+
+
+def compute(store, entity: str, window: str, now: datetime, hosting=HOSTING_ASNS,
+            where: str | None = None) -> list[dict]:
+    start, end = window_bounds(now, window)
+    sql = features_sql(entity)
+    if where:
+        sql = f"select * from ({sql}) where {where}"
+    cols = ["entity", *NAMES]
+    rows = store.execute(sql, {"start": start, "end": end, "hosting": list(hosting)})
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def markdown() -> str:
+    lines = ["# Features", "",
+             "Rules are SQL boolean expressions over these columns, computed per entity (address, prefix — the",
+             "/24 of an IPv4 address or the /64 of an IPv6 one —, asn, user, image) over a window (1h, 24h, 48h, 7d)",
+             "that ends at the detection time. Generated from rules/features.py.", "",
+             "| feature | meaning |", "|---|---|"]
+    lines += [f"| `{f.name}` | {f.doc} |" for f in FEATURES]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -1,0 +1,81 @@
+"""Events → hourly rollups, incrementally.
+
+The watermark is the events table's rowid (events are only ever appended), not event
+time: CRProxy writes lines out of order and rotated files arrive late, and both must still
+be counted exactly once. Each pass appends partial aggregates of the new events; the
+feature queries sum them again, so a late event simply lands in its hour.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+# A blob "download": the body was sent (200, 206) or handed to object storage (a 30x).
+DOWNLOAD = "kind = 'blob' and method = 'GET' and status between 200 and 399 and status <> 304"
+
+
+def prefix_of(ip: str) -> str | None:
+    """The /24 of an IPv4 address, the /64 of an IPv6 one: where rotation happens."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    bits = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+
+
+def roll_up(store) -> int:
+    """Roll up the events added since the last pass; returns how many."""
+    last = store.value("select last_rowid from rollup_state where name = 'events'")
+    last = -1 if last is None else last
+    top = store.value("select max(rowid) from events")
+    if top is None or top <= last:
+        return 0
+    p = {"lo": last, "hi": top}
+    store.execute("begin")
+    try:
+        store.execute("""
+            insert into facts_hourly
+            select date_trunc('hour', ts), client_ip, user_agent, remote_user, registry, repository,
+                count(*),
+                count(*) filter (where kind = 'manifest' and method = 'GET'),
+                count(*) filter (where kind = 'manifest' and method = 'HEAD'),
+                count(*) filter (where kind = 'blob' and method = 'GET'),
+                coalesce(sum(bytes), 0),
+                coalesce(sum(bytes) filter (where kind = 'blob'), 0),
+                count(*) filter (where status between 200 and 299),
+                count(*) filter (where status between 300 and 399),
+                count(*) filter (where status = 401),
+                count(*) filter (where status = 403),
+                count(*) filter (where status = 404),
+                count(*) filter (where status = 429),
+                count(*) filter (where status >= 500),
+                count(*) filter (where kind = 'catalog'),
+                count(*) filter (where kind = 'tags'),
+                count(forwarded_for)
+            from events where rowid > $lo and rowid <= $hi
+            group by all""", p)
+        store.execute(f"""
+            insert into blob_hourly
+            select date_trunc('hour', ts), client_ip, remote_user, registry, repository, digest,
+                count(*), coalesce(sum(bytes), 0)
+            from events where rowid > $lo and rowid <= $hi and {DOWNLOAD} and digest is not null
+            group by all""", p)
+        store.execute("""
+            insert into xff_hourly
+            select date_trunc('hour', ts), client_ip, remote_user, forwarded_for, count(*)
+            from events where rowid > $lo and rowid <= $hi and forwarded_for is not null
+            group by all""", p)
+        new_ips = [r[0] for r in store.execute("""
+            select distinct client_ip from events e where rowid > $lo and rowid <= $hi
+              and not exists (select 1 from ip_prefix p where p.ip = e.client_ip)""", p)]
+        pairs = [(ip, prefix_of(ip)) for ip in new_ips]
+        pairs = [(ip, pre) for ip, pre in pairs if pre]
+        if pairs:
+            store.execute("insert into ip_prefix select unnest($1::varchar[]), unnest($2::varchar[])",
+                          [[a for a, _ in pairs], [b for _, b in pairs]])
+        store.execute("""insert or replace into rollup_state values ('events', $hi)""", {"hi": top})
+        store.execute("commit")
+    except BaseException:
+        store.execute("rollback")
+        raise
+    return top - last
