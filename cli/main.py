@@ -170,5 +170,8 @@ def main() -> None:
     cli(prog_name="pullwarden")
 
 
+from cli import detect as _detect  # noqa: E402,F401  (registers the detection commands on `cli`)
+
+
 if __name__ == "__main__":
     main()

@@ -45,6 +45,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("chunk_mb", int, 128,
             "Ingest reads and commits logs in chunks of this many MiB (smaller: less memory, slower)."),
     Setting("follow_interval", float, 1.0, "Seconds between polls of the sources with --follow."),
+    Setting("rules_dir", str, "",
+            "Site rules folder: adds rules and replaces a shipped rule of the same name (shipped files stay as they are)."),
+    Setting("hosting_asns", list, [16509, 14618, 8987, 15169, 396982, 8075, 45102, 37963, 45090, 132203, 136907,
+                                   55990, 14061, 16276, 24940, 63949, 20473, 31898, 36352, 51167, 12876, 9009, 60068],
+            "ASNs of cloud and hosting networks (feature `hosting`): AWS, Google, Azure, Alibaba, Tencent, Huawei, "
+            "DigitalOcean, OVH, Hetzner, Linode, Vultr, Oracle and others."),
+    Setting("breaker_share", float, 0.02,
+            "Circuit breaker: a detection pass may ban at most this share of the addresses active in the last 24 h."),
+    Setting("breaker_floor", int, 5,
+            "Circuit breaker: a pass may always ban this many addresses, however small the mirror."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -65,7 +75,8 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
     if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if setting.type is list and isinstance(value, str):  # from the environment: comma-separated
-        return [v.strip() for v in value.split(",") if v.strip()]
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        return [int(v) if v.isdigit() else v for v in items]
     if setting.type in (int, float) and isinstance(value, str):
         try:
             return setting.type(value)

@@ -13,11 +13,6 @@ WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "48h": timedelt
 ENTITIES = ("address", "prefix", "asn", "user", "image")
 SCOPE_OF = {"address": "ip", "prefix": "range", "asn": "asn", "user": "user"}
 
-# Cloud and hosting networks: many downstream proxies and CI fleets live there.
-HOSTING_ASNS = (16509, 14618, 8987, 15169, 396982, 8075, 45102, 37963, 45090, 132203, 136907, 55990,
-                14061, 16276, 24940, 63949, 20473, 31898, 36352, 51167, 12876, 9009, 60068)
-
-
 @dataclass(frozen=True)
 class Feature:
     name: str
@@ -76,8 +71,9 @@ _KEY = {
 }
 
 
-def features_sql(entity: str) -> str:
-    """SELECT entity, <every feature> for one entity kind; parameters $start, $end, $hosting."""
+def features_sql(entity: str, decisions: str = "decisions") -> str:
+    """SELECT entity, <every feature> for one entity kind; parameters $start, $end, $hosting.
+    ``decisions`` names the table recidive is counted in (a backtest keeps its own)."""
     key, join = _KEY[entity]
 
     def scoped(table: str, extra: str = "") -> str:
@@ -112,7 +108,7 @@ a as (
 total as (select sum(bytes) as bytes from facts_hourly where hour >= $start and hour < $end),
 asn as (select who.entity, arg_max(gi.asn, who.r) as asn from who join ip_info gi on gi.ip = who.client_ip
         group by all),
-prior as (select value as entity, count(*) as n from decisions
+prior as (select value as entity, count(*) as n from {decisions}
           where scope = '{scope}' and not simulated and effect in ('ban', 'throttle')
             and created_at >= $start - interval 7 day and created_at < $start
           group by all)
@@ -161,7 +157,7 @@ def window_bounds(now: datetime, window: str) -> tuple[datetime, datetime]:
     return end - WINDOWS[window], end
 
 
-def compute(store, entity: str, window: str, now: datetime, hosting=HOSTING_ASNS,
+def compute(store, entity: str, window: str, now: datetime, hosting=(),
             where: str | None = None) -> list[dict]:
     start, end = window_bounds(now, window)
     sql = features_sql(entity)

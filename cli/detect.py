@@ -1,0 +1,231 @@
+"""Commands of the detection stage: detect, decisions, explain, backtest, allow."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import click
+
+from cli.main import cli, fail, open_or_fail, with_settings
+
+
+def _when(text: str | None) -> datetime | None:
+    """An ISO 8601 time as naive UTC (a time without offset is taken as UTC)."""
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"not an ISO 8601 time: {text!r}")
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _rules(store, cfg, packs=None):
+    from rules.engine import RuleError, load_rules
+    try:
+        return load_rules(store, packs, cfg.rules_dir or None)
+    except RuleError as e:
+        fail(str(e))
+
+
+@cli.command()
+@click.option("--now", help="Detection time, ISO 8601 in UTC (default: the latest ingested event).")
+@click.option("--rules", "rules_dir", help="Site rules folder (adds to and overrides the shipped packs).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_settings
+def detect(cfg, now, as_json):
+    """Roll up new events, evaluate every rule and turn findings into decisions.
+
+    Runs on event time: by default `now` is the latest ingested event, so replaying old
+    logs gives the same verdicts as it did live.
+    """
+    from rules.detect import detect as run_detect, latest_event_time
+    store = open_or_fail(cfg.db)
+    try:
+        rules = _rules(store, cfg)
+        at = _when(now)
+        if at is None and not as_json:
+            click.echo(f"now = {latest_event_time(store)} UTC (the latest ingested event; --now to choose)", err=True)
+        result = run_detect(store, cfg, rules, at)
+    finally:
+        store.close()
+    out = {"now": result.now.isoformat(), "held": result.held,
+           "findings": [{"rule": f.rule.name, "entity": f.entity, "kind": f.rule.entity, "action": f.rule.action,
+                         "simulated": f.rule.simulate, "reason": f.reason} for f in result.findings],
+           "new": [d.as_dict() for d in result.new], "extended": [d.as_dict() for d in result.extended],
+           "allowlisted": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.allowlisted]}
+    if as_json:
+        click.echo(json.dumps(out, default=str))
+        return
+    for f in result.findings:
+        flag = " (simulated)" if f.rule.simulate else ""
+        click.echo(f"  {f.rule.name}{flag}: {f.rule.entity} {f.entity}: {f.reason}")
+    for f, why in result.allowlisted:
+        click.echo(f"  allowlisted, no decision: {f.entity} ({f.rule.name}): {why}")
+    if result.held:
+        click.echo(f"HELD: {result.held}")
+    enforced = [d for d in result.new if not d.simulated]
+    click.echo(f"findings {len(result.findings)}  new decisions {len(result.new)} ({len(enforced)} enforced)  "
+               f"extended {len(result.extended)}")
+
+
+@cli.group()
+def decisions():
+    """Decisions: bans, throttles and boosts, with their reasons."""
+
+
+@decisions.command("list")
+@click.option("--active", is_flag=True, help="Only decisions in force (not revoked, not expired, not simulated).")
+@click.option("--now", help="The time 'active' is judged at (default: the latest ingested event).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@with_settings
+def decisions_list(cfg, active, now, as_json):
+    """List decisions, newest first."""
+    store = open_or_fail(cfg.db)
+    try:
+        at = _when(now) or store.value("select max(ts) from events") or datetime.utcnow()
+        cond = "where revoked_at is null and until > $now and not simulated" if active else ""
+        cols = ["id", "seq", "scope", "value", "effect", "tier", "rule", "origin", "reason", "created_at", "until",
+                "revoked_at", "simulated"]
+        rows = [dict(zip(cols, r)) for r in store.execute(
+            f"select {', '.join(cols)} from decisions {cond} order by seq desc", {"now": at} if active else None)]
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        state = "revoked" if r["revoked_at"] else ("simulated" if r["simulated"] else
+                                                  ("active" if r["until"] > at else "expired"))
+        tier = f":{r['tier']}" if r["tier"] else ""
+        click.echo(f"#{r['id']} {state:9} {r['effect']}{tier} {r['scope']} {r['value']} until {r['until']} "
+                   f"[{r['rule'] or r['origin']}] {r['reason']}")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--now", help="Detection time (default: the latest ingested event).")
+@click.option("--rules", "rules_dir", help="Site rules folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_settings
+def explain(cfg, target, now, as_json):
+    """Why an address or range gets (or does not get) a decision: every rule's verdict with the
+    numbers behind it, the top images and user agents, the hourly profile."""
+    from rules.explain import explain as run_explain
+    store = open_or_fail(cfg.db)
+    try:
+        rules = _rules(store, cfg)
+        try:
+            report = run_explain(store, cfg, rules, target, _when(now))
+        except ValueError as e:
+            fail(str(e))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+        return
+    click.echo(f"{report['entity_kind']} {report['target']} at {report['now']}")
+    for v in report["verdicts"]:
+        mark = "MATCH" if v["match"] else "-    "
+        sim = " (simulated)" if v["simulated"] else ""
+        click.echo(f"  {mark} {v['rule']}{sim} [{v['window']}]: {v['reason'] or 'no traffic in the window'}")
+    click.echo("  top images: " + ", ".join(f"{i['image']} ({i['requests']})" for i in report["top_images"]))
+    click.echo("  top user agents: " + ", ".join(f"{u['user_agent']} ({u['requests']})" for u in report["top_user_agents"]))
+    click.echo("  requests per hour (UTC, last 24h): " + " ".join(str(n) for n in report["hourly"]))
+
+
+@cli.command()
+@click.option("--from", "start", required=True, help="Start of the replay, ISO 8601 UTC.")
+@click.option("--to", "end", required=True, help="End of the replay, ISO 8601 UTC.")
+@click.option("--rules", "packs", multiple=True,
+              help="Rule packs or folders to compare (repeatable; default: every shipped pack).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_settings
+def backtest(cfg, start, end, packs, as_json):
+    """Replay detection hour by hour over stored history, without touching live decisions:
+    per rule, the entities flagged, their bytes, and the bytes enforcement would have saved."""
+    from rules.backtest import backtest as run_backtest
+    store = open_or_fail(cfg.db)
+    try:
+        rules = _rules(store, cfg, list(packs) or None)
+        report = run_backtest(store, cfg, rules, _when(start), _when(end))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+        return
+    click.echo(f"{'rule':<22}{'pack':<19}{'action':<19}{'flagged':>8}{'GiB flagged':>13}{'GiB saved':>11}")
+    for r in report["rules"]:
+        click.echo(f"{r['rule']:<22}{r['pack']:<19}{r['action']:<19}{r['entities']:>8}"
+                   f"{r['bytes'] / (1 << 30):>13.1f}{r['bytes_saved'] / (1 << 30):>11.1f}")
+    for pack, p in report["packs"].items():
+        click.echo(f"pack {pack}: {p['entities']} entities banned or throttled, "
+                   f"{p['bytes_saved'] / (1 << 30):.1f} GiB saved of {report['bytes'] / (1 << 30):.1f} GiB served")
+
+
+@cli.group()
+def allow():
+    """The allowlist: addresses, ranges, ASNs and users that are never banned or throttled."""
+
+
+@allow.command("add")
+@click.argument("kind", type=click.Choice(["ip", "cidr", "asn", "user"]))
+@click.argument("value")
+@click.option("--reason", required=True, help="Why (kept with the entry).")
+@click.option("--until", help="Expiry, ISO 8601 UTC (default: never).")
+@with_settings
+def allow_add(cfg, kind, value, reason, until):
+    """Add an entry; active decisions it covers are revoked at once."""
+    import ipaddress
+    from rules.policy import revoke_allowlisted
+    if kind in ("ip", "cidr"):
+        try:
+            value = str(ipaddress.ip_address(value)) if kind == "ip" else str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            fail(f"not an {'address' if kind == 'ip' else 'address range'}: {value!r}")
+    if kind == "asn" and not value.removeprefix("AS").isdigit():
+        fail(f"not an AS number: {value!r}")
+    value = value.removeprefix("AS") if kind == "asn" else value
+    store = open_or_fail(cfg.db)
+    try:
+        now = datetime.utcnow()
+        store.execute("insert or replace into allowlist values (?, ?, ?, ?, ?)", [kind, value, reason, now, _when(until)])
+        revoked = revoke_allowlisted(store, kind, value, store.value("select max(ts) from events") or now)
+    finally:
+        store.close()
+    click.echo(f"allowed {kind} {value}; {revoked} active decision(s) revoked")
+
+
+@allow.command("remove")
+@click.argument("kind", type=click.Choice(["ip", "cidr", "asn", "user"]))
+@click.argument("value")
+@with_settings
+def allow_remove(cfg, kind, value):
+    """Remove an entry."""
+    store = open_or_fail(cfg.db)
+    try:
+        n = store.value("select count(*) from allowlist where kind = ? and value = ?", [kind, value])
+        store.execute("delete from allowlist where kind = ? and value = ?", [kind, value])
+    finally:
+        store.close()
+    if not n:
+        fail(f"no allowlist entry {kind} {value}")
+    click.echo(f"removed {kind} {value}")
+
+
+@allow.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@with_settings
+def allow_list(cfg, as_json):
+    """List the entries."""
+    store = open_or_fail(cfg.db)
+    try:
+        rows = store.execute("select kind, value, reason, created_at, until from allowlist order by kind, value")
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([dict(zip(["kind", "value", "reason", "created_at", "until"], r)) for r in rows],
+                              default=str))
+        return
+    for kind, value, reason, _created, until in rows:
+        click.echo(f"{kind} {value} until {until or 'forever'}: {reason}")

@@ -1,0 +1,56 @@
+"""One detection pass: roll up, compute the features each rule needs, evaluate, decide."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime
+
+from rules import features, policy
+from rules.engine import Rule
+from rules.rollup import roll_up
+
+
+def latest_event_time(store) -> datetime | None:
+    return store.value("select max(ts) from events")
+
+
+def find(store, rules: list[Rule], now: datetime, hosting) -> list[policy.Finding]:
+    """Every rule's findings at ``now``; features are computed once per (entity, window)."""
+    groups: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+    for r in rules:
+        groups[(r.entity, r.window)].append(r)
+    found = []
+    cols = ["entity", *features.NAMES]
+    for (entity, window), group in sorted(groups.items()):
+        start, end = features.window_bounds(now, window)
+        store.execute(f"create or replace temp table feat as {features.features_sql(entity)}",
+                      {"start": start, "end": end, "hosting": list(hosting)})
+        for rule in group:
+            for row in store.execute(f"select * from feat where ({rule.where}) order by entity"):
+                values = dict(zip(cols, row))
+                entity_value = values.pop("entity")
+                found.append(policy.Finding(rule, entity_value, values, rule.explain(values)))
+    return found
+
+
+def detect(store, settings, rules: list[Rule], now: datetime | None = None, write: bool = True,
+           clock=time.time) -> policy.PassResult:
+    started = clock()
+    roll_up(store)
+    now = now or latest_event_time(store)
+    if now is None:
+        return policy.PassResult(datetime(1970, 1, 1))
+    found = find(store, rules, now, settings.hosting_asns)
+    result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor)
+    if write:
+        store.execute("begin")
+        try:
+            policy.apply(store, result)
+            store.execute("insert into detect_runs values (?, ?, ?, ?, ?, ?)",
+                          [now, datetime.utcfromtimestamp(clock()), clock() - started, len(found),
+                           0 if result.held else len(result.new) + len(result.extended), result.held])
+            store.execute("commit")
+        except BaseException:
+            store.execute("rollback")
+            raise
+    return result

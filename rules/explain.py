@@ -1,0 +1,61 @@
+"""`pullwarden explain`: every rule's verdict on one address or range, with the numbers."""
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+
+from rules import features
+from rules.engine import Rule
+from rules.rollup import prefix_of, roll_up
+
+
+def _target(text: str) -> tuple[str, str]:
+    """(entity kind, canonical value) of an address or a /24 / /64 range."""
+    try:
+        return "address", str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an address nor a range") from None
+    if net.prefixlen != (24 if net.version == 4 else 64):
+        raise ValueError(f"{text}: ranges are judged as /24 (IPv4) or /64 (IPv6) prefixes")
+    return "prefix", str(net)
+
+
+def explain(store, settings, rules: list[Rule], text: str, now: datetime | None = None) -> dict:
+    kind, value = _target(text)
+    roll_up(store)
+    now = now or store.value("select max(ts) from events")
+    if now is None:
+        raise ValueError("no events yet: ingest some logs first")
+    cols = ["entity", *features.NAMES]
+    verdicts = []
+    for rule in sorted((r for r in rules if r.entity == kind), key=lambda r: (r.pack, r.name)):
+        start, end = features.window_bounds(now, rule.window)
+        row = store.execute(f"""
+            select *, coalesce(({rule.where})::boolean, false) from ({features.features_sql(kind)})
+            where entity = $target""",
+            {"start": start, "end": end, "hosting": list(settings.hosting_asns), "target": value})
+        values = dict(zip(cols, row[0][:-1])) if row else {}
+        verdicts.append({"rule": rule.name, "pack": rule.pack, "window": rule.window, "action": rule.action,
+                         "simulated": rule.simulate, "match": bool(row and row[0][-1]), "where": rule.where,
+                         "reason": rule.explain(values) if values else None, "features": values})
+    start, end = features.window_bounds(now, "24h")
+    who = ("client_ip = $v" if kind == "address" else
+           "client_ip in (select ip from ip_prefix where prefix = $v)")
+    p = {"s": start, "e": end, "v": value}
+    top_images = [{"image": f"{r}/{n}", "requests": q} for r, n, q in store.execute(f"""
+        select registry, repository, sum(requests) as q from facts_hourly
+        where hour >= $s and hour < $e and {who} and repository is not null
+        group by all order by q desc limit 5""", p)]
+    top_uas = [{"user_agent": u, "requests": q} for u, q in store.execute(f"""
+        select coalesce(user_agent, '(none)'), sum(requests) as q from facts_hourly
+        where hour >= $s and hour < $e and {who} group by all order by q desc limit 5""", p)]
+    per_hour = dict(store.execute(f"""
+        select hour, sum(requests) from facts_hourly where hour >= $s and hour < $e and {who} group by all""", p))
+    hours = [start + (end - start) * i / 24 for i in range(24)]
+    return {"target": value, "entity_kind": kind, "now": now, "prefix": prefix_of(value) if kind == "address" else value,
+            "verdicts": verdicts, "top_images": top_images, "top_user_agents": top_uas,
+            "hourly": [int(per_hour.get(h, 0)) for h in hours]}
