@@ -175,10 +175,10 @@ def where_checker(store):
         if '"SUBQUERY"' in json.dumps(stmts) or '"SELECT_NODE"' in json.dumps(stmts[0]["node"]["select_list"]):
             return "subqueries are not allowed"
         try:
-            store.execute(f"select ({where})::boolean from feature_stub")
+            kind = store.execute(f"describe select ({where}) as v from feature_stub")[0][1]
         except Exception as e:  # duckdb's binder and parser errors say which column or token
             return str(e).split("\n")[0]
-        return None
+        return None if kind == "BOOLEAN" else f"must be one boolean expression, not {kind}"
     return check
 
 

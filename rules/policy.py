@@ -81,18 +81,20 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
         if why:
             result.allowlisted.append((f, why))
             continue
-        earlier = store.value("""
-            select count(*) from decisions where scope = ? and value = ? and rule = ? and not simulated
-              and created_at < ? and created_at >= ?""",
-            [scope, f.entity, f.rule.name, now, now - ESCALATION_LOOKBACK])
-        duration = f.rule.duration * (f.rule.escalation_factor ** earlier)
-        if f.rule.escalation_cap:
-            duration = min(duration, f.rule.escalation_cap)
-        until = now + duration
         active = store.execute("""
             select id, until from decisions where scope = ? and value = ? and effect = ? and rule = ?
               and simulated = ? and revoked_at is null and until > ? order by until desc limit 1""",
             [scope, f.entity, f.rule.effect, f.rule.name, f.rule.simulate, now])
+        # a repeat offence is a new decision after earlier ones ended; extending the one in
+        # force does not escalate
+        earlier = store.value("""
+            select count(*) from decisions where scope = ? and value = ? and rule = ? and not simulated
+              and created_at < ? and created_at >= ? and id <> ?""",
+            [scope, f.entity, f.rule.name, now, now - ESCALATION_LOOKBACK, active[0][0] if active else -1])
+        duration = f.rule.duration * (f.rule.escalation_factor ** earlier)
+        if f.rule.escalation_cap:
+            duration = min(duration, f.rule.escalation_cap)
+        until = now + duration
         d = Decision(scope=scope, value=f.entity, effect=f.rule.effect, tier=f.rule.tier, rule=f.rule.name,
                      reason=f.reason, evidence=f.features, created_at=now, until=until,
                      simulated=f.rule.simulate)
