@@ -1,0 +1,70 @@
+"""The detection commands end to end on the committed samples."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.test_cli import SAMPLES, invoke
+
+
+def setup_samples(workdir):
+    shutil.copytree(SAMPLES, workdir / "samples")
+    assert invoke("ingest", "samples").exit_code == 0
+
+
+def test_detect_decisions_explain_backtest_allow(workdir):
+    setup_samples(workdir)
+    res = invoke("detect", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["now"] == "2024-11-20T23:57:37" and out["held"] is None
+    found = {(f["rule"], f["entity"]) for f in out["findings"]}
+    assert ("ci-repull-storm", "203.0.113.50") in found           # the CI job of the samples
+    assert ("tag-scanner", "198.18.0.66") in found                  # the scanner
+    assert ("baseline-ip-volume", "192.0.2.80") in found            # the reseller, by the baseline
+    enforced = {(d["rule"], d["value"]) for d in out["new"] if not d["simulated"]}
+    assert enforced == {("ci-repull-storm", "203.0.113.50"), ("tag-scanner", "198.18.0.66"),
+                        ("error-storm", "198.18.0.66")}
+
+    again = json.loads(invoke("detect", "--json").stdout)          # same data, same time: nothing new
+    assert again["new"] == [] and again["extended"] == []
+
+    active = json.loads(invoke("decisions", "list", "--active", "--json").stdout)
+    assert {(d["scope"], d["value"], d["effect"], d["tier"], d["rule"]) for d in active} == {
+        ("ip", "203.0.113.50", "throttle", "throttled", "ci-repull-storm"),
+        ("ip", "198.18.0.66", "ban", None, "tag-scanner"), ("ip", "198.18.0.66", "ban", None, "error-storm")}
+    assert all(d["reason"] and d["until"] for d in active)
+
+    text = invoke("explain", "203.0.113.50").output
+    assert "MATCH ci-repull-storm" in text and "docker.io/library/python" in text
+    exp = json.loads(invoke("explain", "203.0.113.50", "--json").stdout)
+    storm = next(v for v in exp["verdicts"] if v["rule"] == "ci-repull-storm")
+    assert storm["match"] and storm["features"]["max_blob_downloads"] >= 20 and len(exp["hourly"]) == 24
+    assert invoke("explain", "203.0.113.0/16").exit_code == 2
+
+    before = json.loads(invoke("decisions", "list", "--json").stdout)
+    bt = json.loads(invoke("backtest", "--from", "2024-11-20T00:00", "--to", "2024-11-21T00:00", "--json").stdout)
+    assert set(bt["packs"]) == {"default", "daocloud-baseline"}
+    assert "192.0.2.80" in bt["packs"]["daocloud-baseline"]["banned"]
+    assert bt["packs"]["daocloud-baseline"]["bytes_saved"] > 0
+    assert json.loads(invoke("decisions", "list", "--json").stdout) == before   # backtest wrote none
+
+    res = invoke("allow", "add", "ip", "203.0.113.50", "--reason", "our own CI")
+    # the throttle, and the two simulated baseline bans
+    assert res.exit_code == 0 and "3 active decision(s) revoked" in res.output
+    active = json.loads(invoke("decisions", "list", "--active", "--json").stdout)
+    assert "203.0.113.50" not in {d["value"] for d in active}
+    assert json.loads(invoke("allow", "list", "--json").stdout)[0]["reason"] == "our own CI"
+    assert invoke("allow", "remove", "ip", "203.0.113.50").exit_code == 0
+    assert invoke("allow", "remove", "ip", "203.0.113.50").exit_code == 2
+    assert invoke("allow", "add", "cidr", "not-a-range", "--reason", "x").exit_code == 2
+
+
+def test_a_bad_site_rule_stops_detect_with_file_and_line(workdir):
+    setup_samples(workdir)
+    (workdir / "site").mkdir()
+    (workdir / "site" / "x.yml").write_text("name: x\ndescription: d\nentity: address\nwindow: 24h\n"
+                                            "where: nosuch > 1\naction: ban\nduration: 1h\nreason: r\n")
+    res = invoke("detect", "--rules", "site")
+    assert res.exit_code == 2 and "site/x.yml:5: where:" in res.stderr and "nosuch" in res.stderr

@@ -1,0 +1,36 @@
+"""The schema: version 1 plus numbered migrations; an older database upgrades in place."""
+from __future__ import annotations
+
+import duckdb
+
+from core import store as store_mod
+from core.store import open_store
+
+
+def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
+    path = str(tmp_path / "old.duckdb")
+    con = duckdb.connect(path)                       # what pullwarden 0.1 (schema 1) left behind
+    con.execute(store_mod.SCHEMA)
+    con.execute("insert into schema_version values (1)")
+    con.execute("""insert into events (ts, client_ip, peer_ip, kind, file_id)
+                   values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
+    con.close()
+    s = open_store(path)
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 2
+    assert s.value("select count(*) from events") == 1
+    assert s.value("select count(*) from decisions") == 0          # a table of migration 2
+    s.close()
+    s = open_store(path)                              # opening again changes nothing
+    assert s.execute("select version from schema_version") == [(2,)]
+    s.close()
+
+
+def test_a_newer_database_is_refused(tmp_path):
+    path = str(tmp_path / "new.duckdb")
+    open_store(path).close()
+    con = duckdb.connect(path)
+    con.execute("update schema_version set version = 99")
+    con.close()
+    import pytest
+    with pytest.raises(RuntimeError, match="schema version 99, newer"):
+        open_store(path)
