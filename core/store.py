@@ -139,9 +139,10 @@ MIGRATIONS: list[str] = [
         s2xx bigint, s3xx bigint, s401 bigint, s403 bigint, s404 bigint, s429 bigint, s5xx bigint,
         catalog bigint, tags bigint, with_xff bigint
     );
+    -- blob: hash(digest). Grouping 64-bit numbers instead of 71-character digests makes this,
+    -- the largest rollup, about three times cheaper; features only need to tell blobs apart.
     create table blob_hourly (
-        hour timestamp not null, client_ip varchar not null, remote_user varchar,
-        registry varchar, repository varchar, digest varchar not null,
+        hour timestamp not null, client_ip varchar not null, remote_user varchar, blob ubigint not null,
         downloads bigint, bytes bigint
     );
     create table xff_hourly (

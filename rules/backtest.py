@@ -32,8 +32,10 @@ def _replay(store, settings, rules: list[Rule], start: datetime, end: datetime) 
     while now < end:
         for (entity, window), group in sorted(groups.items()):
             w_start, w_end = features.window_bounds(now, window)
-            store.execute(f"create or replace temp table bt_feat as {features.features_sql(entity, BT_TABLE)}",
-                          {"start": w_start, "end": w_end, "hosting": list(settings.hosting_asns)})
+            needed = set().union(*(r.uses for r in group))
+            sql = features.features_sql(entity, BT_TABLE, needed)
+            store.execute(f"create or replace temp table bt_feat as {sql}",
+                          features.params(sql, start=w_start, end=w_end, hosting=list(settings.hosting_asns)))
             for rule in group:
                 for (value,) in store.execute(f"select entity from bt_feat where ({rule.where})"):
                     key = (rule.name, value)

@@ -10,6 +10,10 @@ from rules.engine import Rule
 from rules.rollup import roll_up
 
 
+# Always computed, so that every decision's evidence shows the size of what it judged.
+CORE = {"requests", "bytes", "pulls", "blob_bytes", "addresses"}
+
+
 def latest_event_time(store) -> datetime | None:
     return store.value("select max(ts) from events")
 
@@ -23,8 +27,10 @@ def find(store, rules: list[Rule], now: datetime, hosting) -> list[policy.Findin
     cols = ["entity", *features.NAMES]
     for (entity, window), group in sorted(groups.items()):
         start, end = features.window_bounds(now, window)
-        store.execute(f"create or replace temp table feat as {features.features_sql(entity)}",
-                      {"start": start, "end": end, "hosting": list(hosting)})
+        needed = set().union(*(r.uses for r in group)) | CORE
+        sql = features.features_sql(entity, needed=needed)
+        store.execute(f"create or replace temp table feat as {sql}",
+                      features.params(sql, start=start, end=end, hosting=list(hosting)))
         for rule in group:
             for row in store.execute(f"select * from feat where ({rule.where}) order by entity"):
                 values = dict(zip(cols, row))

@@ -59,6 +59,13 @@ class Rule:
     def explain(self, features: dict) -> str:
         return format_reason(self.reason, features)
 
+    @property
+    def uses(self) -> set[str]:
+        """The features its condition and its reason read."""
+        words = set(re.findall(r"[a-z_]+", self.where))
+        words |= {f.split(":")[0].split("!")[0] for _, f, _, _ in string.Formatter().parse(self.reason) if f}
+        return words & set(NAMES)
+
 
 def parse_duration(text: str) -> timedelta:
     m = _DURATION.match(str(text).strip())

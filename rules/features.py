@@ -43,7 +43,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("xff_values", "Distinct X-Forwarded-For values: downstream clients a proxy admits to."),
     Feature("xff_share", "Share of requests that carry X-Forwarded-For (0–1)."),
     Feature("active_hours", "Clock hours with at least one request."),
-    Feature("blob_hours", "Clock hours with at least one blob download: a CI job re-pulling all day shows 20+, "
+    Feature("blob_hours", "Clock hours with at least one blob GET: a CI job re-pulling all day shows 20+, "
                           "a cluster rollout 1–2."),
     Feature("hours_of_day", "Distinct hours of the day (0–23, UTC) with requests: 24 is a flat round-the-clock "
                             "profile, an office's working day shows 9–11."),
@@ -71,83 +71,104 @@ _KEY = {
 }
 
 
-def features_sql(entity: str, decisions: str = "decisions") -> str:
-    """SELECT entity, <every feature> for one entity kind; parameters $start, $end, $hosting.
-    ``decisions`` names the table recidive is counted in (a backtest keeps its own)."""
+# Where each feature comes from: the aggregate over facts_hourly (`a`) or one of the parts
+# below, each a CTE and a join, included only when a rule needs one of its features.
+_PARTS = {
+    "blob": (("blobs", "repeat_ratio", "max_blob_downloads", "max_blob_bytes"),
+             """b as (select entity, blob, sum(downloads) as downloads, sum(bytes) as bytes
+                     from ({blob_hourly}) group by all)""",
+             """left join (select entity, count(*) as blobs, max(downloads) as max_blob_downloads,
+                           max(bytes) as max_blob_bytes, sum(bytes) / nullif(sum(bytes / downloads), 0) as repeat_ratio
+                    from b where downloads > 0 group by all) bb using (entity)"""),
+    "image": (("images", "pulls_per_image", "max_image_pulls", "max_image_bytes"),
+              """img as (select entity, registry, repository, sum(manifest_gets) as pulls, sum(bytes) as bytes
+                         from f where repository is not null group by all)""",
+              """left join (select entity, count(*) as images, max(pulls) as max_image_pulls,
+                            max(bytes) as max_image_bytes from img group by all) ii using (entity)"""),
+    "ua": (("top_ua_share",),
+           "ua as (select entity, user_agent, sum(requests) as r from f group by all)",
+           "left join (select entity, max(r) as top from ua group by all) uu using (entity)"),
+    "xff": (("xff_values",), "x as ({xff})", "left join x using (entity)"),
+    "total": (("byte_share",),
+              "total as (select sum(bytes) as bytes from facts_hourly where hour >= $start and hour < $end)",
+              "cross join total"),
+    "asn": (("asn", "hosting"),
+            """asn as (select who.entity, arg_max(gi.asn, who.r) as asn
+                       from (select entity, client_ip, sum(requests) as r from f group by all) who
+                       join ip_info gi on gi.ip = who.client_ip group by all)""",
+            "left join asn using (entity)"),
+    "prior": (("prior_decisions",),
+              """prior as (select value as entity, count(*) as n from {decisions}
+                           where scope = '{scope}' and not simulated and effect in ('ban', 'throttle')
+                             and created_at >= $start - interval 7 day and created_at < $start group by all)""",
+              "left join prior using (entity)"),
+}
+_SELECT = {
+    "blobs": "coalesce(bb.blobs, 0)", "repeat_ratio": "coalesce(bb.repeat_ratio, 0)",
+    "max_blob_downloads": "coalesce(bb.max_blob_downloads, 0)", "max_blob_bytes": "coalesce(bb.max_blob_bytes, 0)",
+    "images": "coalesce(ii.images, 0)",
+    "pulls_per_image": "case when coalesce(ii.images, 0) = 0 then 0 else a.pulls / ii.images end",
+    "max_image_pulls": "coalesce(ii.max_image_pulls, 0)", "max_image_bytes": "coalesce(ii.max_image_bytes, 0)",
+    "top_ua_share": "coalesce(uu.top / a.requests, 0)", "cache_share": "a.cache_requests / a.requests",
+    "xff_values": "coalesce(x.xff_values, 0)", "xff_share": "a.with_xff / a.requests",
+    "error_share": "a.error_responses / a.requests", "enum_share": "a.enum_requests / a.requests",
+    "byte_share": "coalesce(a.bytes / nullif(total.bytes, 0), 0)", "asn": "asn.asn",
+    "hosting": "case when list_contains($hosting::integer[], asn.asn) then 1 else 0 end",
+    "prior_decisions": "coalesce(prior.n, 0)",
+}
+
+
+def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
+    """SELECT entity, <features> for one entity kind; parameters $start, $end, $hosting.
+    ``decisions`` names the table recidive is counted in (a backtest keeps its own);
+    ``needed`` limits the work to the parts those features come from (the others read null)."""
     key, join = _KEY[entity]
 
-    def scoped(table: str, extra: str = "") -> str:
+    def scoped(table: str) -> str:
         return (f"select {key} as entity, t.* from {table} t {join} "
-                f"where t.hour >= $start and t.hour < $end and {key} is not null {extra}")
+                f"where t.hour >= $start and t.hour < $end and {key} is not null")
 
-    scope = SCOPE_OF.get(entity, "image")
     xff = ("select null::varchar as entity, 0 as xff_values where false" if entity == "image" else
            f"select entity, count(distinct forwarded_for) as xff_values from ({scoped('xff_hourly')}) group by all")
+    fill = {"blob_hourly": scoped("blob_hourly"), "xff": xff, "decisions": decisions,
+            "scope": SCOPE_OF.get(entity, "image")}
+    wanted = set(NAMES if needed is None else needed)
+    parts = [p for p, (provides, _, _) in _PARTS.items() if wanted & set(provides)]
+    ctes = "".join(",\n" + _PARTS[p][1].format(**fill) for p in parts)
+    joins = "\n".join(_PARTS[p][2] for p in parts)
+    provided = {n for p in parts for n in _PARTS[p][0]}
+    columns = []
+    for n in NAMES:
+        if n in _SELECT:
+            part_feature = any(n in _PARTS[p][0] for p in _PARTS)
+            columns.append(f"{_SELECT[n] if (n in provided or not part_feature) else 'null'} as {n}")
+        else:
+            columns.append(f"a.{n}")
     return f"""
 with f as ({scoped('facts_hourly')}),
-bh as ({scoped('blob_hourly')}),
-b as (select entity, digest, sum(downloads) as downloads, sum(bytes) as bytes from bh group by all),
-x as ({xff}),
-ua as (select entity, user_agent, sum(requests) as r from f group by all),
-img as (select entity, registry, repository, sum(manifest_gets) as pulls, sum(bytes) as bytes
-        from f where repository is not null group by all),
-who as (select entity, client_ip, sum(requests) as r from f group by all),
 a as (
     select f.entity, sum(requests) as requests, sum(bytes) as bytes, sum(manifest_gets) as pulls,
         sum(manifest_heads) as manifest_heads, sum(blob_gets) as blob_gets, sum(blob_bytes) as blob_bytes,
         sum(s401 + s403 + s404 + s429 + s5xx) as error_responses, sum(s403 + s404 + s429 + s5xx) as errors,
         sum(catalog + tags) as enum_requests, sum(with_xff) as with_xff,
         count(distinct hour) as active_hours, count(distinct hour(hour)) as hours_of_day,
+        count(distinct hour) filter (where blob_gets > 0) as blob_hours,
         count(distinct f.user_agent) as ua_strings,
         count(distinct case when u.family = 'docker' then u.version end) as docker_versions,
         count(distinct coalesce(u.family, 'other')) as families,
         sum(case when u.family = 'harbor' then requests else 0 end) as cache_requests,
         count(distinct client_ip) as addresses
     from f left join user_agents u on u.user_agent = f.user_agent
-    group by f.entity),
-total as (select sum(bytes) as bytes from facts_hourly where hour >= $start and hour < $end),
-asn as (select who.entity, arg_max(gi.asn, who.r) as asn from who join ip_info gi on gi.ip = who.client_ip
-        group by all),
-prior as (select value as entity, count(*) as n from {decisions}
-          where scope = '{scope}' and not simulated and effect in ('ban', 'throttle')
-            and created_at >= $start - interval 7 day and created_at < $start
-          group by all)
-select a.entity,
-    a.requests, a.bytes, a.pulls, a.manifest_heads, a.blob_gets, a.blob_bytes,
-    coalesce(bb.blobs, 0) as blobs,
-    coalesce(bb.repeat_ratio, 0) as repeat_ratio,
-    coalesce(bb.max_blob_downloads, 0) as max_blob_downloads,
-    coalesce(bb.max_blob_bytes, 0) as max_blob_bytes,
-    coalesce(ii.images, 0) as images,
-    case when coalesce(ii.images, 0) = 0 then 0 else a.pulls / ii.images end as pulls_per_image,
-    coalesce(ii.max_image_pulls, 0) as max_image_pulls,
-    coalesce(ii.max_image_bytes, 0) as max_image_bytes,
-    a.ua_strings, a.docker_versions, a.families,
-    coalesce(uu.top / a.requests, 0) as top_ua_share,
-    a.cache_requests / a.requests as cache_share,
-    coalesce(x.xff_values, 0) as xff_values,
-    a.with_xff / a.requests as xff_share,
-    a.active_hours, coalesce(bhs.blob_hours, 0) as blob_hours, a.hours_of_day,
-    a.error_responses, a.errors, a.error_responses / a.requests as error_share,
-    a.enum_requests, a.enum_requests / a.requests as enum_share,
-    coalesce(a.bytes / nullif(total.bytes, 0), 0) as byte_share,
-    a.addresses,
-    asn.asn,
-    case when list_contains($hosting::integer[], asn.asn) then 1 else 0 end as hosting,
-    coalesce(prior.n, 0) as prior_decisions
+    group by f.entity){ctes}
+select a.entity, {", ".join(columns)}
 from a
-cross join total
-left join (select entity, count(*) as blobs, max(downloads) as max_blob_downloads, max(bytes) as max_blob_bytes,
-                  sum(bytes) / nullif(sum(bytes / downloads), 0) as repeat_ratio
-           from b where downloads > 0 group by all) bb using (entity)
-left join (select entity, count(*) as images, max(pulls) as max_image_pulls, max(bytes) as max_image_bytes
-           from img group by all) ii using (entity)
-left join (select entity, max(r) as top from ua group by all) uu using (entity)
-left join x using (entity)
-left join (select entity, count(distinct hour) as blob_hours from bh group by all) bhs using (entity)
-left join asn using (entity)
-left join prior using (entity)
+{joins}
 """
+
+
+def params(sql: str, **values) -> dict:
+    """The values a features query actually uses (DuckDB refuses unused parameters)."""
+    return {k: v for k, v in values.items() if f"${k}" in sql}
 
 
 def window_bounds(now: datetime, window: str) -> tuple[datetime, datetime]:

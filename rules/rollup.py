@@ -56,7 +56,7 @@ def roll_up(store) -> int:
             group by all""", p)
         store.execute(f"""
             insert into blob_hourly
-            select date_trunc('hour', ts), client_ip, remote_user, registry, repository, digest,
+            select date_trunc('hour', ts), client_ip, remote_user, hash(digest),
                 count(*), coalesce(sum(bytes), 0)
             from events where rowid > $lo and rowid <= $hi and {DOWNLOAD} and digest is not null
             group by all""", p)
