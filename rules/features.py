@@ -26,7 +26,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("manifest_heads", "Manifest HEADs: version checks by containerd, kubelet, docker with a cached image."),
     Feature("blob_gets", "Blob GETs (any status)."),
     Feature("blob_bytes", "Bytes of blob downloads."),
-    Feature("blobs", "Distinct blobs downloaded."),
+    Feature("blobs", "Distinct blobs downloaded (not computed for images, like the three below)."),
     Feature("repeat_ratio", "Blob bytes ÷ bytes of the distinct blobs: 1 means every blob once, 30 means each "
                             "blob thirty times on average (no layer cache, or many clients behind one address)."),
     Feature("max_blob_downloads", "Most downloads of one blob."),
@@ -133,7 +133,9 @@ def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
     fill = {"blob_hourly": scoped("blob_hourly"), "xff": xff, "decisions": decisions,
             "scope": SCOPE_OF.get(entity, "image")}
     wanted = set(NAMES if needed is None else needed)
-    parts = [p for p, (provides, _, _) in _PARTS.items() if wanted & set(provides)]
+    # blob rollups carry no image (only the digest's hash): an image has no blob features
+    parts = [p for p, (provides, _, _) in _PARTS.items()
+             if wanted & set(provides) and not (entity == "image" and p == "blob")]
     ctes = "".join(",\n" + _PARTS[p][1].format(**fill) for p in parts)
     joins = "\n".join(_PARTS[p][2] for p in parts)
     provided = {n for p in parts for n in _PARTS[p][0]}

@@ -1,0 +1,72 @@
+"""Rollups are incremental and exact; features mean what rules/FEATURES.md says."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from core.store import open_store
+from rules import features
+from rules.rollup import prefix_of, roll_up
+from tests.detect_helpers import T0, add_events, ev, storm
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(str(tmp_path / "db.duckdb"))
+    yield s
+    s.close()
+
+
+def test_rollups_are_incremental_and_count_late_events_once(store):
+    add_events(store, storm("203.0.113.7", hours=2))
+    assert roll_up(store) > 0
+    assert roll_up(store) == 0                                   # re-running adds nothing
+    before = store.value("select sum(requests) from facts_hourly")
+    add_events(store, [ev(T0 + timedelta(minutes=5), "203.0.113.7")])   # a late line for the first hour
+    roll_up(store)
+    assert store.value("select sum(requests) from facts_hourly") == before + 1
+    assert store.value("select sum(requests) from facts_hourly where hour = ?", [T0]) == 4 * 4 + 1
+    assert store.value("select sum(requests) from facts_hourly") == store.value("select count(*) from events")
+
+
+def test_prefixes():
+    assert prefix_of("203.0.113.7") == "203.0.113.0/24"
+    assert prefix_of("2001:db8:5:1:a:b:c:d") == "2001:db8:5:1::/64"
+    assert prefix_of("garbage") is None
+
+
+def test_feature_values(store):
+    ip, office = "203.0.113.7", "198.51.100.1"
+    rows = storm(ip, hours=24, per_hour=2, blobs=2)              # 24 h x 2 pulls x 2 blobs, every blob each time
+    for n in range(20):                                          # an office: 20 docker versions, 10:00-11:59
+        t = T0 + timedelta(hours=10 + n % 2, minutes=n)
+        rows += [ev(t, office, "manifest", nbytes=1500, ua=f"docker/2{n % 10}.0.{n}"),
+                 ev(t, office, digest=f"sha256:{n:02d}", ua=f"docker/2{n % 10}.0.{n}", xff=f"10.0.0.{n % 4}"),
+                 ev(t, office, "tags", status=404, nbytes=0, ua=f"docker/2{n % 10}.0.{n}")]
+    add_events(store, rows)
+    store.execute("insert into user_agents values ('docker/27.3.1', 'docker', '27.3.1', null)")
+    store.execute("""insert into user_agents select distinct user_agent, 'docker', split_part(user_agent, '/', 2), null
+                     from events where user_agent like 'docker/2%.0.%'""")
+    store.execute("insert into ip_info values (?, 16509, 'AMAZON-02', 'US')", [ip])
+    roll_up(store)
+    got = {r["entity"]: r for r in features.compute(store, "address", "24h", T0 + timedelta(hours=23),
+                                                    hosting=[16509])}
+    ci, off = got[ip], got[office]
+    assert (ci["requests"], ci["pulls"], ci["blob_gets"], ci["blobs"]) == (144, 48, 96, 2)
+    assert ci["repeat_ratio"] == pytest.approx(48) and ci["max_blob_downloads"] == 48
+    assert (ci["active_hours"], ci["blob_hours"], ci["hours_of_day"]) == (24, 24, 24)
+    assert (ci["ua_strings"], ci["top_ua_share"], ci["asn"], ci["hosting"]) == (1, 1.0, 16509, 1)
+    assert (off["ua_strings"], off["docker_versions"], off["hours_of_day"], off["xff_values"]) == (20, 20, 2, 4)
+    assert off["xff_share"] == pytest.approx(1 / 3) and off["enum_share"] == pytest.approx(1 / 3)
+    assert (off["errors"], off["error_share"]) == (20, pytest.approx(1 / 3))
+    assert off["repeat_ratio"] == pytest.approx(1) and off["hosting"] == 0
+    total = ci["bytes"] + off["bytes"]
+    assert ci["byte_share"] == pytest.approx(ci["bytes"] / total)
+    prefix = features.compute(store, "prefix", "24h", T0 + timedelta(hours=23))
+    assert {r["entity"]: r["addresses"] for r in prefix} == {"203.0.113.0/24": 1, "198.51.100.0/24": 1}
+    images = {r["entity"]: r["pulls"] for r in features.compute(store, "image", "24h", T0 + timedelta(hours=23))}
+    assert images == {"docker.io/library/python": 68}
+    # the window ends with the hour that contains `now`: an hour later the first hour drops out
+    later = {r["entity"]: r for r in features.compute(store, "address", "24h", T0 + timedelta(hours=24))}
+    assert later[ip]["requests"] == 144 - 6
