@@ -177,7 +177,7 @@ def allow():
 def allow_add(cfg, kind, value, reason, until):
     """Add an entry; active decisions it covers are revoked at once."""
     import ipaddress
-    from rules.policy import revoke_allowlisted
+    from core.allowlist import revoke_allowlisted
     if kind in ("ip", "cidr"):
         try:
             value = str(ipaddress.ip_address(value)) if kind == "ip" else str(ipaddress.ip_network(value, strict=False))

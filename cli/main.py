@@ -170,7 +170,7 @@ def main() -> None:
     cli(prog_name="pullwarden")
 
 
-from cli import detect as _detect  # noqa: E402,F401  (registers the detection commands on `cli`)
+from cli import detect as _detect, serve as _serve  # noqa: E402,F401  (register their commands on `cli`)
 
 
 if __name__ == "__main__":

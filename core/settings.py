@@ -55,6 +55,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Circuit breaker: a detection pass may ban at most this share of the addresses active in the last 24 h."),
     Setting("breaker_floor", int, 5,
             "Circuit breaker: a pass may always ban this many addresses, however small the mirror."),
+    Setting("host", str, "127.0.0.1", "Address `pullwarden serve` listens on."),
+    Setting("port", int, 8080, "Port `pullwarden serve` listens on."),
+    Setting("policy_max_age", int, 30, "Seconds a proxy may keep a policy before it polls again (the policy's max_age)."),
+    Setting("ingest_interval", float, 10.0, "Seconds between tail-ingest runs of `sources` in serve."),
+    Setting("detect_interval", float, 300.0, "Seconds between detection passes in serve."),
+    Setting("publish_interval", float, 5.0,
+            "Seconds between policy rebuilds in serve (expiries show up within this time)."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

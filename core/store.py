@@ -192,6 +192,58 @@ MIGRATIONS: list[str] = [
         findings integer not null, decisions integer not null, held varchar
     );
     """,
+    # 2 → 3: enforcement. Policy snapshots are numbered and immutable; keys are stored as hashes.
+    """
+    create table tiers (
+        name varchar primary key,
+        requests_per_minute integer,         -- null: no limit
+        concurrent integer,
+        blob_bytes_per_second bigint,
+        window_bytes bigint,
+        window_seconds integer
+    );
+    insert into tiers values
+        ('anonymous', 20, 10, 1048576, 1073741824, 7200),
+        ('authenticated', 60, 20, 5242880, 10737418240, 7200),
+        ('throttled', 5, 2, 262144, 268435456, 7200),
+        ('heavy', 10, 4, 524288, 2147483648, 7200),
+        ('unlimited', null, null, null, null, null);
+
+    create table image_lists (
+        list varchar not null,               -- allowed unlimited blocked
+        pattern varchar not null,            -- CRProxy's: * one path segment, ** any depth
+        reason varchar,
+        added_at timestamp not null,
+        primary key (list, pattern)
+    );
+
+    create table kv (key varchar primary key, value varchar not null);
+    insert into kv values ('anonymous_tier', 'anonymous'), ('authenticated_tier', 'authenticated'),
+                          ('monthly_budget_tib', '100');
+
+    create sequence key_ids start 1;
+    create table api_keys (
+        id integer primary key default nextval('key_ids'),
+        name varchar not null unique,
+        role varchar not null,               -- proxy viewer admin
+        key_hash varchar not null unique,    -- sha256 of the key; the key itself is shown once
+        created_at timestamp not null,
+        revoked_at timestamp
+    );
+
+    create table audit (
+        ts timestamp not null, actor varchar not null, action varchar not null, target varchar,
+        details json, reason varchar
+    );
+
+    -- each version's difference from the one before, so pollers get deltas across restarts
+    create table policy_versions (
+        version bigint primary key, generated_at timestamp not null, digest varchar not null, delta json not null
+    );
+
+    -- a CrowdSec bouncer's place in the policy history, per key
+    create table bouncer_cursors (key_id integer primary key, version bigint not null, polled_at timestamp not null);
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

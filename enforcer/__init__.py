@@ -1,1 +1,1 @@
-"""Stage 3: decisions → published policy → proxies (enforcer API; not built yet)."""
+"""Stage 3: decisions → numbered policy snapshots → proxies (FastAPI, CrowdSec stream, files)."""

@@ -3,11 +3,11 @@ allowlists win, one decision per entity, effect and rule (extended while it goes
 for repeat offenders, and a circuit breaker that holds a pass that would ban too much."""
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from core.allowlist import Allowlist, net as _net
 from core.types import Decision
 from rules.engine import Rule
 from rules.features import SCOPE_OF, window_bounds
@@ -31,42 +31,6 @@ class PassResult:
     extended: list[Decision] = field(default_factory=list)
     allowlisted: list[tuple[Finding, str]] = field(default_factory=list)
     held: str | None = None
-
-
-def _net(value: str):
-    try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return None
-
-
-class Allowlist:
-    """Entries in force at ``now``: ip, cidr, asn, user."""
-
-    def __init__(self, store, now: datetime):
-        self.entries = store.execute("""select kind, value, reason from allowlist
-                                        where until is null or until > ?""", [now])
-        self.nets = [(_net(v), r) for k, v, r in self.entries if k in ("ip", "cidr") and _net(v)]
-        self.asns = {v: r for k, v, r in self.entries if k == "asn"}
-        self.users = {v: r for k, v, r in self.entries if k == "user"}
-        self.store = store
-
-    def covers(self, scope: str, value: str) -> str | None:
-        """Why a decision (scope, value) must not be made, or None."""
-        if scope in ("ip", "range"):
-            target = _net(value)
-            for net, reason in self.nets:
-                if target and net.version == target.version and net.overlaps(target):
-                    return reason
-            if scope == "ip":
-                asn = self.store.value("select asn from ip_info where ip = ?", [value])
-                if asn is not None and str(asn) in self.asns:
-                    return self.asns[str(asn)]
-        if scope == "asn" and value in self.asns:
-            return self.asns[value]
-        if scope == "user" and value in self.users:
-            return self.users[value]
-        return None
 
 
 def plan(store, findings: list[Finding], now: datetime, breaker_share: float, breaker_floor: int) -> PassResult:
@@ -157,13 +121,3 @@ def apply(store, result: PassResult) -> None:
         d.seq = store.value("select nextval('decision_seq')")
         store.execute("update decisions set until = ?, seq = ?, reason = ?, evidence = ? where id = ?",
                       [d.until, d.seq, d.reason, json.dumps(d.evidence, default=str), d.id])
-
-
-def revoke_allowlisted(store, kind: str, value: str, now: datetime) -> int:
-    """A new allowlist entry revokes the active decisions it covers; returns how many."""
-    allow = Allowlist(store, now)
-    rows = store.execute("select id, scope, value from decisions where revoked_at is null and until > ?", [now])
-    ids = [i for i, scope, v in rows if allow.covers(scope, v)]
-    for i in ids:
-        store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?", [now, i])
-    return len(ids)

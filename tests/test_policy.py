@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from core.store import open_store
+from core.allowlist import revoke_allowlisted
 from rules import policy
 from rules.detect import detect
 from rules.engine import load_rules
@@ -66,7 +67,7 @@ def test_a_new_allowlist_entry_revokes_matching_decisions(env):
     now = T0 + timedelta(hours=23)
     detect(store, settings(), rules, now)
     store.execute("insert into allowlist values ('cidr', '203.0.113.7/32', 'ours', ?, null)", [now])
-    assert policy.revoke_allowlisted(store, "cidr", "203.0.113.7/32", now) == 1
+    assert revoke_allowlisted(store, "cidr", "203.0.113.7/32", now) == 1
     rows = {r[1]: r[6] for r in decisions(store)}
     assert rows["203.0.113.7"] == now and rows["203.0.113.8"] is None
 

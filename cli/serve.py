@@ -1,0 +1,136 @@
+"""Commands of the enforcement stage: serve, up, keys, agent."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from cli.main import cli, fail, open_or_fail, with_settings
+
+
+def _serve(cfg, banner: str = "") -> None:
+    import uvicorn
+
+    from enforcer.app import create_app
+    from enforcer.jobs import start
+    from enforcer.service import Services
+    store = open_or_fail(cfg.db)
+    services = Services(store, cfg)
+    scheduler = start(services)
+    click.echo(f"{banner}pullwarden serving on http://{cfg.host}:{cfg.port} (pid {os.getpid()}, db {cfg.db})", err=True)
+    try:
+        uvicorn.run(create_app(services), host=cfg.host, port=cfg.port, log_level="warning")
+    finally:
+        scheduler.shutdown(wait=True)
+        services.save_cursors()
+        store.close()
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (default 8080).")
+@with_settings
+def serve(cfg):
+    """Run the enforcer API and the scheduled jobs (tail-ingest `sources`, detect, publish) in
+    one process, which owns the DuckDB file while it runs."""
+    _serve(cfg)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (default 8080).")
+@with_settings
+def up(cfg):
+    """Everything on the embedded default: ingest sample_logs/ (unless `sources` is set), detect,
+    and serve. On first start an admin key is created and shown once."""
+    from enforcer.keys import create_key
+    from enforcer.service import utcnow
+    if not cfg.sources:
+        cfg.values["sources"] = ["sample_logs"]
+    store = open_or_fail(cfg.db)
+    banner = ""
+    try:
+        if not store.value("select count(*) from api_keys"):
+            key = create_key(store, "admin", "admin", utcnow())
+            banner = f"admin key (shown once, keep it): {key}\n"
+    finally:
+        store.close()
+    cfg.values["detect_interval"] = min(cfg.detect_interval, 60.0)
+    _serve(cfg, banner)
+
+
+@cli.group()
+def keys():
+    """API keys: proxy (policy, stream, check), viewer (statistics), admin (changes)."""
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice(["proxy", "viewer", "admin"]), required=True)
+@click.option("--name", required=True, help="Who uses it, e.g. edge-1.")
+@click.option("--json", "as_json", is_flag=True)
+@with_settings
+def keys_create(cfg, role, name, as_json):
+    """Create a key; it is shown once, only its hash is stored."""
+    from enforcer.keys import create_key
+    from enforcer.service import utcnow
+    store = open_or_fail(cfg.db)
+    try:
+        key = create_key(store, name, role, utcnow())
+    except ValueError as e:
+        fail(str(e))
+    finally:
+        store.close()
+    click.echo(json.dumps({"name": name, "role": role, "key": key}) if as_json else key)
+    if not as_json:
+        click.echo(f"(key for {name}, role {role}: shown once, only its hash is kept)", err=True)
+
+
+@keys.command("list")
+@with_settings
+def keys_list(cfg):
+    """List keys (never the keys themselves)."""
+    store = open_or_fail(cfg.db)
+    try:
+        for name, role, created, revoked in store.execute(
+                "select name, role, created_at, revoked_at from api_keys order by name"):
+            click.echo(f"{name} {role} created {created}" + (f" revoked {revoked}" if revoked else ""))
+    finally:
+        store.close()
+
+
+@keys.command("revoke")
+@click.argument("name")
+@with_settings
+def keys_revoke(cfg, name):
+    """Revoke a key at once (a running server picks it up within a publish interval)."""
+    from enforcer.service import utcnow
+    store = open_or_fail(cfg.db)
+    try:
+        if not store.value("select count(*) from api_keys where name = ? and revoked_at is null", [name]):
+            fail(f"no active key named {name!r}")
+        store.execute("update api_keys set revoked_at = ? where name = ?", [utcnow(), name])
+    finally:
+        store.close()
+    click.echo(f"revoked {name}")
+
+
+@cli.command()
+@click.option("--api", required=True, help="The enforcer's URL, e.g. http://127.0.0.1:8080")
+@click.option("--key", envvar="PULLWARDEN_AGENT_KEY", required=True, help="A proxy key (env PULLWARDEN_AGENT_KEY).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
+@click.option("--reload", "reload_cmd", help="Command to run after the files changed (e.g. 'nginx -s reload').")
+@click.option("--crproxy", help="CRProxy's private admin URL: PUT the lists to /internal/api/*.")
+@click.option("--interval", type=float, default=10.0, help="Seconds between polls.")
+@click.option("--once", is_flag=True, help="Poll once and exit (for cron or a test).")
+def agent(api, key, out_dir, reload_cmd, crproxy, interval, once):
+    """Keep CRProxy's and nginx's policy files in step with the enforcer: polls with ETags,
+    writes the files atomically, reloads on change, optionally pushes the lists to CRProxy."""
+    from enforcer.agent import run
+    try:
+        run(api, key, out_dir, reload_cmd, crproxy, interval, once)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as e:
+        fail(str(e))

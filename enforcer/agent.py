@@ -1,0 +1,150 @@
+"""`pullwarden agent`: the policy as files for proxies that read files (CRProxy, nginx).
+
+Polls GET /v1/policy with If-None-Match, renders the files, writes only those that changed
+(atomically: a temporary file renamed over the old one), then runs the reload command and,
+when asked, PUTs the lists to CRProxy's /internal/api/* (which has no authentication: keep
+that port private).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+RANGE_EXPAND_MAX = 256      # CRProxy's block list takes exact addresses: small ranges are expanded
+
+
+def _sorted(items) -> list[str]:
+    return sorted(set(items), key=lambda s: s.encode())      # byte order, as CRProxy checks
+
+
+def render(policy: dict, warn=lambda m: print(m, file=sys.stderr)) -> dict[str, str]:
+    """File name → content."""
+    blocked = {}
+    for e in policy["bans"].values():
+        reason = e["reason"].replace(",", ";").replace("\n", " ")
+        if e["scope"] == "ip":
+            blocked[e["value"]] = reason
+        elif e["scope"] == "range":
+            net = ipaddress.ip_network(e["value"])
+            if net.num_addresses <= RANGE_EXPAND_MAX:
+                for addr in net:
+                    blocked.setdefault(str(addr), reason)
+            else:
+                warn(f"agent: range {e['value']} has {net.num_addresses} addresses: not expanded into "
+                     "block-ips.csv (the nginx geo block covers it)")
+    files = {"block-ips.csv": "".join(f"{ip},{blocked[ip]}\n" for ip in _sorted(blocked))}
+    images = policy["images"]
+    for name, lst in (("allows.txt", "allowed"), ("privileged-images.txt", "unlimited"), ("blocked-images.txt", "blocked")):
+        if images[lst]:                     # CRProxy refuses an empty list: no file then
+            files[name] = "".join(p + "\n" for p in _sorted(images[lst]))
+    privileged = [e["value"] for e in policy["assignments"].values() if e["tier"] == "unlimited" and e["scope"] == "ip"]
+    if privileged:
+        files["privileged-ips.txt"] = "".join(ip + "\n" for ip in _sorted(privileged))
+    files["nginx-pullwarden-http.conf"], files["nginx-pullwarden-location.conf"] = _nginx(policy)
+    return files
+
+
+def _nginx(policy: dict) -> tuple[str, str]:
+    tiers = policy["tiers"]
+    version = policy["version"]
+    geo = [f"# pullwarden policy version {version}: include inside http {{}}", "geo $pullwarden_tier {",
+           f"    default {policy['default_tiers']['anonymous']};"]
+    for e in policy["assignments"].values():
+        if e["scope"] in ("ip", "range"):
+            geo.append(f"    {ipaddress.ip_network(e['value'], strict=False)} {e['tier']};")
+    for e in policy["bans"].values():
+        if e["scope"] in ("ip", "range"):
+            geo.append(f"    {ipaddress.ip_network(e['value'], strict=False)} banned;")
+    geo.append("}")
+    http = geo + ["map $pullwarden_tier $pullwarden_banned { banned 1; default 0; }"]
+    location = [f"# pullwarden policy version {version}: include in the location that proxies /v2/",
+                "if ($pullwarden_banned) { return 403; }"]
+    rates = []
+    for name, t in sorted(tiers.items()):
+        zone = name.replace("-", "_")
+        if t["requests_per_minute"]:
+            http.append(f"map $pullwarden_tier $pw_key_{zone} {{ {name} $binary_remote_addr; default \"\"; }}")
+            http.append(f"limit_req_zone $pw_key_{zone} zone=pw_{zone}:10m rate={t['requests_per_minute']}r/m;")
+            location.append(f"limit_req zone=pw_{zone} burst={max(1, t['requests_per_minute'] // 2)} nodelay;")
+        if t["concurrent"]:
+            http.append(f"limit_conn_zone $pw_key_{zone} zone=pwc_{zone}:10m;" if t["requests_per_minute"] else
+                        f"map $pullwarden_tier $pw_key_{zone} {{ {name} $binary_remote_addr; default \"\"; }}\n"
+                        f"limit_conn_zone $pw_key_{zone} zone=pwc_{zone}:10m;")
+            location.append(f"limit_conn pwc_{zone} {t['concurrent']};")
+        if t["blob_bytes_per_second"]:
+            rates.append(f"    {name} {t['blob_bytes_per_second']};")
+    http += ["map $pullwarden_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
+    location += ["limit_req_status 429;", "limit_conn_status 429;", "limit_rate $pullwarden_rate;"]
+    return "\n".join(http) + "\n", "\n".join(location) + "\n"
+
+
+def write_atomically(folder: Path, files: dict[str, str]) -> list[str]:
+    """Write the files that changed; returns their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for name, content in files.items():
+        path = folder / name
+        if path.exists() and path.read_text() == content:
+            continue
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(content)
+        os.replace(tmp, path)
+        changed.append(name)
+    return changed
+
+
+def _push(crproxy: str, files: dict[str, str]) -> None:
+    for endpoint, name in (("allows", "allows.txt"), ("privileged", "privileged-images.txt"),
+                           ("block-ips", "block-ips.csv")):
+        if name not in files:
+            continue
+        req = urllib.request.Request(f"{crproxy.rstrip('/')}/internal/api/{endpoint}", data=files[name].encode(),
+                                     method="PUT", headers={"Content-Type": "text/plain"})
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+
+def poll(api: str, key: str, etag: str | None) -> tuple[dict | None, str | None]:
+    req = urllib.request.Request(f"{api.rstrip('/')}/v1/policy", headers={"X-Api-Key": key})
+    if etag:
+        req.add_header("If-None-Match", etag)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read()), resp.headers.get("ETag")
+    except urllib.error.HTTPError as e:
+        if e.code == 304:
+            return None, etag
+        if e.code in (401, 403):
+            raise RuntimeError(f"{api}: the key was refused ({e.code})") from None
+        raise
+
+
+def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None, interval: float,
+        once: bool = False) -> None:
+    etag = None
+    while True:
+        try:
+            policy, etag = poll(api, key, etag)
+            if policy is not None:
+                files = render(policy)
+                changed = write_atomically(Path(out), files)
+                if changed:
+                    print(f"agent: policy version {policy['version']}: wrote {', '.join(changed)}", file=sys.stderr)
+                    if reload_cmd:
+                        subprocess.run(reload_cmd, shell=True, check=False)
+                    if crproxy:
+                        _push(crproxy, files)
+        except (urllib.error.URLError, OSError) as e:
+            if once:
+                raise RuntimeError(f"{api}: {e}") from None
+            print(f"agent: {e}; keeping the current files", file=sys.stderr)
+        if once:
+            return
+        time.sleep(interval)

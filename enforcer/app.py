@@ -1,0 +1,20 @@
+"""The FastAPI app factory: no globals built at import."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from enforcer.deps import CrowdSecForbidden, crowdsec_forbidden
+from enforcer.routes import admin, crowdsec, health, policy, stats
+from enforcer.service import Services
+
+
+def create_app(services: Services) -> FastAPI:
+    # Only /healthz answers without a key, so the schema and the docs are not served;
+    # `create_app(...).openapi()` gives the schema to tools.
+    app = FastAPI(title="pullwarden enforcer", version="1", openapi_url=None, docs_url=None, redoc_url=None,
+                  description="Policy for registry-mirror proxies: bans, rate tiers, image lists.")
+    app.state.services = services
+    app.add_exception_handler(CrowdSecForbidden, crowdsec_forbidden)
+    for module in (health, policy, crowdsec, admin, stats):
+        app.include_router(module.router)
+    return app

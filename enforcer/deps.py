@@ -1,0 +1,62 @@
+"""Dependencies, each named once: the shared services and who is calling."""
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from enforcer.keys import Principal
+from enforcer.service import Services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _presented(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if not key and auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    return key
+
+
+class CrowdSecForbidden(Exception):
+    """CrowdSec's LAPI answers a bad key with 403 {"message": "access forbidden"}."""
+
+
+async def crowdsec_forbidden(_request: Request, _exc: CrowdSecForbidden) -> JSONResponse:
+    return JSONResponse({"message": "access forbidden"}, status_code=403)
+
+
+def require(*roles: str, crowdsec: bool = False):
+    """A dependency that admits keys of these roles (admin is always admitted)."""
+    allowed = set(roles) | {"admin"}
+
+    async def check(request: Request, services: ServicesDep) -> Principal:
+        key = _presented(request)
+        who = services.keys.check(key)
+        if who is not None and who.role in allowed:
+            return who
+        if who is None:
+            delay = services.failures.record(request.client.host if request.client else "?")
+            if delay:
+                await asyncio.sleep(delay)
+        if crowdsec:
+            raise CrowdSecForbidden()
+        if not key:
+            raise HTTPException(401, "an API key is required (X-Api-Key or Authorization: Bearer)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(403, "this key is not valid for this route" if who else "invalid API key")
+    return check
+
+
+ProxyKey = Annotated[Principal, Depends(require("proxy"))]
+ViewerKey = Annotated[Principal, Depends(require("viewer"))]
+AdminKey = Annotated[Principal, Depends(require())]
+BouncerKey = Annotated[Principal, Depends(require("proxy", crowdsec=True))]

@@ -1,0 +1,55 @@
+"""The scheduled work of `pullwarden serve`: tail-ingest, detect, publish. A failing job is
+recorded (health, metrics) and the last good policy keeps being served."""
+from __future__ import annotations
+
+import logging
+import traceback
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from enforcer.service import Services
+
+log = logging.getLogger("pullwarden.jobs")
+
+
+def _guarded(services: Services, name: str, fn):
+    def run():
+        try:
+            fn()
+            services.jobs[name] = {"ok": services.clock(), "error": None}
+        except Exception as e:  # a job must never take the server down
+            log.error("job %s failed: %s\n%s", name, e, traceback.format_exc())
+            services.jobs[name] = {**services.jobs.get(name, {}), "error": f"{type(e).__name__}: {e}"}
+    return run
+
+
+def start(services: Services) -> BackgroundScheduler:
+    """Jobs from imports done here, in the server process only: the API itself needs none."""
+    from ingest.pipeline import Ingester
+    from rules.detect import detect
+    from rules.engine import load_rules
+
+    cfg = services.settings
+
+    def ingest():
+        with services.lock:
+            Ingester(services.store, cfg).run(list(cfg.sources))
+
+    def detection():
+        with services.lock:
+            rules = load_rules(services.store, None, cfg.rules_dir or None)
+            detect(services.store, cfg, rules)
+        services.publisher.publish()
+
+    def publish():
+        services.publisher.publish()
+        services.save_cursors()
+
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+    if cfg.sources:
+        scheduler.add_job(_guarded(services, "ingest", ingest), "interval", seconds=cfg.ingest_interval,
+                          id="ingest", next_run_time=services.clock())
+    scheduler.add_job(_guarded(services, "detect", detection), "interval", seconds=cfg.detect_interval, id="detect")
+    scheduler.add_job(_guarded(services, "publish", publish), "interval", seconds=cfg.publish_interval, id="publish")
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,82 @@
+"""API keys with roles. A key is shown once; only its SHA-256 is stored. Keys are random
+(256 bits), so a plain hash is enough; comparisons run in constant time over every key."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import datetime
+
+ROLES = ("proxy", "viewer", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    name: str
+    role: str
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(store, name: str, role: str, now: datetime) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if store.value("select count(*) from api_keys where name = ?", [name]):
+        raise ValueError(f"a key named {name!r} exists already")
+    key = "pw_" + secrets.token_urlsafe(32)
+    store.execute("insert into api_keys (name, role, key_hash, created_at) values (?, ?, ?, ?)",
+                  [name, role, _hash(key), now])
+    return key
+
+
+class KeyRing:
+    """The active keys, cached; reload() after a key is created or revoked."""
+
+    def __init__(self, store, lock):
+        self.store, self.lock = store, lock
+        self.keys: list[tuple[str, Principal]] = []
+        self.reload()
+
+    def reload(self) -> None:
+        with self.lock:
+            rows = self.store.execute("select id, name, role, key_hash from api_keys where revoked_at is null")
+        self.keys = [(h, Principal(i, n, r)) for i, n, r, h in rows]
+
+    def check(self, key: str | None) -> Principal | None:
+        if not key:
+            return None
+        digest = _hash(key)
+        found = None
+        for h, who in self.keys:                 # no early exit: the time does not tell which key
+            if hmac.compare_digest(h, digest):
+                found = who
+        return found
+
+
+class Failures:
+    """Repeated bad keys from one address are answered more and more slowly."""
+
+    FREE, WINDOW, MAX_DELAY = 5, 60.0, 5.0
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.seen: dict[str, deque] = defaultdict(deque)
+        self.lock = threading.Lock()
+
+    def record(self, who: str) -> float:
+        """Count a failure; returns the delay to apply before answering."""
+        now = self.clock()
+        with self.lock:
+            q = self.seen[who]
+            q.append(now)
+            while q and q[0] < now - self.WINDOW:
+                q.popleft()
+            n = len(q)
+        return 0.0 if n <= self.FREE else min(self.MAX_DELAY, 0.1 * 2 ** (n - self.FREE - 1))

@@ -1,0 +1,130 @@
+"""CrowdSec's bouncer API, so that every stock bouncer can enforce pullwarden's bans.
+
+Only bans go here: stock bouncers treat an unknown decision type as a ban. The stream keeps a
+cursor per key on the policy version it last delivered, not on the wall clock, so a decision
+that expired, was revoked or was extended shows up exactly once in `deleted` or `new`.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from datetime import datetime
+from typing import Iterator
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from enforcer.deps import BouncerKey, ServicesDep
+
+router = APIRouter(prefix="/v1", tags=["crowdsec"])
+SCOPES = {"ip": "Ip", "range": "Range", "asn": "AS"}
+
+
+def go_duration(seconds: float) -> str:
+    """Go's time.Duration.String() rounded to seconds: 3h59m59s, 1m0s, 0s, -5s."""
+    sign = "-" if seconds < 0 else ""
+    total = int(round(abs(seconds)))
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{sign}{h}h{m}m{s}s"
+    if m:
+        return f"{sign}{m}m{s}s"
+    return f"{sign}{s}s"
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip().lower() for v in (value or "").split(",") if v.strip()]
+
+
+class Filter:
+    def __init__(self, request: Request):
+        q = request.query_params
+        self.scopes = {s for s in _csv(q.get("scopes")) or ["ip", "range"]}
+        self.origins = set(_csv(q.get("origins")))
+        self.containing = _csv(q.get("scenarios_containing"))
+        self.not_containing = _csv(q.get("scenarios_not_containing"))
+
+    def admits(self, e: dict) -> bool:
+        scope = SCOPES.get(e["scope"])
+        if scope is None or scope.lower() not in self.scopes:
+            return False
+        if self.origins and "pullwarden" not in self.origins:
+            return False
+        scenario = (e.get("rule") or "manual").lower()
+        if self.containing and not any(c in scenario for c in self.containing):
+            return False
+        return not any(c in scenario for c in self.not_containing)
+
+
+def _decision(e: dict, now: datetime, deleted: bool = False) -> dict:
+    left = (datetime.fromisoformat(e["until"]) - now).total_seconds() if "until" in e else 0
+    return {"id": e["id"], "origin": "pullwarden", "type": "ban", "scope": SCOPES[e["scope"]], "value": e["value"],
+            "duration": go_duration(min(-1.0, -abs(left)) if deleted else left),   # deleted: always negative
+            "scenario": e.get("rule") or "manual"}
+
+
+def _body(new: Iterator[dict], deleted: Iterator[dict]) -> Iterator[bytes]:
+    """The response in pieces, so a start-up with 100,000 decisions is never one big string."""
+    yield b'{"new":['
+    for n, d in enumerate(new):
+        yield (b"," if n else b"") + json.dumps(d, separators=(",", ":")).encode()
+    yield b'],"deleted":['
+    for n, d in enumerate(deleted):
+        yield (b"," if n else b"") + json.dumps(d, separators=(",", ":")).encode()
+    yield b"]}"
+
+
+@router.api_route("/decisions/stream", methods=["GET", "HEAD"])
+def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Response:
+    """New and deleted bans since this key's last pull (`startup=true`: every ban in force)."""
+    services.polls[who.name] += 1
+    f = Filter(request)
+    version = services.publisher.current
+    now = services.clock()
+    startup = request.query_params.get("startup", "false").lower() == "true"
+    since = services.cursors.get(who.id)
+    delta = None if startup or since is None else services.publisher.changes(since)
+    if delta is None:                # start-up, a new key, or a cursor older than the history kept
+        new = (e for e in version.content["bans"].values() if f.admits(e))
+        gone = iter(())
+    else:
+        new = (e for e in delta["upsert"]["bans"] if f.admits(e))
+        gone = (e for e in delta["remove"]["bans"] if f.admits(e))
+    if request.method == "HEAD":
+        return Response(status_code=200, media_type="application/json")
+
+    def body() -> Iterator[bytes]:
+        yield from _body((_decision(e, now) for e in new), (_decision(e, now, deleted=True) for e in gone))
+        services.cursors[who.id] = version.version          # delivered whole: move the cursor
+    return StreamingResponse(body(), media_type="application/json")
+
+
+@router.api_route("/decisions", methods=["GET", "HEAD"])
+def decisions(request: Request, services: ServicesDep, who: BouncerKey) -> Response:
+    """Bans in force that cover one address or range (`ip=`, `range=`), or all (`scope=`, `value=`)."""
+    q = request.query_params
+    version = services.publisher.current
+    now = services.clock()
+    try:
+        ip = ipaddress.ip_address(q["ip"]) if q.get("ip") else None
+        rng = ipaddress.ip_network(q["range"], strict=False) if q.get("range") else None
+    except ValueError:
+        return Response('{"message":"bad address"}', status_code=400, media_type="application/json")
+    out = []
+    for e in version.content["bans"].values():
+        if e["scope"] not in ("ip", "range"):
+            continue
+        net = ipaddress.ip_network(e["value"], strict=False)
+        if ip is not None and not (net.version == ip.version and ip in net):
+            continue
+        if rng is not None and not (net.version == rng.version and net.overlaps(rng)):
+            continue
+        if q.get("value") and e["value"] != q["value"]:
+            continue
+        if q.get("scope") and SCOPES[e["scope"]].lower() != q["scope"].lower():
+            continue
+        out.append(_decision(e, now))
+    if request.method == "HEAD":
+        return Response(status_code=200, media_type="application/json")
+    return Response(json.dumps(out), media_type="application/json")

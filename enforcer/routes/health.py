@@ -1,0 +1,52 @@
+"""/healthz (no key) and /metrics (Prometheus text)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from enforcer.deps import ServicesDep, ViewerKey
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz(services: ServicesDep) -> dict:
+    """Whether the last publish, ingest and detection worked; no key needed, no data given."""
+    failing = {name: job["error"] for name, job in services.jobs.items() if job.get("error")}
+    return {"status": "degraded" if failing else "ok", "policy_version": services.publisher.current.version,
+            "policy_generated_at": services.publisher.current.generated_at,
+            "jobs": {name: {"last_ok": job.get("ok"), "error": job.get("error")} for name, job in services.jobs.items()}}
+
+
+@router.get("/metrics")
+def metrics(services: ServicesDep, who: ViewerKey) -> Response:
+    with services.lock:
+        lag = services.store.value("select epoch(?::timestamp) - epoch(max(ts)) from events", [services.clock()])
+        run = services.store.execute("select lines, seconds, rejects from ingest_runs order by run_id desc limit 1")
+        rejects = services.store.value("select coalesce(sum(rejects), 0) from files")
+    content = services.publisher.current.content
+    lines = [
+        "# HELP pullwarden_ingest_lag_seconds Wall clock minus the newest event's time.",
+        "# TYPE pullwarden_ingest_lag_seconds gauge",
+        f"pullwarden_ingest_lag_seconds {lag if lag is not None else 'NaN'}",
+        "# HELP pullwarden_ingest_lines_per_second Lines per second of the last ingest run.",
+        "# TYPE pullwarden_ingest_lines_per_second gauge",
+        f"pullwarden_ingest_lines_per_second {run[0][0] / run[0][1] if run and run[0][1] else 0}",
+        "# HELP pullwarden_ingest_rejects_total Lines that could not be parsed.",
+        "# TYPE pullwarden_ingest_rejects_total counter",
+        f"pullwarden_ingest_rejects_total {rejects}",
+        "# HELP pullwarden_policy_version The published policy's version.",
+        "# TYPE pullwarden_policy_version gauge",
+        f"pullwarden_policy_version {services.publisher.current.version}",
+        "# HELP pullwarden_active_bans Bans in force.",
+        "# TYPE pullwarden_active_bans gauge",
+        f"pullwarden_active_bans {len(content['bans'])}",
+        "# HELP pullwarden_active_tier_assignments Tier assignments in force.",
+        "# TYPE pullwarden_active_tier_assignments gauge",
+        f"pullwarden_active_tier_assignments {len(content['assignments'])}",
+        "# HELP pullwarden_polls_total Policy and stream polls per key.",
+        "# TYPE pullwarden_polls_total counter",
+    ]
+    lines += [f'pullwarden_polls_total{{key="{name}"}} {n}' for name, n in sorted(services.polls.items())]
+    for name, job in sorted(services.jobs.items()):
+        lines.append(f'pullwarden_job_failing{{job="{name}"}} {1 if job.get("error") else 0}')
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

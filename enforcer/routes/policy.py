@@ -1,0 +1,105 @@
+"""GET /v1/policy (ETag, 304), /v1/policy/changes (deltas, 410 when too old), /v1/check."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from pydantic import BaseModel
+
+from enforcer.deps import ProxyKey, ServicesDep
+from enforcer.imagelist import matches
+
+router = APIRouter(prefix="/v1", tags=["policy"])
+
+
+@router.get("/policy", responses={200: {"description": "The current policy (JSON)"}, 304: {"description": "Unchanged"}})
+def get_policy(services: ServicesDep, who: ProxyKey,
+               if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    current = services.publisher.current
+    services.polls[who.name] += 1
+    headers = {"ETag": current.etag, "Cache-Control": f"max-age={services.settings.policy_max_age}"}
+    if if_none_match and current.etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(current.body, media_type="application/json", headers=headers)
+
+
+class Changes(BaseModel):
+    since: int
+    version: int
+    upsert: dict[str, list[dict[str, Any]]]
+    remove: dict[str, list[dict[str, Any]]]
+    sections: dict[str, Any]
+
+
+@router.get("/policy/changes", response_model=Changes, responses={410: {"description": "Too old: fetch /v1/policy"}})
+def get_changes(services: ServicesDep, who: ProxyKey, since: Annotated[int, Query(ge=0)]) -> dict:
+    services.polls[who.name] += 1
+    delta = services.publisher.changes(since)
+    if delta is None:
+        raise HTTPException(410, f"version {since} is not known any more: fetch /v1/policy")
+    return delta
+
+
+class Verdict(BaseModel):
+    allowed: bool
+    tier: str | None
+    limits: dict[str, Any] | None
+    why: list[str]
+    policy_version: int
+
+
+def _covers(entry: dict, ip, user: str | None, asn: str | None) -> bool:
+    scope, value = entry["scope"], entry["value"]
+    if scope == "ip" and ip is not None:
+        return ip == ipaddress.ip_address(value)
+    if scope == "range" and ip is not None:
+        net = ipaddress.ip_network(value)
+        return net.version == ip.version and ip in net
+    if scope == "asn":
+        return asn is not None and value == asn
+    return scope == "user" and user is not None and value == user
+
+
+_SPECIFIC = {"ip": 0, "user": 1, "range": 2, "asn": 3}
+
+
+@router.get("/check", response_model=Verdict)
+def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: str | None = None,
+          user: str | None = None) -> dict:
+    """The verdict for one request: ban beats tier, a specific entity beats a general one."""
+    version = services.publisher.current
+    policy = version.content
+    try:
+        addr = ipaddress.ip_address(ip) if ip else None
+    except ValueError:
+        raise HTTPException(422, f"not an address: {ip!r}") from None
+    asn = None
+    if addr is not None:
+        with services.lock:
+            asn = services.store.value("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
+    why = []
+    images = policy["images"]
+    if image and any(matches(p, image) for p in images["blocked"]):
+        return {"allowed": False, "tier": None, "limits": None, "why": [f"image {image} is blocked"],
+                "policy_version": version.version}
+    if image and images["allowed"] and not any(matches(p, image) for p in images["allowed"]):
+        return {"allowed": False, "tier": None, "limits": None, "why": [f"image {image} is not on the allow list"],
+                "policy_version": version.version}
+    bans = [e for e in policy["bans"].values() if _covers(e, addr, user, asn)]
+    if bans:
+        why = [f"banned ({e['scope']} {e['value']}) until {e['until']}: {e['reason']}" for e in bans]
+        return {"allowed": False, "tier": None, "limits": None, "why": why, "policy_version": version.version}
+    tier = policy["default_tiers"]["authenticated" if user else "anonymous"]
+    why.append(f"{'authenticated' if user else 'anonymous'} default tier {tier}")
+    assigned = sorted((e for e in policy["assignments"].values() if _covers(e, addr, user, asn)),
+                      key=lambda e: (_SPECIFIC[e["scope"]], e["effect"] != "throttle"))
+    if assigned:
+        e = assigned[0]
+        tier = e["tier"]
+        why.append(f"{e['effect']} to {tier} ({e['scope']} {e['value']}) until {e['until']}: {e['reason']}")
+    if image and any(matches(p, image) for p in images["unlimited"]) and not (assigned and assigned[0]["effect"] == "throttle"):
+        tier = "unlimited"
+        why.append(f"image {image} is on the unlimited list")
+    return {"allowed": True, "tier": tier, "limits": policy["tiers"].get(tier), "why": why,
+            "policy_version": version.version}

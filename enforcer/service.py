@@ -1,0 +1,49 @@
+"""What the API and the scheduled jobs share inside one `pullwarden serve` process."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from enforcer.keys import Failures, KeyRing
+from enforcer.snapshot import Publisher
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class Services:
+    store: object
+    settings: object
+    clock: Callable[[], datetime] = utcnow
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    publisher: Publisher = None
+    keys: KeyRing = None
+    failures: Failures = field(default_factory=Failures)
+    polls: Counter = field(default_factory=Counter)         # key name -> policy/stream polls
+    jobs: dict = field(default_factory=dict)                # job name -> {"ok": time, "error": text}
+    cursors: dict = field(default_factory=dict)             # key id -> CrowdSec cursor version
+
+    def __post_init__(self):
+        self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
+                                                     self.settings.policy_max_age)
+        self.keys = self.keys or KeyRing(self.store, self.lock)
+        with self.lock:
+            self.cursors.update(dict(self.store.execute("select key_id, version from bouncer_cursors")))
+        self.publisher.publish()
+
+    def audit(self, actor: str, action: str, target: str, details: dict, reason: str | None) -> None:
+        import json
+        with self.lock:
+            self.store.execute("insert into audit values (?, ?, ?, ?, ?, ?)",
+                               [self.clock(), actor, action, target, json.dumps(details, default=str), reason])
+
+    def save_cursors(self) -> None:
+        with self.lock:
+            for key_id, version in list(self.cursors.items()):
+                self.store.execute("insert or replace into bouncer_cursors values (?, ?, ?)",
+                                   [key_id, version, self.clock()])

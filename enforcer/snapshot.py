@@ -1,0 +1,156 @@
+"""The published policy: immutable, numbered snapshots built from the decisions, tiers and
+image lists, served from memory; each new version keeps its difference from the previous one
+so pollers (our proxies, CrowdSec bouncers) can ask for what changed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+HISTORY = 2000          # versions whose changes are kept; older `since` values get 410
+
+
+def build(store, now: datetime) -> dict:
+    """The policy content at wall-clock ``now`` (decisions in force, not simulated)."""
+    tiers = {r[0]: dict(zip(["requests_per_minute", "concurrent", "blob_bytes_per_second", "window_bytes",
+                              "window_seconds"], r[1:]))
+             for r in store.execute("select * from tiers order by name")}
+    kv = dict(store.execute("select key, value from kv"))
+    bans, assignments = {}, {}
+    for id_, scope, value, effect, tier, rule, reason, until in store.execute("""
+            select id, scope, value, effect, tier, rule, reason, until from decisions
+            where revoked_at is null and not simulated and until > ? order by until""", [now]):
+        entry = {"id": id_, "scope": scope, "value": value, "until": until.isoformat(), "reason": reason,
+                 "rule": rule or "manual"}
+        if effect == "ban":
+            bans[f"{scope}:{value}"] = entry                      # one per entity: the longest
+        else:
+            key = f"{scope}:{value}"
+            # a throttle beats a boost for the same entity; among equals, the longest
+            if key not in assignments or assignments[key]["effect"] == "boost" or effect == "throttle":
+                assignments[key] = {**entry, "effect": effect, "tier": tier}
+    images: dict[str, list[str]] = {"allowed": [], "unlimited": [], "blocked": []}
+    for lst, pattern in store.execute("select list, pattern from image_lists"):
+        images[lst].append(pattern)
+    for lst in images:          # CRProxy refuses a list that is not sorted in byte order
+        images[lst] = sorted(set(images[lst]), key=lambda p: p.encode())
+    return {"tiers": tiers,
+            "default_tiers": {"anonymous": kv.get("anonymous_tier", "anonymous"),
+                              "authenticated": kv.get("authenticated_tier", "authenticated")},
+            "bans": dict(sorted(bans.items())), "assignments": dict(sorted(assignments.items())),
+            "images": images}
+
+
+def digest(content: dict) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Version:
+    version: int
+    generated_at: datetime
+    content: dict
+    body: bytes                 # the JSON of GET /v1/policy
+    etag: str
+    # what changed from the previous version
+    upserted: dict = field(default_factory=dict)      # "bans"/"assignments" -> {key: entry}
+    removed: dict = field(default_factory=dict)       # "bans"/"assignments" -> {key: entry}
+    sections: set = field(default_factory=set)        # tiers, default_tiers, images when they changed
+
+
+class Publisher:
+    """Builds and numbers snapshots; thread-safe; versions only grow, across restarts too."""
+
+    def __init__(self, store, lock: threading.RLock, clock: Callable[[], datetime], max_age: int):
+        self.store, self.lock, self.clock, self.max_age = store, lock, clock, max_age
+        self.history: dict[int, Version] = {}
+        self.current: Version | None = None
+        self.last_ok: datetime | None = None
+        self.last_error: str | None = None
+        self.published = 0
+
+    def publish(self) -> Version:
+        with self.lock:
+            now = self.clock()
+            content = build(self.store, now)
+            d = digest(content)
+            if self.current is None:
+                self._load_history()
+                row = self.store.execute("select version, generated_at, digest from policy_versions "
+                                         "order by version desc limit 1")
+                if row and row[0][2] == d:
+                    self.current = self._make(row[0][0], row[0][1], content, None)
+                    self.current.upserted, self.current.removed, self.current.sections = \
+                        self.history[row[0][0]].upserted, self.history[row[0][0]].removed, \
+                        self.history[row[0][0]].sections
+                    self.history[self.current.version] = self.current
+                    self.last_ok = now
+                    return self.current
+                last = row[0][0] if row else 0
+            elif digest(self.current.content) == d:
+                self.last_ok = now
+                return self.current
+            else:
+                last = self.current.version
+            version = self._make(last + 1, now, content, self.current)
+            delta = {"upserted": version.upserted, "removed": version.removed, "sections": sorted(version.sections)}
+            self.store.execute("insert into policy_versions values (?, ?, ?, ?)",
+                               [version.version, now, d, json.dumps(delta)])
+            self.store.execute("delete from policy_versions where version <= ?", [version.version - HISTORY])
+            self.current = version
+            self.history[version.version] = version
+            for old in [v for v in self.history if v <= version.version - HISTORY]:
+                del self.history[old]
+            self.last_ok = now
+            self.published += 1
+            return version
+
+    def _load_history(self) -> None:
+        """The stored differences of recent versions (after a restart)."""
+        for number, at, delta in self.store.execute(
+                "select version, generated_at, delta from policy_versions order by version desc limit ?", [HISTORY]):
+            d = json.loads(delta)
+            self.history[number] = Version(number, at, {}, b"", f'"{number}"', d["upserted"], d["removed"],
+                                           set(d["sections"]))
+
+    def _make(self, number: int, at: datetime, content: dict, previous: Version | None) -> Version:
+        body = json.dumps({"version": number, "generated_at": at.isoformat(), "max_age": self.max_age,
+                           **content}, sort_keys=True).encode()
+        v = Version(number, at, content, body, f'"{number}"')
+        if previous is not None:
+            for section in ("bans", "assignments"):
+                old, new = previous.content[section], content[section]
+                v.upserted[section] = {k: e for k, e in new.items() if old.get(k) != e}
+                v.removed[section] = {k: e for k, e in old.items() if k not in new}
+            v.sections = {s for s in ("tiers", "default_tiers", "images") if previous.content[s] != content[s]}
+        return v
+
+    def changes(self, since: int) -> dict | None:
+        """What changed after version ``since``; None when that version is no longer known."""
+        cur = self.current
+        if since == cur.version:
+            return {"since": since, "version": cur.version, "upsert": {"bans": [], "assignments": []},
+                    "remove": {"bans": [], "assignments": []}, "sections": {}}
+        if since > cur.version or since + 1 not in self.history or since < cur.version - HISTORY:
+            return None
+        upsert: dict[str, dict] = {"bans": {}, "assignments": {}}
+        remove: dict[str, dict] = {"bans": {}, "assignments": {}}
+        sections: set[str] = set()
+        for n in range(since + 1, cur.version + 1):
+            v = self.history[n]
+            for s in upsert:
+                for k, e in v.removed.get(s, {}).items():
+                    upsert[s].pop(k, None)
+                    remove[s][k] = e
+                for k, e in v.upserted.get(s, {}).items():
+                    remove[s].pop(k, None)
+                    upsert[s][k] = e
+            sections |= v.sections
+        return {"since": since, "version": cur.version,
+                "upsert": {s: list(upsert[s].values()) for s in upsert},
+                "remove": {s: [{"key": k, "id": e["id"], "scope": e["scope"], "value": e["value"], "until": e["until"],
+                                "rule": e["rule"]} for k, e in remove[s].items()] for s in remove},
+                "sections": {s: cur.content[s] for s in sorted(sections)}}

@@ -1,0 +1,71 @@
+"""A real enforcer on loopback: uvicorn in a thread, over a fresh DuckDB, with a clock the
+test moves."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import datetime, timedelta
+
+import uvicorn
+
+from core.settings import load
+from core.store import open_store
+from enforcer.app import create_app
+from enforcer.keys import create_key
+from enforcer.service import Services
+
+NOW = datetime(2026, 11, 27, 12, 0, 0)
+
+
+class Clock:
+    def __init__(self, t: datetime = NOW):
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw) -> None:
+        self.t += timedelta(**kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Enforcer:
+    def __init__(self, tmp_path):
+        self.clock = Clock()
+        self.cfg = load(None, {"db": str(tmp_path / "db.duckdb")}, environ={})
+        self.store = open_store(self.cfg.db)
+        self.keys = {role: create_key(self.store, role, role, NOW) for role in ("proxy", "viewer", "admin")}
+        self.services = Services(self.store, self.cfg, clock=self.clock)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(self.services), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 15
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def headers(self, role: str) -> dict:
+        return {"X-Api-Key": self.keys[role]}
+
+    def ban(self, value: str, hours: float = 1, scope: str = "ip", rule: str = "test-rule", effect: str = "ban",
+            tier: str | None = None, reason: str = "testing") -> int:
+        with self.services.lock:
+            return self.store.value("""
+                insert into decisions (seq, scope, value, effect, tier, rule, origin, reason, created_at, until)
+                values (nextval('decision_seq'), ?, ?, ?, ?, ?, 'rule', ?, ?, ?) returning id""",
+                [scope, value, effect, tier, rule, reason, self.clock(), self.clock() + timedelta(hours=hours)])
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.store.close()

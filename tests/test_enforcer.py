@@ -1,0 +1,191 @@
+"""The enforcer API over real HTTP (uvicorn on loopback)."""
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from enforcer.app import create_app
+from enforcer.routes.crowdsec import go_duration
+from tests.enforcer_helpers import Enforcer
+
+
+@pytest.fixture
+def api(tmp_path):
+    e = Enforcer(tmp_path)
+    yield e
+    e.stop()
+
+
+def get(api, path, role=None, **kw):
+    headers = {**(api.headers(role) if role else {}), **kw.pop("headers", {})}
+    return httpx.get(api.url + path, headers=headers, timeout=30, **kw)
+
+
+def test_keys_guard_everything_but_healthz(api):
+    assert get(api, "/healthz").json()["status"] == "ok"
+    assert get(api, "/v1/policy").status_code == 401
+    assert get(api, "/v1/policy", headers={"X-Api-Key": "pw_wrong"}).status_code == 403
+    assert get(api, "/v1/policy", "viewer").status_code == 403          # a viewer reads statistics only
+    r = get(api, "/v1/decisions/stream", headers={"X-Api-Key": "nope"})
+    assert (r.status_code, r.json()) == (403, {"message": "access forbidden"})
+    assert get(api, "/v1/stats/budget", "proxy").status_code == 403
+    assert get(api, "/metrics").status_code == 401
+    assert get(api, "/openapi.json").status_code == 404 and get(api, "/docs").status_code == 404
+    assert "pullwarden_policy_version" in get(api, "/metrics", "viewer").text
+
+
+def test_every_admin_route_refuses_proxy_and_viewer_keys(api):
+    schema = create_app(api.services).openapi()
+    routes = [(m.upper(), path) for path, ops in schema["paths"].items() if path.startswith("/v1/admin")
+              for m in ops]
+    assert len(routes) >= 9
+    for method, path in routes:
+        url = api.url + path.replace("{decision_id}", "1").replace("{name}", "allowed")
+        for role in ("proxy", "viewer"):
+            r = httpx.request(method, url, headers=api.headers(role), json={"reason": "x"}, timeout=10)
+            assert r.status_code == 403, (method, path, role)
+
+
+def test_policy_etag_304_and_one_version_per_change(api):
+    r = get(api, "/v1/policy", "proxy")
+    v1, etag = r.json()["version"], r.headers["etag"]
+    assert r.json()["tiers"]["anonymous"]["requests_per_minute"] == 20
+    assert get(api, "/v1/policy", "proxy", headers={"If-None-Match": etag}).status_code == 304
+    r = httpx.post(api.url + "/v1/admin/bans", headers=api.headers("admin"), timeout=10,
+                   json={"scope": "ip", "value": "203.0.113.7", "duration": "2h", "reason": "scanner"})
+    assert r.status_code == 201
+    r2 = get(api, "/v1/policy", "proxy", headers={"If-None-Match": etag})
+    assert r2.status_code == 200 and r2.json()["version"] == v1 + 1
+    assert r2.json()["bans"]["ip:203.0.113.7"]["reason"] == "scanner"
+    assert get(api, "/v1/policy", "proxy", headers={"If-None-Match": r2.headers["etag"]}).status_code == 304
+    api.services.publisher.publish()                                  # nothing changed: no new version
+    assert get(api, "/v1/policy", "proxy").json()["version"] == v1 + 1
+    audit = get(api, "/v1/admin/audit", "admin").json()
+    assert audit[0]["actor"] == "admin" and audit[0]["action"] == "add ban" and audit[0]["reason"] == "scanner"
+
+
+def test_changes_since_a_version_and_410_when_too_old(api):
+    v1 = get(api, "/v1/policy", "proxy").json()["version"]
+    ban = api.ban("198.51.100.9", hours=1)
+    api.services.publisher.publish()
+    api.ban("2001:db8::/64", scope="range")
+    api.services.publisher.publish()
+    with api.services.lock:
+        api.store.execute("update decisions set revoked_at = ? where id = ?", [api.clock(), ban])
+    api.services.publisher.publish()
+    d = get(api, f"/v1/policy/changes?since={v1}", "proxy").json()
+    assert d["version"] == v1 + 3
+    assert [e["value"] for e in d["upsert"]["bans"]] == ["2001:db8::/64"]
+    assert [e["value"] for e in d["remove"]["bans"]] == ["198.51.100.9"]
+    assert get(api, f"/v1/policy/changes?since={v1 + 3}", "proxy").json()["upsert"]["bans"] == []
+    assert get(api, f"/v1/policy/changes?since={v1 + 99}", "proxy").status_code == 410
+    assert get(api, "/v1/policy/changes?since=-1", "proxy").status_code == 422
+
+
+def test_check_gives_the_verdict_and_why(api):
+    api.ban("203.0.113.7", reason="re-pull storm")
+    api.ban("198.51.100.0/24", scope="range", effect="throttle", tier="throttled", reason="heavy range")
+    api.ban("198.51.100.5", effect="boost", tier="unlimited", reason="partner")
+    with api.services.lock:
+        api.store.execute("insert into image_lists values ('blocked', 'docker.io/evil/*', 'malware', now())")
+        api.store.execute("insert into image_lists values ('unlimited', 'docker.io/library/busybox', 'tiny', now())")
+    api.services.publisher.publish()
+    c = get(api, "/v1/check?ip=203.0.113.7", "proxy").json()
+    assert not c["allowed"] and "re-pull storm" in c["why"][0]
+    c = get(api, "/v1/check?ip=198.51.100.20", "proxy").json()
+    assert (c["allowed"], c["tier"], c["limits"]["requests_per_minute"]) == (True, "throttled", 5)
+    c = get(api, "/v1/check?ip=198.51.100.5", "proxy").json()
+    assert c["tier"] == "unlimited"                      # the address beats its range
+    c = get(api, "/v1/check?ip=192.0.2.1&user=alice&image=docker.io/busybox:1.36", "proxy").json()
+    assert c["tier"] == "unlimited" and any("unlimited list" in w for w in c["why"])
+    c = get(api, "/v1/check?ip=192.0.2.1&image=docker.io/evil/miner:latest", "proxy").json()
+    assert not c["allowed"] and "blocked" in c["why"][0]
+    c = get(api, "/v1/check?ip=192.0.2.1&user=alice", "proxy").json()
+    assert c["tier"] == "authenticated"
+
+
+def test_crowdsec_stream_cursor_expiry_and_filters(api):
+    h = api.headers("proxy")
+    api.ban("203.0.113.7", hours=4, rule="ci-repull-recidive")
+    api.ban("2001:db8:1::/64", scope="range", hours=1, rule="rotation-range")
+    api.ban("alice", scope="user", hours=1)                         # not for bouncers' default scopes
+    api.ban("198.51.100.1", effect="throttle", tier="throttled")    # never on this stream
+    api.services.publisher.publish()
+    r = httpx.get(api.url + "/v1/decisions/stream?startup=true&community_pull=false", headers=h)
+    first = r.json()
+    assert sorted((d["scope"], d["value"], d["type"]) for d in first["new"]) == [
+        ("Ip", "203.0.113.7", "ban"), ("Range", "2001:db8:1::/64", "ban")]
+    storm = next(d for d in first["new"] if d["value"] == "203.0.113.7")
+    assert (storm["duration"], storm["scenario"], storm["origin"]) == ("4h0m0s", "ci-repull-recidive", "pullwarden")
+    assert first["deleted"] == []
+    again = httpx.get(api.url + "/v1/decisions/stream?startup=false", headers=h).json()
+    assert again == {"new": [], "deleted": []}
+    api.clock.advance(hours=1, seconds=1)                           # the range ban expires by itself
+    api.services.publisher.publish()
+    gone = httpx.get(api.url + "/v1/decisions/stream", headers=h).json()
+    assert gone["new"] == [] and [d["value"] for d in gone["deleted"]] == ["2001:db8:1::/64"]
+    assert gone["deleted"][0]["duration"].startswith("-")
+    only = httpx.get(api.url + "/v1/decisions/stream?startup=true&scopes=range", headers=h).json()
+    assert only["new"] == []
+    no = httpx.get(api.url + "/v1/decisions/stream?startup=true&scenarios_not_containing=repull", headers=h).json()
+    assert no["new"] == []
+    assert httpx.head(api.url + "/v1/decisions/stream", headers=h).status_code == 200
+    d = httpx.get(api.url + "/v1/decisions?ip=203.0.113.7", headers=h).json()
+    assert [x["value"] for x in d] == ["203.0.113.7"]
+    assert httpx.get(api.url + "/v1/decisions?ip=192.0.2.1", headers=h).json() == []
+
+
+def test_pycrowdsec_stream_client(api):
+    from pycrowdsec.client import StreamClient
+    api.ban("203.0.113.7", hours=2)
+    api.services.publisher.publish()
+    client = StreamClient(api.keys["proxy"], lapi_url=api.url + "/", interval=1)
+    client.cycle("true")                                            # start-up
+    assert client.get_current_decisions() == {"203.0.113.7/32": "ban"}   # it keeps addresses as /32s
+    new = api.ban("203.0.113.8", hours=1)
+    api.services.publisher.publish()
+    client.cycle("false")                                           # a new ban
+    assert client.get_action_for("203.0.113.8") == "ban"
+    with api.services.lock:
+        api.store.execute("update decisions set revoked_at = ? where id = ?", [api.clock(), new])
+    api.services.publisher.publish()
+    client.cycle("false")                                           # an unban
+    assert client.get_action_for("203.0.113.8") is None
+    api.clock.advance(hours=2, seconds=5)
+    api.services.publisher.publish()
+    client.cycle("false")                                           # a natural expiry
+    assert client.get_current_decisions() == {}
+
+
+def test_a_100k_startup_is_streamed(api):
+    with api.services.lock:
+        api.store.execute("""
+            insert into decisions (seq, scope, value, effect, rule, origin, reason, created_at, until)
+            select nextval('decision_seq'), 'ip', '10.' || (i // 65536) || '.' || (i // 256 % 256) || '.' || (i % 256),
+                   'ban', 'bulk', 'import', 'bulk import', ?, ? from range(100000) t(i)""",
+            [api.clock(), api.clock() + __import__("datetime").timedelta(hours=3)])
+    api.services.publisher.publish()
+    with httpx.stream("GET", api.url + "/v1/decisions/stream?startup=true", headers=api.headers("proxy"),
+                      timeout=60) as r:
+        assert r.headers.get("transfer-encoding") == "chunked"
+        body = b"".join(r.iter_bytes())
+    data = json.loads(body)
+    assert len(data["new"]) == 100_000 and data["deleted"] == []
+    assert len({d["value"] for d in data["new"]}) == 100_000
+
+
+def test_repeated_bad_keys_are_slowed(api):
+    times = []
+    for _ in range(8):
+        t = time.perf_counter()
+        get(api, "/v1/policy", headers={"X-Api-Key": "pw_guess"})
+        times.append(time.perf_counter() - t)
+    assert max(times[:5]) < 0.1 and times[-1] >= 0.2
+
+
+def test_go_durations():
+    assert [go_duration(s) for s in (14399, 3600, 60, 59, 0, -5, -3661)] == \
+        ["3h59m59s", "1h0m0s", "1m0s", "59s", "0s", "-5s", "-1h1m1s"]
