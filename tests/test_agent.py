@@ -1,0 +1,135 @@
+"""`pullwarden agent`: CRProxy's list files and nginx's include, checked by the real nginx."""
+from __future__ import annotations
+
+import http.server
+import shutil
+import subprocess
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from enforcer.agent import render, write_atomically
+from tests.enforcer_helpers import Enforcer
+
+
+@pytest.fixture
+def api(tmp_path):
+    e = Enforcer(tmp_path)
+    yield e
+    e.stop()
+
+
+def seed(api):
+    api.ban("203.0.113.7", reason="re-pull storm, 412 times")
+    api.ban("198.51.100.0/30", scope="range", reason="rotation")
+    api.ban("2001:db8:1::/64", scope="range", reason="rotation v6")
+    api.ban("192.0.2.10", effect="throttle", tier="throttled", reason="heavy")
+    api.ban("192.0.2.11", effect="boost", tier="unlimited", reason="partner")
+    with api.services.lock:
+        for lst, p in (("allowed", "docker.io/library/*"), ("allowed", "ghcr.io/**"), ("allowed", "Quay.io/x"),
+                       ("unlimited", "docker.io/library/busybox")):
+            api.store.execute("insert into image_lists values (?, ?, 'test', now())", [lst, p])
+    api.services.publisher.publish()
+
+
+def test_agent_writes_crproxy_and_nginx_files(api, tmp_path):
+    seed(api)
+    out = tmp_path / "out"
+    pushed = {}
+
+    class CRProxy(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            pushed[self.path] = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    crproxy = http.server.HTTPServer(("127.0.0.1", 0), CRProxy)
+    threading.Thread(target=crproxy.serve_forever, daemon=True).start()
+    marker = tmp_path / "reloaded"
+    args = ["agent", "--api", api.url, "--key", api.keys["proxy"], "--out", str(out), "--once",
+            "--reload", f"touch {marker}", "--crproxy", f"http://127.0.0.1:{crproxy.server_port}"]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    crproxy.shutdown()
+    assert res.exit_code == 0, res.output
+    block = (out / "block-ips.csv").read_text().splitlines()
+    assert block == ["198.51.100.0,rotation", "198.51.100.1,rotation", "198.51.100.2,rotation",
+                     "198.51.100.3,rotation", "203.0.113.7,re-pull storm; 412 times"]   # sorted, ranges expanded
+    assert (out / "allows.txt").read_text() == "Quay.io/x\ndocker.io/library/*\nghcr.io/**\n"   # byte order
+    assert (out / "privileged-images.txt").read_text() == "docker.io/library/busybox\n"
+    assert (out / "privileged-ips.txt").read_text() == "192.0.2.11\n"
+    assert not (out / "blocked-images.txt").exists()                  # CRProxy refuses an empty list
+    assert marker.exists()
+    assert pushed["/internal/api/allows"] == (out / "allows.txt").read_text()
+    assert pushed["/internal/api/block-ips"] == (out / "block-ips.csv").read_text()
+    assert "2001:db8:1::/64 banned;" in (out / "nginx-pullwarden-http.conf").read_text()
+
+    marker.unlink()                                                   # nothing changed: no rewrite, no reload
+    assert CliRunner().invoke(cli, args[:-2]).exit_code == 0
+    assert not marker.exists()
+
+
+def test_agent_refused_key(api, tmp_path):
+    res = CliRunner().invoke(cli, ["agent", "--api", api.url, "--key", "bad", "--out", str(tmp_path), "--once"])
+    assert res.exit_code == 2 and "refused (403)" in res.stderr
+
+
+def test_write_atomically_reports_only_changes(tmp_path):
+    assert write_atomically(tmp_path, {"a": "1\n", "b": "2\n"}) == ["a", "b"]
+    assert write_atomically(tmp_path, {"a": "1\n", "b": "3\n"}) == ["b"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed (.ci/run installs nginx-light)")
+def test_nginx_enforces_the_include(api, tmp_path):
+    seed(api)
+    api.ban("127.0.0.2", reason="test ban")
+    api.services.publisher.publish()
+    policy = api.services.publisher.current
+    import json
+    files = render(json.loads(policy.body))
+    (tmp_path / "http.conf").write_text(files["nginx-pullwarden-http.conf"])
+    (tmp_path / "location.conf").write_text(files["nginx-pullwarden-location.conf"])
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path}; fastcgi_temp_path {tmp_path};
+    uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
+    include {tmp_path}/http.conf;
+    server {{
+        listen 127.0.0.1:18099;
+        listen 127.0.0.2:18099;
+        location /v2/ {{
+            include {tmp_path}/location.conf;
+            return 200 "ok";
+        }}
+    }}
+}}
+""")
+    r = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "syntax is ok" in r.stderr
+    server = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])
+    try:
+        import httpx
+        import time
+        for _ in range(100):
+            try:
+                ok = httpx.get("http://127.0.0.1:18099/v2/", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert ok.status_code == 200 and ok.text == "ok"
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=2) as c:
+            assert c.get("http://127.0.0.1:18099/v2/").status_code == 403     # the banned address
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

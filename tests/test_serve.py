@@ -1,0 +1,60 @@
+"""`pullwarden serve` as operators run it: one process, the API, and the jobs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from click.testing import CliRunner
+
+from cli.main import cli
+from tests.enforcer_helpers import free_port
+from tests.scenarios import generate
+
+
+def test_serve_ingests_detects_publishes_and_owns_the_file(workdir):
+    # live traffic: the last 20 hours, with a scanner in it (decisions run on event time and the
+    # policy shows what is in force at the wall clock, so old sample logs would publish nothing)
+    start = (datetime.now(timezone.utc) - timedelta(hours=20)).replace(minute=0, second=0, microsecond=0)
+    lines, actors = generate(days=1, start=start, scale=0.3, kinds={"scanner", "light"})
+    (workdir / "logs").mkdir()
+    (workdir / "logs" / "access.log").write_text("\n".join(lines[: len(lines) * 3 // 4]) + "\n")
+    scanner = next(a for a in actors if a.kind == "scanner").addresses[0]
+    port = free_port()
+    (workdir / "pullwarden.toml").write_text(
+        f'sources = ["logs"]\nport = {port}\ningest_interval = 0.5\ndetect_interval = 1\n'
+        f'publish_interval = 0.5\n')
+    key = json.loads(CliRunner().invoke(cli, ["keys", "create", "--role", "proxy", "--name", "edge-1", "--json"])
+                     .stdout)["key"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve"], cwd=workdir,
+                            env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        policy = None
+        while time.time() < deadline:
+            try:
+                health = httpx.get(url + "/healthz", timeout=2).json()
+                policy = httpx.get(url + "/v1/policy", headers={"X-Api-Key": key}, timeout=5).json()
+                if policy["bans"] and health["jobs"].get("detect", {}).get("last_ok"):
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        assert policy and f"ip:{scanner}" in policy["bans"], policy["bans"]
+        assert policy["bans"][f"ip:{scanner}"]["rule"] in ("tag-scanner", "error-storm")
+        assert health["status"] == "ok" and health["jobs"]["ingest"]["error"] is None
+        # another command cannot open the file the server holds, and says who holds it
+        res = CliRunner().invoke(cli, ["stats"])
+        assert res.exit_code == 2 and f"(pid {proc.pid})" in res.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert CliRunner().invoke(cli, ["stats", "--json"]).exit_code == 0   # released on shutdown
