@@ -132,7 +132,7 @@ select cast(ts as date) as day, registry, grouping(cast(ts as date)) as g_day, g
        count(*) as requests, coalesce(sum(bytes), 0) as bytes, count(distinct client_ip) as unique_ips
 from events
 group by grouping sets ((cast(ts as date), registry), (cast(ts as date)), ())
-order by day nulls first, registry nulls first
+order by day nulls first, g_reg desc, registry nulls first
 """
 
 

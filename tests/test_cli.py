@@ -131,3 +131,14 @@ def test_rejects_are_all_counted_and_the_first_n_kept(workdir):
     assert con.execute("select line_no, line from rejects order by line_no").fetchall() == [
         (2, "garbage line 0"), (3, "garbage line 1"), (4, "garbage line 2")]
     assert con.execute("select rejects from files").fetchone() == (7,)
+
+
+def test_stats_with_requests_that_have_no_registry(workdir):
+    # ping requests (GET /v2/) have no registry: their row must not be taken for the day's total
+    write(workdir / "a.log", [LINE.format(n=1, size=10),
+                              LINE.format(n=2, size=0).replace("/v2/docker.io/library/nginx/blobs/sha256:ab", "/v2/")])
+    for _ in range(3):
+        invoke("ingest", "a.log", "--format", "main")
+        out = json.loads(invoke("stats", "--json").stdout)
+        day = out["days"][0]
+        assert day["requests"] == 2 and sorted(r["registry"] or "" for r in day["registries"]) == ["", "docker.io"]

@@ -75,7 +75,8 @@ def _body(new: Iterator[dict], deleted: Iterator[dict]) -> Iterator[bytes]:
     yield b"]}"
 
 
-@router.api_route("/decisions/stream", methods=["GET", "HEAD"])
+@router.get("/decisions/stream", operation_id="decisions_stream")
+@router.head("/decisions/stream", operation_id="decisions_stream_head")
 def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Response:
     """New and deleted bans since this key's last pull (`startup=true`: every ban in force)."""
     services.polls[who.name] += 1
@@ -100,7 +101,8 @@ def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Response
     return StreamingResponse(body(), media_type="application/json")
 
 
-@router.api_route("/decisions", methods=["GET", "HEAD"])
+@router.get("/decisions", operation_id="decisions")
+@router.head("/decisions", operation_id="decisions_head")
 def decisions(request: Request, services: ServicesDep, who: BouncerKey) -> Response:
     """Bans in force that cover one address or range (`ip=`, `range=`), or all (`scope=`, `value=`)."""
     q = request.query_params

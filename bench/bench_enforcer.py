@@ -1,0 +1,886 @@
+"""Enforcer benchmark: `pullwarden serve` against CrowdSec's LAPI, 100,000 bans, on loopback.
+
+    apt-get install -y wrk curl crowdsec   # crowdsec's post-install fails offline: that is fine
+    pip install -e '.[test]'
+    python bench/bench_enforcer.py                      # about 2-3 minutes with the defaults
+    python bench/bench_enforcer.py --duration 5 --skip-crowdsec
+    python bench/bench_enforcer.py --json > result.json
+
+What a proxy fleet and CrowdSec bouncers do to the enforcer, measured with `wrk` (a load
+generator in C, run as a separate process) and `curl`, against servers started by this script
+on 127.0.0.1 only. Nothing leaves the machine.
+
+pullwarden, in order:
+
+  1. A fresh DuckDB file in the work dir: `pullwarden keys create --role proxy` (which also
+     creates the schema), then --decisions (100,000) active bans inserted with one SQL
+     INSERT ... SELECT from range(N): addresses 10.0.0.0, 10.0.0.1, ..., 24 h long.
+  2. A seeded nginx log of --lines (2,000,000) lines from bench/genlogs.py (kept in the work
+     dir and reused), copied to the file that the server tails: a TOML config sets
+     `sources` to it, `ingest_interval = 1`, `db` and a free `port`.
+  3. `pullwarden serve --config CFG` as a child process (it owns the DuckDB file). Once
+     GET /healthz answers, the script waits for the first ingest run (the whole log) to end,
+     then starts appending lines to the tailed file at --feed-rate lines/s (default 20,000,
+     taken from the generated log, round and round), so that an ingest run is under way
+     during the load; each row shows what share of its time an ingest was running.
+  4. The measurements:
+       policy 304   wrk, --duration s: GET /v1/policy with X-Api-Key and If-None-Match set
+                    to the current ETag (a proxy polling an unchanged policy).
+                    Targets: >= 3,000 requests/s and latency p99 < 10 ms.
+       delta polls  one GET /v1/decisions/stream?startup=true (so the key has a cursor),
+                    then wrk, --duration s: GET /v1/decisions/stream?startup=false
+                    (a bouncer polling with nothing new). Target: >= 1,000 requests/s.
+       start-up     --startup-runs (3) times, curl: GET /v1/decisions/stream?startup=true,
+                    the whole body; wall time (time_total), time to first byte, bytes, and
+                    the number of decisions in it (parsed). Target: median <= 0.5 s.
+       memory       the server's VmRSS and VmHWM (peak) from /proc/PID/status, before and
+                    after. Target: VmHWM < 300 MB after the start-up streams. The peak
+                    covers the whole process life, the initial ingest included; the rows
+                    show it before the streams too, so the stream's own share is visible.
+
+CrowdSec (Debian package `crowdsec`, 1.4.6 on bookworm), the same way, in the same run:
+its local API alone (`crowdsec -c CFG -no-cs`: no agent, no hub, no Central API, no
+Prometheus listener) from a scratch copy of /etc/crowdsec/config.yaml with every path in
+the work dir and listen_uri on a free loopback port; `cscli machines add` and
+`cscli bouncers add`; the same bans imported with `cscli decisions import -i bans.csv`
+(CSV header duration,scope,value,reason). Then delta polls and start-up streams as above.
+It has no /v1/policy. Its SQLite database runs without WAL, as Debian ships it, unless
+--crowdsec-wal. No ingest runs beside it (it has none to run), which favours CrowdSec.
+
+The table shows each figure for both, the ratio pullwarden / CrowdSec, the target (set for
+pullwarden) and PASS or MISS for each. 1 MB = 10^6 bytes. The benchmark never fails on a
+MISS. Everything it starts (both servers, wrk, curl, the log feeder) is stopped at the end,
+on error or Ctrl-C too. The machine is shared by the servers, wrk and curl (2 cores here):
+the figures are for everything on one box, as an operator on a small VM would run it.
+
+The code measured is the code beside this script (its parent directory goes first on
+PYTHONPATH), with the given config file only and no PULLWARDEN_* variables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+GENLOGS = HERE / "genlogs.py"
+HOST = "127.0.0.1"
+MB = 1_000_000
+
+TARGET_POLICY_RPS = 3_000
+TARGET_POLICY_P99_MS = 10.0
+TARGET_DELTA_RPS = 1_000
+TARGET_STARTUP_SECONDS = 0.5
+TARGET_RSS_BYTES = 300 * MB
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# -- processes --------------------------------------------------------------------------------
+
+class Children:
+    """Every process this script starts, so that all of them are stopped in the end."""
+
+    def __init__(self):
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, **kw)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; only this process, by its pid."""
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                say(f"  pid {proc.pid} did not stop within {grace:.0f} s: SIGKILL")
+                proc.kill()
+                proc.wait(10)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                say(f"stopping {name} (pid {proc.pid})")
+                self.stop(proc)
+
+
+def proc_memory(pid: int) -> dict:
+    """VmRSS and VmHWM (peak resident set) of a live process, in bytes."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                name, value = line.split(":", 1)
+                out[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return {"rss_bytes": out.get("VmRSS"), "hwm_bytes": out.get("VmHWM")}
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_json(url: str, timeout: float = 5.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float):
+    """Poll check() until it returns something true; fail if the process died or time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if proc.poll() is not None:
+            raise BenchError(f"{what}: the process exited with {proc.returncode}; its log ends with:\n"
+                             + log.read_text(errors="replace")[-3000:])
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: nothing after {timeout:.0f} s; see {log}")
+        time.sleep(0.2)
+
+
+class BenchError(Exception):
+    pass
+
+
+def run(cmd: list[str], log: Path, **kw) -> str:
+    """Run a setup command to completion; its output is appended to `log` and returned."""
+    res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n{res.stdout}{res.stderr}\n")
+    if res.returncode != 0:
+        raise BenchError(f"{' '.join(cmd[:4])} ... exited with {res.returncode}:\n{(res.stdout + res.stderr)[-3000:]}")
+    return res.stdout
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+def count_lines(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            n += block.count(b"\n")
+    return n
+
+
+def ensure_log(workdir: Path, lines: int) -> Path:
+    """The generated nginx `main` log for this many lines; generated once, then reused."""
+    path = workdir / f"mirror-main-{lines}.log"
+    if path.is_file() and count_lines(path) == lines:
+        say(f"reusing {path} ({lines:,} lines)")
+        return path
+    say(f"generating {path} ({lines:,} lines) with bench/genlogs.py ...")
+    tmp = path.with_suffix(".log.partial")
+    with open(tmp, "wb") as out:
+        subprocess.run([sys.executable, str(GENLOGS), "--lines", str(lines), "--format", "main"],
+                       stdout=out, check=True)
+    tmp.replace(path)
+    return path
+
+
+def ban_values(n: int):
+    """10.0.0.0, 10.0.0.1, ... the same addresses for both servers."""
+    for i in range(n):
+        yield f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+
+
+class Feeder(threading.Thread):
+    """Appends whole lines of the generated log to the tailed file at a steady rate."""
+
+    TICK = 0.1
+
+    def __init__(self, pool: Path, target: Path, rate: int):
+        super().__init__(name="feeder", daemon=True)
+        self.pool, self.target, self.rate = pool, target, rate
+        self.halt = threading.Event()
+        self.lines = 0
+        self.behind = 0.0       # seconds the feeder fell behind its schedule, at most
+
+    def run(self) -> None:
+        per_tick = max(1, round(self.rate * self.TICK))
+        with open(self.pool, "rb") as src, open(self.target, "ab") as dst:
+            due = time.monotonic()
+            while not self.halt.is_set():
+                block = []
+                for _ in range(per_tick):
+                    line = src.readline()
+                    if not line:
+                        src.seek(0)
+                        line = src.readline()
+                    block.append(line if line.endswith(b"\n") else line + b"\n")
+                dst.write(b"".join(block))
+                dst.flush()
+                self.lines += per_tick
+                due += self.TICK
+                self.behind = max(self.behind, time.monotonic() - due)
+                self.halt.wait(max(0.0, due - time.monotonic()))
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(10)
+
+
+# -- load -------------------------------------------------------------------------------------
+
+WRK_LUA = r"""-- written by bench/bench_enforcer.py for one wrk run
+wrk.headers["X-Api-Key"] = [==[%(key)s]==]
+local etag = [==[%(etag)s]==]
+if etag ~= "" then wrk.headers["If-None-Match"] = etag end
+
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {}; maxbody = 0 end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+  if body and #body > maxbody then maxbody = #body end
+end
+function done(summary, latency, requests)
+  local merged, mb = {}, 0
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("statuses")) do merged[k] = (merged[k] or 0) + v end
+    local m = t:get("maxbody")
+    if m > mb then mb = m end
+  end
+  local st = {}
+  for k, v in pairs(merged) do st[#st + 1] = string.format('"%%d":%%d', k, v) end
+  io.write(string.format('WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,' ..
+    '"errors":{"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d},' ..
+    '"latency_us":{"mean":%%.1f,"p50":%%d,"p90":%%d,"p99":%%d,"p999":%%d,"max":%%d},' ..
+    '"statuses":{%%s},"max_body":%%d}\n',
+    summary.requests, summary.duration, summary.bytes,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status,
+    summary.errors.timeout, latency.mean, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max, table.concat(st, ","), mb))
+end
+"""
+
+
+def wrk_run(name: str, url: str, key: str, etag: str, args, workdir: Path, children: Children,
+            server_pid: int) -> dict:
+    script = workdir / f"wrk-{name}.lua"
+    script.write_text(WRK_LUA % {"key": key, "etag": etag})
+    out = workdir / f"wrk-{name}.out"
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+           "--timeout", "10s", "-s", str(script), url]
+    cpu0, t0, wall0 = proc_cpu_seconds(server_pid), utcnow(), time.perf_counter()
+    proc = children.start(f"wrk {name}", cmd, out)
+    try:
+        proc.wait(args.duration + 60)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk {name} did not end; see {out}") from None
+    wall, cpu1, t1 = time.perf_counter() - wall0, proc_cpu_seconds(server_pid), utcnow()
+    text = out.read_text(errors="replace")
+    if proc.returncode != 0 or "WRKJSON " not in text:
+        raise BenchError(f"wrk {name} exited with {proc.returncode}:\n{text[-3000:]}")
+    r = json.loads(text.split("WRKJSON ", 1)[1].splitlines()[0])
+    seconds = r["duration_us"] / 1e6
+    r.update(name=name, url=url, seconds=seconds, requests_per_second=r["requests"] / seconds,
+             p99_ms=r["latency_us"]["p99"] / 1000, window=[t0.isoformat(), t1.isoformat()],
+             server_cpu_share=(cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None)
+    return r
+
+
+def curl_get(url: str, key: str, body: Path, headers: Path | None = None) -> dict:
+    """One GET with curl, the whole body to a file: wall time, time to first byte, bytes, status."""
+    cmd = ["curl", "-s", "--max-time", "300", "-H", f"X-Api-Key: {key}", "-o", str(body),
+           "-w", "%{http_code} %{time_total} %{time_starttransfer} %{size_download}"]
+    if headers:
+        cmd += ["-D", str(headers)]
+    res = subprocess.run(cmd + [url], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise BenchError(f"curl {url} failed ({res.returncode}): {res.stderr.strip()}")
+    code, total, ttfb, size = res.stdout.split()
+    return {"status": int(code), "seconds": float(total), "first_byte_seconds": float(ttfb), "bytes": int(size)}
+
+
+def startup_runs(url: str, key: str, runs: int, workdir: Path, prefix: str, pid: int) -> dict:
+    """--startup-runs full start-up pulls; checks every body: all decisions there, each once."""
+    out, hwm_before = [], proc_memory(pid)
+    for i in range(1, runs + 1):
+        body = workdir / f"{prefix}-startup-{i}.json"
+        r = curl_get(url, key, body)
+        if r["status"] != 200:
+            raise BenchError(f"{url} answered {r['status']}: {body.read_text(errors='replace')[:500]}")
+        data = json.loads(body.read_bytes())
+        new = data.get("new") or []
+        r.update(decisions=len(new), distinct_values=len({d["value"] for d in new}),
+                 deleted=len(data.get("deleted") or []))
+        body.unlink()               # 14 MB each: keep the work dir small
+        say(f"  start-up {i}/{runs}: {r['seconds']:.3f} s (first byte {r['first_byte_seconds']:.3f} s), "
+            f"{r['bytes'] / MB:.1f} MB, {r['decisions']:,} decisions")
+        out.append(r)
+    secs = [r["seconds"] for r in out]
+    return {"runs": out, "seconds_median": statistics.median(secs), "seconds_best": min(secs),
+            "first_byte_seconds_median": statistics.median(r["first_byte_seconds"] for r in out),
+            "bytes": out[-1]["bytes"], "decisions": out[-1]["decisions"],
+            "distinct_values": out[-1]["distinct_values"], "memory_before": hwm_before,
+            "memory_after": proc_memory(pid)}
+
+
+# -- pullwarden -------------------------------------------------------------------------------
+
+def pullwarden_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "pullwarden"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-c", "from cli.main import main; main()"]
+
+
+def child_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def insert_bans(db: Path, n: int) -> float:
+    """The bans, straight into the decisions table, as the tests do (100,000 in one statement)."""
+    import duckdb
+    now = utcnow()
+    con = duckdb.connect(str(db))
+    try:
+        started = time.perf_counter()
+        con.execute("""
+            insert into decisions (seq, scope, value, effect, rule, origin, reason, created_at, until)
+            select nextval('decision_seq'), 'ip', '10.' || (i // 65536) || '.' || (i // 256 % 256) || '.' || (i % 256),
+                   'ban', 'bench', 'import', 'bench import', ?, ? from range(?) t(i)""",
+                    [now, now + timedelta(hours=24), n])
+        seconds = time.perf_counter() - started
+        count = con.execute("select count(*) from decisions where until > ?", [now]).fetchone()[0]
+    finally:
+        con.close()
+    if count != n:
+        raise BenchError(f"{count:,} active decisions in {db}, not {n:,}")
+    return seconds
+
+
+def ingest_overlap(db: Path, windows: dict[str, list[str]]) -> dict:
+    """After the server stopped: for each measured window, the share of it during which an
+    ingest run was under way, and the lines those runs read (from the table ingest_runs)."""
+    import duckdb
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("select started_at, seconds, lines from ingest_runs order by started_at").fetchall()
+    finally:
+        con.close()
+    out = {}
+    for name, (a, b) in windows.items():
+        t0, t1 = datetime.fromisoformat(a), datetime.fromisoformat(b)
+        busy, lines, runs = 0.0, 0, 0
+        for started, seconds, n in rows:
+            end = started + timedelta(seconds=seconds)
+            overlap = (min(end, t1) - max(started, t0)).total_seconds()
+            if overlap > 0:
+                busy += overlap
+                lines += n
+                runs += 1
+        span = (t1 - t0).total_seconds()
+        out[name] = {"busy_share": busy / span if span > 0 else 0.0, "runs": runs, "lines": lines}
+    out["all_runs"] = len(rows)
+    return out
+
+
+def serve_log_problems(log: Path) -> list[str]:
+    """Error lines (job failures, tracebacks) that the server wrote."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    lines = text.splitlines()
+    found = [ln.strip() for ln in lines if "Traceback" in ln or "ERROR" in ln or " failed" in ln.lower()]
+    return found[:20]
+
+
+def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict:
+    d = workdir / "pullwarden"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    db, setup_log, serve_log = d / "bench.duckdb", d / "setup.log", d / "serve.log"
+    env = child_env()
+
+    say("pullwarden: fresh database, proxy key, bans ...")
+    empty = d / "empty.toml"
+    empty.write_text("# built-in defaults only\n")
+    key = json.loads(run(pullwarden_cmd() + ["keys", "create", "--role", "proxy", "--name", "bench",
+                                             "--config", str(empty), "--db", str(db), "--json"],
+                         setup_log, env=env, cwd=d).strip().splitlines()[-1])["key"]
+    insert_seconds = insert_bans(db, args.decisions)
+    say(f"  {args.decisions:,} bans inserted in {insert_seconds:.2f} s (one SQL statement)")
+
+    source = d / "tailed.log"
+    say(f"  copying the log to {source} ...")
+    shutil.copyfile(log, source)
+    port = free_port()
+    cfg = d / "serve.toml"
+    cfg.write_text(f'db = {json.dumps(str(db))}\nsources = [{json.dumps(str(source))}]\n'
+                   f'host = "{HOST}"\nport = {port}\ningest_interval = 1\n')
+    base = f"http://{HOST}:{port}"
+
+    say(f"pullwarden: starting `pullwarden serve --config {cfg}` on {base} ...")
+    started = time.perf_counter()
+    proc = children.start("pullwarden serve", pullwarden_cmd() + ["serve", "--config", str(cfg)], serve_log,
+                          env=env, cwd=d)
+    result: dict = {"pid": proc.pid, "port": port, "insert_seconds": insert_seconds, "config": cfg.read_text()}
+    feeder = None
+    try:
+        wait_for("pullwarden serve /healthz", lambda: http_json(base + "/healthz"), proc, serve_log, 120)
+        result["ready_seconds"] = time.perf_counter() - started
+        result["memory_ready"] = proc_memory(proc.pid)
+        say(f"  /healthz answers after {result['ready_seconds']:.1f} s; waiting for the first ingest "
+            f"({args.lines:,} lines) ...")
+
+        def first_ingest():
+            h = http_json(base + "/healthz") or {}
+            job = (h.get("jobs") or {}).get("ingest") or {}
+            if job.get("error"):
+                raise BenchError(f"the server's ingest job failed: {job['error']}; see {serve_log}")
+            return job.get("last_ok")
+        wait_for("first ingest", first_ingest, proc, serve_log, 1800)
+        result["first_ingest_seconds"] = time.perf_counter() - started - result["ready_seconds"]
+        result["memory_after_first_ingest"] = proc_memory(proc.pid)
+        say(f"  first ingest done {result['first_ingest_seconds']:.1f} s later; "
+            f"RSS {result['memory_after_first_ingest']['rss_bytes'] / MB:.0f} MB, "
+            f"peak {result['memory_after_first_ingest']['hwm_bytes'] / MB:.0f} MB")
+
+        if args.feed_rate > 0:
+            feeder = Feeder(log, source, args.feed_rate)
+            feeder.start()
+            say(f"  appending {args.feed_rate:,} lines/s to the tailed log during the load")
+            time.sleep(2)         # let the tail-ingest runs settle into their rhythm
+
+        # the current ETag, from one full GET (also timed: what a proxy's first poll costs)
+        body, heads = d / "policy.json", d / "policy.headers"
+        full = curl_get(base + "/v1/policy", key, body, heads)
+        etag = next((ln.split(":", 1)[1].strip() for ln in heads.read_text().splitlines()
+                     if ln.lower().startswith("etag:")), "")
+        if full["status"] != 200 or not etag:
+            raise BenchError(f"GET /v1/policy answered {full['status']} without an ETag")
+        full["bans"] = len(json.loads(body.read_bytes())["bans"])
+        body.unlink()
+        result["policy_full"] = full
+        say(f"  GET /v1/policy (full): {full['seconds']:.3f} s, {full['bytes'] / MB:.1f} MB, "
+            f"{full['bans']:,} bans, ETag {etag}")
+
+        say(f"pullwarden: wrk, /v1/policy with If-None-Match {etag}, {args.duration} s ...")
+        result["policy_304"] = wrk_run("pw-policy", base + "/v1/policy", key, etag, args, d, children, proc.pid)
+        say(f"  {result['policy_304']['requests_per_second']:,.0f} requests/s, "
+            f"p99 {result['policy_304']['p99_ms']:.2f} ms")
+
+        first = curl_get(base + "/v1/decisions/stream?startup=true", key, d / "first.json")
+        (d / "first.json").unlink()
+        say(f"pullwarden: one start-up pull for the cursor ({first['seconds']:.2f} s); "
+            f"wrk, delta polls, {args.duration} s ...")
+        result["delta"] = wrk_run("pw-delta", base + "/v1/decisions/stream?startup=false", key, "", args, d,
+                                  children, proc.pid)
+        say(f"  {result['delta']['requests_per_second']:,.0f} requests/s, p99 {result['delta']['p99_ms']:.2f} ms")
+
+        say(f"pullwarden: {args.startup_runs} start-up streams of {args.decisions:,} decisions ...")
+        t0 = utcnow()
+        result["startup"] = startup_runs(base + "/v1/decisions/stream?startup=true", key, args.startup_runs,
+                                         d, "pw", proc.pid)
+        result["startup"]["window"] = [t0.isoformat(), utcnow().isoformat()]
+        if feeder:
+            feeder.stop()
+            result["feeder"] = {"rate": args.feed_rate, "lines": feeder.lines, "behind_seconds": feeder.behind}
+            feeder = None
+        result["memory_end"] = proc_memory(proc.pid)
+    finally:
+        if feeder:
+            feeder.stop()
+        say("pullwarden: stopping the server ...")
+        children.stop(proc)
+    result["exit_code"] = proc.returncode
+    result["log_problems"] = serve_log_problems(serve_log)
+    windows = {k: result[k]["window"] for k in ("policy_304", "delta", "startup") if k in result}
+    result["ingest"] = ingest_overlap(db, windows)
+    return result
+
+
+# -- CrowdSec ---------------------------------------------------------------------------------
+
+def crowdsec_config(d: Path, port: int, wal: bool) -> Path:
+    """A scratch copy of Debian's /etc/crowdsec/config.yaml: paths in `d`, LAPI only."""
+    import yaml
+    stock = Path("/etc/crowdsec/config.yaml")
+    if not stock.is_file():
+        raise BenchError(f"{stock} not found: apt-get install -y crowdsec (its failing post-install is fine)")
+    c = yaml.safe_load(stock.read_text())
+    for sub in ("data", "hub", "notifications", "acquis.d"):
+        (d / sub).mkdir(exist_ok=True)
+    for name in ("profiles.yaml", "simulation.yaml"):
+        src = Path("/etc/crowdsec") / name
+        if src.is_file():
+            shutil.copy(src, d / name)
+        else:
+            (d / name).write_text("simulation: off\n" if name == "simulation.yaml" else "")
+    (d / "acquis.yaml").write_text("")
+    c["common"].update(daemonize=False, log_media="file", log_dir=f"{d}/", working_dir=str(d))
+    c["config_paths"].update(config_dir=f"{d}/", data_dir=f"{d}/data/", simulation_path=str(d / "simulation.yaml"),
+                             hub_dir=f"{d}/hub/", index_path=str(d / "hub" / ".index.json"),
+                             notification_dir=f"{d}/notifications/")
+    c.setdefault("crowdsec_service", {}).update(acquisition_path=str(d / "acquis.yaml"),
+                                                acquisition_dir=str(d / "acquis.d"))
+    c["db_config"]["db_path"] = str(d / "data" / "crowdsec.db")
+    if wal:
+        c["db_config"]["use_wal"] = True
+    c["api"]["client"]["credentials_path"] = str(d / "local_api_credentials.yaml")
+    server = c["api"]["server"]
+    server.pop("online_client", None)                   # no Central API: there is no network
+    server.update(listen_uri=f"{HOST}:{port}", profiles_path=str(d / "profiles.yaml"),
+                  console_path=str(d / "console.yaml"))
+    c["prometheus"] = {"enabled": False}                # its fixed port 6060 might be taken
+    path = d / "config.yaml"
+    path.write_text(yaml.safe_dump(c, sort_keys=False))
+    return path
+
+
+def bench_crowdsec(args, workdir: Path, children: Children) -> dict:
+    for tool in ("crowdsec", "cscli"):
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} not found: apt-get install -y crowdsec")
+    d = workdir / "crowdsec"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    cfg = crowdsec_config(d, port, args.crowdsec_wal)
+    setup_log, api_log = d / "setup.log", d / "crowdsec.out"
+    version = subprocess.run(["crowdsec", "-version"], capture_output=True, text=True).stderr
+    version = next((ln.split("version:", 1)[1].strip() for ln in version.splitlines() if "version:" in ln), "?")
+
+    say(f"CrowdSec {version}: scratch config {cfg}, machine, LAPI on {base} ...")
+    run(["cscli", "-c", str(cfg), "machines", "add", "bench-machine", "--auto",
+         "-f", str(d / "local_api_credentials.yaml")], setup_log)
+    started = time.perf_counter()
+    proc = children.start("crowdsec LAPI", ["crowdsec", "-c", str(cfg), "-no-cs"], api_log, cwd=d)
+    result: dict = {"pid": proc.pid, "port": port, "version": version, "wal": args.crowdsec_wal}
+    try:
+        wait_for("crowdsec /health", lambda: http_json(base + "/health"), proc, api_log, 60)
+        result["ready_seconds"] = time.perf_counter() - started
+        key = secrets.token_hex(24)
+        run(["cscli", "-c", str(cfg), "bouncers", "add", "bench-bouncer", "-k", key], setup_log)
+        csv = d / "bans.csv"
+        with open(csv, "w") as f:
+            f.write("duration,scope,value,reason\n")
+            f.writelines(f"24h,ip,{v},bench\n" for v in ban_values(args.decisions))
+        say(f"  cscli decisions import of {args.decisions:,} bans ...")
+        t = time.perf_counter()
+        run(["cscli", "-c", str(cfg), "decisions", "import", "-i", str(csv)], setup_log, timeout=1800)
+        result["import_seconds"] = time.perf_counter() - t
+        result["memory_after_import"] = proc_memory(proc.pid)
+        say(f"  imported in {result['import_seconds']:.1f} s")
+
+        first = curl_get(base + "/v1/decisions/stream?startup=true", key, d / "first.json")
+        (d / "first.json").unlink()
+        say(f"CrowdSec: one start-up pull for the cursor ({first['seconds']:.2f} s); "
+            f"wrk, delta polls, {args.duration} s ...")
+        result["delta"] = wrk_run("cs-delta", base + "/v1/decisions/stream?startup=false", key, "", args, d,
+                                  children, proc.pid)
+        say(f"  {result['delta']['requests_per_second']:,.0f} requests/s, p99 {result['delta']['p99_ms']:.2f} ms")
+
+        say(f"CrowdSec: {args.startup_runs} start-up streams of {args.decisions:,} decisions ...")
+        result["startup"] = startup_runs(base + "/v1/decisions/stream?startup=true", key, args.startup_runs,
+                                         d, "cs", proc.pid)
+        result["memory_end"] = proc_memory(proc.pid)
+    finally:
+        say("CrowdSec: stopping the LAPI ...")
+        children.stop(proc)
+    result["exit_code"] = proc.returncode
+    return result
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def tool_version(cmd: list[str]) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    text = (res.stdout or res.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":!bench"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (rev + ("+dirty" if dirty else "")) if rev else "?"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def rows_of(pw: dict, cs: dict | None) -> list[dict]:
+    """One row per figure: both values, the ratio, the target and both verdicts."""
+    rows = []
+
+    def add(figure, pv, cv, fmt, target=None, ok=None, better="higher"):
+        row = {"figure": figure, "pullwarden": pv, "crowdsec": cv, "format": fmt, "target": target,
+               "better": better}
+        if pv is not None and cv:
+            row["ratio"] = pv / cv
+        if ok is not None:
+            row["pullwarden_pass"] = ok(pv) if pv is not None else None
+            row["crowdsec_pass"] = ok(cv) if cv is not None else None
+        rows.append(row)
+
+    c = cs or {}
+    p = pw.get("policy_304")
+    if p:
+        add("policy 304: requests/s", p["requests_per_second"], None, "{:,.0f}",
+            f">= {TARGET_POLICY_RPS:,}", lambda v: v >= TARGET_POLICY_RPS)
+        add("policy 304: latency p99 ms", p["p99_ms"], None, "{:.2f}", f"< {TARGET_POLICY_P99_MS:g}",
+            lambda v: v < TARGET_POLICY_P99_MS, "lower")
+    pd, cd = pw.get("delta"), c.get("delta")
+    if pd or cd:
+        add("delta polls: requests/s", pd and pd["requests_per_second"], cd and cd["requests_per_second"],
+            "{:,.0f}", f">= {TARGET_DELTA_RPS:,}", lambda v: v >= TARGET_DELTA_RPS)
+        add("delta polls: latency p99 ms", pd and pd["p99_ms"], cd and cd["p99_ms"], "{:.2f}", better="lower")
+    ps, cst = pw.get("startup"), c.get("startup")
+    if ps or cst:
+        add("start-up stream: seconds (median)", ps and ps["seconds_median"], cst and cst["seconds_median"],
+            "{:.3f}", f"<= {TARGET_STARTUP_SECONDS:g}", lambda v: v <= TARGET_STARTUP_SECONDS, "lower")
+        add("start-up stream: seconds (best)", ps and ps["seconds_best"], cst and cst["seconds_best"],
+            "{:.3f}", better="lower")
+        add("start-up stream: first byte s", ps and ps["first_byte_seconds_median"],
+            cst and cst["first_byte_seconds_median"], "{:.3f}", better="lower")
+        add("start-up stream: body MB", ps and ps["bytes"] / MB, cst and cst["bytes"] / MB, "{:.1f}",
+            better="lower")
+        add("start-up stream: decisions", ps and ps["decisions"], cst and cst["decisions"], "{:,}", better="-")
+        add("server peak RSS (VmHWM) before MB", ps and ps["memory_before"]["hwm_bytes"] / MB,
+            cst and cst["memory_before"]["hwm_bytes"] / MB, "{:,.0f}", better="lower")
+        add("server peak RSS (VmHWM) after MB", ps and ps["memory_after"]["hwm_bytes"] / MB,
+            cst and cst["memory_after"]["hwm_bytes"] / MB, "{:,.0f}", f"< {TARGET_RSS_BYTES / MB:,.0f}",
+            lambda v: v < TARGET_RSS_BYTES / MB, "lower")
+        add("server RSS (VmRSS) after MB", ps and ps["memory_after"]["rss_bytes"] / MB,
+            cst and cst["memory_after"]["rss_bytes"] / MB, "{:,.0f}", better="lower")
+    return rows
+
+
+def print_table(result: dict) -> None:
+    ctx, pw, cs = result["context"], result["pullwarden"], result.get("crowdsec")
+    print(f"pullwarden enforcer benchmark: {ctx['decisions']:,} active bans, loopback, wrk -t{ctx['threads']} "
+          f"-c{ctx['connections']} -d{ctx['duration']}s, {ctx['startup_runs']} start-up pulls each")
+    print(f"  pullwarden {ctx['pullwarden_revision']}, python {ctx['python']}, duckdb {ctx['duckdb']}, "
+          f"uvicorn {ctx['uvicorn']}; {ctx['crowdsec']}; {ctx['wrk']}")
+    print(f"  {ctx['cpus']} CPUs shared by the server, wrk and curl; load before {ctx['load_before']} "
+          f"after {ctx['load_after']}")
+    ing = pw.get("ingest", {})
+    feed = pw.get("feeder")
+    print(f"  pullwarden: tails a {ctx['lines']:,}-line log (first ingest {pw.get('first_ingest_seconds', 0):.1f} s), "
+          + (f"{feed['rate']:,} lines/s appended during the load ({feed['lines']:,} in all)" if feed
+             else "nothing appended during the load"))
+    if cs and "import_seconds" in cs:
+        print(f"  CrowdSec: LAPI only (-no-cs), SQLite {'with' if cs['wal'] else 'without'} WAL; "
+              f"cscli decisions import took {cs['import_seconds']:.1f} s "
+              f"(pullwarden: one SQL insert, {pw.get('insert_seconds', 0):.2f} s)")
+    print()
+    w = (36, 13, 13, 9, 10, 12)
+    print(f"{'figure':<{w[0]}}{'pullwarden':>{w[1]}}{'CrowdSec':>{w[2]}}{'pw/CS':>{w[3]}}{'target':>{w[4]}}"
+          f"{'pw / CS':>{w[5]}}")
+    for r in result["rows"]:
+        def fmt(v):
+            return "-" if v is None else r["format"].format(v)
+        ratio = f"{r['ratio']:.2f}x" if "ratio" in r else "-"
+        verdict = ""
+        if "pullwarden_pass" in r:
+            def word(x):
+                return "-" if x is None else ("PASS" if x else "MISS")
+            verdict = f"{word(r['pullwarden_pass'])} / {word(r['crowdsec_pass'])}"
+        print(f"{r['figure']:<{w[0]}}{fmt(r['pullwarden']):>{w[1]}}{fmt(r['crowdsec']):>{w[2]}}{ratio:>{w[3]}}"
+              f"{r['target'] or '':>{w[4]}}{verdict:>{w[5]}}")
+    print()
+    for name, label in (("policy_304", "policy 304"), ("delta", "delta polls"), ("startup", "start-up streams")):
+        if name in ing:
+            i = ing[name]
+            extra = ""
+            if name in pw and pw[name].get("server_cpu_share") is not None:
+                extra = f"; server process used {pw[name]['server_cpu_share'] * 100:.0f}% of a core"
+            print(f"  during pullwarden's {label}: an ingest was running {i['busy_share'] * 100:.0f}% of the time "
+                  f"({i['runs']} runs, {i['lines']:,} lines){extra}")
+    for who, d in (("pullwarden", pw), ("CrowdSec", cs or {})):
+        for name in ("policy_304", "delta"):
+            if name in d:
+                r = d[name]
+                other = {k: v for k, v in r["statuses"].items() if k not in ("200", "304")}
+                print(f"  {who} {name}: {r['requests']:,} requests, statuses {r['statuses']}, "
+                      f"p50 {r['latency_us']['p50'] / 1000:.2f} ms, p99.9 {r['latency_us']['p999'] / 1000:.2f} ms, "
+                      f"max {r['latency_us']['max'] / 1000:.1f} ms"
+                      + (f", socket errors {r['errors']}" if any(r["errors"].values()) else "")
+                      + (" (unexpected statuses!)" if other else ""))
+    if pw.get("policy_full"):
+        f = pw["policy_full"]
+        print(f"  pullwarden full GET /v1/policy (first poll of a proxy): {f['seconds']:.3f} s, "
+              f"{f['bytes'] / MB:.1f} MB, {f['bans']:,} bans")
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
+
+
+def build_warnings(args, pw: dict, cs: dict | None, cs_error: str | None) -> list[str]:
+    w = []
+    if cs_error:
+        w.append(f"CrowdSec was not measured: {cs_error}")
+    for who, d in (("pullwarden", pw), ("CrowdSec", cs or {})):
+        st = d.get("startup")
+        if st and (st["decisions"] != args.decisions or st["distinct_values"] != args.decisions):
+            w.append(f"{who}'s start-up stream held {st['decisions']:,} decisions ({st['distinct_values']:,} "
+                     f"distinct), not {args.decisions:,}")
+        for name, ok in (("policy_304", {"304"}), ("delta", {"200"})):
+            r = d.get(name)
+            if r and set(r["statuses"]) - ok:
+                w.append(f"{who} {name}: statuses {r['statuses']} (expected only {', '.join(sorted(ok))})")
+            if r and any(r["errors"].values()):
+                w.append(f"{who} {name}: wrk socket errors {r['errors']}")
+        if d.get("exit_code") not in (None, 0, -signal.SIGTERM):
+            w.append(f"{who} exited with {d['exit_code']} when stopped")
+    for line in pw.get("log_problems", []):
+        w.append(f"pullwarden serve log: {line[:300]}")
+    feed = pw.get("feeder")
+    if feed and feed["behind_seconds"] > 1.0:
+        w.append(f"the log feeder fell {feed['behind_seconds']:.1f} s behind its {feed['rate']:,} lines/s")
+    ing = pw.get("ingest", {})
+    if args.feed_rate > 0 and ing and all(ing[k]["runs"] == 0 for k in ("policy_304", "delta", "startup") if k in ing):
+        w.append("no ingest run overlapped the measurements")
+    return w
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="bench_enforcer.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10,
+                    help="seconds of each wrk run: policy 304 and the delta polls of each server (default 10)")
+    ap.add_argument("--decisions", type=int, default=100_000, help="active bans in each server (default 100,000)")
+    ap.add_argument("--lines", type=int, default=2_000_000,
+                    help="lines of the generated log that pullwarden tails (default 2,000,000)")
+    ap.add_argument("--feed-rate", type=int, default=20_000,
+                    help="lines/s appended to the tailed log during the load, so that ingest runs beside the "
+                         "requests (default 20,000; 0: none)")
+    ap.add_argument("--startup-runs", type=int, default=3,
+                    help="full start-up pulls per server; the median is judged (default 3)")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: the server needs the cores)")
+    ap.add_argument("--connections", type=int, default=8, help="wrk connections kept open (default 8)")
+    ap.add_argument("--skip-crowdsec", action="store_true", help="measure pullwarden only")
+    ap.add_argument("--crowdsec-wal", action="store_true",
+                    help="run CrowdSec's SQLite with WAL (db_config.use_wal; Debian's config leaves it off)")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pullwarden-bench-enforcer",
+                    help="where the log, both databases, configs, server logs and wrk output go "
+                         "(default /tmp/pullwarden-bench-enforcer); the generated log is reused from here")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = ap.parse_args()
+    if args.duration < 1 or args.decisions < 1 or args.lines < 1 or args.startup_runs < 1 or args.feed_rate < 0:
+        ap.error("--duration, --decisions, --lines and --startup-runs must be at least 1, --feed-rate at least 0")
+    if args.connections < args.threads:
+        ap.error("--connections must be at least --threads")
+    for tool, pkg in (("wrk", "wrk"), ("curl", "curl")):
+        if not shutil.which(tool):
+            sys.exit(f"bench_enforcer: {tool} not found; on Debian: apt-get install -y {pkg}")
+
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    load_before = loadavg()
+    log = ensure_log(workdir, args.lines)
+    children = Children()
+    pw: dict = {}
+    cs, cs_error = None, None
+    interrupted = False
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        pw = bench_pullwarden(args, workdir, log, children)
+        if args.skip_crowdsec:
+            cs_error = "--skip-crowdsec"
+        else:
+            try:
+                cs = bench_crowdsec(args, workdir, children)
+            except (BenchError, OSError, subprocess.SubprocessError) as e:
+                cs_error = str(e)
+                say(f"CrowdSec failed: {e}")
+    except KeyboardInterrupt:
+        interrupted = True
+    except BenchError as e:
+        children.stop_all()
+        sys.exit(f"bench_enforcer: {e}")
+    finally:
+        children.stop_all()
+    if interrupted:
+        sys.exit("bench_enforcer: interrupted; every process it started was stopped")
+
+    import duckdb
+    import uvicorn
+    result = {
+        "context": {"decisions": args.decisions, "lines": args.lines, "feed_rate": args.feed_rate,
+                    "duration": args.duration, "threads": args.threads, "connections": args.connections,
+                    "startup_runs": args.startup_runs, "workdir": str(workdir), "log": str(log),
+                    "pullwarden_cmd": pullwarden_cmd(), "pullwarden_revision": git_revision(),
+                    "python": platform.python_version(), "duckdb": duckdb.__version__,
+                    "uvicorn": uvicorn.__version__,
+                    "crowdsec": f"CrowdSec {cs['version']}" if cs else "CrowdSec not measured",
+                    "wrk": tool_version(["wrk", "-v"]), "cpus": os.cpu_count(),
+                    "load_before": load_before, "load_after": loadavg()},
+        "pullwarden": pw,
+        "crowdsec": cs,
+        "crowdsec_error": cs_error,
+        "rows": rows_of(pw, cs),
+        "warnings": build_warnings(args, pw, cs, cs_error),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_table(result)
+
+
+if __name__ == "__main__":
+    main()
