@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -28,12 +29,14 @@ def start(services: Services) -> BackgroundScheduler:
     from ingest.pipeline import Ingester
     from rules.detect import detect
     from rules.engine import load_rules
+    from rules.rollup import roll_up
 
     cfg = services.settings
 
     def ingest():
         with services.lock:
             Ingester(services.store, cfg).run(list(cfg.sources))
+            roll_up(services.store)           # statistics stay fresh between detection passes
 
     def detection():
         with services.lock:
@@ -49,7 +52,8 @@ def start(services: Services) -> BackgroundScheduler:
     if cfg.sources:
         scheduler.add_job(_guarded(services, "ingest", ingest), "interval", seconds=cfg.ingest_interval,
                           id="ingest", next_run_time=services.clock())
-    scheduler.add_job(_guarded(services, "detect", detection), "interval", seconds=cfg.detect_interval, id="detect")
+    scheduler.add_job(_guarded(services, "detect", detection), "interval", seconds=cfg.detect_interval, id="detect",
+                      next_run_time=services.clock() + timedelta(seconds=1))
     scheduler.add_job(_guarded(services, "publish", publish), "interval", seconds=cfg.publish_interval, id="publish")
     scheduler.start()
     return scheduler

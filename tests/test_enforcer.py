@@ -189,3 +189,44 @@ def test_repeated_bad_keys_are_slowed(api):
 def test_go_durations():
     assert [go_duration(s) for s in (14399, 3600, 60, 59, 0, -5, -3661)] == \
         ["3h59m59s", "1h0m0s", "1m0s", "59s", "0s", "-5s", "-1h1m1s"]
+
+
+def test_versions_only_grow_across_restarts(api, tmp_path):
+    from enforcer.service import Services
+    api.ban("203.0.113.9")
+    before = api.services.publisher.publish().version
+    again = Services(api.store, api.cfg, clock=api.clock)            # a restart over the same file
+    assert again.publisher.current.version == before                  # same content: same version
+    api.ban("203.0.113.10")
+    assert again.publisher.publish().version == before + 1
+    assert again.publisher.changes(before)["upsert"]["bans"][0]["value"] == "203.0.113.10"
+
+
+def test_a_failing_job_shows_in_health_and_metrics_and_the_policy_stays(api):
+    from enforcer.jobs import _guarded
+    version = get(api, "/v1/policy", "proxy").json()["version"]
+
+    def broken():
+        raise OSError("disk full")
+    _guarded(api.services, "detect", broken)()
+    health = get(api, "/healthz").json()
+    assert health["status"] == "degraded" and "disk full" in health["jobs"]["detect"]["error"]
+    assert 'pullwarden_job_failing{job="detect"} 1' in get(api, "/metrics", "viewer").text
+    assert get(api, "/v1/policy", "proxy").json()["version"] == version
+    _guarded(api.services, "detect", lambda: None)()
+    assert get(api, "/healthz").json()["status"] == "ok"
+
+
+def test_stats_for_the_dashboard(api):
+    from tests.detect_helpers import add_events, storm
+    from rules.rollup import roll_up
+    with api.services.lock:
+        add_events(api.store, storm("203.0.113.7", hours=3))
+        roll_up(api.store)
+    traffic = get(api, "/v1/stats/traffic?hours=24", "viewer").json()
+    assert [t["requests"] for t in traffic] == [16, 16, 16]
+    top = get(api, "/v1/stats/top?by=address", "viewer").json()
+    assert top[0]["entity"] == "203.0.113.7" and top[0]["requests"] == 48
+    budget = get(api, "/v1/stats/budget", "viewer").json()
+    assert budget["month"] == "2024-11" and budget["budget_tib"] == 100 and budget["bytes"] > 0
+    assert get(api, "/v1/stats/decisions", "viewer").json() == []

@@ -58,3 +58,46 @@ def test_serve_ingests_detects_publishes_and_owns_the_file(workdir):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert CliRunner().invoke(cli, ["stats", "--json"]).exit_code == 0   # released on shutdown
+
+
+def test_keys_are_shown_once_and_stored_hashed(workdir):
+    res = CliRunner().invoke(cli, ["keys", "create", "--role", "viewer", "--name", "grafana"])
+    key = res.stdout.strip()
+    assert res.exit_code == 0 and key.startswith("pw_") and "shown once" in res.stderr
+    assert CliRunner().invoke(cli, ["keys", "create", "--role", "viewer", "--name", "grafana"]).exit_code == 2
+    listed = CliRunner().invoke(cli, ["keys", "list"]).stdout
+    assert "grafana viewer" in listed and key not in listed
+    import duckdb
+    con = duckdb.connect("data/pullwarden.duckdb")
+    assert key not in str(con.execute("select * from api_keys").fetchall())
+    con.close()
+    assert CliRunner().invoke(cli, ["keys", "revoke", "grafana"]).exit_code == 0
+    assert "revoked" in CliRunner().invoke(cli, ["keys", "list"]).stdout
+
+
+def test_up_serves_the_samples_and_prints_an_admin_key(workdir):
+    import shutil
+    from tests.test_cli import SAMPLES
+    shutil.copytree(SAMPLES, workdir / "sample_logs")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "up", "--port", str(port)],
+                            cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith("admin key (shown once, keep it): pw_")
+        key = first.split(": ", 1)[1].strip()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+                if health["jobs"].get("ingest", {}).get("last_ok"):
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        stats = httpx.get(f"http://127.0.0.1:{port}/v1/stats/traffic?hours=48", headers={"X-Api-Key": key}).json()
+        assert sum(t["requests"] for t in stats) > 3000                       # the samples were ingested
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
