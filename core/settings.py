@@ -6,6 +6,7 @@ error that names the file and the line, never silently ignored.
 """
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -123,8 +124,14 @@ def load(config: str | None = None, overrides: dict[str, Any] | None = None,
             s.origin[key] = str(path)
     for setting in SETTINGS:
         env = f"PULLWARDEN_{setting.name.upper()}"
-        if env in environ and setting.type not in (dict,):
-            s.values[setting.name] = _coerce(setting, environ[env], f"environment {env}")
+        if env in environ:
+            raw = environ[env]
+            if setting.type is dict:           # a table: JSON in the environment
+                try:
+                    raw = json.loads(raw)
+                except ValueError as e:
+                    raise SettingsError(f"environment {env}: not a JSON object: {e}") from None
+            s.values[setting.name] = _coerce(setting, raw, f"environment {env}")
             s.origin[setting.name] = env
     for key, value in (overrides or {}).items():
         if value is None:
