@@ -341,6 +341,7 @@ def curl_get(url: str, key: str, body: Path, headers: Path | None = None) -> dic
 def startup_runs(url: str, key: str, runs: int, workdir: Path, prefix: str, pid: int) -> dict:
     """--startup-runs full start-up pulls; checks every body: all decisions there, each once."""
     out, hwm_before = [], proc_memory(pid)
+    cpu0, wall0 = proc_cpu_seconds(pid), time.perf_counter()
     for i in range(1, runs + 1):
         body = workdir / f"{prefix}-startup-{i}.json"
         r = curl_get(url, key, body)
@@ -355,7 +356,8 @@ def startup_runs(url: str, key: str, runs: int, workdir: Path, prefix: str, pid:
             f"{r['bytes'] / MB:.1f} MB, {r['decisions']:,} decisions")
         out.append(r)
     secs = [r["seconds"] for r in out]
-    return {"runs": out, "seconds_median": statistics.median(secs), "seconds_best": min(secs),
+    cpu1, wall = proc_cpu_seconds(pid), time.perf_counter() - wall0
+    return {"runs": out, "server_cpu_share": (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None, "seconds_median": statistics.median(secs), "seconds_best": min(secs),
             "first_byte_seconds_median": statistics.median(r["first_byte_seconds"] for r in out),
             "bytes": out[-1]["bytes"], "decisions": out[-1]["decisions"],
             "distinct_values": out[-1]["distinct_values"], "memory_before": hwm_before,
@@ -398,38 +400,44 @@ def insert_bans(db: Path, n: int) -> float:
     return seconds
 
 
-def ingest_overlap(db: Path, windows: dict[str, list[str]]) -> dict:
+def job_overlap(db: Path, windows: dict[str, list[str]]) -> dict:
     """After the server stopped: for each measured window, the share of it during which an
-    ingest run was under way, and the lines those runs read (from the table ingest_runs)."""
+    ingest run (table ingest_runs) or a detection pass (table detect_runs) was under way,
+    and the lines those ingest runs read."""
     import duckdb
     con = duckdb.connect(str(db), read_only=True)
     try:
-        rows = con.execute("select started_at, seconds, lines from ingest_runs order by started_at").fetchall()
+        ingest = con.execute("select started_at, seconds, lines from ingest_runs").fetchall()
+        detect = [(ran_at - timedelta(seconds=seconds), seconds, 0) for ran_at, seconds in
+                  con.execute("select ran_at, seconds from detect_runs").fetchall()]
     finally:
         con.close()
-    out = {}
+    out = {"ingest_runs": len(ingest), "detect_runs": len(detect)}
     for name, (a, b) in windows.items():
         t0, t1 = datetime.fromisoformat(a), datetime.fromisoformat(b)
-        busy, lines, runs = 0.0, 0, 0
-        for started, seconds, n in rows:
-            end = started + timedelta(seconds=seconds)
-            overlap = (min(end, t1) - max(started, t0)).total_seconds()
-            if overlap > 0:
-                busy += overlap
-                lines += n
-                runs += 1
         span = (t1 - t0).total_seconds()
-        out[name] = {"busy_share": busy / span if span > 0 else 0.0, "runs": runs, "lines": lines}
-    out["all_runs"] = len(rows)
+        out[name] = {}
+        for job, rows in (("ingest", ingest), ("detect", detect)):
+            busy, lines, runs = 0.0, 0, 0
+            for started, seconds, n in rows:
+                overlap = (min(started + timedelta(seconds=seconds), t1) - max(started, t0)).total_seconds()
+                if overlap > 0:
+                    busy, lines, runs = busy + overlap, lines + n, runs + 1
+            out[name][job] = {"busy_share": busy / span if span > 0 else 0.0, "runs": runs, "lines": lines}
     return out
 
 
-def serve_log_problems(log: Path) -> list[str]:
-    """Error lines (job failures, tracebacks) that the server wrote."""
+def serve_log_lines(log: Path) -> list[dict]:
+    """What the server wrote besides its banner, repeated lines counted once (times blanked)."""
+    import re
+    counts: dict[str, int] = {}
     text = log.read_text(errors="replace") if log.exists() else ""
-    lines = text.splitlines()
-    found = [ln.strip() for ln in lines if "Traceback" in ln or "ERROR" in ln or " failed" in ln.lower()]
-    return found[:20]
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("pullwarden serving on"):
+            continue
+        key = re.sub(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?( UTC)?", "<time>", line.strip())
+        counts[key] = counts.get(key, 0) + 1
+    return [{"line": k, "count": n} for k, n in counts.items()]
 
 
 def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict:
@@ -532,9 +540,12 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
         say("pullwarden: stopping the server ...")
         children.stop(proc)
     result["exit_code"] = proc.returncode
-    result["log_problems"] = serve_log_problems(serve_log)
+    result["log_lines"] = serve_log_lines(serve_log)
     windows = {k: result[k]["window"] for k in ("policy_304", "delta", "startup") if k in result}
-    result["ingest"] = ingest_overlap(db, windows)
+    try:
+        result["jobs"] = job_overlap(db, windows)
+    except Exception as e:          # a figure of context only: never lose the measurements for it
+        result["jobs_error"] = f"{type(e).__name__}: {e}"
     return result
 
 
@@ -716,7 +727,7 @@ def print_table(result: dict) -> None:
           f"uvicorn {ctx['uvicorn']}; {ctx['crowdsec']}; {ctx['wrk']}")
     print(f"  {ctx['cpus']} CPUs shared by the server, wrk and curl; load before {ctx['load_before']} "
           f"after {ctx['load_after']}")
-    ing = pw.get("ingest", {})
+    jobs = pw.get("jobs", {})
     feed = pw.get("feeder")
     print(f"  pullwarden: tails a {ctx['lines']:,}-line log (first ingest {pw.get('first_ingest_seconds', 0):.1f} s), "
           + (f"{feed['rate']:,} lines/s appended during the load ({feed['lines']:,} in all)" if feed
@@ -726,9 +737,10 @@ def print_table(result: dict) -> None:
               f"cscli decisions import took {cs['import_seconds']:.1f} s "
               f"(pullwarden: one SQL insert, {pw.get('insert_seconds', 0):.2f} s)")
     print()
-    w = (36, 13, 13, 9, 10, 12)
-    print(f"{'figure':<{w[0]}}{'pullwarden':>{w[1]}}{'CrowdSec':>{w[2]}}{'pw/CS':>{w[3]}}{'target':>{w[4]}}"
-          f"{'pw / CS':>{w[5]}}")
+    w = (36, 12, 12, 9, 10, 13)
+    print(f"{'figure':<{w[0]}}{'pullwarden':>{w[1]}}{'CrowdSec':>{w[2]}}{'ratio':>{w[3]}}{'target':>{w[4]}}"
+          f"{'verdict':>{w[5]}}")
+    print(f"{'':<{w[0]}}{'':>{w[1]}}{'':>{w[2]}}{'pw / CS':>{w[3]}}{'':>{w[4]}}{'pw / CS':>{w[5]}}")
     for r in result["rows"]:
         def fmt(v):
             return "-" if v is None else r["format"].format(v)
@@ -742,13 +754,20 @@ def print_table(result: dict) -> None:
               f"{r['target'] or '':>{w[4]}}{verdict:>{w[5]}}")
     print()
     for name, label in (("policy_304", "policy 304"), ("delta", "delta polls"), ("startup", "start-up streams")):
-        if name in ing:
-            i = ing[name]
-            extra = ""
-            if name in pw and pw[name].get("server_cpu_share") is not None:
-                extra = f"; server process used {pw[name]['server_cpu_share'] * 100:.0f}% of a core"
-            print(f"  during pullwarden's {label}: an ingest was running {i['busy_share'] * 100:.0f}% of the time "
-                  f"({i['runs']} runs, {i['lines']:,} lines){extra}")
+        if name in jobs:
+            i, dt = jobs[name]["ingest"], jobs[name]["detect"]
+            line = (f"  during pullwarden's {label}: ingest running {i['busy_share'] * 100:.0f}% of the time "
+                    f"({i['runs']} runs, {i['lines']:,} lines), detection {dt['busy_share'] * 100:.0f}%")
+            if pw.get(name, {}).get("server_cpu_share") is not None:
+                line += f"; the server process used {pw[name]['server_cpu_share'] * 100:.0f}% of one core"
+            print(line)
+    for who, d in (("pullwarden", pw), ("CrowdSec", cs or {})):
+        for name, label in (("memory_ready", "when it first answered"),
+                            ("memory_after_first_ingest", "after the first ingest"),
+                            ("memory_after_import", "after the import")):
+            if d.get(name):
+                m = d[name]
+                print(f"  {who} memory {label}: RSS {m['rss_bytes'] / MB:,.0f} MB, peak {m['hwm_bytes'] / MB:,.0f} MB")
     for who, d in (("pullwarden", pw), ("CrowdSec", cs or {})):
         for name in ("policy_304", "delta"):
             if name in d:
@@ -784,14 +803,17 @@ def build_warnings(args, pw: dict, cs: dict | None, cs_error: str | None) -> lis
                 w.append(f"{who} {name}: wrk socket errors {r['errors']}")
         if d.get("exit_code") not in (None, 0, -signal.SIGTERM):
             w.append(f"{who} exited with {d['exit_code']} when stopped")
-    for line in pw.get("log_problems", []):
-        w.append(f"pullwarden serve log: {line[:300]}")
+    for item in pw.get("log_lines", []):
+        w.append(f"pullwarden serve log, {item['count']}x: {item['line'][:300]}")
+    if pw.get("jobs_error"):
+        w.append(f"could not read ingest_runs/detect_runs afterwards: {pw['jobs_error']}")
     feed = pw.get("feeder")
     if feed and feed["behind_seconds"] > 1.0:
         w.append(f"the log feeder fell {feed['behind_seconds']:.1f} s behind its {feed['rate']:,} lines/s")
-    ing = pw.get("ingest", {})
-    if args.feed_rate > 0 and ing and all(ing[k]["runs"] == 0 for k in ("policy_304", "delta", "startup") if k in ing):
-        w.append("no ingest run overlapped the measurements")
+    jobs = pw.get("jobs", {})
+    measured = [k for k in ("policy_304", "delta", "startup") if k in jobs]
+    if args.feed_rate > 0 and measured and all(jobs[k]["ingest"]["lines"] == 0 for k in measured):
+        w.append("no ingest run with new lines overlapped the measurements")
     return w
 
 
@@ -868,7 +890,7 @@ def main() -> None:
                     "python": platform.python_version(), "duckdb": duckdb.__version__,
                     "uvicorn": uvicorn.__version__,
                     "crowdsec": f"CrowdSec {cs['version']}" if cs else "CrowdSec not measured",
-                    "wrk": tool_version(["wrk", "-v"]), "cpus": os.cpu_count(),
+                    "wrk": tool_version(["wrk", "-v"]).split(" Copyright")[0], "cpus": os.cpu_count(),
                     "load_before": load_before, "load_after": loadavg()},
         "pullwarden": pw,
         "crowdsec": cs,

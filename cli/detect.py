@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import click
 
-from cli.main import cli, fail, open_or_fail, with_settings
+from cli.main import actor, cli, fail, open_or_fail, with_settings
 
 
 def _when(text: str | None) -> datetime | None:
@@ -176,21 +176,13 @@ def allow():
 @with_settings
 def allow_add(cfg, kind, value, reason, until):
     """Add an entry; active decisions it covers are revoked at once."""
-    import ipaddress
-    from core.allowlist import revoke_allowlisted
-    if kind in ("ip", "cidr"):
-        try:
-            value = str(ipaddress.ip_address(value)) if kind == "ip" else str(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            fail(f"not an {'address' if kind == 'ip' else 'address range'}: {value!r}")
-    if kind == "asn" and not value.removeprefix("AS").isdigit():
-        fail(f"not an AS number: {value!r}")
-    value = value.removeprefix("AS") if kind == "asn" else value
+    from enforcer.changes import allow as add
     store = open_or_fail(cfg.db)
     try:
-        now = datetime.utcnow()
-        store.execute("insert or replace into allowlist values (?, ?, ?, ?, ?)", [kind, value, reason, now, _when(until)])
-        revoked = revoke_allowlisted(store, kind, value, store.value("select max(ts) from events") or now)
+        now = store.value("select max(ts) from events") or datetime.utcnow()
+        revoked = add(store, actor(), kind, value, reason, now, _when(until))
+    except ValueError as e:
+        fail(str(e))
     finally:
         store.close()
     click.echo(f"allowed {kind} {value}; {revoked} active decision(s) revoked")

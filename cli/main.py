@@ -37,6 +37,12 @@ def with_settings(f):
     return wrapper
 
 
+def actor() -> str:
+    """Who makes a change from the command line, for the audit log."""
+    import getpass
+    return f"cli:{getpass.getuser()}"
+
+
 def open_or_fail(path: str, read_only: bool = False):
     try:
         return open_store(path, read_only=read_only)
@@ -170,7 +176,7 @@ def main() -> None:
     cli(prog_name="pullwarden")
 
 
-from cli import detect as _detect, serve as _serve  # noqa: E402,F401  (register their commands on `cli`)
+from cli import admin as _admin, detect as _detect, serve as _serve  # noqa: E402,F401  (register commands)
 
 
 if __name__ == "__main__":

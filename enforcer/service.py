@@ -36,12 +36,6 @@ class Services:
             self.cursors.update(dict(self.store.execute("select key_id, version from bouncer_cursors")))
         self.publisher.publish()
 
-    def audit(self, actor: str, action: str, target: str, details: dict, reason: str | None) -> None:
-        import json
-        with self.lock:
-            self.store.execute("insert into audit values (?, ?, ?, ?, ?, ?)",
-                               [self.clock(), actor, action, target, json.dumps(details, default=str), reason])
-
     def save_cursors(self) -> None:
         with self.lock:
             for key_id, version in list(self.cursors.items()):

@@ -101,3 +101,28 @@ def test_up_serves_the_samples_and_prints_an_admin_key(workdir):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_admin_changes_from_the_command_line_are_audited(workdir):
+    def run(*args):
+        res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.stdout
+    new = int(run("ban", "range", "203.0.113.9/24", "--duration", "2h", "--reason", "rotation").split("#")[1])
+    run("assign", "user", "ci-bot", "--tier", "throttled", "--reason", "heavy CI")
+    run("images", "add", "allowed", "docker.io/library/*", "ghcr.io/**", "--reason", "allow-list")
+    run("tiers", "set", "partner", "--rpm", "600", "--reason", "partners")
+    run("budget", "set", "120", "--reason", "new contract")
+    run("unban", str(new), "--reason", "mistake")
+    assert "docker.io/library/*" in run("images", "list")
+    assert "name=partner  requests_per_minute=600" in run("tiers", "list")
+    bad = CliRunner().invoke(cli, ["assign", "ip", "198.51.100.1", "--tier", "gold", "--reason", "x"])
+    assert bad.exit_code == 2 and "unknown tier 'gold'" in bad.stderr
+    assert CliRunner().invoke(cli, ["unban", "999", "--reason", "x"]).exit_code == 2
+    import duckdb
+    con = duckdb.connect("data/pullwarden.duckdb")
+    audit = con.execute("select actor, action, target, reason from audit order by ts").fetchall()
+    con.close()
+    assert [a[1] for a in audit] == ["add ban", "add throttle", "add to allowed images", "set tier", "set budget",
+                                     "revoke ban"]
+    assert all(a[0].startswith("cli:") for a in audit) and audit[0][2] == "range 203.0.113.0/24"
