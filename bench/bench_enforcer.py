@@ -752,6 +752,8 @@ def print_table(result: dict) -> None:
             verdict = f"{word(r['pullwarden_pass'])} / {word(r['crowdsec_pass'])}"
         print(f"{r['figure']:<{w[0]}}{fmt(r['pullwarden']):>{w[1]}}{fmt(r['crowdsec']):>{w[2]}}{ratio:>{w[3]}}"
               f"{r['target'] or '':>{w[4]}}{verdict:>{w[5]}}")
+    print("ratio: pullwarden's figure divided by CrowdSec's (requests/s: higher is better; seconds, ms, MB: lower);")
+    print("targets are pullwarden's; CrowdSec's verdict shows whether it would meet them. 1 MB = 10^6 bytes.")
     print()
     for name, label in (("policy_304", "policy 304"), ("delta", "delta polls"), ("startup", "start-up streams")):
         if name in jobs:
