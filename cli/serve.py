@@ -17,6 +17,8 @@ def _serve(cfg, banner: str = "") -> None:
     from enforcer.jobs import start
     from enforcer.service import Services
     store = open_or_fail(cfg.db)
+    store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+    cfg.values["chunk_mb"] = min(cfg.chunk_mb, 16)
     services = Services(store, cfg)
     scheduler = start(services)
     click.echo(f"{banner}pullwarden serving on http://{cfg.host}:{cfg.port} (pid {os.getpid()}, db {cfg.db})", err=True)

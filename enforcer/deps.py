@@ -11,7 +11,7 @@ from enforcer.keys import Principal
 from enforcer.service import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 

@@ -45,15 +45,16 @@ def start(services: Services) -> BackgroundScheduler:
         services.publisher.publish()
 
     def publish():
-        services.publisher.publish()
+        services.publisher.refresh()
         services.save_cursors()
 
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     if cfg.sources:
         scheduler.add_job(_guarded(services, "ingest", ingest), "interval", seconds=cfg.ingest_interval,
-                          id="ingest", next_run_time=services.clock())
+                          id="ingest", name="ingest", next_run_time=services.clock())
     scheduler.add_job(_guarded(services, "detect", detection), "interval", seconds=cfg.detect_interval, id="detect",
-                      next_run_time=services.clock() + timedelta(seconds=1))
-    scheduler.add_job(_guarded(services, "publish", publish), "interval", seconds=cfg.publish_interval, id="publish")
+                      name="detect", next_run_time=services.clock() + timedelta(seconds=1))
+    scheduler.add_job(_guarded(services, "publish", publish), "interval", seconds=cfg.publish_interval,
+                      id="publish", name="publish")
     scheduler.start()
     return scheduler

@@ -230,3 +230,13 @@ def test_stats_for_the_dashboard(api):
     budget = get(api, "/v1/stats/budget", "viewer").json()
     assert budget["month"] == "2024-11" and budget["budget_tib"] == 100 and budget["bytes"] > 0
     assert get(api, "/v1/stats/decisions", "viewer").json() == []
+
+
+def test_refresh_rebuilds_only_when_something_expires(api):
+    api.ban("203.0.113.20", hours=1)
+    v = api.services.publisher.publish().version
+    api.clock.advance(minutes=30)
+    assert api.services.publisher.refresh().version == v
+    api.clock.advance(minutes=31)
+    after = api.services.publisher.refresh()
+    assert after.version == v + 1 and "ip:203.0.113.20" not in after.content["bans"]

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1", tags=["policy"])
 
 
 @router.get("/policy", responses={200: {"description": "The current policy (JSON)"}, 304: {"description": "Unchanged"}})
-def get_policy(services: ServicesDep, who: ProxyKey,
+async def get_policy(services: ServicesDep, who: ProxyKey,
                if_none_match: Annotated[str | None, Header()] = None) -> Response:
     current = services.publisher.current
     services.polls[who.name] += 1
@@ -33,7 +33,7 @@ class Changes(BaseModel):
 
 
 @router.get("/policy/changes", response_model=Changes, responses={410: {"description": "Too old: fetch /v1/policy"}})
-def get_changes(services: ServicesDep, who: ProxyKey, since: Annotated[int, Query(ge=0)]) -> dict:
+async def get_changes(services: ServicesDep, who: ProxyKey, since: Annotated[int, Query(ge=0)]) -> dict:
     services.polls[who.name] += 1
     delta = services.publisher.changes(since)
     if delta is None:
