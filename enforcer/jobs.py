@@ -42,7 +42,7 @@ def start(services: Services) -> BackgroundScheduler:
         with services.lock:
             rules = load_rules(services.store, None, cfg.rules_dir or None)
             detect(services.store, cfg, rules)
-        services.publisher.publish()
+        services.publisher.publish_if_changed()
 
     def publish():
         services.publisher.refresh()

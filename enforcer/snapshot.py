@@ -61,6 +61,8 @@ class Version:
     sections: set = field(default_factory=set)        # tiers, default_tiers, images when they changed
     digest: str = ""
     next_expiry: datetime | None = None               # when the content changes by itself
+    seq: int = 0                                      # the decisions' change number it was built at
+    cache: dict = field(default_factory=dict)         # derived forms, built once per version
 
 
 class Publisher:
@@ -77,9 +79,11 @@ class Publisher:
     def publish(self) -> Version:
         with self.lock:
             now = self.clock()
+            seq = self.store.value("select coalesce(max(seq), 0) from decisions")
             content = build(self.store, now)
             d = digest(content)
             if self.current is not None and self.current.digest == d:
+                self.current.seq = seq
                 self.last_ok = now
                 return self.current
             if self.current is None:
@@ -87,7 +91,7 @@ class Publisher:
                 row = self.store.execute("select version, generated_at, digest from policy_versions "
                                          "order by version desc limit 1")
                 if row and row[0][2] == d:
-                    self.current = self._make(row[0][0], row[0][1], content, None)
+                    self.current = self._make(row[0][0], row[0][1], content, None, d, seq)
                     self.current.upserted, self.current.removed, self.current.sections = \
                         self.history[row[0][0]].upserted, self.history[row[0][0]].removed, \
                         self.history[row[0][0]].sections
@@ -97,7 +101,7 @@ class Publisher:
                 last = row[0][0] if row else 0
             else:
                 last = self.current.version
-            version = self._make(last + 1, now, content, self.current)
+            version = self._make(last + 1, now, content, self.current, d, seq)
             delta = {"upserted": version.upserted, "removed": version.removed, "sections": sorted(version.sections)}
             self.store.execute("insert into policy_versions values (?, ?, ?, ?)",
                                [version.version, now, d, json.dumps(delta)])
@@ -109,6 +113,14 @@ class Publisher:
             self.last_ok = now
             self.published += 1
             return version
+
+    def publish_if_changed(self) -> Version:
+        """After a detection pass: rebuild only if a decision changed (or one expired)."""
+        with self.lock:
+            seq = self.store.value("select coalesce(max(seq), 0) from decisions")
+        if self.current is not None and seq == self.current.seq:
+            return self.refresh()
+        return self.publish()
 
     def refresh(self) -> Version:
         """The periodic job: between changes made through the API or by detection (which
@@ -128,11 +140,11 @@ class Publisher:
             self.history[number] = Version(number, at, {}, b"", f'"{number}"', d["upserted"], d["removed"],
                                            set(d["sections"]))
 
-    def _make(self, number: int, at: datetime, content: dict, previous: Version | None) -> Version:
+    def _make(self, number: int, at: datetime, content: dict, previous: Version | None, d: str, seq: int) -> Version:
         body = json.dumps({"version": number, "generated_at": at.isoformat(), "max_age": self.max_age,
                            **content}, sort_keys=True).encode()
         untils = [e["until"] for section in ("bans", "assignments") for e in content[section].values()]
-        v = Version(number, at, content, body, f'"{number}"', digest=digest(content),
+        v = Version(number, at, content, body, f'"{number}"', digest=d, seq=seq,
                     next_expiry=datetime.fromisoformat(min(untils)) if untils else None)
         if previous is not None:
             for section in ("bans", "assignments"):
