@@ -18,6 +18,7 @@ def _serve(cfg, banner: str = "") -> None:
     from enforcer.service import Services
     store = open_or_fail(cfg.db)
     store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+    store.execute(f"set threads = {max(1, int(cfg.serve_duckdb_threads))}")
     cfg.values["chunk_mb"] = min(cfg.chunk_mb, 16)
     services = Services(store, cfg)
     scheduler = start(services)
