@@ -106,8 +106,11 @@ class Publisher:
             self.store.execute("insert into policy_versions values (?, ?, ?, ?)",
                                [version.version, now, d, json.dumps(delta)])
             self.store.execute("delete from policy_versions where version <= ?", [version.version - HISTORY])
+            previous = self.current
             self.current = version
             self.history[version.version] = version
+            if previous is not None:      # history keeps only differences: one full copy, not thousands
+                previous.content, previous.body, previous.cache = {}, b"", {}
             for old in [v for v in self.history if v <= version.version - HISTORY]:
                 del self.history[old]
             self.last_ok = now

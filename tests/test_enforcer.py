@@ -240,3 +240,13 @@ def test_refresh_rebuilds_only_when_something_expires(api):
     api.clock.advance(minutes=31)
     after = api.services.publisher.refresh()
     assert after.version == v + 1 and "ip:203.0.113.20" not in after.content["bans"]
+
+
+def test_history_keeps_differences_not_copies(api):
+    for n in range(5):
+        api.ban(f"203.0.113.{30 + n}")
+        api.services.publisher.publish()
+    pub = api.services.publisher
+    old = [v for n, v in pub.history.items() if n != pub.current.version]
+    assert old and all(v.content == {} and v.body == b"" for v in old)
+    assert pub.current.content["bans"] and pub.changes(pub.current.version - 4)["upsert"]["bans"]
