@@ -83,7 +83,7 @@ def decisions_list(cfg, active, now, as_json):
     """List decisions, newest first."""
     store = open_or_fail(cfg.db)
     try:
-        at = _when(now) or store.value("select max(ts) from events") or datetime.utcnow()
+        at = _when(now) or store.value("select max(ts) from events") or datetime.now(timezone.utc).replace(tzinfo=None)
         cond = "where revoked_at is null and until > $now and not simulated" if active else ""
         cols = ["id", "seq", "scope", "value", "effect", "tier", "rule", "origin", "reason", "created_at", "until",
                 "revoked_at", "simulated"]
@@ -179,7 +179,7 @@ def allow_add(cfg, kind, value, reason, until):
     from enforcer.changes import allow as add
     store = open_or_fail(cfg.db)
     try:
-        now = store.value("select max(ts) from events") or datetime.utcnow()
+        now = store.value("select max(ts) from events") or datetime.now(timezone.utc).replace(tzinfo=None)
         revoked = add(store, actor(), kind, value, reason, now, _when(until))
     except ValueError as e:
         fail(str(e))

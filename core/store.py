@@ -262,6 +262,16 @@ class Store:
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
 
+    def records(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict]:
+        """Rows as dicts keyed by column name (for JSON answers)."""
+        start = time.perf_counter()
+        try:
+            cur = self.con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+        finally:
+            log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
+
     def value(self, sql: str, params: Sequence[Any] | dict | None = None) -> Any:
         rows = self.execute(sql, params)
         return rows[0][0] if rows else None

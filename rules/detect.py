@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 
 from rules import features, policy
 from rules.engine import Rule
@@ -53,7 +53,7 @@ def detect(store, settings, rules: list[Rule], now: datetime | None = None, writ
         try:
             policy.apply(store, result)
             store.execute("insert into detect_runs values (?, ?, ?, ?, ?, ?)",
-                          [now, datetime.utcfromtimestamp(clock()), clock() - started, len(found),
+                          [now, datetime.fromtimestamp(clock(), timezone.utc).replace(tzinfo=None), clock() - started, len(found),
                            0 if result.held else len(result.new) + len(result.extended), result.held])
             store.execute("commit")
         except BaseException:

@@ -15,9 +15,7 @@ TIB = 1 << 40
 
 def _rows(services, sql: str, params=None) -> list[dict]:
     with services.lock:
-        cur = services.store.con.execute(sql, params or [])
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return services.store.records(sql, params)
 
 
 @router.get("/traffic")
