@@ -3,6 +3,8 @@ image lists, served from memory; each new version keeps its difference from the 
 so pollers (our proxies, CrowdSec bouncers) can ask for what changed."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import threading
@@ -11,6 +13,11 @@ from datetime import datetime
 from typing import Callable
 
 HISTORY = 2000          # versions whose changes are kept; older `since` values get 410
+
+try:        # glibc keeps freed memory; a rebuild's temporaries would otherwise stay in the RSS
+    _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+except (OSError, AttributeError):
+    _trim = None
 
 
 def build(store, now: datetime) -> dict:
@@ -119,6 +126,8 @@ class Publisher:
                 del self.history[old]
             self.last_ok = now
             self.published += 1
+            if _trim is not None:
+                _trim(0)
             return version
 
     def publish_if_changed(self) -> Version:
