@@ -272,6 +272,17 @@ class Store:
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
 
+    def batches(self, sql: str, params: Sequence[Any] | dict | None = None, size: int = 5000):
+        """Rows a batch at a time: a large result never sits in memory twice, and a server's
+        other threads get the interpreter between batches."""
+        cur = self.con.cursor()
+        try:
+            cur.execute(sql, params or [])
+            while rows := cur.fetchmany(size):
+                yield rows
+        finally:
+            cur.close()
+
     def value(self, sql: str, params: Sequence[Any] | dict | None = None) -> Any:
         rows = self.execute(sql, params)
         return rows[0][0] if rows else None
