@@ -41,7 +41,12 @@ def start(services: Services) -> BackgroundScheduler:
     def detection():
         with services.lock:
             rules = load_rules(services.store, None, cfg.rules_dir or None)
-            detect(services.store, cfg, rules)
+            # more memory for the feature queries, given back afterwards (the server stays small)
+            services.store.execute(f"set memory_limit = '{int(cfg.detect_memory_mb)}MB'")
+            try:
+                detect(services.store, cfg, rules)
+            finally:
+                services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
         services.publisher.publish_if_changed()
 
     def publish():
