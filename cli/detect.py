@@ -194,6 +194,11 @@ def allow_add(cfg, kind, value, reason, until):
 @with_settings
 def allow_remove(cfg, kind, value):
     """Remove an entry."""
+    from enforcer.changes import canonical
+    try:
+        value = canonical(kind, value)       # as `add` stored it: 198.51.100.0/24, 64500
+    except ValueError as e:
+        fail(str(e))
     store = open_or_fail(cfg.db)
     try:
         n = store.value("select count(*) from allowlist where kind = ? and value = ?", [kind, value])

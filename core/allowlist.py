@@ -35,8 +35,16 @@ class Allowlist:
                 asn = self.store.value("select asn from ip_info where ip = ?", [value])
                 if asn is not None and str(asn) in self.asns:
                     return self.asns[str(asn)]
-        if scope == "asn" and value in self.asns:
-            return self.asns[value]
+        if scope == "asn":
+            if value in self.asns:
+                return self.asns[value]
+            # an ASN decision would also hit allowlisted addresses inside that network
+            if self.nets:
+                for (ip,) in self.store.execute("select ip from ip_info where cast(asn as varchar) = ?", [value]):
+                    target = net(ip)
+                    for allowed, reason in self.nets:
+                        if target and allowed.version == target.version and allowed.overlaps(target):
+                            return reason
         if scope == "user" and value in self.users:
             return self.users[value]
         return None

@@ -241,6 +241,10 @@ MIGRATIONS: list[str] = [
         version bigint primary key, generated_at timestamp not null, digest varchar not null, delta json not null
     );
 
+    -- the latest version's whole content, so that after a restart the next version's
+    -- difference is computed from it (a bouncer must still hear of what changed meanwhile)
+    create table policy_latest (version bigint not null, content json not null);
+
     -- a CrowdSec bouncer's place in the policy history, per key
     create table bouncer_cursors (key_id integer primary key, version bigint not null, polled_at timestamp not null);
     """,

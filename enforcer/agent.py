@@ -20,6 +20,14 @@ from pathlib import Path
 RANGE_EXPAND_MAX = 256      # CRProxy's block list takes exact addresses: small ranges are expanded
 
 
+def _network(value: str, warn=lambda m: None):
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        warn(f"agent: skipped {value!r}: not an address or range")
+        return None
+
+
 def _sorted(items) -> list[str]:
     return sorted(set(items), key=lambda s: s.encode())      # byte order, as CRProxy checks
 
@@ -30,9 +38,12 @@ def render(policy: dict, warn=lambda m: print(m, file=sys.stderr)) -> dict[str, 
     for e in policy["bans"].values():
         reason = e["reason"].replace(",", ";").replace("\n", " ")
         if e["scope"] == "ip":
-            blocked[e["value"]] = reason
+            if _network(e["value"], warn) is not None:
+                blocked[e["value"]] = reason
         elif e["scope"] == "range":
-            net = ipaddress.ip_network(e["value"])
+            net = _network(e["value"], warn)
+            if net is None:
+                continue
             if net.num_addresses <= RANGE_EXPAND_MAX:
                 for addr in net:
                     blocked.setdefault(str(addr), reason)
@@ -56,12 +67,15 @@ def _nginx(policy: dict) -> tuple[str, str]:
     version = policy["version"]
     geo = [f"# pullwarden policy version {version}: include inside http {{}}", "geo $pullwarden_tier {",
            f"    default {policy['default_tiers']['anonymous']};"]
+    banned = [n for n in (_network(e["value"]) for e in policy["bans"].values() if e["scope"] in ("ip", "range")) if n]
     for e in policy["assignments"].values():
-        if e["scope"] in ("ip", "range"):
-            geo.append(f"    {ipaddress.ip_network(e['value'], strict=False)} {e['tier']};")
-    for e in policy["bans"].values():
-        if e["scope"] in ("ip", "range"):
-            geo.append(f"    {ipaddress.ip_network(e['value'], strict=False)} banned;")
+        net = _network(e["value"]) if e["scope"] in ("ip", "range") else None
+        # geo takes the longest prefix: a tier for an address inside a banned range must not
+        # let that address out of the ban (a ban beats a tier, as /v1/check says)
+        if net and not any(net.version == b.version and net.subnet_of(b) for b in banned):
+            geo.append(f"    {net} {e['tier']};")
+    for net in banned:
+        geo.append(f"    {net} banned;")
     geo.append("}")
     http = geo + ["map $pullwarden_tier $pullwarden_banned { banned 1; default 0; }"]
     location = [f"# pullwarden policy version {version}: include in the location that proxies /v2/",
@@ -85,10 +99,19 @@ def _nginx(policy: dict) -> tuple[str, str]:
     return "\n".join(http) + "\n", "\n".join(location) + "\n"
 
 
-def write_atomically(folder: Path, files: dict[str, str]) -> list[str]:
-    """Write the files that changed; returns their names."""
+MANAGED = ("block-ips.csv", "allows.txt", "privileged-images.txt", "blocked-images.txt", "privileged-ips.txt",
+           "nginx-pullwarden-http.conf", "nginx-pullwarden-location.conf")
+
+
+def write_atomically(folder: Path, files: dict[str, str], managed=MANAGED) -> list[str]:
+    """Write the files that changed, and remove managed files the policy no longer has (an
+    emptied list must not stay in force); returns what changed."""
     folder.mkdir(parents=True, exist_ok=True)
     changed = []
+    for name in managed:
+        if name not in files and (folder / name).exists():
+            (folder / name).unlink()
+            changed.append(f"{name} (removed)")
     for name, content in files.items():
         path = folder / name
         if path.exists() and path.read_text() == content:
@@ -141,7 +164,7 @@ def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | Non
                         subprocess.run(reload_cmd, shell=True, check=False)
                     if crproxy:
                         _push(crproxy, files)
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, ValueError) as e:
             if once:
                 raise RuntimeError(f"{api}: {e}") from None
             print(f"agent: {e}; keeping the current files", file=sys.stderr)

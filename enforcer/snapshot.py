@@ -8,7 +8,7 @@ import ctypes.util
 import hashlib
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable
 
@@ -49,7 +49,9 @@ def build(store, now: datetime) -> dict:
         images[lst].append(pattern)
     for lst in images:          # CRProxy refuses a list that is not sorted in byte order
         images[lst] = sorted(set(images[lst]), key=lambda p: p.encode())
-    return {"tiers": tiers,
+    allowed = sorted(v for (v,) in store.execute("""
+        select value from allowlist where kind in ('ip', 'cidr') and (until is null or until > ?)""", [now]))
+    return {"tiers": tiers, "allowlist": allowed,
             "default_tiers": {"anonymous": kv.get("anonymous_tier", "anonymous"),
                               "authenticated": kv.get("authenticated_tier", "authenticated")},
             "bans": dict(sorted(bans.items())), "assignments": dict(sorted(assignments.items())),
@@ -85,6 +87,7 @@ class Version:
     digest: str = ""
     next_expiry: datetime | None = None               # when the content changes by itself
     seq: int = 0                                      # the decisions' change number it was built at
+    has_delta: bool = True                            # False: built with nothing to compare with
     cache: dict = field(default_factory=dict)         # derived forms, built once per version
 
 
@@ -116,25 +119,37 @@ class Publisher:
                                          "order by version desc limit 1")
                 if row and row[0][2] == d:
                     self.current = self._make(row[0][0], row[0][1], content, None, d, seq, serialized)
-                    self.current.upserted, self.current.removed, self.current.sections = \
-                        self.history[row[0][0]].upserted, self.history[row[0][0]].removed, \
-                        self.history[row[0][0]].sections
+                    stored = self.history[row[0][0]]
+                    self.current.upserted, self.current.removed = stored.upserted, stored.removed
+                    self.current.sections, self.current.has_delta = stored.sections, stored.has_delta
                     self.history[self.current.version] = self.current
                     self.last_ok = now
                     return self.current
                 last = row[0][0] if row else 0
+                # the content we served before the restart, to tell what changed since
+                saved = self.store.execute("select version, content from policy_latest")
+                previous = (Version(last, now, json.loads(saved[0][1]), b"", f'"{last}"')
+                            if row and saved and saved[0][0] == last else None)
             else:
-                last = self.current.version
-            version = self._make(last + 1, now, content, self.current, d, seq, serialized)
-            delta = {"upserted": version.upserted, "removed": version.removed, "sections": sorted(version.sections)}
+                last, previous = self.current.version, self.current
+            version = self._make(last + 1, now, content, previous, d, seq, serialized)
+            if previous is None and last:
+                # nothing to compare with: pollers behind this version must fetch it whole
+                self.history.clear()
+            delta = {"upserted": version.upserted, "removed": version.removed, "sections": sorted(version.sections),
+                     "complete": version.has_delta}
             self.store.execute("insert into policy_versions values (?, ?, ?, ?)",
                                [version.version, now, d, json.dumps(delta)])
             self.store.execute("delete from policy_versions where version <= ?", [version.version - HISTORY])
+            self.store.execute("delete from policy_latest")
+            self.store.execute("insert into policy_latest values (?, ?)", [version.version, serialized.decode()])
             previous = self.current
             self.current = version
             self.history[version.version] = version
-            if previous is not None:      # history keeps only differences: one full copy, not thousands
-                previous.content, previous.body, previous.cache = {}, b"", {}
+            if previous is not None:
+                # history keeps only differences: one full copy, not thousands. A copy without
+                # the content, so a request still reading the old version is not disturbed.
+                self.history[previous.version] = replace(previous, content={}, body=b"", cache={})
             for old in [v for v in self.history if v <= version.version - HISTORY]:
                 del self.history[old]
             self.last_ok = now
@@ -167,7 +182,7 @@ class Publisher:
                 "select version, generated_at, delta from policy_versions order by version desc limit ?", [HISTORY]):
             d = json.loads(delta)
             self.history[number] = Version(number, at, {}, b"", f'"{number}"', d["upserted"], d["removed"],
-                                           set(d["sections"]))
+                                           set(d["sections"]), has_delta=d.get("complete", True))
 
     def _make(self, number: int, at: datetime, content: dict, previous: Version | None, d: str, seq: int,
               serialized: bytes) -> Version:
@@ -176,12 +191,14 @@ class Publisher:
         untils = [e["until"] for section in ("bans", "assignments") for e in content[section].values()]
         v = Version(number, at, content, body, f'"{number}"', digest=d, seq=seq,
                     next_expiry=datetime.fromisoformat(min(untils)) if untils else None)
+        v.has_delta = previous is not None
         if previous is not None:
             for section in ("bans", "assignments"):
                 old, new = previous.content[section], content[section]
                 v.upserted[section] = {k: e for k, e in new.items() if old.get(k) != e}
                 v.removed[section] = {k: e for k, e in old.items() if k not in new}
-            v.sections = {s for s in ("tiers", "default_tiers", "images") if previous.content[s] != content[s]}
+            v.sections = {s for s in ("tiers", "default_tiers", "images", "allowlist")
+                          if previous.content.get(s) != content[s]}
         return v
 
     def changes(self, since: int) -> dict | None:
@@ -190,7 +207,9 @@ class Publisher:
         if since == cur.version:
             return {"since": since, "version": cur.version, "upsert": {"bans": [], "assignments": []},
                     "remove": {"bans": [], "assignments": []}, "sections": {}}
-        if since > cur.version or since + 1 not in self.history or since < cur.version - HISTORY:
+        if since > cur.version or since < cur.version - HISTORY:
+            return None
+        if any(n not in self.history or not self.history[n].has_delta for n in range(since + 1, cur.version + 1)):
             return None
         upsert: dict[str, dict] = {"bans": {}, "assignments": {}}
         remove: dict[str, dict] = {"bans": {}, "assignments": {}}

@@ -74,7 +74,8 @@ def install(store) -> None:
 def events_sql(parsed: str) -> str:
     """SELECT of event rows (the events table's columns, in order) over a format's SELECT.
 
-    Parameters: $file_id, $trusted (peers whose X-Forwarded-For we believe), $hosts and
+    Parameters: $file_id, $trusted (peers whose X-Forwarded-For we believe), $hops and $hop_ips
+    (first hops that are addresses, and those addresses), $hosts and
     $host_registries (host → registry), $default_registry.
     """
     methods = ", ".join(f"'{m}'" for m in METHODS)
@@ -131,8 +132,12 @@ from (
                     from (
                         select ts, status, bytes, request_time, forwarded_for, cache_status, location,
                             remote_user, user_agent, uri, request, peer_ip,
+                            -- the first hop only from our own proxies, and only when it parsed as an
+                            -- address (checked in Python: $hops -> $hop_ips)
                             case when forwarded_for is not null and list_contains($trusted::varchar[], peer_ip)
-                                 then pw_unmap(trim(split_part(forwarded_for, ',', 1))) else peer_ip end as client_ip,
+                                 then coalesce(($hop_ips::varchar[])[list_position($hops::varchar[],
+                                               trim(split_part(forwarded_for, ',', 1)))], peer_ip)
+                                 else peer_ip end as client_ip,
                             lower(host) as host,
                             case when method in ({methods}) then method end as method
                         from (select *, pw_unmap(peer) as peer_ip from parsed where dest = 'event')

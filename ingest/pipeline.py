@@ -83,24 +83,28 @@ def prefetch(chunks: Iterator[Chunk], tmp: Path) -> Iterator[tuple[Chunk, Path]]
     box: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def put(item) -> bool:
+        """Hand over, unless the consumer has gone (then a blocking put would never return)."""
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for n, chunk in enumerate(chunks):
                 target = tmp / f"chunk-{n % 3}.log"
                 target.write_bytes(chunk.data)
                 chunk.size, chunk.data = len(chunk.data), b""
-                while not stop.is_set():
-                    try:
-                        box.put((chunk, target), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((chunk, target)):
                     return
         except BaseException as e:  # handed to the consumer, which raises it
-            box.put((e, None))
+            put((e, None))
             return
-        box.put((None, None))
+        put((None, None))
 
     worker = threading.Thread(target=produce, name="pullwarden-read", daemon=True)
     worker.start()
@@ -312,7 +316,7 @@ class Ingester:
 
     def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int | Future,
                     kept: int) -> dict:
-        params = {"src": src, "file_id": file_id, "trusted": self._trusted_peers(select, src), **self.params}
+        params = {"src": src, "file_id": file_id, **self._trusted_peers(select, src), **self.params}
         events = self.store.value(f"""
             insert into events
             with lines as ({LINES_FAST}), parsed as ({select})
@@ -344,20 +348,49 @@ class Ingester:
         self.store.execute("drop table chunk_extra")
         return counts
 
-    def _trusted_peers(self, select: str, src: str) -> list[str]:
-        """Peers of this chunk that are our own proxies: CIDR matching is done here, over the
-        few distinct peers, rather than per row in SQL."""
+    def _trusted_peers(self, select: str, src: str) -> dict:
+        """Peers of this chunk that are our own proxies, and the X-Forwarded-For first hops they
+        passed on that really are addresses (a client writes that header itself: a port, junk or
+        a quote must never become a client address). CIDR matching and address parsing are done
+        here, over the few distinct values, rather than per row in SQL."""
+        out = {"trusted": [], "hops": [], "hop_ips": []}
         if not self.trusted:
-            return []
-        peers = self.store.execute(f"""
+            return out
+        rows = self.store.execute(f"""
             with lines as ({LINES_FAST}), parsed as ({select})
-            select distinct pw_unmap(peer) from parsed where dest = 'event'""", {"src": src})
-        out = []
-        for (peer,) in peers:
+            select distinct pw_unmap(peer), trim(split_part(forwarded_for, ',', 1))
+            from parsed where dest = 'event'""", {"src": src})
+        trusted: set[str] = set()
+        for peer, hop in rows:
             try:
                 addr = ipaddress.ip_address(peer)
             except ValueError:
                 continue
-            if any(addr in net for net in self.trusted if net.version == addr.version):
-                out.append(peer)
+            if not any(addr in net for net in self.trusted if net.version == addr.version):
+                continue
+            trusted.add(peer)
+            ip = client_address(hop)
+            if ip and hop not in out["hops"]:
+                out["hops"].append(hop)
+                out["hop_ips"].append(ip)
+        out["trusted"] = sorted(trusted)
         return out
+
+
+def client_address(hop: str | None) -> str | None:
+    """The address in an X-Forwarded-For hop (`1.2.3.4`, `1.2.3.4:5678`, `[2001:db8::1]:443`,
+    `::ffff:1.2.3.4`), canonical, or None when it is not one."""
+    if not hop:
+        return None
+    text = hop.strip()
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return str(addr)

@@ -41,6 +41,8 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
         if f.rule.effect == "tag":
             continue
         scope = SCOPE_OF[f.rule.entity]
+        if scope in ("ip", "range") and _net(f.entity) is None:
+            continue            # not an address (a log's junk): never a decision proxies choke on
         why = allow.covers(scope, f.entity)
         if why:
             result.allowlisted.append((f, why))

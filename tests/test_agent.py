@@ -133,3 +133,22 @@ http {{
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_an_emptied_list_is_removed_and_a_tier_never_frees_an_address_from_its_range_ban(tmp_path):
+    policy = {"version": 3, "default_tiers": {"anonymous": "anonymous"},
+              "tiers": {"anonymous": {"requests_per_minute": 20, "concurrent": 10, "blob_bytes_per_second": 1048576}},
+              "bans": {"range:203.0.113.0/24": {"id": 1, "scope": "range", "value": "203.0.113.0/24",
+                                                "reason": "rotation", "rule": "rotation-range"},
+                       "ip:203.0.113.9:51234": {"id": 2, "scope": "ip", "value": "203.0.113.9:51234",
+                                                "reason": "junk", "rule": "x"}},
+              "assignments": {"ip:203.0.113.5": {"id": 3, "scope": "ip", "value": "203.0.113.5", "tier": "throttled",
+                                                 "effect": "throttle", "reason": "heavy"}},
+              "images": {"allowed": [], "unlimited": [], "blocked": []}}
+    (tmp_path / "allows.txt").write_text("docker.io/library/*\n")
+    files = render(policy, warn=lambda m: None)
+    assert "203.0.113.5/32 throttled" not in files["nginx-pullwarden-http.conf"]
+    assert "203.0.113.0/24 banned" in files["nginx-pullwarden-http.conf"]
+    assert "51234" not in files["block-ips.csv"] and "51234" not in files["nginx-pullwarden-http.conf"]
+    changed = write_atomically(tmp_path, files)
+    assert "allows.txt (removed)" in changed and not (tmp_path / "allows.txt").exists()

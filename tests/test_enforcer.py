@@ -250,3 +250,36 @@ def test_history_keeps_differences_not_copies(api):
     old = [v for n, v in pub.history.items() if n != pub.current.version]
     assert old and all(v.content == {} and v.body == b"" for v in old)
     assert pub.current.content["bans"] and pub.changes(pub.current.version - 4)["upsert"]["bans"]
+
+
+def test_changes_made_while_the_server_was_down_reach_pollers(api):
+    from enforcer.service import Services
+    first = api.ban("192.0.2.1")
+    v = api.services.publisher.publish().version
+    api.services.cursors.clear()
+    with api.services.lock:                       # while "down": one unban, one new ban
+        api.store.execute("update decisions set revoked_at = ? where id = ?", [api.clock(), first])
+    api.ban("192.0.2.2")
+    again = Services(api.store, api.cfg, clock=api.clock)
+    assert again.publisher.current.version == v + 1
+    d = again.publisher.changes(v)
+    assert [e["value"] for e in d["upsert"]["bans"]] == ["192.0.2.2"]
+    assert [e["value"] for e in d["remove"]["bans"]] == ["192.0.2.1"]
+
+
+def test_changes_since_before_a_version_without_a_delta_is_410(api):
+    assert api.services.publisher.changes(0) is None      # version 1 was built with nothing before it
+    assert get(api, "/v1/policy/changes?since=0", "proxy").status_code == 410
+
+
+def test_an_allowlisted_range_beats_an_asn_ban(api):
+    with api.services.lock:
+        api.store.execute("insert into ip_info values ('198.51.100.7', 64500, 'EXAMPLE', 'CN')")
+    api.ban("64500", scope="asn", reason="bad network")
+    api.services.publisher.publish()
+    assert not get(api, "/v1/check?ip=198.51.100.7", "proxy").json()["allowed"]
+    r = httpx.post(api.url + "/v1/admin/allowlist", headers=api.headers("admin"),
+                   json={"kind": "cidr", "value": "198.51.100.0/24", "reason": "our office"})
+    assert r.status_code == 201 and r.json()["revoked"] == 1       # the ASN ban covered our office
+    c = get(api, "/v1/check?ip=198.51.100.7", "proxy").json()
+    assert c["allowed"] and c["tier"] == "anonymous"

@@ -372,3 +372,22 @@ def test_follow_picks_up_appends_and_new_files(tmp_path):
         assert_exactly_once(store, 50)
     finally:
         store.close()
+
+
+def test_a_stopped_consumer_never_hangs_the_reader(tmp_path):
+    """Ctrl-C between chunks: the reader thread must not block for ever on a full queue."""
+    import threading
+    from ingest.pipeline import prefetch
+    from ingest.sources import Chunk
+    for total, taken in ((2, 1), (50, 2)):      # the reader done (its end marker queued) or still reading
+        chunks = (Chunk(b"x\n" * 10, 20 * (n + 1), 10) for n in range(total))
+        done = threading.Event()
+
+        def consume():
+            gen = prefetch(chunks, tmp_path)
+            for _n, _ in zip(range(taken), gen):
+                time.sleep(0.2)   # the reader fills the queue meanwhile
+            gen.close()           # leaves early, like a KeyboardInterrupt would
+            done.set()
+        threading.Thread(target=consume, daemon=True).start()
+        assert done.wait(10), (total, taken)

@@ -111,7 +111,7 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
             if not f.admits({"scope": scope, "rule": rule}):
                 continue
             batch.append(f'{{"id":{id_},"origin":"pullwarden","type":"ban","scope":"{SCOPES[scope]}",'
-                         f'"value":"{value}","duration":"{go_duration(until - now_s)}","scenario":{scenario}}}')
+                         f'"value":{value},"duration":"{go_duration(until - now_s)}","scenario":{scenario}}}')
             if len(batch) >= 1000:
                 yield ("" if first else ",").encode() + ",".join(batch).encode()
                 first, batch = False, []
@@ -126,7 +126,8 @@ def _startup_rows(version) -> list[tuple]:
     """The bans of a version in the form the start-up stream writes fastest, built once."""
     rows = version.cache.get("crowdsec")
     if rows is None:
-        rows = [(e["id"], e["scope"], e["value"], datetime.fromisoformat(e["until"]).replace(tzinfo=timezone.utc).timestamp(),
+        rows = [(e["id"], e["scope"], json.dumps(e["value"]),
+                 datetime.fromisoformat(e["until"]).replace(tzinfo=timezone.utc).timestamp(),
                  e["rule"],
                  json.dumps(e["rule"] or "manual")) for e in version.content["bans"].values()
                 if e["scope"] in SCOPES]
@@ -150,7 +151,10 @@ def decisions(request: Request, services: ServicesDep, who: BouncerKey) -> Respo
     for e in version.content["bans"].values():
         if e["scope"] not in ("ip", "range"):
             continue
-        net = ipaddress.ip_network(e["value"], strict=False)
+        try:
+            net = ipaddress.ip_network(e["value"], strict=False)
+        except ValueError:      # never made by pullwarden's own decisions; skip rather than fail
+            continue
         if ip is not None and not (net.version == ip.version and ip in net):
             continue
         if rng is not None and not (net.version == rng.version and net.overlaps(rng)):

@@ -51,10 +51,11 @@ class Verdict(BaseModel):
 
 def _covers(entry: dict, ip, user: str | None, asn: str | None) -> bool:
     scope, value = entry["scope"], entry["value"]
-    if scope == "ip" and ip is not None:
-        return ip == ipaddress.ip_address(value)
-    if scope == "range" and ip is not None:
-        net = ipaddress.ip_network(value)
+    if scope in ("ip", "range") and ip is not None:
+        try:
+            net = ipaddress.ip_network(value, strict=False)
+        except ValueError:      # not an address: it covers nobody
+            return False
         return net.version == ip.version and ip in net
     if scope == "asn":
         return asn is not None and value == asn
@@ -86,6 +87,10 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
     if image and images["allowed"] and not any(matches(p, image) for p in images["allowed"]):
         return {"allowed": False, "tier": None, "limits": None, "why": [f"image {image} is not on the allow list"],
                 "policy_version": version.version}
+    if addr is not None and any(_covers({"scope": "range", "value": v}, addr, None, None) for v in policy["allowlist"]):
+        tier = policy["default_tiers"]["authenticated" if user else "anonymous"]
+        return {"allowed": True, "tier": tier, "limits": policy["tiers"].get(tier),
+                "why": [f"{addr} is on the allowlist"], "policy_version": version.version}
     bans = [e for e in policy["bans"].values() if _covers(e, addr, user, asn)]
     if bans:
         why = [f"banned ({e['scope']} {e['value']}) until {e['until']}: {e['reason']}" for e in bans]
