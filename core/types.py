@@ -1,12 +1,23 @@
 """The one decision type, shared from rule to proxy (crowdsec's models.Decision, smaller)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 SCOPES = ("ip", "range", "asn", "user")
 EFFECTS = ("ban", "throttle", "boost")
 ORIGINS = ("rule", "manual", "import")
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A decision's length as rules and operators write it: 30m, 24h, 7d."""
+    m = _DURATION.match(str(text).strip())
+    if not m:
+        raise ValueError(f"bad duration {text!r}: use a number and s, m, h or d (30m, 24h, 7d)")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
 @dataclass

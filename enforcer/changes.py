@@ -8,18 +8,15 @@ import json
 from datetime import datetime, timedelta
 
 from core.allowlist import revoke_allowlisted
+from core.types import parse_duration
 
 SCOPES = ("ip", "range", "asn", "user")
 LISTS = ("allowed", "unlimited", "blocked")
 TIER_FIELDS = ("requests_per_minute", "concurrent", "blob_bytes_per_second", "window_bytes", "window_seconds")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def seconds(text: str) -> int:
-    try:
-        n = int(text[:-1]) * _UNITS[text[-1]]
-    except (KeyError, ValueError, IndexError):
-        raise ValueError(f"bad duration {text!r}: use 30m, 24h, 7d") from None
+    n = int(parse_duration(text).total_seconds())
     if n <= 0:
         raise ValueError(f"bad duration {text!r}: it must be positive")
     return n

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import yaml
 
+from core.types import parse_duration
 from rules.features import ENTITIES, NAMES, WINDOWS
 
 PACKS = Path(__file__).parent / "packs"
 RULE_ENTITIES = tuple(e for e in ENTITIES if e != "image")
 _KEYS = {"name", "description", "entity", "window", "where", "action", "duration", "escalation",
          "simulate", "reason", "cases"}
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class RuleError(Exception):
@@ -65,13 +64,6 @@ class Rule:
         words = set(re.findall(r"[a-z_]+", self.where))
         words |= {f.split(":")[0].split("!")[0] for _, f, _, _ in string.Formatter().parse(self.reason) if f}
         return words & set(NAMES)
-
-
-def parse_duration(text: str) -> timedelta:
-    m = _DURATION.match(str(text).strip())
-    if not m:
-        raise ValueError(f"bad duration {text!r}: use a number and s, m, h or d (30m, 24h, 7d)")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
 class _ReasonFormatter(string.Formatter):

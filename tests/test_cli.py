@@ -106,7 +106,6 @@ def test_help_explains_each_command():
 def test_a_held_database_is_named_with_the_holders_pid(workdir):
     import subprocess
     import sys
-    import time
     db = workdir / "held.duckdb"
     holder = subprocess.Popen([sys.executable, "-c",
                                f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ready', flush=True); time.sleep(30)"],
