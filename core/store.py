@@ -248,6 +248,16 @@ MIGRATIONS: list[str] = [
     -- a CrowdSec bouncer's place in the policy history, per key
     create table bouncer_cursors (key_id integer primary key, version bigint not null, polled_at timestamp not null);
     """,
+    # 3 → 4: the published bans and assignments as rows, changed by each version's difference,
+    # so that a rebuild only looks at what changed and policy_latest keeps the small sections.
+    """
+    create table policy_entries (
+        section varchar not null,            -- bans assignments
+        key varchar not null,                -- scope:value
+        id bigint not null, scope varchar not null, value varchar not null, until timestamp not null,
+        reason varchar not null, rule varchar not null, effect varchar, tier varchar
+    );
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 
@@ -277,13 +287,20 @@ class Store:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
 
     def batches(self, sql: str, params: Sequence[Any] | dict | None = None, size: int = 5000):
-        """Rows a batch at a time: a large result never sits in memory twice, and a server's
-        other threads get the interpreter between batches."""
+        """Rows a batch at a time, on this connection (its temporary tables, its open
+        transaction): a large result is never held as Python objects all at once. Consume it
+        before the next call."""
+        result = self.con.execute(sql, params or [])
+        while rows := result.fetchmany(size):
+            yield rows
+
+    def read(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[tuple]:
+        """A read through a connection of its own, without the caller taking the store's lock:
+        it sees what is committed (DuckDB's MVCC) and does not wait for a job's long write,
+        so the API's lookups stay quick during an ingest run."""
         cur = self.con.cursor()
         try:
-            cur.execute(sql, params or [])
-            while rows := cur.fetchmany(size):
-                yield rows
+            return cur.execute(sql, params or []).fetchall()
         finally:
             cur.close()
 

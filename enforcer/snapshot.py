@@ -1,18 +1,28 @@
-"""The published policy: immutable, numbered snapshots built from the decisions, tiers and
-image lists, served from memory; each new version keeps its difference from the previous one
-so pollers (our proxies, CrowdSec bouncers) can ask for what changed."""
+"""The published policy: immutable, numbered snapshots of the bans, tier assignments, tiers,
+image lists and allowlist, served from memory. Each version keeps its difference from the one
+before, so pollers (our proxies, CrowdSec bouncers) can ask for what changed.
+
+A rebuild looks only at what changed: the entities of decisions whose change number (`seq`)
+moved since the last version, and entries that expired. The published bans and assignments
+are also kept as rows (`policy_entries`), so the difference is computed in SQL, and is still
+right after a restart."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import hashlib
+import io
+import ipaddress
 import json
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable
+from json.encoder import encode_basestring_ascii as _q
+from typing import Callable, NamedTuple
 
 HISTORY = 2000          # versions whose changes are kept; older `since` values get 410
+ENTRIES = ("assignments", "bans")
+SMALL = ("allowlist", "default_tiers", "images", "tiers")
 
 try:        # glibc keeps freed memory; a rebuild's temporaries would otherwise stay in the RSS
     _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
@@ -20,30 +30,57 @@ except (OSError, AttributeError):
     _trim = None
 
 
-def build(store, now: datetime) -> dict:
-    """The policy content at wall-clock ``now`` (decisions in force, not simulated)."""
+class Entry(NamedTuple):
+    """A ban or tier assignment in force: the decision that wins for its entity. A tuple, not a
+    dict: 100,000 of them are some 30 MB smaller that way."""
+    id: int
+    scope: str                  # ip range asn user
+    value: str
+    until: str                  # ISO 8601, UTC
+    reason: str
+    rule: str
+    effect: str | None = None   # assignments: throttle or boost
+    tier: str | None = None
+
+    def as_dict(self) -> dict:
+        d = {"id": self.id, "scope": self.scope, "value": self.value, "until": self.until,
+             "reason": self.reason, "rule": self.rule}
+        if self.effect is not None:
+            d["effect"], d["tier"] = self.effect, self.tier
+        return d
+
+    def as_json(self) -> str:
+        """as_dict() as JSON with sorted keys, written directly: a rebuild writes 100,000."""
+        common = (f'"id":{self.id},"reason":{_q(self.reason)},"rule":{_q(self.rule)},'
+                  f'"scope":{_q(self.scope)}')
+        if self.effect is None:
+            return f'{{{common},"until":{_q(self.until)},"value":{_q(self.value)}}}'
+        tier = "null" if self.tier is None else _q(self.tier)
+        return (f'{{"effect":{_q(self.effect)},{common},"tier":{tier},"until":{_q(self.until)},'
+                f'"value":{_q(self.value)}}}')
+
+
+# The decision that wins for each entity: one ban (the longest); one assignment (a throttle
+# beats a boost, then the longest). {only} narrows it to the entities that changed.
+WANT = """
+    select case when effect = 'ban' then 'bans' else 'assignments' end as section,
+           scope || ':' || value as key, id, scope, value, until, reason, coalesce(rule, 'manual') as rule,
+           case when effect <> 'ban' then effect end as effect, case when effect <> 'ban' then tier end as tier
+    from decisions
+    where revoked_at is null and not simulated and until > $now {only}
+    qualify row_number() over (partition by effect = 'ban', scope, value
+                               order by effect = 'throttle' desc, until desc, id desc) = 1
+"""
+ONLY = "and scope || ':' || value in (select unnest($keys::varchar[]))"
+COLUMNS = "section, key, id, scope, value, until, reason, rule, effect, tier"
+
+
+def small_sections(store, now: datetime) -> dict:
+    """Tiers, default tiers, image lists and the allowlist: small, rebuilt whole each time."""
     tiers = {r[0]: dict(zip(["requests_per_minute", "concurrent", "blob_bytes_per_second", "window_bytes",
                               "window_seconds"], r[1:]))
              for r in store.execute("select * from tiers order by name")}
     kv = dict(store.execute("select key, value from kv"))
-    bans, assignments = {}, {}
-    # Many decisions share a rule, a reason or an expiry: one string object each keeps 100,000
-    # entries some 15 MB smaller.
-    shared: dict[str, str] = {}
-    rows = (r for batch in store.batches("""
-            select id, scope, value, effect, tier, rule, reason, until from decisions
-            where revoked_at is null and not simulated and until > ? order by until""", [now]) for r in batch)
-    for id_, scope, value, effect, tier, rule, reason, until in rows:
-        until = until.isoformat()
-        entry = {"id": id_, "scope": scope, "value": value, "until": shared.setdefault(until, until),
-                 "reason": shared.setdefault(reason, reason), "rule": shared.setdefault(rule or "manual", rule or "manual")}
-        if effect == "ban":
-            bans[f"{scope}:{value}"] = entry                      # one per entity: the longest
-        else:
-            key = f"{scope}:{value}"
-            # a throttle beats a boost for the same entity; among equals, the longest
-            if key not in assignments or assignments[key]["effect"] == "boost" or effect == "throttle":
-                assignments[key] = {**entry, "effect": effect, "tier": tier}
     images: dict[str, list[str]] = {"allowed": [], "unlimited": [], "blocked": []}
     for lst, pattern in store.execute("select list, pattern from image_lists"):
         images[lst].append(pattern)
@@ -51,44 +88,88 @@ def build(store, now: datetime) -> dict:
         images[lst] = sorted(set(images[lst]), key=lambda p: p.encode())
     allowed = sorted(v for (v,) in store.execute("""
         select value from allowlist where kind in ('ip', 'cidr') and (until is null or until > ?)""", [now]))
-    return {"tiers": tiers, "allowlist": allowed,
+    return {"tiers": tiers, "allowlist": allowed, "images": images,
             "default_tiers": {"anonymous": kv.get("anonymous_tier", "anonymous"),
-                              "authenticated": kv.get("authenticated_tier", "authenticated")},
-            "bans": dict(sorted(bans.items())), "assignments": dict(sorted(assignments.items())),
-            "images": images}
+                              "authenticated": kv.get("authenticated_tier", "authenticated")}}
 
 
-def serialize(content: dict) -> bytes:
-    """The content as JSON, entry by entry: one json.dumps of 100,000 entries would hold the
-    interpreter for a quarter of a second, and the API's requests with it."""
-    parts = []
+def _entry(row, strings: dict) -> Entry:
+    """An Entry from a row (section, key, id, scope, value, until, ...); repeated strings (a
+    rule, a reason, an expiry shared by a bulk import) are kept once."""
+    _, _, id_, scope, value, until, reason, rule, effect, tier = row
+    s = strings.setdefault
+    return Entry(id_, s(scope, scope), value, s(until.isoformat(), until.isoformat()), s(reason, reason),
+                 s(rule, rule), effect and s(effect, effect), tier and s(tier, tier))
+
+
+def render(head: dict, content: dict) -> tuple[bytes, str]:
+    """The JSON of GET /v1/policy, and a digest of its content (the head left out). Written a
+    thousand entries at a time into one buffer: never a second copy of 15 MB."""
+    out, digest = io.BytesIO(), hashlib.sha256()
+    out.write(json.dumps(head)[:-1].encode())
+
+    def put(text: str) -> None:
+        data = text.encode()
+        digest.update(data)
+        out.write(data)
     for section in sorted(content):
         value = content[section]
-        if section in ("bans", "assignments"):
-            inner = ",".join(f"{json.dumps(k)}:{json.dumps(e, sort_keys=True)}" for k, e in value.items())
-            parts.append(f'"{section}":{{{inner}}}')
-        else:
-            parts.append(f'"{section}":{json.dumps(value, sort_keys=True)}')
-    return ("{" + ",".join(parts) + "}").encode()
-
+        if section not in ENTRIES:
+            put(f',"{section}":{json.dumps(value, sort_keys=True)}')
+            continue
+        put(f',"{section}":{{')
+        batch: list[str] = []
+        first = True
+        for key in sorted(value):
+            batch.append(f"{_q(key)}:{value[key].as_json()}")
+            if len(batch) == 1000:
+                put(("" if first else ",") + ",".join(batch))
+                first, batch = False, []
+        put(("" if first or not batch else ",") + ",".join(batch) + "}")
+    out.write(b"}")
+    return out.getvalue(), digest.hexdigest()
 
 
 @dataclass
 class Version:
     version: int
     generated_at: datetime
-    content: dict
-    body: bytes                 # the JSON of GET /v1/policy
+    content: dict                # bans/assignments: {key: Entry}; the small sections as JSON values
+    body: bytes                  # the JSON of GET /v1/policy
     etag: str
     # what changed from the previous version
-    upserted: dict = field(default_factory=dict)      # "bans"/"assignments" -> {key: entry}
-    removed: dict = field(default_factory=dict)       # "bans"/"assignments" -> {key: entry}
-    sections: set = field(default_factory=set)        # tiers, default_tiers, images when they changed
+    upserted: dict = field(default_factory=dict)      # "bans"/"assignments" -> {key: Entry}
+    removed: dict = field(default_factory=dict)       # "bans"/"assignments" -> {key: Entry}
+    sections: set = field(default_factory=set)        # small sections that changed
     digest: str = ""
-    next_expiry: datetime | None = None               # when the content changes by itself
+    next_expiry: str | None = None                    # ISO time at which the content changes by itself
     seq: int = 0                                      # the decisions' change number it was built at
     has_delta: bool = True                            # False: built with nothing to compare with
     cache: dict = field(default_factory=dict)         # derived forms, built once per version
+
+    def covering(self, section: str, ip=None, user: str | None = None, asn: str | None = None) -> list[Entry]:
+        """The entries of a section that apply to an address (exact or in a range), a user or an
+        AS number: three lookups and a pass over the ranges, not over 100,000 entries."""
+        entries = self.content[section]
+        keys = [f"ip:{ip}" if ip is not None else None, f"user:{user}" if user else None,
+                f"asn:{asn}" if asn else None]
+        found = [entries[k] for k in keys if k is not None and k in entries]
+        if ip is not None:
+            found += [e for net, e in self.ranges(section) if net.version == ip.version and ip in net]
+        return found
+
+    def ranges(self, section: str) -> list[tuple]:
+        rows = self.cache.get(("ranges", section))
+        if rows is None:
+            rows = []
+            for e in self.content[section].values():
+                if e.scope == "range":
+                    try:
+                        rows.append((ipaddress.ip_network(e.value, strict=False), e))
+                    except ValueError:      # not a network: it covers nobody
+                        pass
+            self.cache[("ranges", section)] = rows
+        return rows
 
 
 class Publisher:
@@ -103,103 +184,175 @@ class Publisher:
         self.published = 0
 
     def publish(self) -> Version:
+        """A new version if anything changed since the current one, else the current one."""
         with self.lock:
             now = self.clock()
-            seq = self.store.value("select coalesce(max(seq), 0) from decisions")
-            content = build(self.store, now)
-            serialized = serialize(content)
-            d = hashlib.sha256(serialized).hexdigest()
-            if self.current is not None and self.current.digest == d:
-                self.current.seq = seq
-                self.last_ok = now
-                return self.current
             if self.current is None:
-                self._load_history()
-                row = self.store.execute("select version, generated_at, digest from policy_versions "
-                                         "order by version desc limit 1")
-                if row and row[0][2] == d:
-                    self.current = self._make(row[0][0], row[0][1], content, None, d, seq, serialized)
-                    stored = self.history[row[0][0]]
-                    self.current.upserted, self.current.removed = stored.upserted, stored.removed
-                    self.current.sections, self.current.has_delta = stored.sections, stored.has_delta
-                    self.history[self.current.version] = self.current
-                    self.last_ok = now
-                    return self.current
-                last = row[0][0] if row else 0
-                # the content we served before the restart, to tell what changed since
-                saved = self.store.execute("select version, content from policy_latest")
-                previous = (Version(last, now, json.loads(saved[0][1]), b"", f'"{last}"')
-                            if row and saved and saved[0][0] == last else None)
+                version = self._first(now)
             else:
-                last, previous = self.current.version, self.current
-            version = self._make(last + 1, now, content, previous, d, seq, serialized)
-            if previous is None and last:
-                # nothing to compare with: pollers behind this version must fetch it whole
-                self.history.clear()
-            delta = {"upserted": version.upserted, "removed": version.removed, "sections": sorted(version.sections),
-                     "complete": version.has_delta}
-            self.store.execute("insert into policy_versions values (?, ?, ?, ?)",
-                               [version.version, now, d, json.dumps(delta)])
-            self.store.execute("delete from policy_versions where version <= ?", [version.version - HISTORY])
-            self.store.execute("delete from policy_latest")
-            self.store.execute("insert into policy_latest values (?, ?)", [version.version, serialized.decode()])
-            previous = self.current
-            self.current = version
-            self.history[version.version] = version
-            if previous is not None:
-                # history keeps only differences: one full copy, not thousands. A copy without
-                # the content, so a request still reading the old version is not disturbed.
-                self.history[previous.version] = replace(previous, content={}, body=b"", cache={})
-            for old in [v for v in self.history if v <= version.version - HISTORY]:
-                del self.history[old]
+                version = self._next(now)
             self.last_ok = now
-            self.published += 1
             if _trim is not None:
                 _trim(0)
             return version
 
+    def _first(self, now: datetime) -> Version:
+        """After a start: everything is built, and compared with what was served before."""
+        store = self.store
+        self._load_history()
+        last = store.execute("select version, generated_at from policy_versions order by version desc limit 1")
+        saved = store.execute("select version, content from policy_latest")
+        before = json.loads(saved[0][1]) if saved else {}
+        # the rows in policy_entries are the last version's only if it recorded so
+        known = bool(last and saved) and saved[0][0] == last[0][0] and before.get("entries") is True
+        store.execute("begin")
+        try:
+            seq, upserted, removed, content = self._diff(now, None)
+            small = small_sections(store, now)
+            sections = {s for s in SMALL if before.get(s) != small[s]}
+            content.update(small)
+            if known and not sections and not any(upserted.values()) and not any(removed.values()):
+                store.execute("commit")
+                stored = self.history.get(last[0][0])
+                v = self._make(last[0][0], last[0][1], content, seq, has_delta=stored.has_delta if stored else False)
+                if stored is not None:
+                    v.upserted, v.removed, v.sections = stored.upserted, stored.removed, stored.sections
+                self.history[v.version] = self.current = v
+                return v
+            if not known:
+                # nothing to compare with: pollers behind this version must fetch it whole
+                self.history.clear()
+                upserted, removed, sections = {}, {}, set()
+            v = self._make((last[0][0] if last else 0) + 1, now, content, seq, has_delta=known,
+                           upserted=upserted, removed=removed, sections=sections)
+            self._record(v, now)
+            store.execute("commit")
+        except BaseException:
+            store.execute("rollback")
+            raise
+        return self._installed(v)
+
+    def _next(self, now: datetime) -> Version:
+        cur, store = self.current, self.store
+        touched = {k for (k,) in store.execute(
+            "select distinct scope || ':' || value from decisions where seq > ?", [cur.seq])}
+        until = now.isoformat()
+        if cur.next_expiry is not None and cur.next_expiry <= until:
+            touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= until}
+        small = small_sections(store, now)
+        sections = {s for s in SMALL if cur.content[s] != small[s]}
+        if not touched and not sections:
+            cur.seq = max(cur.seq, store.value("select coalesce(max(seq), 0) from decisions"))
+            return cur
+        store.execute("begin")
+        try:
+            seq, upserted, removed, changed = self._diff(now, sorted(touched))
+            if not sections and not any(upserted.values()) and not any(removed.values()):
+                store.execute("commit")
+                cur.seq = seq
+                return cur
+            content = dict(small)
+            for s in ENTRIES:
+                entries = dict(cur.content[s])
+                for k in removed[s]:
+                    del entries[k]
+                entries.update(changed[s])
+                content[s] = entries
+            v = self._make(cur.version + 1, now, content, seq, has_delta=True, upserted=upserted,
+                           removed=removed, sections=sections)
+            self._record(v, now)
+            store.execute("commit")
+        except BaseException:
+            store.execute("rollback")
+            raise
+        return self._installed(v)
+
+    def _diff(self, now: datetime, keys: list[str] | None) -> tuple[int, dict, dict, dict]:
+        """Within a transaction: the entries now in force for `keys` (all when None), which of
+        them differ from policy_entries, which stored ones are gone; policy_entries updated."""
+        store = self.store
+        seq = store.value("select coalesce(max(seq), 0) from decisions")
+        only, params = ("", {"now": now}) if keys is None else (ONLY, {"now": now, "keys": keys})
+        store.execute(f"create or replace temp table policy_want as {WANT.format(only=only)}", params)
+        strings: dict[str, str] = {}
+        fresh: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
+        for batch in store.batches(f"select {COLUMNS} from policy_want"):
+            for row in batch:
+                fresh[row[0]][row[1]] = _entry(row, strings)
+        upserted: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
+        for section, key in store.execute("""
+                select w.section, w.key from policy_want w
+                left join policy_entries p on p.section = w.section and p.key = w.key
+                where p.key is null or w.id <> p.id or w.until <> p.until or w.reason <> p.reason
+                      or w.rule <> p.rule or w.effect is distinct from p.effect or w.tier is distinct from p.tier"""):
+            upserted[section][key] = fresh[section][key]
+        where = "true" if keys is None else "key in (select unnest($keys::varchar[]))"
+        removed: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
+        for row in store.execute(f"""
+                select {COLUMNS} from policy_entries p where {where} and not exists (
+                    select 1 from policy_want w where w.section = p.section and w.key = p.key)""",
+                                 {} if keys is None else {"keys": keys}):
+            old = (self.current.content[row[0]].get(row[1]) if self.current else None)
+            removed[row[0]][row[1]] = old or _entry(row, strings)
+        store.execute(f"delete from policy_entries where {where}", {} if keys is None else {"keys": keys})
+        store.execute(f"insert into policy_entries select {COLUMNS} from policy_want")
+        store.execute("drop table policy_want")
+        return seq, upserted, removed, fresh
+
+    def _make(self, number: int, at: datetime, content: dict, seq: int, **kw) -> Version:
+        body, digest = render({"version": number, "generated_at": at.isoformat(), "max_age": self.max_age}, content)
+        untils = [e.until for s in ENTRIES for e in content[s].values()]
+        return Version(number, at, content, body, f'"{number}"', digest=digest, seq=seq,
+                       next_expiry=min(untils) if untils else None, **kw)
+
+    def _record(self, v: Version, now: datetime) -> None:
+        """The version's difference and small sections, in the store (inside the transaction)."""
+        store = self.store
+        delta = {"upserted": {s: {k: e.as_dict() for k, e in v.upserted.get(s, {}).items()} for s in ENTRIES},
+                 "removed": {s: {k: e.as_dict() for k, e in v.removed.get(s, {}).items()} for s in ENTRIES},
+                 "sections": sorted(v.sections), "complete": v.has_delta}
+        store.execute("insert into policy_versions values (?, ?, ?, ?)", [v.version, now, v.digest, json.dumps(delta)])
+        store.execute("delete from policy_versions where version <= ?", [v.version - HISTORY])
+        store.execute("delete from policy_latest")
+        latest = {s: v.content[s] for s in SMALL} | {"entries": True}
+        store.execute("insert into policy_latest values (?, ?)", [v.version, json.dumps(latest)])
+
+    def _installed(self, version: Version) -> Version:
+        previous = self.current
+        self.current = version
+        self.history[version.version] = version
+        if previous is not None:
+            # history keeps only differences: one full copy, not thousands. A copy without
+            # the content, so a request still reading the old version is not disturbed.
+            self.history[previous.version] = replace(previous, content={}, body=b"", cache={})
+        for old in [n for n in self.history if n <= version.version - HISTORY]:
+            del self.history[old]
+        self.published += 1
+        return version
+
     def publish_if_changed(self) -> Version:
-        """After a detection pass: rebuild only if a decision changed (or one expired)."""
-        with self.lock:
-            seq = self.store.value("select coalesce(max(seq), 0) from decisions")
-        if self.current is not None and seq == self.current.seq:
-            return self.refresh()
+        """After a detection pass: the same as publish(); kept as the jobs' name for it."""
         return self.publish()
 
     def refresh(self) -> Version:
         """The periodic job: between changes made through the API or by detection (which
-        publish at once), the policy only changes when something in it expires. Rebuilding
-        100,000 entries costs a quarter of a second of the interpreter, so only then."""
+        publish at once), the policy only changes when something in it expires."""
         cur = self.current
-        if cur is not None and (cur.next_expiry is None or self.clock() < cur.next_expiry):
+        if cur is not None and (cur.next_expiry is None or self.clock().isoformat() < cur.next_expiry):
             self.last_ok = self.clock()
             return cur
         return self.publish()
 
     def _load_history(self) -> None:
         """The stored differences of recent versions (after a restart)."""
+        def entries(d: dict) -> dict:
+            return {s: {k: Entry(**e) for k, e in d.get(s, {}).items()} for s in ENTRIES}
         for number, at, delta in self.store.execute(
                 "select version, generated_at, delta from policy_versions order by version desc limit ?", [HISTORY]):
             d = json.loads(delta)
-            self.history[number] = Version(number, at, {}, b"", f'"{number}"', d["upserted"], d["removed"],
-                                           set(d["sections"]), has_delta=d.get("complete", True))
-
-    def _make(self, number: int, at: datetime, content: dict, previous: Version | None, d: str, seq: int,
-              serialized: bytes) -> Version:
-        head = json.dumps({"version": number, "generated_at": at.isoformat(), "max_age": self.max_age})
-        body = head[:-1].encode() + b"," + serialized[1:]
-        untils = [e["until"] for section in ("bans", "assignments") for e in content[section].values()]
-        v = Version(number, at, content, body, f'"{number}"', digest=d, seq=seq,
-                    next_expiry=datetime.fromisoformat(min(untils)) if untils else None)
-        v.has_delta = previous is not None
-        if previous is not None:
-            for section in ("bans", "assignments"):
-                old, new = previous.content[section], content[section]
-                v.upserted[section] = {k: e for k, e in new.items() if old.get(k) != e}
-                v.removed[section] = {k: e for k, e in old.items() if k not in new}
-            v.sections = {s for s in ("tiers", "default_tiers", "images", "allowlist")
-                          if previous.content.get(s) != content[s]}
-        return v
+            self.history[number] = Version(number, at, {}, b"", f'"{number}"', entries(d["upserted"]),
+                                           entries(d["removed"]), set(d["sections"]),
+                                           has_delta=d.get("complete", True))
 
     def changes(self, since: int) -> dict | None:
         """What changed after version ``since``; None when that version is no longer known."""
@@ -225,7 +378,7 @@ class Publisher:
                     upsert[s][k] = e
             sections |= v.sections
         return {"since": since, "version": cur.version,
-                "upsert": {s: list(upsert[s].values()) for s in upsert},
-                "remove": {s: [{"key": k, "id": e["id"], "scope": e["scope"], "value": e["value"], "until": e["until"],
-                                "rule": e["rule"]} for k, e in remove[s].items()] for s in remove},
+                "upsert": {s: [e.as_dict() for e in upsert[s].values()] for s in upsert},
+                "remove": {s: [{"key": k, "id": e.id, "scope": e.scope, "value": e.value, "until": e.until,
+                                "rule": e.rule} for k, e in remove[s].items()] for s in remove},
                 "sections": {s: cur.content[s] for s in sorted(sections)}}

@@ -74,7 +74,7 @@ def test_changes_since_a_version_and_410_when_too_old(api):
     api.ban("2001:db8::/64", scope="range")
     api.services.publisher.publish()
     with api.services.lock:
-        api.store.execute("update decisions set revoked_at = ? where id = ?", [api.clock(), ban])
+        api.store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?", [api.clock(), ban])
     api.services.publisher.publish()
     d = get(api, f"/v1/policy/changes?since={v1}", "proxy").json()
     assert d["version"] == v1 + 3
@@ -150,7 +150,7 @@ def test_pycrowdsec_stream_client(api):
     client.cycle("false")                                           # a new ban
     assert client.get_action_for("203.0.113.8") == "ban"
     with api.services.lock:
-        api.store.execute("update decisions set revoked_at = ? where id = ?", [api.clock(), new])
+        api.store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?", [api.clock(), new])
     api.services.publisher.publish()
     client.cycle("false")                                           # an unban
     assert client.get_action_for("203.0.113.8") is None
@@ -258,7 +258,7 @@ def test_changes_made_while_the_server_was_down_reach_pollers(api):
     v = api.services.publisher.publish().version
     api.services.cursors.clear()
     with api.services.lock:                       # while "down": one unban, one new ban
-        api.store.execute("update decisions set revoked_at = ? where id = ?", [api.clock(), first])
+        api.store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?", [api.clock(), first])
     api.ban("192.0.2.2")
     again = Services(api.store, api.cfg, clock=api.clock)
     assert again.publisher.current.version == v + 1

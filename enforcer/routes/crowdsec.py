@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii as _q
 from typing import Iterator
 
 from fastapi import APIRouter, Request, Response
@@ -45,13 +46,13 @@ class Filter:
         self.containing = _csv(q.get("scenarios_containing"))
         self.not_containing = _csv(q.get("scenarios_not_containing"))
 
-    def admits(self, e: dict) -> bool:
-        scope = SCOPES.get(e["scope"])
+    def admits(self, scope: str, rule: str | None) -> bool:
+        scope = SCOPES.get(scope)
         if scope is None or scope.lower() not in self.scopes:
             return False
         if self.origins and "pullwarden" not in self.origins:
             return False
-        scenario = (e.get("rule") or "manual").lower()
+        scenario = (rule or "manual").lower()
         if self.containing and not any(c in scenario for c in self.containing):
             return False
         return not any(c in scenario for c in self.not_containing)
@@ -95,23 +96,28 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
     if request.method == "HEAD":
         return Response(status_code=200, media_type="application/json")
     if delta is not None:        # a poll: small, answered at once
-        body = b"".join(_body((_decision(e, now) for e in delta["upsert"]["bans"] if f.admits(e)),
-                              (_decision(e, now, deleted=True) for e in delta["remove"]["bans"] if f.admits(e))))
+        new = (_decision(e, now) for e in delta["upsert"]["bans"] if f.admits(e["scope"], e["rule"]))
+        gone = (_decision(e, now, deleted=True) for e in delta["remove"]["bans"] if f.admits(e["scope"], e["rule"]))
+        body = b"".join(_body(new, gone))
         services.cursors[who.id] = version.version
         return Response(body, media_type="application/json")
     # start-up, a new key, or a cursor older than the history kept: everything in force
-    rows = _startup_rows(version)
+    bans = version.content["bans"]
     now_s = now.replace(tzinfo=timezone.utc).timestamp()
 
     def body():
         yield b'{"new":['
+        seconds: dict[str, float] = {}      # expiries repeat (a bulk import): each parsed once
         batch: list[str] = []
         first = True
-        for id_, scope, value, until, rule, scenario in rows:
-            if not f.admits({"scope": scope, "rule": rule}):
+        for e in bans.values():
+            if not f.admits(e.scope, e.rule):
                 continue
-            batch.append(f'{{"id":{id_},"origin":"pullwarden","type":"ban","scope":"{SCOPES[scope]}",'
-                         f'"value":{value},"duration":"{go_duration(until - now_s)}","scenario":{scenario}}}')
+            until = seconds.get(e.until)
+            if until is None:
+                until = seconds[e.until] = datetime.fromisoformat(e.until).replace(tzinfo=timezone.utc).timestamp()
+            batch.append(f'{{"id":{e.id},"origin":"pullwarden","type":"ban","scope":"{SCOPES[e.scope]}",'
+                         f'"value":{_q(e.value)},"duration":"{go_duration(until - now_s)}","scenario":{_q(e.rule)}}}')
             if len(batch) >= 1000:
                 yield ("" if first else ",").encode() + ",".join(batch).encode()
                 first, batch = False, []
@@ -122,17 +128,12 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
     return StreamingResponse(body(), media_type="application/json")
 
 
-def _startup_rows(version) -> list[tuple]:
-    """The bans of a version in the form the start-up stream writes fastest, built once."""
-    rows = version.cache.get("crowdsec")
-    if rows is None:
-        rows = [(e["id"], e["scope"], json.dumps(e["value"]),
-                 datetime.fromisoformat(e["until"]).replace(tzinfo=timezone.utc).timestamp(),
-                 e["rule"],
-                 json.dumps(e["rule"] or "manual")) for e in version.content["bans"].values()
-                if e["scope"] in SCOPES]
-        version.cache["crowdsec"] = rows
-    return rows
+def _inside(value: str, rng) -> bool:
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return addr.version == rng.version and addr in rng
 
 
 @router.get("/decisions", operation_id="decisions")
@@ -147,23 +148,18 @@ def decisions(request: Request, services: ServicesDep, who: BouncerKey) -> Respo
         rng = ipaddress.ip_network(q["range"], strict=False) if q.get("range") else None
     except ValueError:
         return Response('{"message":"bad address"}', status_code=400, media_type="application/json")
-    out = []
-    for e in version.content["bans"].values():
-        if e["scope"] not in ("ip", "range"):
-            continue
-        try:
-            net = ipaddress.ip_network(e["value"], strict=False)
-        except ValueError:      # never made by pullwarden's own decisions; skip rather than fail
-            continue
-        if ip is not None and not (net.version == ip.version and ip in net):
-            continue
-        if rng is not None and not (net.version == rng.version and net.overlaps(rng)):
-            continue
-        if q.get("value") and e["value"] != q["value"]:
-            continue
-        if q.get("scope") and SCOPES[e["scope"]].lower() != q["scope"].lower():
-            continue
-        out.append(_decision(e, now))
+    if ip is not None and ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip is not None:                      # the address's own bans and the ranges around it
+        candidates = version.covering("bans", ip=ip)
+    elif rng is not None:
+        candidates = [e for net, e in version.ranges("bans") if net.version == rng.version and net.overlaps(rng)]
+        candidates += [e for e in version.content["bans"].values() if e.scope == "ip" and _inside(e.value, rng)]
+    else:
+        candidates = version.content["bans"].values()
+    out = [_decision(e.as_dict(), now) for e in candidates
+           if e.scope in ("ip", "range") and (not q.get("value") or e.value == q["value"])
+           and (not q.get("scope") or SCOPES[e.scope].lower() == q["scope"].lower())]
     if request.method == "HEAD":
         return Response(status_code=200, media_type="application/json")
     return Response(json.dumps(out), media_type="application/json")

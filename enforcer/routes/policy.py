@@ -49,20 +49,17 @@ class Verdict(BaseModel):
     policy_version: int
 
 
-def _covers(entry: dict, ip, user: str | None, asn: str | None) -> bool:
-    scope, value = entry["scope"], entry["value"]
-    if scope in ("ip", "range") and ip is not None:
-        try:
-            net = ipaddress.ip_network(value, strict=False)
-        except ValueError:      # not an address: it covers nobody
-            return False
-        return net.version == ip.version and ip in net
-    if scope == "asn":
-        return asn is not None and value == asn
-    return scope == "user" and user is not None and value == user
-
-
 _SPECIFIC = {"ip": 0, "user": 1, "range": 2, "asn": 3}
+
+
+def _networks(values: list[str]) -> list:
+    out = []
+    for v in values:
+        try:
+            out.append(ipaddress.ip_network(v, strict=False))
+        except ValueError:      # not an address: it covers nobody
+            pass
+    return out
 
 
 @router.get("/check", response_model=Verdict)
@@ -75,10 +72,12 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
         addr = ipaddress.ip_address(ip) if ip else None
     except ValueError:
         raise HTTPException(422, f"not an address: {ip!r}") from None
+    if addr is not None and addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
     asn = None
     if addr is not None:
-        with services.lock:
-            asn = services.store.value("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
+        rows = services.store.read("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
+        asn = rows[0][0] if rows else None
     why = []
     images = policy["images"]
     if image and any(matches(p, image) for p in images["blocked"]):
@@ -87,23 +86,23 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
     if image and images["allowed"] and not any(matches(p, image) for p in images["allowed"]):
         return {"allowed": False, "tier": None, "limits": None, "why": [f"image {image} is not on the allow list"],
                 "policy_version": version.version}
-    if addr is not None and any(_covers({"scope": "range", "value": v}, addr, None, None) for v in policy["allowlist"]):
+    if addr is not None and any(net.version == addr.version and addr in net for net in _networks(policy["allowlist"])):
         tier = policy["default_tiers"]["authenticated" if user else "anonymous"]
         return {"allowed": True, "tier": tier, "limits": policy["tiers"].get(tier),
                 "why": [f"{addr} is on the allowlist"], "policy_version": version.version}
-    bans = [e for e in policy["bans"].values() if _covers(e, addr, user, asn)]
+    bans = version.covering("bans", addr, user, asn)
     if bans:
-        why = [f"banned ({e['scope']} {e['value']}) until {e['until']}: {e['reason']}" for e in bans]
+        why = [f"banned ({e.scope} {e.value}) until {e.until}: {e.reason}" for e in bans]
         return {"allowed": False, "tier": None, "limits": None, "why": why, "policy_version": version.version}
     tier = policy["default_tiers"]["authenticated" if user else "anonymous"]
     why.append(f"{'authenticated' if user else 'anonymous'} default tier {tier}")
-    assigned = sorted((e for e in policy["assignments"].values() if _covers(e, addr, user, asn)),
-                      key=lambda e: (_SPECIFIC[e["scope"]], e["effect"] != "throttle"))
+    assigned = sorted(version.covering("assignments", addr, user, asn),
+                      key=lambda e: (_SPECIFIC[e.scope], e.effect != "throttle"))
     if assigned:
         e = assigned[0]
-        tier = e["tier"]
-        why.append(f"{e['effect']} to {tier} ({e['scope']} {e['value']}) until {e['until']}: {e['reason']}")
-    if image and any(matches(p, image) for p in images["unlimited"]) and not (assigned and assigned[0]["effect"] == "throttle"):
+        tier = e.tier
+        why.append(f"{e.effect} to {tier} ({e.scope} {e.value}) until {e.until}: {e.reason}")
+    if image and any(matches(p, image) for p in images["unlimited"]) and not (assigned and assigned[0].effect == "throttle"):
         tier = "unlimited"
         why.append(f"image {image} is on the unlimited list")
     return {"allowed": True, "tier": tier, "limits": policy["tiers"].get(tier), "why": why,
