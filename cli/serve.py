@@ -10,6 +10,8 @@ from cli.main import cli, fail, open_or_fail, with_settings
 
 
 def _serve(cfg, banner: str = "") -> None:
+    import sys
+
     import uvicorn
 
     from enforcer.app import create_app
@@ -19,6 +21,9 @@ def _serve(cfg, banner: str = "") -> None:
     store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
     store.execute(f"set threads = {max(1, int(cfg.serve_duckdb_threads))}")
     cfg.values["chunk_mb"] = min(cfg.chunk_mb, 16)
+    # A job thread busy in Python (a policy rebuild, a detection pass's planning) would hold the
+    # GIL for the default 5 ms at a time, and every request would wait that long per switch.
+    sys.setswitchinterval(0.0005)
     services = Services(store, cfg)
     scheduler = start(services)
     click.echo(f"{banner}pullwarden serving on http://{cfg.host}:{cfg.port} (pid {os.getpid()}, db {cfg.db})", err=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -294,13 +295,15 @@ class Store:
         while rows := result.fetchmany(size):
             yield rows
 
-    def read(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[tuple]:
-        """A read through a connection of its own, without the caller taking the store's lock:
-        it sees what is committed (DuckDB's MVCC) and does not wait for a job's long write,
-        so the API's lookups stay quick during an ingest run."""
+    @contextmanager
+    def reading(self):
+        """This store over a connection of its own, for reads without the caller taking the
+        store's lock: it sees what is committed (DuckDB's MVCC) and does not wait for a job's
+        long write, so the API's lookups and statistics stay quick during an ingest run."""
         cur = self.con.cursor()
         try:
-            return cur.execute(sql, params or []).fetchall()
+            cur.execute("set TimeZone = 'UTC'")        # a session setting: not inherited
+            yield Store(cur, self.path)
         finally:
             cur.close()
 

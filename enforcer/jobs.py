@@ -3,6 +3,8 @@ recorded (health, metrics) and the last good policy keeps being served."""
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import traceback
 from datetime import timedelta
 
@@ -11,6 +13,21 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from enforcer.service import Services
 
 log = logging.getLogger("pullwarden.jobs")
+
+
+JOB_NICE = 10       # added to the nice value of the threads that run the jobs
+
+
+def _lower_priority() -> None:
+    """The jobs' threads (and the reader threads they start, which inherit it) give way to the
+    API's: on a small machine an ingest run or a detection pass busy on every core would
+    otherwise sit in front of each poll, which must be answered in milliseconds."""
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < JOB_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, JOB_NICE)
+    except (OSError, AttributeError):       # not Linux, or not allowed: run at the same priority
+        pass
 
 
 def _guarded(services: Services, name: str, fn):
@@ -34,11 +51,13 @@ def start(services: Services) -> BackgroundScheduler:
     cfg = services.settings
 
     def ingest():
+        _lower_priority()
         with services.lock:
             Ingester(services.store, cfg).run(list(cfg.sources))
             roll_up(services.store)           # statistics stay fresh between detection passes
 
     def detection():
+        _lower_priority()
         with services.lock:
             rules = load_rules(services.store, None, cfg.rules_dir or None)
             # more memory for the feature queries, given back afterwards (the server stays small)
@@ -50,6 +69,7 @@ def start(services: Services) -> BackgroundScheduler:
         services.publisher.publish_if_changed()
 
     def publish():
+        _lower_priority()
         services.publisher.refresh()
         services.save_cursors()
 

@@ -21,7 +21,7 @@ def api(tmp_path):
 
 def get(api, path, role=None, **kw):
     headers = {**(api.headers(role) if role else {}), **kw.pop("headers", {})}
-    return httpx.get(api.url + path, headers=headers, timeout=30, **kw)
+    return httpx.get(api.url + path, headers=headers, **{"timeout": 30, **kw})
 
 
 def test_keys_guard_everything_but_healthz(api):
@@ -283,3 +283,13 @@ def test_an_allowlisted_range_beats_an_asn_ban(api):
     assert r.status_code == 201 and r.json()["revoked"] == 1       # the ASN ban covered our office
     c = get(api, "/v1/check?ip=198.51.100.7", "proxy").json()
     assert c["allowed"] and c["tier"] == "anonymous"
+
+
+def test_reads_do_not_wait_for_a_job_holding_the_store(api):
+    api.ban("192.0.2.77")
+    api.services.publisher.publish()
+    with api.services.lock:                 # as an ingest run holds it, for seconds
+        assert not get(api, "/v1/check?ip=192.0.2.77", "proxy", timeout=5).json()["allowed"]
+        assert get(api, "/v1/stats/budget", "viewer", timeout=5).json()["budget_tib"] == 100
+        assert "pullwarden_active_bans 1" in get(api, "/metrics", "viewer", timeout=5).text
+        assert get(api, "/v1/decisions?ip=192.0.2.77", "proxy", timeout=5).json()[0]["value"] == "192.0.2.77"

@@ -19,10 +19,10 @@ def healthz(services: ServicesDep) -> dict:
 
 @router.get("/metrics")
 def metrics(services: ServicesDep, who: ViewerKey) -> Response:
-    with services.lock:
-        lag = services.store.value("select epoch(?::timestamp) - epoch(max(ts)) from events", [services.clock()])
-        run = services.store.execute("select lines, seconds, rejects from ingest_runs order by run_id desc limit 1")
-        rejects = services.store.value("select coalesce(sum(rejects), 0) from files")
+    with services.store.reading() as store:
+        lag = store.value("select epoch(?::timestamp) - epoch(max(ts)) from events", [services.clock()])
+        run = store.execute("select lines, seconds, rejects from ingest_runs order by run_id desc limit 1")
+        rejects = store.value("select coalesce(sum(rejects), 0) from files")
     content = services.publisher.current.content
     lines = [
         "# HELP pullwarden_ingest_lag_seconds Wall clock minus the newest event's time.",

@@ -76,8 +76,8 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
         addr = addr.ipv4_mapped
     asn = None
     if addr is not None:
-        rows = services.store.read("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
-        asn = rows[0][0] if rows else None
+        with services.store.reading() as store:
+            asn = store.value("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
     why = []
     images = policy["images"]
     if image and any(matches(p, image) for p in images["blocked"]):

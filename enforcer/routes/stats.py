@@ -14,8 +14,8 @@ TIB = 1 << 40
 
 
 def _rows(services, sql: str, params=None) -> list[dict]:
-    with services.lock:
-        return services.store.records(sql, params)
+    with services.store.reading() as store:
+        return store.records(sql, params)
 
 
 @router.get("/traffic")
@@ -60,13 +60,13 @@ def decisions(services: ServicesDep, who: ViewerKey, active: bool = False,
 @router.get("/budget")
 def budget(services: ServicesDep, who: ViewerKey) -> dict:
     """Bytes served this month (event time) against the monthly budget, and the pace."""
-    with services.lock:
-        latest = services.store.value("select max(hour) from facts_hourly")
-        budget_tib = float(services.store.value("select value from kv where key = 'monthly_budget_tib'") or 0)
+    with services.store.reading() as store:
+        latest = store.value("select max(hour) from facts_hourly")
+        budget_tib = float(store.value("select value from kv where key = 'monthly_budget_tib'") or 0)
         if latest is None:
             return {"month": None, "bytes": 0, "tib": 0.0, "budget_tib": budget_tib, "projected_tib": 0.0}
         month = latest.replace(day=1, hour=0)
-        used = services.store.value("select coalesce(sum(bytes), 0) from facts_hourly where hour >= ?", [month])
+        used = store.value("select coalesce(sum(bytes), 0) from facts_hourly where hour >= ?", [month])
     next_month = (month + timedelta(days=32)).replace(day=1)
     elapsed = (latest + timedelta(hours=1) - month) / (next_month - month)
     return {"month": month.strftime("%Y-%m"), "bytes": int(used), "tib": used / TIB, "budget_tib": budget_tib,
