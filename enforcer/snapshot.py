@@ -73,6 +73,8 @@ WANT = """
 """
 ONLY = "and scope || ':' || value in (select unnest($keys::varchar[]))"
 COLUMNS = "section, key, id, scope, value, until, reason, rule, effect, tier"
+SAME = """p.section = w.section and p.key = w.key and p.id = w.id and p.until = w.until and p.reason = w.reason
+          and p.rule = w.rule and p.effect is not distinct from w.effect and p.tier is not distinct from w.tier"""
 
 
 def small_sections(store, now: datetime) -> dict:
@@ -207,7 +209,7 @@ class Publisher:
         known = bool(last and saved) and saved[0][0] == last[0][0] and before.get("entries") is True
         store.execute("begin")
         try:
-            seq, upserted, removed, content = self._diff(now, None)
+            seq, upserted, removed, content = self._diff(now, None, compare=known)
             small = small_sections(store, now)
             sections = {s for s in SMALL if before.get(s) != small[s]}
             content.update(small)
@@ -222,7 +224,7 @@ class Publisher:
             if not known:
                 # nothing to compare with: pollers behind this version must fetch it whole
                 self.history.clear()
-                upserted, removed, sections = {}, {}, set()
+                sections = set()
             v = self._make((last[0][0] if last else 0) + 1, now, content, seq, has_delta=known,
                            upserted=upserted, removed=removed, sections=sections)
             self._record(v, now)
@@ -267,9 +269,10 @@ class Publisher:
             raise
         return self._installed(v)
 
-    def _diff(self, now: datetime, keys: list[str] | None) -> tuple[int, dict, dict, dict]:
+    def _diff(self, now: datetime, keys: list[str] | None, compare: bool = True) -> tuple[int, dict, dict, dict]:
         """Within a transaction: the entries now in force for `keys` (all when None), which of
-        them differ from policy_entries, which stored ones are gone; policy_entries updated."""
+        them differ from policy_entries and which stored ones are gone (unless there is nothing
+        to `compare` with); policy_entries updated."""
         store = self.store
         seq = store.value("select coalesce(max(seq), 0) from decisions")
         only, params = ("", {"now": now}) if keys is None else (ONLY, {"now": now, "keys": keys})
@@ -280,22 +283,23 @@ class Publisher:
             for row in batch:
                 fresh[row[0]][row[1]] = _entry(row, strings)
         upserted: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
-        for section, key in store.execute("""
-                select w.section, w.key from policy_want w
-                left join policy_entries p on p.section = w.section and p.key = w.key
-                where p.key is null or w.id <> p.id or w.until <> p.until or w.reason <> p.reason
-                      or w.rule <> p.rule or w.effect is distinct from p.effect or w.tier is distinct from p.tier"""):
-            upserted[section][key] = fresh[section][key]
-        where = "true" if keys is None else "key in (select unnest($keys::varchar[]))"
         removed: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
-        for row in store.execute(f"""
-                select {COLUMNS} from policy_entries p where {where} and not exists (
-                    select 1 from policy_want w where w.section = p.section and w.key = p.key)""",
-                                 {} if keys is None else {"keys": keys}):
-            old = (self.current.content[row[0]].get(row[1]) if self.current else None)
-            removed[row[0]][row[1]] = old or _entry(row, strings)
-        store.execute(f"delete from policy_entries where {where}", {} if keys is None else {"keys": keys})
-        store.execute(f"insert into policy_entries select {COLUMNS} from policy_want")
+        where, params = ("true", {}) if keys is None else ("key in (select unnest($keys::varchar[]))", {"keys": keys})
+        if compare:
+            for batch in store.batches(f"""select section, key from policy_want w
+                                           where not exists (select 1 from policy_entries p where {SAME})"""):
+                for section, key in batch:
+                    upserted[section][key] = fresh[section][key]
+            for row in store.execute(f"""
+                    select {COLUMNS} from policy_entries p where {where} and not exists (
+                        select 1 from policy_want w where w.section = p.section and w.key = p.key)""", params):
+                old = (self.current.content[row[0]].get(row[1]) if self.current else None)
+                removed[row[0]][row[1]] = old or _entry(row, strings)
+        # only what changed is written: a restart with nothing new rewrites no rows
+        store.execute(f"""delete from policy_entries p where {where}
+                          and not exists (select 1 from policy_want w where {SAME})""", params)
+        store.execute(f"""insert into policy_entries select {COLUMNS} from policy_want w
+                          where not exists (select 1 from policy_entries p where {SAME})""")
         store.execute("drop table policy_want")
         return seq, upserted, removed, fresh
 
