@@ -132,8 +132,9 @@ def keys_revoke(cfg, name):
 @click.option("--interval", type=float, default=10.0, help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Poll once and exit (for cron or a test).")
 def agent(api, key, out_dir, reload_cmd, crproxy, interval, once):
-    """Keep CRProxy's and nginx's policy files in step with the enforcer: polls with ETags,
-    writes the files atomically, reloads on change, optionally pushes the lists to CRProxy."""
+    """Keep CRProxy's and nginx's policy files in step with the enforcer: fetches the policy
+    once, then polls for its changes; writes the files atomically, reloads on change,
+    optionally pushes the lists to CRProxy."""
     from enforcer.agent import run
     try:
         run(api, key, out_dir, reload_cmd, crproxy, interval, once)

@@ -1,6 +1,7 @@
 """`pullwarden agent`: the policy as files for proxies that read files (CRProxy, nginx).
 
-Polls GET /v1/policy with If-None-Match, renders the files, writes only those that changed
+Fetches GET /v1/policy once, then polls /v1/policy/changes for what changed since the version it
+holds (the whole policy again after a 410), renders the files, writes only those that changed
 (atomically: a temporary file renamed over the old one), then runs the reload command and,
 when asked, PUTs the lists to CRProxy's /internal/api/* (which has no authentication: keep
 that port private).
@@ -134,28 +135,54 @@ def _push(crproxy: str, files: dict[str, str]) -> None:
             pass
 
 
-def poll(api: str, key: str, etag: str | None) -> tuple[dict | None, str | None]:
-    req = urllib.request.Request(f"{api.rstrip('/')}/v1/policy", headers={"X-Api-Key": key})
-    if etag:
-        req.add_header("If-None-Match", etag)
+def _get(url: str, key: str) -> dict:
+    req = urllib.request.Request(url, headers={"X-Api-Key": key})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read()), resp.headers.get("ETag")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
     except urllib.error.HTTPError as e:
-        if e.code == 304:
-            return None, etag
         if e.code in (401, 403):
-            raise RuntimeError(f"{api}: the key was refused ({e.code})") from None
+            raise RuntimeError(f"{url}: the key was refused ({e.code})") from None
         raise
+
+
+def apply(policy: dict, delta: dict) -> dict:
+    """A delta from /v1/policy/changes applied to the policy of its `since` version."""
+    for section in ("bans", "assignments"):
+        entries = policy[section]
+        for gone in delta["remove"][section]:
+            entries.pop(gone["key"], None)
+        for e in delta["upsert"][section]:
+            entries[f"{e['scope']}:{e['value']}"] = e
+    policy.update(delta["sections"])
+    policy["version"] = delta["version"]
+    return policy
+
+
+def poll(api: str, key: str, held: dict | None) -> dict | None:
+    """The policy now, or None when it did not change. Whole on the first poll, after that
+    only the changes since the held version (a 100,000-ban policy is 15 MB; a change is a few
+    hundred bytes); whole again when the server no longer knows that version (410)."""
+    api = api.rstrip("/")
+    if held is not None:
+        try:
+            delta = _get(f"{api}/v1/policy/changes?since={held['version']}", key)
+        except urllib.error.HTTPError as e:
+            if e.code != 410:
+                raise
+        else:
+            return None if delta["version"] == held["version"] else apply(held, delta)
+    return _get(f"{api}/v1/policy", key)
 
 
 def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None, interval: float,
         once: bool = False) -> None:
-    etag = None
+    held = None
     while True:
         try:
-            policy, etag = poll(api, key, etag)
+            policy = poll(api, key, held)
             if policy is not None:
+                held = None             # until the files are written: a failure is retried whole
                 files = render(policy)
                 changed = write_atomically(Path(out), files)
                 if changed:
@@ -164,6 +191,7 @@ def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | Non
                         subprocess.run(reload_cmd, shell=True, check=False)
                     if crproxy:
                         _push(crproxy, files)
+                held = policy
         except (urllib.error.URLError, OSError, ValueError) as e:
             if once:
                 raise RuntimeError(f"{api}: {e}") from None

@@ -152,3 +152,28 @@ def test_an_emptied_list_is_removed_and_a_tier_never_frees_an_address_from_its_r
     assert "51234" not in files["block-ips.csv"] and "51234" not in files["nginx-pullwarden-http.conf"]
     changed = write_atomically(tmp_path, files)
     assert "allows.txt (removed)" in changed and not (tmp_path / "allows.txt").exists()
+
+
+def test_agent_follows_the_policy_by_its_changes(api):
+    import httpx
+
+    from enforcer.agent import poll
+    seed(api)
+    held = poll(api.url, api.keys["proxy"], None)                       # whole, the first time
+    assert poll(api.url, api.keys["proxy"], held) is None               # nothing new
+    gone = api.ban("192.0.2.99", reason="short")
+    api.services.publisher.publish()
+    held = poll(api.url, api.keys["proxy"], held)
+    api.ban("203.0.113.8", reason="new storm")
+    with api.services.lock:
+        api.store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?",
+                          [api.clock(), gone])
+        api.store.execute("insert into image_lists values ('blocked', 'docker.io/x/*', 'test', now())")
+    api.services.publisher.publish()
+    held = poll(api.url, api.keys["proxy"], held)
+    whole = httpx.get(api.url + "/v1/policy", headers=api.headers("proxy")).json()
+    assert held["version"] == whole["version"] and "ip:203.0.113.8" in held["bans"]
+    assert {k: held[k] for k in ("bans", "assignments", "images", "tiers")} == \
+        {k: whole[k] for k in ("bans", "assignments", "images", "tiers")}
+    stale = {**held, "version": 0}                       # a version the server has no delta from: 410
+    assert poll(api.url, api.keys["proxy"], stale)["bans"] == whole["bans"]
