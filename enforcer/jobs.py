@@ -66,7 +66,7 @@ def start(services: Services) -> BackgroundScheduler:
                 detect(services.store, cfg, rules)
             finally:
                 services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
-        services.publisher.publish_if_changed()
+        services.publisher.publish()          # a new version only if a decision changed
 
     def publish():
         _lower_priority()

@@ -334,10 +334,6 @@ class Publisher:
         self.published += 1
         return version
 
-    def publish_if_changed(self) -> Version:
-        """After a detection pass: the same as publish(); kept as the jobs' name for it."""
-        return self.publish()
-
     def refresh(self) -> Version:
         """The periodic job: between changes made through the API or by detection (which
         publish at once), the policy only changes when something in it expires."""
