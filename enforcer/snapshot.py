@@ -238,9 +238,9 @@ class Publisher:
         cur, store = self.current, self.store
         touched = {k for (k,) in store.execute(
             "select distinct scope || ':' || value from decisions where seq > ?", [cur.seq])}
-        until = now.isoformat()
-        if cur.next_expiry is not None and cur.next_expiry <= until:
-            touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= until}
+        at = now.isoformat()        # ISO strings in one format compare as the times do
+        if cur.next_expiry is not None and cur.next_expiry <= at:
+            touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= at}
         small = small_sections(store, now)
         sections = {s for s in SMALL if cur.content[s] != small[s]}
         if not touched and not sections:
