@@ -238,7 +238,7 @@ class Publisher:
         cur, store = self.current, self.store
         touched = {k for (k,) in store.execute(
             "select distinct scope || ':' || value from decisions where seq > ?", [cur.seq])}
-        at = now.isoformat()        # ISO strings in one format compare as the times do
+        at = now.isoformat()        # ISO strings compare as the times do (microseconds, if any, last)
         if cur.next_expiry is not None and cur.next_expiry <= at:
             touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= at}
         small = small_sections(store, now)
