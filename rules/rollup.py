@@ -23,13 +23,31 @@ def prefix_of(ip: str) -> str | None:
     return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
 
 
-def roll_up(store) -> int:
-    """Roll up the events added since the last pass; returns how many."""
+# Events rolled up per transaction inside serve: a backlog (the first start over a big log) is
+# rolled up in slices, so that the group-bys' hash tables stay within serve's memory limit
+# (6 M events at 64 MB: 157 MB peak RSS instead of 281 MB at 96 MB in one go). The rollups
+# are partial aggregates anyway: a slice boundary only splits a group in two rows. Elsewhere
+# one go is faster (a full detection pass over 6 M events: 3.9 s, 5.4 s in slices).
+SERVE_BATCH = 500_000
+
+
+def roll_up(store, batch: int | None = None) -> int:
+    """Roll up the events added since the last pass, ``batch`` events per transaction (all
+    in one when None); returns how many."""
+    done = 0
+    while n := _roll_up_slice(store, batch):
+        done += n
+    return done
+
+
+def _roll_up_slice(store, batch: int | None) -> int:
     last = store.value("select last_rowid from rollup_state where name = 'events'")
     last = -1 if last is None else last
     top = store.value("select max(rowid) from events")
     if top is None or top <= last:
         return 0
+    if batch:
+        top = min(top, last + batch)
     p = {"lo": last, "hi": top}
     store.execute("begin")
     try:
