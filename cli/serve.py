@@ -15,12 +15,10 @@ def _serve(cfg, banner: str = "") -> None:
     import uvicorn
 
     from enforcer.app import create_app
-    from enforcer.jobs import start
+    from enforcer.jobs import configure_store, start
     from enforcer.service import Services
     store = open_or_fail(cfg.db)
-    store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
-    store.execute(f"set threads = {max(1, int(cfg.serve_duckdb_threads))}")
-    cfg.values["chunk_mb"] = min(cfg.chunk_mb, 16)
+    configure_store(store, cfg)
     # A job thread busy in Python (a policy rebuild, a detection pass's planning) would hold the
     # GIL for the default 5 ms at a time, and every request would wait that long per switch.
     sys.setswitchinterval(0.0005)

@@ -8,6 +8,7 @@ import threading
 import traceback
 from datetime import timedelta
 
+import duckdb
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from enforcer.service import Services
@@ -41,12 +42,21 @@ def _guarded(services: Services, name: str, fn):
     return run
 
 
+def configure_store(store, cfg) -> None:
+    """DuckDB inside serve: small and on one thread. Its resident memory is about the memory
+    limit plus 100 MB of its own; ingest reads small chunks (each chunk's rows pass through
+    memory that the limit does not bound)."""
+    store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+    store.execute(f"set threads = {max(1, int(cfg.serve_duckdb_threads))}")
+    cfg.values["chunk_mb"] = max(1, min(cfg.chunk_mb, cfg.serve_chunk_mb))
+
+
 def start(services: Services) -> BackgroundScheduler:
     """Jobs from imports done here, in the server process only: the API itself needs none."""
     from ingest.pipeline import Ingester
     from rules.detect import detect
     from rules.engine import load_rules
-    from rules.rollup import roll_up
+    from rules.rollup import SERVE_BATCH, roll_up
 
     cfg = services.settings
 
@@ -54,12 +64,19 @@ def start(services: Services) -> BackgroundScheduler:
         _lower_priority()
         with services.lock:
             Ingester(services.store, cfg).run(list(cfg.sources))
-            roll_up(services.store)           # statistics stay fresh between detection passes
+            roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
 
     def detection():
         _lower_priority()
         with services.lock:
             rules = load_rules(services.store, None, cfg.rules_dir or None)
+            # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
+            # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
+            # week of 6 M events run out of memory without it, and pass with it).
+            try:
+                services.store.execute("checkpoint")
+            except duckdb.Error as e:     # the pass may still fit; it says so if not
+                log.warning("checkpoint before detection failed: %s", e)
             # more memory for the feature queries, given back afterwards (the server stays small)
             services.store.execute(f"set memory_limit = '{int(cfg.detect_memory_mb)}MB'")
             try:
