@@ -63,7 +63,9 @@ def start(services: Services) -> BackgroundScheduler:
     def ingest():
         _lower_priority()
         with services.lock:
-            Ingester(services.store, cfg).run(list(cfg.sources))
+            # a settled file bigger than a chunk is read in chunks too: in one transaction, a
+            # rotated log of gigabytes would take its size in memory
+            Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20).run(list(cfg.sources))
             roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
 
     def detection():

@@ -146,9 +146,10 @@ def _sample(path: Path) -> list[str]:
 
 class Ingester:
     def __init__(self, store, settings, progress: Callable[[int], None] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, in_place_max: int = IN_PLACE_MAX):
         self.store = store
         self.settings = settings
+        self.in_place_max = in_place_max        # serve keeps it small: one transaction per file is fast, not lean
         self.progress = progress or (lambda n: None)
         self.clock = clock
         self.forced = None
@@ -243,7 +244,7 @@ class Ingester:
     def _chunks(self, path: Path, offset: int, tmp: Path, in_place: bool = True) -> Iterator[tuple[Chunk, Path]]:
         """A settled file is read in place in one go; anything else (a live log, an append,
         a .gz, bytes that need sanitizing) is copied chunk by chunk."""
-        stamp = settled(path, offset, self.clock(), IN_PLACE_MAX) if in_place else None
+        stamp = settled(path, offset, self.clock(), self.in_place_max) if in_place else None
         if stamp:
             # the scan runs beside DuckDB's load; _load_chunk waits for it before deciding
             lines = self._pool.submit(scan, path)

@@ -32,8 +32,9 @@ class Run:
         self.cfg = load(None, {"db": str(root / "db.duckdb"), **overrides}, environ={})
         self.store = open_store(self.cfg.db)
 
-    def ingest(self, *paths, clock=None):
-        kwargs = {"clock": clock} if clock else {}
+    def ingest(self, *paths, clock=None, **kwargs):
+        if clock:
+            kwargs["clock"] = clock
         return Ingester(self.store, self.cfg, **kwargs).run([str(p) for p in paths])
 
     def events(self, order: str = "ts, client_ip, kind, bytes") -> list[dict]:

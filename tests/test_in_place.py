@@ -36,6 +36,13 @@ def test_settled_file_is_read_in_place(run, workdir, loads):
     assert r.ingest(log, clock=LATER).total("lines") == 0
 
 
+def test_a_settled_file_over_the_in_place_limit_is_read_in_chunks(run, workdir, loads):
+    log = write(workdir / "a.log", [LINE.format(n=n) for n in range(50)])
+    r = run(chunk_mb=1)
+    report = r.ingest(log, clock=LATER, in_place_max=1000)        # as serve does, with its small chunks
+    assert loads == ["copy"] and report.total("events") == 50
+
+
 @pytest.mark.parametrize("damage, rejects", [
     (lambda b: b.replace(b"\n", b"\r\n"), 0),                              # CRLF
     (lambda b: b.replace(b"curl/8.5.0", b"curl/8.5.0 \xff", 1), 0),         # invalid UTF-8
