@@ -232,6 +232,8 @@ class Publisher:
         except BaseException:
             store.execute("rollback")
             raise
+        # a first build may have written 100,000 rows: on disk they leave DuckDB's memory
+        store.execute("checkpoint")
         return self._installed(v)
 
     def _next(self, now: datetime) -> Version:
