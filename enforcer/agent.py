@@ -8,6 +8,7 @@ that port private).
 """
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import os
@@ -136,10 +137,11 @@ def _push(crproxy: str, files: dict[str, str]) -> None:
 
 
 def _get(url: str, key: str) -> dict:
-    req = urllib.request.Request(url, headers={"X-Api-Key": key})
+    req = urllib.request.Request(url, headers={"X-Api-Key": key, "Accept-Encoding": "gzip"})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
+            data = resp.read()
+            return json.loads(gzip.decompress(data) if resp.headers.get("Content-Encoding") == "gzip" else data)
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             raise RuntimeError(f"{url}: the key was refused ({e.code})") from None

@@ -90,8 +90,9 @@ def test_nginx_enforces_the_include(api, tmp_path):
     api.ban("127.0.0.2", reason="test ban")
     api.services.publisher.publish()
     policy = api.services.publisher.current
+    import gzip
     import json
-    files = render(json.loads(policy.body))
+    files = render(json.loads(gzip.decompress(policy.body)))
     (tmp_path / "http.conf").write_text(files["nginx-pullwarden-http.conf"])
     (tmp_path / "location.conf").write_text(files["nginx-pullwarden-location.conf"])
     conf = tmp_path / "nginx.conf"
