@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ log = logging.getLogger("pullwarden.jobs")
 
 
 JOB_NICE = 10       # added to the nice value of the threads that run the jobs
+INGEST_SLICE = 32 << 20     # bytes of log per hold of the store (about 150,000 lines, 1-2 s)
 
 
 def _lower_priority() -> None:
@@ -62,11 +64,18 @@ def start(services: Services) -> BackgroundScheduler:
 
     def ingest():
         _lower_priority()
-        with services.lock:
-            # a settled file bigger than a chunk is read in chunks too: in one transaction, a
-            # rotated log of gigabytes would take its size in memory
-            Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20).run(list(cfg.sources))
-            roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
+        while True:
+            with services.lock:
+                # A settled file bigger than a chunk is read in chunks too: in one transaction, a
+                # rotated log of gigabytes would take its size in memory. A backlog is read in
+                # slices, and the store is let go between them: an admin change or a publish
+                # waits for one slice, not for the whole backlog.
+                report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
+                                  max_bytes=INGEST_SLICE).run(list(cfg.sources))
+                roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
+            if not report.more:
+                return
+            time.sleep(0.01)        # long enough for a waiting thread to take the lock
 
     def detection():
         _lower_priority()

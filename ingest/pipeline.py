@@ -52,6 +52,7 @@ class IngestReport:
     files: list[FileReport] = field(default_factory=list)
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)
+    more: bool = False                  # stopped at max_bytes with more to read
 
     def total(self, name: str) -> int:
         return sum(getattr(f, name) for f in self.files)
@@ -146,10 +147,12 @@ def _sample(path: Path) -> list[str]:
 
 class Ingester:
     def __init__(self, store, settings, progress: Callable[[int], None] | None = None,
-                 clock: Callable[[], float] = time.time, in_place_max: int = IN_PLACE_MAX):
+                 clock: Callable[[], float] = time.time, in_place_max: int = IN_PLACE_MAX,
+                 max_bytes: int | None = None):
         self.store = store
         self.settings = settings
         self.in_place_max = in_place_max        # serve keeps it small: one transaction per file is fast, not lean
+        self.max_bytes = max_bytes              # a run stops after about this much (report.more says so)
         self.progress = progress or (lambda n: None)
         self.clock = clock
         self.forced = None
@@ -220,13 +223,18 @@ class Ingester:
         tmp = Path(tempfile.mkdtemp(prefix="pullwarden-"))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pullwarden-scan")
         try:
+            self._read, self._more = 0, False
             for path, _record, fmt in plan:
+                if self._more:
+                    report.more = True
+                    break
                 rep = FileReport(str(path), _format_label(fmt) if fmt.name != "custom" else "custom")
                 report.files.append(rep)
                 try:
                     self._read_file(path, fmt, rep, tmp)
                 except SourceError as e:
                     rep.error = str(e)
+            report.more = report.more or self._more
             self.store.execute("begin")
             enrich_new(self.store, self.geo)
             report.seconds = self.clock() - started
@@ -310,6 +318,10 @@ class Ingester:
             rep.rejects += counts["rejects"]
             rep.proxy_events += counts["proxy"]
             self.progress(chunk.size)
+            self._read += chunk.size
+            if self.max_bytes and self._read >= self.max_bytes:
+                self._more = True           # the rest next time, from the offset just committed
+                return
         if is_gzip(path):
             st = path.stat()
             self.store.execute("insert into archives_read values (?, ?, ?, ?)",
