@@ -36,8 +36,8 @@ def _lower_priority() -> None:
 def _guarded(services: Services, name: str, fn):
     def run():
         try:
-            fn()
-            services.jobs[name] = {"ok": services.clock(), "error": None}
+            if fn() is not False:       # False: skipped this time, nothing to report
+                services.jobs[name] = {"ok": services.clock(), "error": None}
         except Exception as e:  # a job must never take the server down
             log.error("job %s failed: %s\n%s", name, e, traceback.format_exc())
             services.jobs[name] = {**services.jobs.get(name, {}), "error": f"{type(e).__name__}: {e}"}
@@ -53,61 +53,83 @@ def configure_store(store, cfg) -> None:
     cfg.values["chunk_mb"] = max(1, min(cfg.chunk_mb, cfg.serve_chunk_mb))
 
 
-def start(services: Services) -> BackgroundScheduler:
-    """Jobs from imports done here, in the server process only: the API itself needs none."""
+def ingest(services: Services) -> None:
+    """Tail-ingest the sources and roll up. A settled file bigger than a chunk is read in chunks
+    too: in one transaction, a rotated log of gigabytes would take its size in memory. A
+    backlog is read in slices, and the store is let go between them: an admin change or a
+    publish waits for one slice, not for the whole backlog."""
     from ingest.pipeline import Ingester
-    from rules.detect import detect
-    from rules.engine import load_rules
     from rules.rollup import SERVE_BATCH, roll_up
-
     cfg = services.settings
-
-    def ingest():
-        _lower_priority()
+    _lower_priority()
+    try:
         while True:
             with services.lock:
-                # A settled file bigger than a chunk is read in chunks too: in one transaction, a
-                # rotated log of gigabytes would take its size in memory. A backlog is read in
-                # slices, and the store is let go between them: an admin change or a publish
-                # waits for one slice, not for the whole backlog.
                 report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
                                   max_bytes=INGEST_SLICE).run(list(cfg.sources))
                 roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
+            services.backlog = report.more
             if not report.more:
                 return
             time.sleep(0.01)        # long enough for a waiting thread to take the lock
+    except BaseException:
+        services.backlog = False    # a failing ingest must not hold detection back for ever
+        raise
 
-    def detection():
-        _lower_priority()
-        with services.lock:
-            rules = load_rules(services.store, None, cfg.rules_dir or None)
-            # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
-            # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
-            # week of 6 M events run out of memory without it, and pass with it).
-            try:
-                services.store.execute("checkpoint")
-            except duckdb.Error as e:     # the pass may still fit; it says so if not
-                log.warning("checkpoint before detection failed: %s", e)
-            # more memory for the feature queries, given back afterwards (the server stays small)
-            services.store.execute(f"set memory_limit = '{int(cfg.detect_memory_mb)}MB'")
-            try:
-                detect(services.store, cfg, rules)
-            finally:
-                services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
-        services.publisher.publish()          # a new version only if a decision changed
 
-    def publish():
-        _lower_priority()
-        services.publisher.refresh()
-        services.save_cursors()
+def detection(services: Services) -> bool:
+    """One detection pass, then a new policy version if a decision changed. Skipped (False)
+    while a backlog is being read: half a backlog would be judged by half its traffic."""
+    from rules.detect import detect
+    from rules.engine import load_rules
+    cfg = services.settings
+    _lower_priority()
+    if services.backlog:
+        return False
+    with services.lock:
+        rules = load_rules(services.store, None, cfg.rules_dir or None)
+        # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
+        # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
+        # week of 6 M events run out of memory without it, and pass with it).
+        try:
+            services.store.execute("checkpoint")
+        except duckdb.Error as e:     # the pass may still fit; it says so if not
+            log.warning("checkpoint before detection failed: %s", e)
+        try:
+            # more memory for the feature queries, given back afterwards (the server stays
+            # small); a pass that does not fit is tried once more with twice as much
+            for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
+                services.store.execute(f"set memory_limit = '{int(mb)}MB'")
+                try:
+                    detect(services.store, cfg, rules)
+                    break
+                except duckdb.OutOfMemoryException:
+                    if mb != cfg.detect_memory_mb:
+                        raise
+                    log.warning("detection did not fit in detect_memory_mb = %d MB; trying %d MB "
+                                "(raise the setting if this repeats)", mb, 2 * mb)
+        finally:
+            services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+    services.publisher.publish()          # a new version only if a decision changed
+    return True
 
+
+def publish(services: Services) -> None:
+    _lower_priority()
+    services.publisher.refresh()
+    services.save_cursors()
+
+
+def start(services: Services) -> BackgroundScheduler:
+    cfg = services.settings
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     if cfg.sources:
-        scheduler.add_job(_guarded(services, "ingest", ingest), "interval", seconds=cfg.ingest_interval,
-                          id="ingest", name="ingest", next_run_time=services.clock())
-    scheduler.add_job(_guarded(services, "detect", detection), "interval", seconds=cfg.detect_interval, id="detect",
-                      name="detect", next_run_time=services.clock() + timedelta(seconds=1))
-    scheduler.add_job(_guarded(services, "publish", publish), "interval", seconds=cfg.publish_interval,
-                      id="publish", name="publish")
+        scheduler.add_job(_guarded(services, "ingest", lambda: ingest(services)), "interval",
+                          seconds=cfg.ingest_interval, id="ingest", name="ingest", next_run_time=services.clock())
+    scheduler.add_job(_guarded(services, "detect", lambda: detection(services)), "interval",
+                      seconds=cfg.detect_interval, id="detect", name="detect",
+                      next_run_time=services.clock() + timedelta(seconds=1))
+    scheduler.add_job(_guarded(services, "publish", lambda: publish(services)), "interval",
+                      seconds=cfg.publish_interval, id="publish", name="publish")
     scheduler.start()
     return scheduler

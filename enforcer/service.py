@@ -27,6 +27,7 @@ class Services:
     polls: Counter = field(default_factory=Counter)         # key name -> policy/stream polls
     jobs: dict = field(default_factory=dict)                # job name -> {"ok": time, "error": text}
     cursors: dict = field(default_factory=dict)             # key id -> CrowdSec cursor version
+    backlog: bool = False                                   # ingest is reading a backlog in slices
 
     def __post_init__(self):
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,

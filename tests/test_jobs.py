@@ -1,0 +1,75 @@
+"""serve's jobs: detection waits for a backlog, retries once with more memory, and gives the
+server's small memory limit back whatever happens."""
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pytest
+
+from core.settings import load
+from core.store import open_store
+from enforcer import jobs
+from enforcer.service import Services
+from tests.detect_helpers import add_events, storm
+from tests.enforcer_helpers import Clock
+
+
+@pytest.fixture
+def services(tmp_path):
+    cfg = load(None, {"db": str(tmp_path / "db.duckdb"), "serve_memory_mb": 64, "detect_memory_mb": 96},
+               environ={})
+    store = open_store(cfg.db)
+    jobs.configure_store(store, cfg)
+    s = Services(store, cfg, clock=Clock())
+    add_events(store, storm("203.0.113.7", hours=3))
+    yield s
+    store.close()
+
+
+def in_thread(fn):
+    """Run a job as the scheduler would, on a thread of its own (jobs lower their priority)."""
+    out = {}
+    t = threading.Thread(target=lambda: out.update(result=fn()))
+    t.start()
+    t.join(60)
+    return out.get("result")
+
+
+def limit(services) -> str:
+    return services.store.value("select current_setting('memory_limit')")
+
+
+def test_detection_waits_while_a_backlog_is_read(services):
+    services.backlog = True
+    job = jobs._guarded(services, "detect", lambda: jobs.detection(services))
+    in_thread(job)
+    assert "detect" not in services.jobs                        # skipped: neither ok nor failed
+    assert not services.store.value("select count(*) from detect_runs")
+    services.backlog = False
+    in_thread(job)
+    assert services.jobs["detect"]["error"] is None and services.store.value("select count(*) from detect_runs") == 1
+
+
+def test_a_pass_that_does_not_fit_is_tried_once_with_twice_the_memory(services, monkeypatch):
+    import rules.detect
+    seen = []
+    real = rules.detect.detect
+
+    def tight(store, *a, **kw):
+        seen.append(limit(services))
+        if len(seen) == 1:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+        return real(store, *a, **kw)
+    monkeypatch.setattr(rules.detect, "detect", tight)
+    assert in_thread(lambda: jobs.detection(services)) is True
+    assert [s.split(".")[0] for s in seen] == ["91", "183"]      # 96 MB, then 192 MB (in MiB)
+    assert limit(services).startswith("61")                       # back to serve's 64 MB
+
+
+def test_a_pass_that_fails_twice_is_a_failed_job_and_the_limit_comes_back(services):
+    services.settings.values["detect_memory_mb"] = 1            # nothing fits in 1 MB, nor in 2
+    job = jobs._guarded(services, "detect", lambda: jobs.detection(services))
+    in_thread(job)
+    assert "Out of Memory" in services.jobs["detect"]["error"]
+    assert limit(services).startswith("61")
