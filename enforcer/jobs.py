@@ -19,6 +19,7 @@ log = logging.getLogger("pullwarden.jobs")
 
 JOB_NICE = 10       # added to the nice value of the threads that run the jobs
 INGEST_SLICE = 32 << 20     # bytes of log per hold of the store (about 150,000 lines, 1-2 s)
+BACKLOG_WAIT = 1.0          # seconds a detection pass waits between looks at a backlog
 
 
 def _lower_priority() -> None:
@@ -36,8 +37,8 @@ def _lower_priority() -> None:
 def _guarded(services: Services, name: str, fn):
     def run():
         try:
-            if fn() is not False:       # False: skipped this time, nothing to report
-                services.jobs[name] = {"ok": services.clock(), "error": None}
+            fn()
+            services.jobs[name] = {"ok": services.clock(), "error": None}
         except Exception as e:  # a job must never take the server down
             log.error("job %s failed: %s\n%s", name, e, traceback.format_exc())
             services.jobs[name] = {**services.jobs.get(name, {}), "error": f"{type(e).__name__}: {e}"}
@@ -68,7 +69,7 @@ def ingest(services: Services) -> None:
                 report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
                                   max_bytes=INGEST_SLICE).run(list(cfg.sources))
                 roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
-            services.backlog = report.more
+                services.backlog = report.more         # set before the store is let go
             if not report.more:
                 return
             time.sleep(0.01)        # long enough for a waiting thread to take the lock
@@ -77,41 +78,48 @@ def ingest(services: Services) -> None:
         raise
 
 
-def detection(services: Services) -> bool:
-    """One detection pass, then a new policy version if a decision changed. Skipped (False)
-    while a backlog is being read: half a backlog would be judged by half its traffic."""
-    from rules.detect import detect
-    from rules.engine import load_rules
+def detection(services: Services) -> None:
+    """One detection pass, then a new policy version if a decision changed. While a backlog
+    is being read it waits: half a backlog would be judged by half its traffic (and a day of
+    40,000 addresses squeezed into the first slice needs more memory than a whole week)."""
     cfg = services.settings
     _lower_priority()
-    if services.backlog:
-        return False
-    with services.lock:
-        rules = load_rules(services.store, None, cfg.rules_dir or None)
-        # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
-        # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
-        # week of 6 M events run out of memory without it, and pass with it).
-        try:
-            services.store.execute("checkpoint")
-        except duckdb.Error as e:     # the pass may still fit; it says so if not
-            log.warning("checkpoint before detection failed: %s", e)
-        try:
-            # more memory for the feature queries, given back afterwards (the server stays
-            # small); a pass that does not fit is tried once more with twice as much
-            for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
-                services.store.execute(f"set memory_limit = '{int(mb)}MB'")
-                try:
-                    detect(services.store, cfg, rules)
-                    break
-                except duckdb.OutOfMemoryException:
-                    if mb != cfg.detect_memory_mb:
-                        raise
-                    log.warning("detection did not fit in detect_memory_mb = %d MB; trying %d MB "
-                                "(raise the setting if this repeats)", mb, 2 * mb)
-        finally:
-            services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+    while True:
+        with services.lock:
+            if not services.backlog:
+                _detect(services, cfg)
+                break
+        time.sleep(BACKLOG_WAIT)
     services.publisher.publish()          # a new version only if a decision changed
-    return True
+
+
+def _detect(services: Services, cfg) -> None:
+    """The pass itself, with the store held."""
+    from rules.detect import detect
+    from rules.engine import load_rules
+    rules = load_rules(services.store, None, cfg.rules_dir or None)
+    # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
+    # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
+    # week of 6 M events run out of memory without it, and pass with it).
+    try:
+        services.store.execute("checkpoint")
+    except duckdb.Error as e:     # the pass may still fit; it says so if not
+        log.warning("checkpoint before detection failed: %s", e)
+    try:
+        # more memory for the feature queries, given back afterwards (the server stays
+        # small); a pass that does not fit is tried once more with twice as much
+        for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
+            services.store.execute(f"set memory_limit = '{int(mb)}MB'")
+            try:
+                detect(services.store, cfg, rules)
+                break
+            except duckdb.OutOfMemoryException:
+                if mb != cfg.detect_memory_mb:
+                    raise
+                log.warning("detection did not fit in detect_memory_mb = %d MB; trying %d MB "
+                            "(raise the setting if this repeats)", mb, 2 * mb)
+    finally:
+        services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
 
 
 def publish(services: Services) -> None:
