@@ -66,7 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
             "RSS is about this plus 100 MB of its own (the library, the database, untracked allocations)."),
     Setting("detect_memory_mb", int, 96,
             "DuckDB's memory limit inside serve during a detection pass: a week of 6 M events runs in 96 MB "
-            "(the pass starts with a checkpoint, which makes the indexes and new rows evictable)."),
+            "(the pass starts with a checkpoint, which makes the indexes and new rows evictable). A pass that does "
+            "not fit is tried once more with twice as much, and the log says so."),
     Setting("serve_chunk_mb", int, 4,
             "Inside serve, ingest reads logs in chunks of at most this many MiB (chunk_mb applies when smaller): "
             "16 MiB chunks cost about 40 MB more peak RSS than 4 MiB, for about 10% more lines/s."),
