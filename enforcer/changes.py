@@ -25,9 +25,13 @@ def seconds(text: str) -> int:
 def canonical(scope: str, value: str) -> str:
     try:
         if scope == "ip":
-            return str(ipaddress.ip_address(value))
+            addr = ipaddress.ip_address(value)
+            return str(addr.ipv4_mapped or addr) if addr.version == 6 else str(addr)
         if scope in ("range", "cidr"):
-            return str(ipaddress.ip_network(value, strict=False))
+            net = ipaddress.ip_network(value, strict=False)
+            if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped:
+                net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+            return str(net)
     except ValueError:
         raise ValueError(f"not a valid {scope}: {value!r}") from None
     if scope == "asn":

@@ -13,6 +13,7 @@ import ctypes.util
 import hashlib
 import ipaddress
 import json
+import logging
 import threading
 import zlib
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii as _q
 from typing import Callable, Iterator, NamedTuple
 
+log = logging.getLogger("pullwarden.policy")
 HISTORY = 2000          # versions whose changes are kept; older `since` values get 410
 ENTRIES = ("assignments", "bans")
 SMALL = ("allowlist", "default_tiers", "images", "tiers")
@@ -163,13 +165,15 @@ class Version:
 
     def covering(self, section: str, ip=None, user: str | None = None, asn: str | None = None) -> list[Entry]:
         """The entries of a section that apply to an address (exact or in a range), a user or an
-        AS number: three lookups and a pass over the ranges, not over 100,000 entries."""
+        AS number: a few lookups and a pass over the ranges, not over 100,000 entries. An IPv4
+        address and its IPv4-mapped IPv6 form are the same client."""
         entries = self.content[section]
-        keys = [f"ip:{ip}" if ip is not None else None, f"user:{user}" if user else None,
-                f"asn:{asn}" if asn else None]
+        addrs = address_forms(ip)
+        keys = [f"ip:{a}" for a in addrs] + [f"user:{user}" if user else None, f"asn:{asn}" if asn else None]
         found = [entries[k] for k in keys if k is not None and k in entries]
-        if ip is not None:
-            found += [e for net, e in self.ranges(section) if net.version == ip.version and ip in net]
+        if addrs:
+            found += [e for net, e in self.ranges(section)
+                      if any(net.version == a.version and a in net for a in addrs)]
         return found
 
     def ranges(self, section: str) -> list[tuple]:
@@ -184,6 +188,21 @@ class Version:
                         pass
             self.cache[("ranges", section)] = rows
         return rows
+
+
+def _size(chain: list[Version]) -> int:
+    return sum(len(v.upserted.get(s, ())) + len(v.removed.get(s, ())) for v in chain for s in ENTRIES)
+
+
+def address_forms(ip) -> list:
+    """An address and its other spelling: a.b.c.d <-> ::ffff:a.b.c.d."""
+    if ip is None:
+        return []
+    if ip.version == 6 and ip.ipv4_mapped:
+        return [ip, ip.ipv4_mapped]
+    if ip.version == 4:
+        return [ip, ipaddress.IPv6Address(f"::ffff:{ip}")]
+    return [ip]
 
 
 class Publisher:
@@ -201,12 +220,10 @@ class Publisher:
         """A new version if anything changed since the current one, else the current one."""
         with self.lock:
             now = self.clock()
-            if self.current is None:
-                version = self._first(now)
-            else:
-                version = self._next(now)
+            before = self.current
+            version = self._first(now) if before is None else self._next(now)
             self.last_ok = now
-            if _trim is not None:
+            if version is not before and _trim is not None:
                 _trim(0)
             return version
 
@@ -245,7 +262,10 @@ class Publisher:
             store.execute("rollback")
             raise
         # a first build may have written 100,000 rows: on disk they leave DuckDB's memory
-        store.execute("checkpoint")
+        try:
+            store.execute("checkpoint")
+        except Exception as e:      # the version is stored; only memory is at stake
+            log.warning("checkpoint after the first policy build failed: %s", e)
         return self._installed(v)
 
     def _next(self, now: datetime) -> Version:
@@ -320,6 +340,10 @@ class Publisher:
     def _make(self, number: int, at: datetime, content: dict, seq: int, **kw) -> Version:
         body, digest = render({"version": number, "generated_at": at.isoformat(), "max_age": self.max_age}, content)
         untils = [e.until for s in ENTRIES for e in content[s].values()]
+        # an allowlist entry's end changes the content too
+        ends = self.store.value("select min(until) from allowlist where kind in ('ip', 'cidr') and until > ?", [at])
+        if ends is not None:
+            untils.append(ends.isoformat())
         return Version(number, at, content, body, f'"{number}"', digest=digest, seq=seq,
                        next_expiry=min(untils) if untils else None, **kw)
 
@@ -337,8 +361,8 @@ class Publisher:
 
     def _installed(self, version: Version) -> Version:
         previous = self.current
+        self.history[version.version] = version     # before it is current: a poller may ask at once
         self.current = version
-        self.history[version.version] = version
         if previous is not None:
             # history keeps only differences: one full copy, not thousands. A copy without
             # the content, so a request still reading the old version is not disturbed.
@@ -368,21 +392,35 @@ class Publisher:
                                            entries(d["removed"]), set(d["sections"]),
                                            has_delta=d.get("complete", True))
 
-    def changes(self, since: int) -> dict | None:
-        """What changed after version ``since``; None when that version is no longer known."""
+    def _chain(self, since: int, cur: Version) -> list[Version] | None:
+        """The versions after ``since`` up to ``cur``, each with its difference; None when one is
+        missing (too old, or built with nothing to compare with)."""
+        if since > cur.version or since < cur.version - HISTORY:
+            return None
+        chain = [self.history.get(n) for n in range(since + 1, cur.version + 1)]     # one look each: a publish may prune
+        return None if any(v is None or not v.has_delta for v in chain) else chain
+
+    def delta_size(self, since: int) -> int:
+        """How many entries changed after version ``since`` (0 when unknown): cheap, no delta built."""
+        chain = self._chain(since, self.current)
+        return _size(chain) if chain else 0
+
+    def changes(self, since: int, limit: float | None = None) -> dict | None:
+        """What changed after version ``since``; None when that version is no longer known, or
+        when the changes number more than ``limit`` times the entries in force (at least 1000)."""
         cur = self.current
         if since == cur.version:
             return {"since": since, "version": cur.version, "upsert": {"bans": [], "assignments": []},
                     "remove": {"bans": [], "assignments": []}, "sections": {}}
-        if since > cur.version or since < cur.version - HISTORY:
+        chain = self._chain(since, cur)
+        if chain is None:
             return None
-        if any(n not in self.history or not self.history[n].has_delta for n in range(since + 1, cur.version + 1)):
+        if limit is not None and _size(chain) > max(1000, limit * sum(len(cur.content[s]) for s in ENTRIES)):
             return None
         upsert: dict[str, dict] = {"bans": {}, "assignments": {}}
         remove: dict[str, dict] = {"bans": {}, "assignments": {}}
         sections: set[str] = set()
-        for n in range(since + 1, cur.version + 1):
-            v = self.history[n]
+        for v in chain:
             for s in upsert:
                 for k, e in v.removed.get(s, {}).items():
                     upsert[s].pop(k, None)

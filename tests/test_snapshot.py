@@ -2,6 +2,8 @@
 and its chain of differences must lead from any version to the current one."""
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 from datetime import datetime, timedelta
 
@@ -9,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from core.settings import load
 from core.store import open_store
-from enforcer.snapshot import Publisher
+from enforcer.snapshot import Publisher, small_sections
 
 T0 = datetime(2026, 11, 27, 12, 0, 0)
 VALUES = ["192.0.2.1", "192.0.2.2", "198.51.100.0/24", "64500", "alice"]
@@ -17,10 +19,14 @@ SCOPE = {"192.0.2.1": "ip", "192.0.2.2": "ip", "198.51.100.0/24": "range", "6450
 
 op = st.one_of(
     st.tuples(st.just("add"), st.sampled_from(VALUES), st.sampled_from(["ban", "throttle", "boost"]),
-              st.integers(1, 6)),
+              st.integers(1, 6), st.booleans()),
     st.tuples(st.just("revoke"), st.integers(0, 30)),
     st.tuples(st.just("extend"), st.integers(0, 30), st.integers(1, 4)),
     st.tuples(st.just("wait"), st.integers(1, 4)),
+    st.tuples(st.just("allow"), st.integers(1, 3)),        # a small section, with its own expiry
+    st.tuples(st.just("image"),),
+    st.tuples(st.just("restart"),),                         # a new Publisher over the same store
+    st.tuples(st.just("refresh"),),
     st.tuples(st.just("publish"),),
     st.tuples(st.just("publish"),),
 )
@@ -38,7 +44,7 @@ def scratch(store, now) -> dict:
     """The entries in force, computed the slow obvious way from the decisions table."""
     out: dict = {"bans": {}, "assignments": {}}
     rows = store.execute("""select id, scope, value, effect, tier, coalesce(rule, 'manual'), reason, until
-                            from decisions where revoked_at is null and until > ? order by until, id""", [now])
+                            from decisions where revoked_at is null and not simulated and until > ? order by until, id""", [now])
     for id_, scope, value, effect, tier, rule, reason, until in rows:
         key = f"{scope}:{value}"
         entry = (id_, scope, value, until.isoformat(), reason, rule)
@@ -51,28 +57,30 @@ def scratch(store, now) -> dict:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(op, min_size=3, max_size=30))
-@example(ops=[("add", "192.0.2.1", "ban", 1), ("publish",), ("wait", 2), ("publish",)])         # an expiry
-@example(ops=[("add", "alice", "boost", 5), ("publish",), ("add", "alice", "throttle", 1), ("publish",),
+@example(ops=[("add", "192.0.2.1", "ban", 1, False), ("publish",), ("wait", 2), ("publish",)])         # an expiry
+@example(ops=[("add", "alice", "boost", 5, False), ("publish",), ("add", "alice", "throttle", 1, False), ("publish",),
               ("wait", 2), ("publish",)])                  # a throttle beats a boost, until it ends
-@example(ops=[("add", "192.0.2.2", "ban", 2), ("add", "192.0.2.2", "ban", 4), ("publish",), ("revoke", 1),
+@example(ops=[("add", "192.0.2.2", "ban", 2, False), ("add", "192.0.2.2", "ban", 4, False), ("publish",), ("revoke", 1),
               ("publish",), ("extend", 0, 3), ("publish",)])
 def test_rebuilt_from_changes_equals_built_from_scratch(tmp_path_factory, ops):
     db = tmp_path_factory.mktemp("snap") / "db.duckdb"
     store = open_store(str(db))
     clock = Clock()
-    pub = Publisher(store, threading.RLock(), clock, load(None, {"db": str(db)}, environ={}).policy_max_age)
-    seen = {0: {"bans": {}, "assignments": {}}}     # what a poller holds at each version
+    max_age = load(None, {"db": str(db)}, environ={}).policy_max_age
+    pub = Publisher(store, threading.RLock(), clock, max_age)
+    seen = {}                                       # what a poller holds at each version
     v = pub.publish()
-    seen[v.version] = {s: dict(v.content[s]) for s in ("bans", "assignments")}
+    seen[v.version] = json.loads(gzip.decompress(v.body))
+    images = 0
     ids: list[int] = []
     for step in ops:
         if step[0] == "add":
-            _, value, effect, hours = step
+            _, value, effect, hours, simulated = step
             ids.append(store.value("""
-                insert into decisions (seq, scope, value, effect, tier, rule, origin, reason, created_at, until)
-                values (nextval('decision_seq'), ?, ?, ?, ?, ?, 'rule', 'r', ?, ?) returning id""",
+                insert into decisions (seq, scope, value, effect, tier, rule, origin, reason, created_at, until, simulated)
+                values (nextval('decision_seq'), ?, ?, ?, ?, ?, 'rule', 'r', ?, ?, ?) returning id""",
                 [SCOPE[value], value, effect, None if effect == "ban" else "throttled", f"rule-{effect}", clock(),
-                 clock() + timedelta(hours=hours)]))
+                 clock() + timedelta(hours=hours), simulated]))
         elif step[0] == "revoke" and ids:
             store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?",
                           [clock(), ids[step[1] % len(ids)]])
@@ -81,24 +89,43 @@ def test_rebuilt_from_changes_equals_built_from_scratch(tmp_path_factory, ops):
                           [timedelta(hours=step[2]), ids[step[1] % len(ids)]])
         elif step[0] == "wait":
             clock.t += timedelta(hours=step[1])
+        elif step[0] == "allow":
+            store.execute("insert or replace into allowlist values ('ip', ?, 'x', ?, ?)",
+                          [f"203.0.113.{step[1]}", clock(), clock() + timedelta(hours=step[1])])
+        elif step[0] == "image":
+            images += 1
+            store.execute("insert into image_lists values ('blocked', ?, 'x', now())", [f"docker.io/x{images}/*"])
+        elif step[0] == "refresh":
+            pub.refresh()
         else:
+            if step[0] == "restart":
+                pub = Publisher(store, threading.RLock(), clock, max_age)
             v = pub.publish()
             want = scratch(store, clock())
             got = {s: {k: tuple(e)[:6] if s == "bans" else tuple(e) for k, e in v.content[s].items()}
                    for s in ("bans", "assignments")}
             assert got == want
-            seen[v.version] = {s: dict(v.content[s]) for s in ("bans", "assignments")}
+            body = json.loads(gzip.decompress(v.body))
+            assert {s: body[s] for s in want} == {s: {k: e.as_dict() for k, e in v.content[s].items()} for s in want}
+            assert {s: body[s] for s in small_sections(store, clock())} == small_sections(store, clock())
+            if v.version in seen:                           # a number names one content, restarts too
+                assert {k: seen[v.version][k] for k in body if k != "generated_at"} == \
+                    {k: body[k] for k in body if k != "generated_at"}
+            seen[v.version] = body
     # every poller, from every version it may hold, reaches the current content by the deltas
     for since, held in seen.items():
         delta = pub.changes(since)
-        if delta is None:
-            assert since == 0                           # version 1 had nothing before it
+        if delta is None:                               # only across a version built with nothing to compare
+            assert not all(getattr(pub.history.get(n), "has_delta", False) for n in range(since + 1, pub.current.version + 1))
             continue
+        now = json.loads(gzip.decompress(pub.current.body))
+        state = {s: dict(held[s]) for s in ("bans", "assignments")} | \
+            {s: held[s] for s in ("allowlist", "default_tiers", "images", "tiers")}
         for s in ("bans", "assignments"):
-            state = {k: e.as_dict() for k, e in held[s].items()}
             for gone in delta["remove"][s]:
-                state.pop(gone["key"], None)        # may never have reached this poller
+                state[s].pop(gone["key"], None)     # may never have reached this poller
             for e in delta["upsert"][s]:
-                state[f"{e['scope']}:{e['value']}"] = e
-            assert state == {k: e.as_dict() for k, e in pub.current.content[s].items()}
+                state[s][f"{e['scope']}:{e['value']}"] = e
+        state.update(delta["sections"])
+        assert state == {s: now[s] for s in state}
     store.close()

@@ -13,6 +13,7 @@ from json.encoder import encode_basestring_ascii as _q
 from typing import Iterator
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from enforcer.deps import BouncerKey, ServicesDep
@@ -92,15 +93,25 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
     now = services.clock()
     startup = request.query_params.get("startup", "false").lower() == "true"
     since = services.cursors.get(who.id)
-    delta = None if startup or since is None else services.publisher.changes(since)
     if request.method == "HEAD":
         return Response(status_code=200, media_type="application/json")
-    if delta is not None:        # a poll: small, answered at once
+
+    def poll() -> bytes | None:
+        delta = services.publisher.changes(since)
+        if delta is None:
+            return None
         new = (_decision(e, now) for e in delta["upsert"]["bans"] if f.admits(e["scope"], e["rule"]))
         gone = (_decision(e, now, deleted=True) for e in delta["remove"]["bans"] if f.admits(e["scope"], e["rule"]))
         body = b"".join(_body(new, gone))
-        services.cursors[who.id] = version.version
-        return Response(body, media_type="application/json")
+        services.cursors[who.id] = delta["version"]        # what was sent: current may have moved on
+        return body
+    if not startup and since is not None:
+        # a poll is small and answered at once; after a bulk change it is built on a worker
+        # thread, so that the event loop goes on answering everyone else
+        big = services.publisher.delta_size(since) > 1000
+        body = await run_in_threadpool(poll) if big else poll()
+        if body is not None:
+            return Response(body, media_type="application/json")
     # start-up, a new key, or a cursor older than the history kept: everything in force
     bans = version.content["bans"]
     now_s = now.replace(tzinfo=timezone.utc).timestamp()

@@ -16,16 +16,22 @@ router = APIRouter(prefix="/v1", tags=["policy"])
 
 
 def takes_gzip(accept_encoding: str | None) -> bool:
-    """Whether an Accept-Encoding header admits gzip (`gzip`, `*`, without q=0)."""
+    """Whether an Accept-Encoding header admits gzip: its own weight if it names gzip, else the
+    weight of `*` (RFC 9110 12.5.3); a weight of 0 refuses."""
+    weights: dict[str, float] = {}
     for part in (accept_encoding or "").lower().split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip() in ("gzip", "*"):
-            q = params.strip().removeprefix("q=")
-            try:
-                return not params.strip() or float(q) > 0
-            except ValueError:
-                return False
-    return False
+        coding, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for p in params:
+            name, _, value = p.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding:
+            weights[coding] = q
+    return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
 
 
 @router.get("/policy", responses={200: {"description": "The current policy (JSON)"}, 304: {"description": "Unchanged"}})
@@ -56,12 +62,15 @@ class Changes(BaseModel):
     sections: dict[str, Any]
 
 
-@router.get("/policy/changes", response_model=Changes, responses={410: {"description": "Too old: fetch /v1/policy"}})
-async def get_changes(services: ServicesDep, who: ProxyKey, since: Annotated[int, Query(ge=0)]) -> dict:
+@router.get("/policy/changes", response_model=Changes, responses={410: {"description": "Too old or too big: fetch /v1/policy"}})
+def get_changes(services: ServicesDep, who: ProxyKey, since: Annotated[int, Query(ge=0)]) -> dict:
+    # def, not async def: a big delta must not stall the event loop. One bigger than a quarter
+    # of the policy is refused: the whole policy is held gzipped and costs the server nothing.
     services.polls[who.name] += 1
-    delta = services.publisher.changes(since)
+    delta = services.publisher.changes(since, limit=0.25)
     if delta is None:
-        raise HTTPException(410, f"version {since} is not known any more: fetch /v1/policy")
+        raise HTTPException(410, f"no delta from version {since} (too old, or as big as the policy): "
+                                 "fetch /v1/policy")
     return delta
 
 
