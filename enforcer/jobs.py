@@ -128,8 +128,17 @@ def publish(services: Services) -> None:
     services.save_cursors()
 
 
+class _NotBusy(logging.Filter):
+    """APScheduler warns each time a job is still running when its next turn comes; for a tail
+    ingest that is catching up, or a detection pass longer than a second, that is the plan."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
 def start(services: Services) -> BackgroundScheduler:
     cfg = services.settings
+    logging.getLogger("apscheduler.scheduler").addFilter(_NotBusy())
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     if cfg.sources:
         scheduler.add_job(_guarded(services, "ingest", lambda: ingest(services)), "interval",
