@@ -34,15 +34,28 @@ except (OSError, AttributeError):
 
 class Entry(NamedTuple):
     """A ban or tier assignment in force: the decision that wins for its entity. A tuple, not a
-    dict: 100,000 of them are some 30 MB smaller that way."""
+    dict, and the scope and value read from the key: 100,000 with their keys take 24 MB."""
+    key: str                    # scope:value, as in the policy's JSON
     id: int
-    scope: str                  # ip range asn user
-    value: str
     until: str                  # ISO 8601, UTC
     reason: str
     rule: str
     effect: str | None = None   # assignments: throttle or boost
     tier: str | None = None
+
+    @property
+    def scope(self) -> str:     # ip range asn user
+        return self.key.partition(":")[0]
+
+    @property
+    def value(self) -> str:
+        return self.key.partition(":")[2]
+
+    @classmethod
+    def of(cls, d: dict) -> Entry:
+        """From as_dict()'s form (a stored delta)."""
+        return cls(f"{d['scope']}:{d['value']}", d["id"], d["until"], d["reason"], d["rule"], d.get("effect"),
+                   d.get("tier"))
 
     def as_dict(self) -> dict:
         d = {"id": self.id, "scope": self.scope, "value": self.value, "until": self.until,
@@ -100,9 +113,9 @@ def small_sections(store, now: datetime) -> dict:
 def _entry(row, strings: dict) -> Entry:
     """An Entry from a row (section, key, id, scope, value, until, ...); repeated strings (a
     rule, a reason, an expiry shared by a bulk import) are kept once."""
-    _, _, id_, scope, value, until, reason, rule, effect, tier = row
+    _, key, id_, _, _, until, reason, rule, effect, tier = row
     s = strings.setdefault
-    return Entry(id_, s(scope, scope), value, s(until.isoformat(), until.isoformat()), s(reason, reason),
+    return Entry(key, id_, s(until.isoformat(), until.isoformat()), s(reason, reason),
                  s(rule, rule), effect and s(effect, effect), tier and s(tier, tier))
 
 
@@ -384,7 +397,7 @@ class Publisher:
     def _load_history(self) -> None:
         """The stored differences of recent versions (after a restart)."""
         def entries(d: dict) -> dict:
-            return {s: {k: Entry(**e) for k, e in d.get(s, {}).items()} for s in ENTRIES}
+            return {s: {k: Entry.of(e) for k, e in d.get(s, {}).items()} for s in ENTRIES}
         for number, at, delta in self.store.execute(
                 "select version, generated_at, delta from policy_versions order by version desc limit ?", [HISTORY]):
             d = json.loads(delta)

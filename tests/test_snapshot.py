@@ -102,8 +102,8 @@ def test_rebuilt_from_changes_equals_built_from_scratch(tmp_path_factory, ops):
                 pub = Publisher(store, threading.RLock(), clock, max_age)
             v = pub.publish()
             want = scratch(store, clock())
-            got = {s: {k: tuple(e)[:6] if s == "bans" else tuple(e) for k, e in v.content[s].items()}
-                   for s in ("bans", "assignments")}
+            got = {s: {k: (e.id, e.scope, e.value, e.until, e.reason, e.rule) + ((e.effect, e.tier) if s != "bans" else ())
+                       for k, e in v.content[s].items()} for s in ("bans", "assignments")}
             assert got == want
             body = json.loads(gzip.decompress(v.body))
             assert {s: body[s] for s in want} == {s: {k: e.as_dict() for k, e in v.content[s].items()} for s in want}
