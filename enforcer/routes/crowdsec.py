@@ -122,13 +122,14 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
         batch: list[str] = []
         first = True
         for e in bans.values():
-            if not f.admits(e.scope, e.rule):
+            scope, _, value = e.key.partition(":")
+            if not f.admits(scope, e.rule):
                 continue
             until = seconds.get(e.until)
             if until is None:
                 until = seconds[e.until] = datetime.fromisoformat(e.until).replace(tzinfo=timezone.utc).timestamp()
-            batch.append(f'{{"id":{e.id},"origin":"pullwarden","type":"ban","scope":"{SCOPES[e.scope]}",'
-                         f'"value":{_q(e.value)},"duration":"{go_duration(until - now_s)}","scenario":{_q(e.rule)}}}')
+            batch.append(f'{{"id":{e.id},"origin":"pullwarden","type":"ban","scope":"{SCOPES[scope]}",'
+                         f'"value":{_q(value)},"duration":"{go_duration(until - now_s)}","scenario":{_q(e.rule)}}}')
             if len(batch) >= 1000:
                 yield ("" if first else ",").encode() + ",".join(batch).encode()
                 first, batch = False, []
