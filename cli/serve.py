@@ -28,6 +28,7 @@ def _serve(cfg, banner: str = "") -> None:
     try:
         uvicorn.run(create_app(services), host=cfg.host, port=cfg.port, log_level="warning")
     finally:
+        services.stopping.set()         # a backlog is left between two slices, not read to its end
         scheduler.shutdown(wait=True)
         services.save_cursors()
         store.close()

@@ -70,7 +70,7 @@ def ingest(services: Services) -> None:
                                   max_bytes=INGEST_SLICE).run(list(cfg.sources))
                 roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
                 services.backlog = report.more         # set before the store is let go
-            if not report.more:
+            if not report.more or services.stopping.is_set():
                 return
             time.sleep(0.01)        # long enough for a waiting thread to take the lock
     except BaseException:
@@ -89,7 +89,8 @@ def detection(services: Services) -> None:
             if not services.backlog:
                 _detect(services, cfg)
                 break
-        time.sleep(BACKLOG_WAIT)
+        if services.stopping.wait(BACKLOG_WAIT):
+            return
     services.publisher.publish()          # a new version only if a decision changed
 
 

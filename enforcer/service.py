@@ -28,6 +28,7 @@ class Services:
     jobs: dict = field(default_factory=dict)                # job name -> {"ok": time, "error": text}
     cursors: dict = field(default_factory=dict)             # key id -> CrowdSec cursor version
     backlog: bool = False                                   # ingest is reading a backlog in slices
+    stopping: threading.Event = field(default_factory=threading.Event)    # the server is shutting down
 
     def __post_init__(self):
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,

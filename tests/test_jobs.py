@@ -75,3 +75,29 @@ def test_a_pass_that_fails_twice_is_a_failed_job_and_the_limit_comes_back(servic
     in_thread(job)
     assert "Out of Memory" in services.jobs["detect"]["error"]
     assert limit(services).startswith("61")
+
+
+def test_a_waiting_pass_gives_up_when_the_server_stops(services, monkeypatch):
+    monkeypatch.setattr(jobs, "BACKLOG_WAIT", 0.05)
+    services.backlog = True
+    job = threading.Thread(target=lambda: jobs.detection(services))
+    job.start()
+    time.sleep(0.2)
+    services.stopping.set()
+    job.join(5)
+    assert not job.is_alive() and not services.store.value("select count(*) from detect_runs")
+
+
+def test_ingest_reads_a_backlog_in_slices_and_stops_between_two(services, tmp_path, monkeypatch):
+    from tests.conftest import write
+    line = '198.51.100.{a} - - [20/Nov/2024:10:00:00 +0000] "GET /v2/ HTTP/1.1" 401 {n} "-" "curl/8.5.0" "-"'
+    log = write(tmp_path / "access.log", [line.format(a=n % 200, n=n) for n in range(30_000)])     # ~2.6 MB
+    services.settings.values.update(sources=[str(log)], chunk_mb=1)
+    monkeypatch.setattr(jobs, "INGEST_SLICE", 1 << 20)
+    services.stopping.set()
+    in_thread(lambda: jobs.ingest(services))
+    first = services.store.value("select count(*) from events where file_id > 0")
+    assert 0 < first < 30_000 and services.backlog                   # one slice, then it stopped
+    services.stopping.clear()
+    in_thread(lambda: jobs.ingest(services))
+    assert services.store.value("select count(*) from events where file_id > 0") == 30_000 and not services.backlog
