@@ -225,9 +225,6 @@ class Publisher:
         self.store, self.lock, self.clock, self.max_age = store, lock, clock, max_age
         self.history: dict[int, Version] = {}
         self.current: Version | None = None
-        self.last_ok: datetime | None = None
-        self.last_error: str | None = None
-        self.published = 0
 
     def publish(self) -> Version:
         """A new version if anything changed since the current one, else the current one."""
@@ -235,7 +232,6 @@ class Publisher:
             now = self.clock()
             before = self.current
             version = self._first(now) if before is None else self._next(now)
-            self.last_ok = now
             if version is not before and _trim is not None:
                 _trim(0)
             return version
@@ -382,7 +378,6 @@ class Publisher:
             self.history[previous.version] = replace(previous, content={}, body=b"", cache={})
         for old in [n for n in self.history if n <= version.version - HISTORY]:
             del self.history[old]
-        self.published += 1
         return version
 
     def refresh(self) -> Version:
@@ -390,7 +385,6 @@ class Publisher:
         publish at once), the policy only changes when something in it expires."""
         cur = self.current
         if cur is not None and (cur.next_expiry is None or self.clock().isoformat() < cur.next_expiry):
-            self.last_ok = self.clock()
             return cur
         return self.publish()
 
