@@ -172,6 +172,27 @@ def stats(cfg, as_json):
     click.echo(f"{'total':<36}{out['requests']:>12}{out['tib']:>12.6f}{out['unique_ips']:>12}")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_settings
+def prune(cfg, as_json):
+    """Delete findings and ended decisions older than `keep_days` (by event time) and the run
+    log older than that (wall clock); events, roll-ups and the audit log stay. `serve` does this
+    daily by itself."""
+    from datetime import datetime, timezone
+
+    from core.retention import prune as prune_store
+    store = open_or_fail(cfg.db)
+    try:
+        done = prune_store(store, cfg.keep_days, datetime.now(timezone.utc).replace(tzinfo=None))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(done))
+    else:
+        click.echo("deleted " + ", ".join(f"{n} {table}" for table, n in done.items()))
+
+
 def main() -> None:
     cli(prog_name="pullwarden")
 

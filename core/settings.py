@@ -75,6 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
             "DuckDB's threads inside serve: the jobs leave the other cores to the API, whose latency matters more."),
     Setting("publish_interval", float, 5.0,
             "Seconds between policy rebuilds in serve (expiries show up within this time)."),
+    Setting("keep_days", int, 90,
+            "Days of findings and ended decisions (by event time), and of the ingest and detection run log, that "
+            "are kept (at least 8: recidive looks back 7 days); `pullwarden prune`, and daily in serve. Events, "
+            "roll-ups and the audit log are kept whole."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -123,6 +123,15 @@ def _detect(services: Services, cfg) -> None:
         services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
 
 
+def prune(services: Services) -> None:
+    from core.retention import prune as prune_store
+    _lower_priority()
+    with services.lock:
+        done = prune_store(services.store, services.settings.keep_days, services.clock())
+    if any(done.values()):
+        log.info("pruned %s", ", ".join(f"{n} {table}" for table, n in done.items() if n))
+
+
 def publish(services: Services) -> None:
     _lower_priority()
     services.publisher.refresh()
@@ -149,5 +158,7 @@ def start(services: Services) -> BackgroundScheduler:
                       next_run_time=services.clock() + timedelta(seconds=1))
     scheduler.add_job(_guarded(services, "publish", lambda: publish(services)), "interval",
                       seconds=cfg.publish_interval, id="publish", name="publish")
+    scheduler.add_job(_guarded(services, "prune", lambda: prune(services)), "interval", hours=24, id="prune",
+                      name="prune", next_run_time=services.clock() + timedelta(minutes=10))
     scheduler.start()
     return scheduler
