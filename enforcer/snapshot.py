@@ -189,18 +189,28 @@ class Version:
                       if any(net.version == a.version and a in net for a in addrs)]
         return found
 
+    def allowlisted(self, ip) -> bool:
+        """Whether an address (in either spelling) is in an allowlisted address or range; the
+        networks are parsed once per version, not once per request."""
+        nets = self.cache.get("allowlist")
+        if nets is None:
+            nets = self.cache["allowlist"] = [n for v in self.content["allowlist"] if (n := _network(v))]
+        return any(net.version == a.version and a in net for net in nets for a in address_forms(ip))
+
     def ranges(self, section: str) -> list[tuple]:
         rows = self.cache.get(("ranges", section))
         if rows is None:
-            rows = []
-            for e in self.content[section].values():
-                if e.scope == "range":
-                    try:
-                        rows.append((ipaddress.ip_network(e.value, strict=False), e))
-                    except ValueError:      # not a network: it covers nobody
-                        pass
-            self.cache[("ranges", section)] = rows
+            rows = self.cache[("ranges", section)] = [
+                (n, e) for e in self.content[section].values() if e.scope == "range" and (n := _network(e.value))]
         return rows
+
+
+def _network(value: str):
+    """The network a value names; None when it names none (it then covers nobody)."""
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
 
 
 def _size(chain: list[Version]) -> int:

@@ -85,16 +85,6 @@ class Verdict(BaseModel):
 _SPECIFIC = {"ip": 0, "user": 1, "range": 2, "asn": 3}
 
 
-def _networks(values: list[str]) -> list:
-    out = []
-    for v in values:
-        try:
-            out.append(ipaddress.ip_network(v, strict=False))
-        except ValueError:      # not an address: it covers nobody
-            pass
-    return out
-
-
 @router.get("/check", response_model=Verdict)
 def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: str | None = None,
           user: str | None = None) -> dict:
@@ -119,7 +109,7 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
     if image and images["allowed"] and not any(matches(p, image) for p in images["allowed"]):
         return {"allowed": False, "tier": None, "limits": None, "why": [f"image {image} is not on the allow list"],
                 "policy_version": version.version}
-    if addr is not None and any(net.version == addr.version and addr in net for net in _networks(policy["allowlist"])):
+    if addr is not None and version.allowlisted(addr):
         tier = policy["default_tiers"]["authenticated" if user else "anonymous"]
         return {"allowed": True, "tier": tier, "limits": policy["tiers"].get(tier),
                 "why": [f"{addr} is on the allowlist"], "policy_version": version.version}
