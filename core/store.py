@@ -259,6 +259,33 @@ MIGRATIONS: list[str] = [
         reason varchar not null, rule varchar not null, effect varchar, tier varchar
     );
     """,
+    # 4 → 5: held decisions and tier bursts.
+    # A rule whose new bans in one pass exceed the circuit breaker's share has them written
+    # with `held` set to the breaker's reason: kept and shown, never enforced, until an admin
+    # approves (held back to null) or drops (revoked) them.
+    # Tiers gain nginx's `burst` (requests taken at once above the rate); the stock tiers
+    # move to limits that an ordinary pull never meets (README, "Tiers"), unless an operator
+    # already changed them.
+    """
+    alter table decisions add column held varchar;
+    alter table tiers add column burst integer;
+    update tiers set requests_per_minute = 300, burst = 600, concurrent = 48, blob_bytes_per_second = null,
+                     window_bytes = 21474836480, window_seconds = 7200
+      where name = 'anonymous' and requests_per_minute = 20 and concurrent = 10 and blob_bytes_per_second = 1048576
+        and window_bytes = 1073741824 and window_seconds = 7200;
+    update tiers set requests_per_minute = 600, burst = 1200, concurrent = 96, blob_bytes_per_second = null,
+                     window_bytes = 107374182400, window_seconds = 7200
+      where name = 'authenticated' and requests_per_minute = 60 and concurrent = 20
+        and blob_bytes_per_second = 5242880 and window_bytes = 10737418240 and window_seconds = 7200;
+    update tiers set requests_per_minute = 30, burst = 60, concurrent = 4, blob_bytes_per_second = 1048576,
+                     window_bytes = 2147483648, window_seconds = 7200
+      where name = 'throttled' and requests_per_minute = 5 and concurrent = 2 and blob_bytes_per_second = 262144
+        and window_bytes = 268435456 and window_seconds = 7200;
+    update tiers set requests_per_minute = 120, burst = 240, concurrent = 16, blob_bytes_per_second = 8388608,
+                     window_bytes = 8589934592, window_seconds = 7200
+      where name = 'heavy' and requests_per_minute = 10 and concurrent = 4 and blob_bytes_per_second = 524288
+        and window_bytes = 2147483648 and window_seconds = 7200;
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 
