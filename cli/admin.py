@@ -3,17 +3,16 @@ They need the DuckDB file, so they run while `pullwarden serve` is stopped (it s
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 import click
 
-from cli.main import actor, cli, fail, open_or_fail, with_settings
+from cli.main import actor, cli, fail, open_or_fail, run_now, with_settings
 
 
 def _change(cfg, fn, *args, **kwargs):
     store = open_or_fail(cfg.db)
     try:
-        return fn(store, actor(), *args, now=datetime.now(timezone.utc).replace(tzinfo=None), **kwargs)
+        return fn(store, actor(), *args, now=run_now(cfg, store), **kwargs)
     except (ValueError, LookupError) as e:
         fail(str(e))
     finally:

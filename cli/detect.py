@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 
 import click
 
-from cli.main import actor, cli, fail, open_or_fail, with_settings
+from cli.main import actor, cli, fail, now_option, open_or_fail, run_now, with_settings
+from core.clock import parse_time
 
 
 def _when(text: str | None) -> datetime | None:
@@ -14,10 +15,9 @@ def _when(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"not an ISO 8601 time: {text!r}")
-    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+        return parse_time(text)
+    except ValueError as e:
+        fail(str(e))
 
 
 def _rules(store, cfg, packs=None):
@@ -29,23 +29,27 @@ def _rules(store, cfg, packs=None):
 
 
 @cli.command()
-@click.option("--now", help="Detection time, ISO 8601 in UTC (default: the latest ingested event).")
+@now_option
 @click.option("--rules", "rules_dir", help="Site rules folder (adds to and overrides the shipped packs).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_settings
-def detect(cfg, now, as_json):
+def detect(cfg, as_json):
     """Roll up new events, evaluate every rule and turn findings into decisions.
 
-    Runs on event time: by default `now` is the latest ingested event, so replaying old
-    logs gives the same verdicts as it did live.
+    Judges the windows that end now (the wall clock). To replay logs read from the past, pin
+    the time: `--now latest` (the newest ingested event) or `--now 2024-11-20T12:00`; a replay
+    gives the verdicts the traffic got live.
     """
     from rules.detect import detect as run_detect, latest_event_time
     store = open_or_fail(cfg.db)
     try:
         rules = _rules(store, cfg)
-        at = _when(now)
-        if at is None and not as_json:
-            click.echo(f"now = {latest_event_time(store)} UTC (the latest ingested event; --now to choose)", err=True)
+        at = run_now(cfg, store)
+        latest = latest_event_time(store)
+        if not as_json and not cfg.now and latest is not None and at - latest > timedelta(days=1):
+            click.echo(f"notice: the newest event is from {latest:%Y-%m-%d %H:%M} UTC, {(at - latest).days} day(s) "
+                       "ago: judged at the wall clock it is outside the windows; to replay old logs use "
+                       "--now latest", err=True)
         result = run_detect(store, cfg, rules, at)
     finally:
         store.close()
@@ -76,14 +80,14 @@ def decisions():
 
 @decisions.command("list")
 @click.option("--active", is_flag=True, help="Only decisions in force (not revoked, not expired, not simulated).")
-@click.option("--now", help="The time 'active' is judged at (default: the latest ingested event).")
+@now_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @with_settings
-def decisions_list(cfg, active, now, as_json):
+def decisions_list(cfg, active, as_json):
     """List decisions, newest first."""
     store = open_or_fail(cfg.db)
     try:
-        at = _when(now) or store.value("select max(ts) from events") or datetime.now(timezone.utc).replace(tzinfo=None)
+        at = run_now(cfg, store)
         cond = "where revoked_at is null and until > $now and not simulated" if active else ""
         cols = ["id", "seq", "scope", "value", "effect", "tier", "rule", "origin", "reason", "created_at", "until",
                 "revoked_at", "simulated"]
@@ -104,11 +108,11 @@ def decisions_list(cfg, active, now, as_json):
 
 @cli.command()
 @click.argument("target")
-@click.option("--now", help="Detection time (default: the latest ingested event).")
+@now_option
 @click.option("--rules", "rules_dir", help="Site rules folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_settings
-def explain(cfg, target, now, as_json):
+def explain(cfg, target, as_json):
     """Why an address or range gets (or does not get) a decision: every rule's verdict with the
     numbers behind it, the top images and user agents, the hourly profile."""
     from rules.explain import explain as run_explain
@@ -116,7 +120,7 @@ def explain(cfg, target, now, as_json):
     try:
         rules = _rules(store, cfg)
         try:
-            report = run_explain(store, cfg, rules, target, _when(now))
+            report = run_explain(store, cfg, rules, target, run_now(cfg, store))
         except ValueError as e:
             fail(str(e))
     finally:
@@ -179,7 +183,7 @@ def allow_add(cfg, kind, value, reason, until):
     from enforcer.changes import allow as add
     store = open_or_fail(cfg.db)
     try:
-        now = store.value("select max(ts) from events") or datetime.now(timezone.utc).replace(tzinfo=None)
+        now = run_now(cfg, store)
         revoked = add(store, actor(), kind, value, reason, now, _when(until))
     except ValueError as e:
         fail(str(e))

@@ -43,6 +43,22 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def run_now(cfg, store):
+    """This run's one `now`: the wall clock, or the replay time the `now` setting pins."""
+    from core.clock import resolve
+    try:
+        return resolve(cfg.now, store)
+    except ValueError as e:
+        fail(str(e))
+
+
+def now_option(f):
+    """--now, the `now` setting as a flag (with_settings takes it as an override)."""
+    return click.option("--now", default=None, help="Judge at this time instead of the wall clock: ISO 8601 "
+                        "(UTC unless it has an offset), or `latest` for the newest ingested event — to replay "
+                        "old logs (env PULLWARDEN_NOW).")(f)
+
+
 def open_or_fail(path: str, read_only: bool = False):
     try:
         return open_store(path, read_only=read_only)
@@ -174,17 +190,16 @@ def stats(cfg, as_json):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@now_option
 @with_settings
 def prune(cfg, as_json):
-    """Delete findings and ended decisions older than `keep_days` (by event time) and the run
-    log older than that (wall clock); events, roll-ups and the audit log stay. `serve` does this
-    daily by itself."""
-    from datetime import datetime, timezone
-
+    """Delete findings, ended decisions and the run log older than `keep_days` before now
+    (the wall clock, or the replay's `now`); events, roll-ups and the audit log stay. `serve`
+    does this daily by itself."""
     from core.retention import prune as prune_store
     store = open_or_fail(cfg.db)
     try:
-        done = prune_store(store, cfg.keep_days, datetime.now(timezone.utc).replace(tzinfo=None))
+        done = prune_store(store, cfg.keep_days, run_now(cfg, store))
     finally:
         store.close()
     if as_json:

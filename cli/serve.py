@@ -17,6 +17,9 @@ def _serve(cfg, banner: str = "") -> None:
     from enforcer.app import create_app
     from enforcer.jobs import configure_store, start
     from enforcer.service import Services
+    if cfg.now:
+        fail(f"serve runs on the wall clock; `now` = {cfg.now!r} ({cfg.origin['now']}) is for replaying old logs "
+             "with the other commands: unset it")
     store = open_or_fail(cfg.db)
     configure_store(store, cfg)
     # A job thread busy in Python (a policy rebuild, a detection pass's planning) would hold the

@@ -56,6 +56,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Circuit breaker: a detection pass may ban at most this share of the addresses active in the last 24 h."),
     Setting("breaker_floor", int, 5,
             "Circuit breaker: a pass may always ban this many addresses, however small the mirror."),
+    Setting("now", str, "",
+            "The time this run judges at: empty for the wall clock (live work), `latest` for the newest ingested "
+            "event, or an ISO 8601 time (UTC unless it has an offset). Set it to replay old logs: every command of "
+            "the replay (detect, decisions list, explain, allow, ban, unban, prune) then agrees on it."),
     Setting("host", str, "127.0.0.1", "Address `pullwarden serve` listens on."),
     Setting("port", int, 8080, "Port `pullwarden serve` listens on."),
     Setting("policy_max_age", int, 30, "Seconds a proxy may keep a policy before it polls again (the policy's max_age)."),

@@ -112,7 +112,7 @@ def _detect(services: Services, cfg) -> None:
         for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
             services.store.execute(f"set memory_limit = '{int(mb)}MB'")
             try:
-                detect(services.store, cfg, rules)
+                detect(services.store, cfg, rules, services.clock())
                 break
             except duckdb.OutOfMemoryException:
                 if mb != cfg.detect_memory_mb:

@@ -4,15 +4,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
+from core.clock import utcnow  # noqa: F401  (the server's clock: the wall clock; routes import it from here)
 from enforcer.keys import Failures, KeyRing
 from enforcer.snapshot import Publisher
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass

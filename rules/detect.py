@@ -40,13 +40,11 @@ def find(store, rules: list[Rule], now: datetime, hosting) -> list[policy.Findin
     return found
 
 
-def detect(store, settings, rules: list[Rule], now: datetime | None = None, write: bool = True,
+def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True,
            clock=time.time) -> policy.PassResult:
+    """Judge the windows that end at ``now``: the wall clock live, a pinned time in a replay."""
     started = clock()
     roll_up(store)
-    now = now or latest_event_time(store)
-    if now is None:
-        return policy.PassResult(datetime(1970, 1, 1))
     found = find(store, rules, now, settings.hosting_asns)
     result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor)
     if write:

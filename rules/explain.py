@@ -24,11 +24,10 @@ def _target(text: str) -> tuple[str, str]:
     return "prefix", str(net)
 
 
-def explain(store, settings, rules: list[Rule], text: str, now: datetime | None = None) -> dict:
+def explain(store, settings, rules: list[Rule], text: str, now: datetime) -> dict:
     kind, value = _target(text)
     roll_up(store)
-    now = now or store.value("select max(ts) from events")
-    if now is None:
+    if not store.value("select count(*) from events"):
         raise ValueError("no events yet: ingest some logs first")
     cols = ["entity", *features.NAMES]
     verdicts = []

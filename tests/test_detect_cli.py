@@ -12,8 +12,9 @@ def setup_samples(workdir):
     assert invoke("ingest", "samples").exit_code == 0
 
 
-def test_detect_decisions_explain_backtest_allow(workdir):
+def test_detect_decisions_explain_backtest_allow(workdir, monkeypatch):
     setup_samples(workdir)
+    monkeypatch.setenv("PULLWARDEN_NOW", "latest")      # a replay: every command below judges at one time
     res = invoke("detect", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
@@ -58,6 +59,20 @@ def test_detect_decisions_explain_backtest_allow(workdir):
     assert invoke("allow", "remove", "ip", "203.0.113.50").exit_code == 0
     assert invoke("allow", "remove", "ip", "203.0.113.50").exit_code == 2
     assert invoke("allow", "add", "cidr", "not-a-range", "--reason", "x").exit_code == 2
+
+
+def test_live_commands_judge_at_the_wall_clock(workdir):
+    """Without a pinned `now`, old logs are old: nothing in the windows, and detect says why."""
+    setup_samples(workdir)
+    res = invoke("detect")
+    assert res.exit_code == 0 and "findings 0" in res.stdout
+    assert "to replay old logs use --now latest" in res.stderr
+    replay = json.loads(invoke("detect", "--now", "latest", "--json").stdout)
+    assert replay["now"] == "2024-11-20T23:57:37" and replay["new"]
+    # a replay's decisions ended long ago on the wall clock, and are in force at the replay's time
+    assert json.loads(invoke("decisions", "list", "--active", "--json").stdout) == []
+    assert json.loads(invoke("decisions", "list", "--active", "--now", "latest", "--json").stdout)
+    assert "not an ISO 8601 time" in invoke("decisions", "list", "--now", "yesterday").stderr
 
 
 def test_a_bad_site_rule_stops_detect_with_file_and_line(workdir):

@@ -1,5 +1,6 @@
 """Retention: old findings, ended decisions and the run log go; what is in force, the events
-and the audit log stay; the cutoff for what detection made is the newest event's time."""
+and the audit log stay; the cutoff is keep_days before the run's one `now` (the wall clock, or
+a replay's pinned time)."""
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ def decision(store, value, created, until, revoked=None):
                   [value, created, until, revoked])
 
 
-def test_prune_by_event_time_and_by_wall_clock(tmp_path):
+def test_prune_before_the_replay_time_then_the_wall_clock(tmp_path):
     store = open_store(str(tmp_path / "db.duckdb"))
     add_events(store, [ev(NEWEST, "192.0.2.1"), ev(NEWEST - timedelta(days=200), "192.0.2.2")])
     for at in (NEWEST - timedelta(days=100), NEWEST - timedelta(days=5)):
@@ -37,12 +38,15 @@ def test_prune_by_event_time_and_by_wall_clock(tmp_path):
         store.execute("insert into ingest_runs (started_at, seconds, files, lines, events, rejects) "
                       "values (?, 1, 1, 1, 1, 0)", [at])
     store.execute("insert into audit values (?, 'admin', 'add ban', null, null, 'x')", [WALL - timedelta(days=900)])
-    done = prune(store, 90, WALL)
-    assert done == {"findings": 1, "decisions": 2, "ingest_runs": 1, "detect_runs": 0}
+    # a replay of the 2024 logs: what detection made then is judged by the replay's time
+    done = prune(store, 90, NEWEST)
+    assert done == {"findings": 1, "decisions": 2, "ingest_runs": 0, "detect_runs": 0}
     assert sorted(v for (v,) in store.execute("select value from decisions")) == ["198.51.100.3", "198.51.100.4"]
     assert store.value("select count(*) from findings") == 1 and store.value("select count(*) from events") == 2
-    assert store.value("select count(*) from audit") == 1
-    assert prune(store, 1, WALL)["decisions"] == 0          # never under 8 days: recidive looks back 7
+    assert prune(store, 1, NEWEST)["decisions"] == 0          # never under 8 days: recidive looks back 7
+    # live, two years on: all of it is old news, and the run log goes by the same clock
+    assert prune(store, 90, WALL) == {"findings": 1, "decisions": 2, "ingest_runs": 1, "detect_runs": 0}
+    assert store.value("select count(*) from audit") == 1 and store.value("select count(*) from events") == 2
     store.close()
 
 
