@@ -212,7 +212,7 @@ def main() -> None:
     cli(prog_name="pullwarden")
 
 
-from cli import admin as _admin, detect as _detect, serve as _serve  # noqa: E402,F401  (register commands)
+from cli import admin as _admin, demo as _demo, detect as _detect, serve as _serve  # noqa: E402,F401  (register commands)
 
 
 if __name__ == "__main__":

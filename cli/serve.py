@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
 
 from cli.main import cli, fail, open_or_fail, with_settings
 
 
-def _serve(cfg, banner: str = "") -> None:
+def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
     import sys
 
     import uvicorn
@@ -27,6 +28,8 @@ def _serve(cfg, banner: str = "") -> None:
     sys.setswitchinterval(0.0005)
     services = Services(store, cfg)
     scheduler = start(services)
+    for name, seconds, fn in extra_jobs:
+        scheduler.add_job(fn, "interval", seconds=seconds, id=name, name=name)
     click.echo(f"{banner}pullwarden serving on http://{cfg.host}:{cfg.port} (pid {os.getpid()}, db {cfg.db})", err=True)
     try:
         uvicorn.run(create_app(services), host=cfg.host, port=cfg.port, log_level="warning")
@@ -52,22 +55,46 @@ def serve(cfg):
 @click.option("--port", type=int, default=None, help="Listen port (default 8080).")
 @with_settings
 def up(cfg):
-    """Everything on the embedded default: ingest sample_logs/ (unless `sources` is set), detect,
-    and serve. On first start an admin key is created and shown once."""
+    """Everything at once: ingest (the demo month of `pullwarden demo` in a checkout, or your
+    `sources`), detect at the wall clock, print what is in force, then serve the API and keep
+    going (tail-ingest, detect every minute, publish). On first start an admin key is created
+    and shown once."""
+    import glob
+
+    from cli.demo import first_run, month_folder, show
     from enforcer.keys import create_key
     from enforcer.service import utcnow
-    if not cfg.sources:
-        cfg.values["sources"] = ["sample_logs"]
+    demo = not cfg.sources
+    if demo and not Path("sample_logs/generate.py").is_file():
+        fail("up needs logs: run it in a pullwarden checkout (it serves the demo month there), or set `sources` "
+             "to your access logs (pullwarden.toml or PULLWARDEN_SOURCES='[\"/var/log/nginx/access.log*\"]')")
+    missing = [p for p in cfg.sources if not glob.glob(p)]
+    if missing:
+        fail(f"`sources` ({cfg.origin['sources']}): nothing at {', '.join(missing)}")
+    patterns = [str(month_folder(cfg))] if demo else list(cfg.sources)
     store = open_or_fail(cfg.db)
-    banner = ""
     try:
+        key = None
         if not store.value("select count(*) from api_keys"):
             key = create_key(store, "admin", "admin", utcnow())
-            banner = f"admin key (shown once, keep it): {key}\n"
+        show(first_run(cfg, store, patterns, generate=demo))
     finally:
         store.close()
+    cfg.values["sources"] = patterns
     cfg.values["detect_interval"] = min(cfg.detect_interval, 60.0)
-    _serve(cfg, banner)
+    base = f"http://{cfg.host}:{cfg.port}"
+    banner = "\n".join([
+        f"admin key (shown once, keep it): {key}" if key else
+        "admin key: shown at the first start (another: pullwarden keys create --role admin --name me)",
+        f"health: {base}/healthz",
+        f"try: curl -s -H 'X-Api-Key: {key or '$KEY'}' '{base}/v1/stats/decisions?active=true'",
+        f"proxies: {base}/v1/policy (pullwarden agent), {base}/v1/decisions/stream (CrowdSec bouncers)", ""])
+    jobs = []
+    if demo:
+        from sample_logs.month import write_month
+        # the demo mirror keeps serving: today's log grows as the clock moves on
+        jobs.append(("demo-month", 60, lambda: write_month(month_folder(cfg), utcnow())))
+    _serve(cfg, banner, jobs)
 
 
 @cli.group()

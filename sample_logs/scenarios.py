@@ -1,0 +1,896 @@
+"""Labelled synthetic mirror traffic: who pulled what, and whether a good rule pack should ban them.
+
+    lines, actors = generate(days=2, seed=1)          # nginx ``main`` lines sorted by time, ground truth
+
+Each actor is one kind of client the operator meets (see ../shared/CONTEXT.md): abusive ones (a CI job
+re-pulling every blob every few minutes, a reseller, a scanner, an error storm, the CI pattern spread over
+an IPv4 /24 or an IPv6 /64) and heavy but legitimate ones that static thresholds also ban (an office NAT,
+a k8s cluster behind NAT, a hosted-CI fleet, a Harbor pull-through cache, a user fetching 50 GB of CUDA
+images, IPv6 privacy addresses, ordinary light users).
+
+A pull on the wire: ``GET /v2/`` 401, ``HEAD`` of the tag (containerd always, docker when it has the
+image), the index (docker by tag, containerd by digest), the platform manifest by digest, then the config
+blob and each missing layer, three at a time. nginx stamps a line when the request ends, so a blob line
+is stamped at the end of its transfer. Every image has fixed digests, so a re-pull hits the same blobs.
+
+Addresses: IPv4 from 198.18.0.0/15 (RFC 2544 benchmarking space) cut into one block per ASN, IPv6 from
+2001:db8::/32 with one /48 per ASN; ``asn_networks()`` lists them for an mmdb built with mmdb-writer.
+Inside an ASN every kind has blocks of its own, so limiting ``kinds`` never moves another kind's addresses.
+
+``scale`` multiplies the volume. A kind with one address per actor (ci-storm, reseller, office-nat…)
+gets ``max(1, round(scale))`` actors, each at intensity ``scale / n`` (its rate, crowd or fleet size
+times that); light users number ``300 * scale``. ``scale`` may also be a dict, kind → scale. What defines a kind holds at any scale: the error storm
+keeps > 150 errors a day, rotation actors use 40+ addresses, the AI user pulls 30–60 GB once.
+Everything is drawn from ``random.Random`` instances seeded from ``seed`` (strings seed through sha512).
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+from datetime import datetime, timedelta, timezone
+
+TZ = timezone(timedelta(hours=8))
+DAY = 86400.0
+
+ABUSIVE_KINDS = ("ci-storm", "reseller", "scanner", "error-storm", "rotation-v4", "rotation-v6")
+LEGIT_KINDS = ("office-nat", "k8s-cluster", "hosted-ci", "harbor-cache", "ai-user", "privacy-v6", "light")
+KINDS = ABUSIVE_KINDS + LEGIT_KINDS
+
+# Parameters a test may want to compute expectations from (per actor, at intensity 1).
+CI_STORM_INTERVAL_MIN = (10, 20)      # minutes between runs of ci-storm and the rotation actors
+RESELLER_PULLS_PER_DAY = 1500
+SCANNER_REPOS_PER_DAY = 800
+ERROR_STORM_ERRORS_PER_DAY = 450      # never fewer than ERROR_STORM_MIN_ERRORS, whatever the scale
+ERROR_STORM_MIN_ERRORS = 160
+OFFICE_DEVELOPERS = 200
+K8S_NODES = 30
+K8S_HEAD_INTERVAL_MIN = (2, 6)
+HOSTED_CI_JOBS_PER_DAY = 500
+HARBOR_IMAGES_PER_DAY = 400
+LIGHT_USERS = 300
+
+ASN_NAMES = {
+    16509: "AMAZON-02", 45102: "ALIBABA-CN-NET", 14061: "DIGITALOCEAN-ASN", 24940: "HETZNER-ONLINE",
+    4134: "CHINANET-BACKBONE", 4837: "CHINA169-BACKBONE", 9808: "CMNET",
+}
+V4_NETS = {
+    16509: "198.18.0.0/16", 45102: "198.19.0.0/18", 14061: "198.19.64.0/19", 24940: "198.19.96.0/19",
+    4134: "198.19.128.0/18", 4837: "198.19.192.0/19", 9808: "198.19.224.0/19",
+}
+V6_NETS = {
+    16509: "2001:db8:1::/48", 45102: "2001:db8:2::/48", 14061: "2001:db8:3::/48", 24940: "2001:db8:4::/48",
+    4134: "2001:db8:10::/48", 4837: "2001:db8:11::/48", 9808: "2001:db8:12::/48",
+}
+RESIDENTIAL = (4134, 4837, 9808)
+
+
+def _minus(net: str, *holes: str) -> list[str]:
+    """``net`` without ``holes``, as CIDRs in address order."""
+    parts = [ipaddress.ip_network(net)]
+    for h in map(ipaddress.ip_network, holes):
+        parts = [q for p in parts for q in (p.address_exclude(h) if h.subnet_of(p) else [p])]
+    return [str(p) for p in sorted(parts)]
+
+
+# Per-kind IPv4 blocks (each a list of CIDRs of /24 or larger) inside the ASN networks above.
+BLOCKS = {
+    "ci-storm": ["198.18.0.0/20"],
+    "hosted-ci": _minus("198.18.0.0/16", "198.18.0.0/20"),
+    "reseller-45102": ["198.19.0.0/24"],
+    "reseller-24940": ["198.19.96.0/24"],
+    "rotation-v4": _minus("198.19.0.0/18", "198.19.0.0/24"),      # one /24 per actor
+    "scanner": ["198.19.64.0/24"],
+    "error-storm": ["198.19.65.0/24"],
+    "office-nat": ["198.19.128.0/24"],
+    "harbor-cache": ["198.19.129.0/24"],
+    "xff-4134": ["198.19.132.0/22"],                              # a reseller's downstream clients
+    "light-4134": _minus("198.19.128.0/18", "198.19.128.0/21"),
+    "k8s-cluster": ["198.19.192.0/24"],
+    "light-4837": _minus("198.19.192.0/19", "198.19.192.0/21"),
+    "ai-user": ["198.19.224.0/24"],
+    "xff-9808": ["198.19.228.0/22"],
+    "light-9808": _minus("198.19.224.0/19", "198.19.224.0/21"),
+}
+# Per-kind IPv6 /64 numbers (the 16 bits after the ASN's /48).
+V6_SUBNETS = {"rotation-v6": 0x100, "privacy-v6": 0x200, "light": 0x1000}
+NEIGHBOUR_HOST = 250          # the light user living in the first rotation-v4 /24; rotation uses .2-.239
+
+
+def asn_networks() -> dict[str, dict]:
+    """CIDR -> GeoLite2-ASN record for every network the generator draws addresses from."""
+    out = {}
+    for nets in (V4_NETS, V6_NETS):
+        for asn, cidr in nets.items():
+            out[cidr] = {"autonomous_system_number": asn, "autonomous_system_organization": ASN_NAMES[asn]}
+    return out
+
+
+@lru_cache(maxsize=None)
+def _block(block: str) -> tuple[list, list]:
+    nets = [ipaddress.ip_network(c) for c in BLOCKS[block]]
+    return nets, [n.num_addresses // 256 * 254 for n in nets]
+
+
+def _host(block: str, i: int, scramble: bool = False) -> str:
+    """The i-th usable address of a kind's block (.1-.254 of each /24); wraps when the block is spent.
+    ``scramble`` walks the block in a fixed pseudo-random order (fresh-looking cloud and home addresses)."""
+    nets, sizes = _block(block)
+    total = sum(sizes)
+    i %= total
+    if scramble:
+        i = (i * 7919 + 101) % total          # 7919 is a prime coprime with every block's size: a permutation
+    for net, size in zip(nets, sizes):
+        if i < size:
+            k, h = divmod(i, 254)
+            return str(net.network_address + k * 256 + h + 1)
+        i -= size
+    raise AssertionError("unreachable")
+
+
+def _slash24(block: str, k: int) -> ipaddress.IPv4Network:
+    """The k-th /24 of a block (wraps)."""
+    subnets = [s for c in BLOCKS[block] for s in ipaddress.ip_network(c).subnets(new_prefix=24)]
+    return subnets[k % len(subnets)]
+
+
+def _slash64(asn: int, number: int) -> ipaddress.IPv6Network:
+    base = ipaddress.ip_network(V6_NETS[asn]).network_address
+    return ipaddress.IPv6Network((int(base) + ((number & 0xFFFF) << 64), 64))
+
+
+def _in64(net: ipaddress.IPv6Network, iid: int) -> str:
+    return str(ipaddress.IPv6Address(int(net.network_address) + (iid & ((1 << 64) - 1) or 1)))
+
+
+# ---------------------------------------------------------------------------------------------- actors
+
+@dataclass
+class Actor:
+    name: str            # e.g. "ci-storm"
+    kind: str            # one of KINDS
+    abusive: bool        # ground truth: should a good rule pack ban it (True) or never ban it (False)
+    addresses: list[str]  # every client address it used
+    prefix: str | None   # for rotation/privacy actors: the /24 or /64 it lives in (CIDR string), else None
+    asn: int | None      # the ASN its addresses belong to (see asn_networks())
+
+
+@dataclass
+class _Who:
+    name: str
+    kind: str
+    prefix: str | None
+    asn: int | None
+    seen: dict = field(default_factory=dict)      # addresses in first-use order
+
+    def actor(self) -> Actor:
+        return Actor(self.name, self.kind, self.kind in ABUSIVE_KINDS, list(self.seen), self.prefix, self.asn)
+
+
+# ---------------------------------------------------------------------------------------------- user agents
+
+def _esc(s: str) -> str:
+    """nginx's escaping of a logged value."""
+    return s.replace("\\", "\\x5C").replace('"', "\\x22")
+
+
+def _docker_versions() -> list[tuple[str, str]]:
+    """(engine version, go version) of docker releases from 20.10 to 27.4."""
+    out = [(f"20.10.{n}", "go1.13.15" if n < 6 else "go1.16.%d" % min(15, n) if n < 13
+             else "go1.18.%d" % min(10, n - 13)) for n in range(25)]
+    out += [(f"23.0.{n}", "go1.19.%d" % (5 + n) if n < 4 else "go1.20.%d" % n) for n in range(7)]
+    out += [(f"24.0.{n}", "go1.20.%d" % (4 + n)) for n in range(10)]
+    out += [(f"25.0.{n}", "go1.21.%d" % (6 + n)) for n in range(6)]
+    out += [(f"26.0.{n}", "go1.21.9") for n in range(3)] + [(f"26.1.{n}", "go1.21.%d" % (10 + n)) for n in range(6)]
+    out += [(f"27.0.{n}", "go1.21.11") for n in range(1, 4)] + [(f"27.1.{n}", "go1.21.12") for n in range(3)]
+    out += [("27.2.0", "go1.21.13"), ("27.2.1", "go1.22.7"), ("27.3.0", "go1.22.7"), ("27.3.1", "go1.22.7"),
+            ("27.4.0", "go1.22.10")]
+    return out
+
+
+DOCKER_VERSIONS = _docker_versions()
+LINUX_KERNELS = ["5.15.0-%d-generic" % n for n in (91, 105, 119, 122, 125)] + \
+                ["6.8.0-%d-generic" % n for n in (31, 45, 48, 49, 50, 57)] + \
+                ["5.4.0-%d-generic" % n for n in (150, 169, 182)] + \
+                ["6.5.0-%d-generic" % n for n in (35, 41, 44)] + \
+                ["4.18.0-513.24.1.el8_9.x86_64", "4.18.0-553.el8_10.x86_64", "5.14.0-427.13.1.el9_4.x86_64",
+                 "3.10.0-1160.119.1.el7.x86_64", "6.1.0-26-amd64", "6.1.0-27-amd64", "5.10.0-32-amd64",
+                 "6.11.5-arch1-1", "6.11.6-200.fc40.x86_64", "5.15.153.1-microsoft-standard-WSL2"]
+DESKTOP_KERNELS = ["6.10.11-linuxkit", "6.10.4-linuxkit", "6.6.32-linuxkit", "6.6.31-linuxkit", "6.6.22-linuxkit",
+                   "5.15.49-linuxkit", "5.15.153.1-microsoft-standard-WSL2", "5.15.146.1-microsoft-standard-WSL2"]
+
+
+def _commit(version: str) -> str:
+    return hashlib.sha1(version.encode()).hexdigest()[:7]
+
+
+def docker_ua(version: str, go: str, kernel: str, arch: str = "amd64", client: str | None = "linux") -> str:
+    """The docker engine's UA; ``client=None`` is a pull through the Go SDK (GitLab runner, dockershim)."""
+    upstream = f"Docker-Client/{version} \\({client}\\)" if client else "Go-http-client/1.1"
+    return (f"docker/{version} go/{go} git-commit/{_commit(version)} kernel/{kernel} os/linux arch/{arch} "
+            f"UpstreamClient({upstream})")
+
+
+def _random_docker(rng: random.Random, desktop: float = 0.0) -> str:
+    version, go = rng.choice(DOCKER_VERSIONS[20:] if rng.random() < 0.8 else DOCKER_VERSIONS)
+    if rng.random() < desktop:
+        kernel = rng.choice(DESKTOP_KERNELS)
+        client = "windows" if "WSL2" in kernel else "darwin"
+        arch = "arm64" if client == "darwin" and rng.random() < 0.7 else "amd64"
+        return docker_ua(version, go, kernel, arch, client)
+    return docker_ua(version, go, rng.choice(LINUX_KERNELS), "arm64" if rng.random() < 0.05 else "amd64")
+
+
+def _gitlab_docker(rng: random.Random) -> str:
+    version, go = rng.choice(DOCKER_VERSIONS[25:])
+    return docker_ua(version, go, rng.choice(LINUX_KERNELS[:17]), "amd64", None)
+
+
+def _containerd(rng: random.Random) -> str:
+    minor = rng.choice([6, 7, 7, 7])
+    patch = rng.randrange(20, 37) if minor == 6 else rng.randrange(0, 24)
+    return f"containerd/v1.{minor}.{patch}" if rng.random() < 0.75 else f"containerd/1.{minor}.{patch}+unknown"
+
+
+def _crio(rng: random.Random) -> str:
+    minor = rng.choice([28, 29, 30, 31])
+    return f"cri-o/1.{minor}.{rng.randrange(0, 8)} go/go1.{minor - 7}.{rng.randrange(1, 12)} os/linux arch/amd64"
+
+
+def _podman(rng: random.Random) -> str:
+    return f"containers/5.{rng.choice([24, 26, 29, 31, 32])}.{rng.randrange(0, 4)} (github.com/containers/image)"
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+@dataclass
+class Image:
+    name: str                  # registry/repo, e.g. docker.io/library/python
+    tag: str
+    index: str                 # digest of the image index (multi-arch list)
+    index_size: int
+    manifest: str              # digest of the linux/amd64 manifest
+    manifest_size: int
+    blobs: list                # [(digest, size)]: the config first, then the layers
+
+    @property
+    def bytes(self) -> int:
+        return sum(s for _, s in self.blobs)
+
+
+def _digest(rng: random.Random) -> str:
+    return "sha256:%064x" % rng.getrandbits(256)
+
+
+def _make_image(rng: random.Random, name: str, tag: str, layers=(2, 7), size=(5e6, 5e8)) -> Image:
+    lo, hi = math.log(size[0]), math.log(size[1])
+    n = rng.randint(*layers)
+    blobs = [(_digest(rng), rng.randrange(1500, 20000))]
+    blobs += [(_digest(rng), int(math.exp(rng.uniform(lo, hi)))) for _ in range(n)]
+    return Image(name, tag, _digest(rng), rng.randrange(1600, 10000), _digest(rng), 400 + 120 * n + rng.randrange(600),
+                 blobs)
+
+
+WELL_KNOWN = [
+    ("docker.io/library/python", "3.12-slim"), ("docker.io/library/node", "20-alpine"),
+    ("docker.io/library/golang", "1.23"), ("docker.io/library/nginx", "1.27"), ("docker.io/library/alpine", "3.20"),
+    ("docker.io/library/busybox", "1.36"), ("docker.io/library/ubuntu", "22.04"),
+    ("docker.io/library/debian", "bookworm-slim"), ("docker.io/library/redis", "7.4"),
+    ("docker.io/library/postgres", "16"), ("docker.io/library/mysql", "8.0"),
+    ("docker.io/library/maven", "3.9-eclipse-temurin-17"), ("docker.io/library/openjdk", "17-jdk-slim"),
+    ("docker.io/library/docker", "27-dind"), ("docker.io/bitnami/redis", "7.4"), ("docker.io/bitnami/kafka", "3.8"),
+    ("ghcr.io/actions/runner", "2.320.0"), ("registry.k8s.io/pause", "3.10"),
+    ("registry.k8s.io/kube-apiserver", "v1.31.2"), ("registry.k8s.io/kube-proxy", "v1.31.2"),
+    ("registry.k8s.io/coredns/coredns", "v1.11.3"), ("registry.k8s.io/ingress-nginx/controller", "v1.11.3"),
+    ("quay.io/prometheus/node-exporter", "v1.8.2"), ("quay.io/prometheus/prometheus", "v2.55.1"),
+    ("quay.io/jetstack/cert-manager-controller", "v1.16.1"), ("gcr.io/distroless/static", "nonroot"),
+    ("gcr.io/distroless/base-debian12", "latest"), ("mcr.microsoft.com/dotnet/runtime", "8.0"),
+    ("mcr.microsoft.com/dotnet/sdk", "8.0"), ("docker.io/grafana/grafana", "11.3.0"),
+    ("docker.io/library/mongo", "8.0"), ("docker.io/library/rabbitmq", "4.0-management"),
+    ("docker.io/library/php", "8.3-fpm"), ("docker.io/library/ruby", "3.3"), ("docker.io/library/rust", "1.82"),
+    ("docker.io/library/gradle", "8.10-jdk17"), ("docker.io/library/httpd", "2.4"),
+    ("docker.io/library/traefik", "v3.2"), ("docker.io/library/centos", "7"), ("docker.io/library/node", "18"),
+    ("docker.io/library/python", "3.11"), ("docker.io/calico/node", "v3.28.2"), ("docker.io/calico/cni", "v3.28.2"),
+    ("quay.io/argoproj/argocd", "v2.13.0"), ("docker.io/minio/minio", "latest"),
+    ("docker.io/jenkins/jenkins", "lts-jdk17"), ("docker.io/library/sonarqube", "lts-community"),
+    ("ghcr.io/open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-contrib", "0.112.0"),
+]
+HUGE = [
+    ("nvcr.io/nvidia/pytorch", "24.01-py3"), ("nvcr.io/nvidia/pytorch", "24.10-py3"),
+    ("nvcr.io/nvidia/tritonserver", "24.08-py3"), ("nvcr.io/nvidia/tensorflow", "24.03-tf2-py3"),
+    ("nvcr.io/nvidia/nemo", "24.07"), ("nvcr.io/nvidia/cuda", "12.4.1-cudnn-devel-ubuntu22.04"),
+    ("docker.io/pytorch/pytorch", "2.4.1-cuda12.4-cudnn9-devel"), ("nvcr.io/nvidia/vllm", "24.10-py3"),
+]
+REGISTRIES = ["docker.io"] * 11 + ["ghcr.io"] * 3 + ["quay.io"] * 2 + ["registry.k8s.io", "gcr.io", "k8s.gcr.io",
+                                                                       "mcr.microsoft.com", "nvcr.io"]
+WORDS = ["app", "api", "web", "worker", "agent", "operator", "proxy", "db", "cache", "runner", "exporter", "ml",
+         "gateway", "auth", "search", "queue", "store", "sync", "mesh", "ingest", "notify", "billing", "report"]
+
+
+class Catalog:
+    """The images of the world, most popular first, with fixed digests (depends on the seed only)."""
+
+    def __init__(self, seed: int, size: int = 3000):
+        rng = random.Random(f"{seed}:catalog")
+        names = list(WELL_KNOWN)
+        seen = set(names)
+        while len(names) < size:
+            reg = rng.choice(REGISTRIES)
+            name = f"{reg}/{rng.choice(WORDS)}{rng.randrange(200)}/{rng.choice(WORDS)}-{rng.choice(WORDS)}"
+            tag = rng.choice(["latest", f"v{rng.randrange(4)}.{rng.randrange(30)}.{rng.randrange(10)}",
+                              f"{rng.randrange(1, 9)}.{rng.randrange(20)}", "stable", "main"])
+            if (name, tag) not in seen:
+                seen.add((name, tag))
+                names.append((name, tag))
+        self.images = [_make_image(rng, n, t) for n, t in names]
+        acc, self.cum = 0.0, []
+        for rank in range(len(self.images)):
+            acc += 1.0 / (rank + 1) ** 0.9
+            self.cum.append(acc)
+        self.huge = []
+        for n, t in HUGE:      # 3-5 layers of 2-8 GB: 6-40 GB an image
+            img = _make_image(rng, n, t, layers=(3, 5), size=(2e9, 8e9))
+            img.blobs[1:] = [(d, int(rng.uniform(2e9, 8e9))) for d, _ in img.blobs[1:]]
+            self.huge.append(img)
+
+    def pick(self, rng: random.Random, k: int, top: int | None = None) -> list[Image]:
+        """k distinct images, weighted by popularity, among the ``top`` most popular."""
+        top = min(top or len(self.images), len(self.images))
+        k = min(k, top)
+        cum = self.cum[:top]
+        got: dict[int, Image] = {}
+        while len(got) < k:
+            for img in rng.choices(self.images[:top], cum_weights=cum, k=k - len(got)):
+                got.setdefault(id(img), img)
+        return list(got.values())
+
+
+# ---------------------------------------------------------------------------------------------- the log
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+class _Log:
+    """Lines of nginx ``main`` format, kept only inside [t0, t1)."""
+
+    def __init__(self, t0: float, t1: float):
+        self.t0, self.t1 = t0, t1
+        self.rows: list[tuple[float, str]] = []
+        self._stamps: dict[int, str] = {}
+        self._uas: dict[str, str] = {}
+
+    def _stamp(self, s: int) -> str:
+        d = datetime.fromtimestamp(s, TZ)
+        out = f"{d.day:02d}/{_MONTHS[d.month - 1]}/{d.year}:{d.hour:02d}:{d.minute:02d}:{d.second:02d} +0800"
+        self._stamps[s] = out
+        return out
+
+    def add(self, t: float, who: _Who, ip: str, method: str, path: str, status: int, size: int, ua: str,
+            xff: str = "-") -> None:
+        if not self.t0 <= t < self.t1:
+            return
+        s = int(t)
+        stamp = self._stamps.get(s) or self._stamp(s)
+        e = self._uas.get(ua)
+        if e is None:
+            e = self._uas[ua] = _esc(ua)
+        who.seen[ip] = None
+        self.rows.append((t, f'{ip} - - [{stamp}] "{method} {path} HTTP/1.1" {status} {size} "-" "{e}" "{xff}"'))
+
+
+def pull(log: _Log, rng: random.Random, who: _Who, t: float, ip: str, ua: str, img: Image, *,
+         client: str = "docker", warm: bool = False, fetch: float = 1.0, bw: float = 50e6, xff: str = "-") -> float:
+    """One pull as the client sends it; returns when it ended. ``warm``: the client has the image and
+    only checks the tag; ``fetch``: the chance that each layer is missing locally (the config always is)."""
+    base = f"/v2/{img.name}/manifests/"
+    log.add(t, who, ip, "GET", "/v2/", 401, 87, ua, xff)
+    t += rng.uniform(0.02, 0.15)
+    if client == "podman":                       # no HEAD: the manifest every time
+        log.add(t, who, ip, "GET", base + img.tag, 200, img.index_size, ua, xff)
+        if warm:
+            return t
+    else:
+        if warm or client != "docker":
+            log.add(t, who, ip, "HEAD", base + img.tag, 200, 0, ua, xff)
+            if warm:
+                return t
+            t += rng.uniform(0.02, 0.1)
+        by = img.index if client in ("containerd", "cri-o") else img.tag
+        log.add(t, who, ip, "GET", base + by, 200, img.index_size, ua, xff)
+    t += rng.uniform(0.02, 0.1)
+    log.add(t, who, ip, "GET", base + img.manifest, 200, img.manifest_size, ua, xff)
+    blobs = img.blobs[:1] + [b for b in img.blobs[1:] if fetch >= 1.0 or rng.random() < fetch]
+    lanes = [t, t, t]
+    path = f"/v2/{img.name}/blobs/"
+    for d, size in blobs:
+        lane = lanes.index(min(lanes))
+        end = lanes[lane] + rng.uniform(0.01, 0.08) + size / bw * rng.uniform(0.8, 1.25)
+        log.add(end, who, ip, "GET", path + d, 200, size, ua, xff)
+        lanes[lane] = end
+    return max(lanes)
+
+
+# ---------------------------------------------------------------------------------------------- time
+
+# Relative activity per local (+0800) hour.
+H_LIGHT = [2, 1, 1, 0.5, 0.5, 0.5, 1, 2, 4, 7, 8, 8, 6, 7, 8, 8, 7, 6, 6, 7, 8, 8, 6, 4]
+H_WORK = [0] * 9 + [8, 10, 10, 4, 7, 10, 10, 10, 8, 5] + [0] * 5
+H_CI = [3] * 9 + [6] * 13 + [4] * 2
+H_FLAT = [1] * 24
+
+
+def _cum(weights):
+    acc, out = 0.0, []
+    for w in weights:
+        acc += w
+        out.append(acc)
+    return out
+
+
+_CUMS = {id(h): _cum(h) for h in (H_LIGHT, H_WORK, H_CI, H_FLAT)}
+
+
+def _at(rng: random.Random, midnight: float, hours: list) -> float:
+    """A time in the local day starting at ``midnight`` following the hourly profile."""
+    h = rng.choices(range(24), cum_weights=_CUMS[id(hours)])[0]
+    return midnight + h * 3600 + rng.random() * 3600
+
+
+@dataclass
+class _Ctx:
+    rng: random.Random
+    log: _Log
+    cat: Catalog
+    t0: float
+    t1: float
+
+    def days(self):
+        """(local midnight, weekend) of every local day that overlaps the span; lines outside it are dropped."""
+        d = datetime.fromtimestamp(self.t0, TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+        while d.timestamp() < self.t1:
+            yield d.timestamp(), d.weekday() >= 5
+            d += timedelta(days=1)
+
+    def windows(self):
+        """Consecutive 24-hour windows from the start (the last one may be shorter)."""
+        t = self.t0
+        while t < self.t1:
+            yield t, min(t + DAY, self.t1)
+            t += DAY
+
+
+def _name(kind: str, i: int) -> str:
+    return kind if i == 0 else f"{kind}-{i + 1}"
+
+
+# ---------------------------------------------------------------------------------------------- abusive kinds
+
+def _storm_runs(ctx: _Ctx, who: _Who, ua: str, images: list[Image], intensity: float, address, bw: float):
+    """Re-pull every image, every blob, every 10-20 minutes / intensity, from ``address(run_number)``."""
+    rng = ctx.rng
+    lo, hi = CI_STORM_INTERVAL_MIN
+    t = ctx.t0 + rng.uniform(0, lo * 60 / intensity)
+    n = 0
+    while t < ctx.t1:
+        ip = address(n)
+        end = t
+        for img in images:
+            end = pull(ctx.log, rng, who, end + rng.uniform(0.2, 2), ip, ua, img, bw=bw)
+        n += 1
+        t += rng.uniform(lo, hi) * 60 / intensity
+
+
+def _ci_storm(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("ci-storm", i), "ci-storm", None, 16509)
+        ip = _host("ci-storm", 10 + i)
+        images = ctx.cat.pick(rng, rng.choice([1, 2]), top=40)
+        _storm_runs(ctx, who, _gitlab_docker(rng), images, intensity, lambda _n: ip, rng.uniform(80e6, 250e6))
+        out.append(who)
+    return out
+
+
+def _rotation(ctx: _Ctx, kind: str, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        if kind == "rotation-v4":
+            net = _slash24("rotation-v4", i)
+            pool = [str(net.network_address + h) for h in rng.sample(range(2, 240), rng.randint(42, 60))]
+            who = _Who(_name(kind, i), kind, str(net), 45102)
+        else:
+            net = _slash64(24940, V6_SUBNETS["rotation-v6"] + i)
+            pool = [_in64(net, rng.getrandbits(64)) for _ in range(rng.randint(50, 80))]
+            who = _Who(_name(kind, i), kind, str(net), 24940)
+        order: list[str] = []
+
+        def address(k, pool=pool, order=order, rng=rng):
+            if k % len(pool) == 0:           # every address once, in a new order each round
+                order[:] = rng.sample(pool, len(pool))
+            return order[k % len(pool)]
+
+        images = ctx.cat.pick(rng, rng.choice([1, 2]), top=40)
+        # enough runs that each address is used (about 1.4 times a day at least): 40+ addresses at any scale
+        _storm_runs(ctx, who, _gitlab_docker(rng), images, max(intensity, len(pool) / 70), address,
+                    rng.uniform(80e6, 250e6))
+        out.append(who)
+    return out
+
+
+def _reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        asn = rng.choice([45102, 24940])
+        who = _Who(_name("reseller", i), "reseller", None, asn)
+        ip = _host(f"reseller-{asn}", 20 + i)
+        uas = set()
+        want = rng.randint(25, 35)
+        while len(uas) < want:
+            r = rng.random()
+            uas.add(_random_docker(rng) if r < 0.6 else _containerd(rng) if r < 0.9 else _podman(rng))
+        uas = sorted(uas)
+        downstream = []
+        for j in range(rng.randint(150, 300)):
+            ua = rng.choice(uas)
+            client = ("docker" if ua.startswith("docker/") else "podman" if ua.startswith("containers/")
+                      else "containerd")
+            addr = _host(rng.choice(["xff-4134", "xff-9808"]), rng.randrange(2000), scramble=True)
+            downstream.append((ua, client, addr if rng.random() < 0.4 else "-"))
+        images = ctx.cat.pick(rng, rng.randint(45, 80), top=600)
+        icum = _cum([1 / (k + 1) ** 0.7 for k in range(len(images))])
+        bw = rng.uniform(100e6, 300e6)
+        for w0, w1 in ctx.windows():
+            for _ in range(round(RESELLER_PULLS_PER_DAY * intensity * (w1 - w0) / DAY)):
+                ua, client, xff = rng.choice(downstream)
+                img = rng.choices(images, cum_weights=icum)[0]
+                pull(ctx.log, rng, who, rng.uniform(w0, w1), ip, ua, img, client=client, xff=xff, bw=bw,
+                     warm=rng.random() < 0.1, fetch=0.85)
+        out.append(who)
+    return out
+
+
+def _scanner(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("scanner", i), "scanner", None, 14061)
+        ip = _host("scanner", 10 + i)
+        ua = rng.choice(["python-requests/2.31.0", "python-requests/2.32.3", "Go-http-client/1.1"])
+        for w0, w1 in ctx.windows():
+            total = round(SCANNER_REPOS_PER_DAY * intensity * (w1 - w0) / DAY)
+            sessions = rng.randint(2, 4)
+            for s in range(sessions):
+                t = rng.uniform(w0, w1)
+                ctx.log.add(t, who, ip, "GET", "/v2/", 401, 87, ua)
+                for q in ("/v2/_catalog", "/v2/_catalog?n=1000", "/v2/docker.io/_catalog"):
+                    t += rng.uniform(0.1, 1)
+                    ctx.log.add(t, who, ip, "GET", q, rng.choice([403, 401, 404]), rng.choice([55, 87, 96]), ua)
+                for _ in range(total // sessions):
+                    t += rng.uniform(0.2, 1.5)
+                    if rng.random() < 0.3:
+                        name = ctx.cat.images[rng.randrange(len(ctx.cat.images))].name
+                    else:
+                        name = f"{rng.choice(REGISTRIES)}/{rng.choice(WORDS)}{rng.randrange(1000)}/{rng.choice(WORDS)}"
+                    r = rng.random()
+                    status, size = (404, 96) if r < 0.55 else (401, 87) if r < 0.8 else (403, 55) if r < 0.95 else \
+                        (200, rng.randrange(100, 3000))
+                    suffix = "?n=100" if rng.random() < 0.1 else ""
+                    ctx.log.add(t, who, ip, "GET", f"/v2/{name}/tags/list{suffix}", status, size, ua)
+        out.append(who)
+    return out
+
+
+def _error_storm(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("error-storm", i), "error-storm", None, 14061)
+        ip = _host("error-storm", 10 + i)
+        containerd = rng.random() < 0.6
+        ua = _containerd(rng) if containerd else _random_docker(rng)
+        ghosts = [f"docker.io/{rng.choice(WORDS)}{rng.randrange(100)}/{rng.choice(WORDS)}-{rng.choice(WORDS)}"
+                  for _ in range(rng.randint(1, 4))]
+        tags = [f"v{rng.randrange(3)}.{rng.randrange(20)}.{rng.randrange(10)}-rc{k}" for k in range(4)]
+        for w0, w1 in ctx.windows():
+            want = round(max(ERROR_STORM_MIN_ERRORS, ERROR_STORM_ERRORS_PER_DAY * intensity) * (w1 - w0) / DAY)
+            errors = 0
+            while errors < want:         # retry bursts; the mirror answers 429 from the 5th request of a burst
+                t = rng.uniform(w0, w1 - 60) if w1 - w0 > 120 else w0
+                for k in range(min(rng.randint(3, 9), want - errors)):
+                    t += rng.uniform(0.2, 3)
+                    path = f"/v2/{rng.choice(ghosts)}/manifests/{rng.choice(tags)}"
+                    method = "HEAD" if containerd else "GET"
+                    status = 404 if k < 4 else 429
+                    size = 0 if method == "HEAD" else 96 if status == 404 else 95
+                    ctx.log.add(t, who, ip, method, path, status, size, ua)
+                    errors += 1
+        out.append(who)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- legitimate kinds
+
+def _office_nat(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("office-nat", i), "office-nat", None, 4134)
+        ip = _host("office-nat", 10 + i)
+        ndev = max(5, round(OFFICE_DEVELOPERS * intensity))
+        uas: set[str] = set()
+        while len(uas) < ndev:
+            uas.add(_random_docker(rng, desktop=0.45) if rng.random() < 0.9 else _containerd(rng))
+        devs = [(ua, "containerd" if ua.startswith("containerd") else "docker", set()) for ua in sorted(uas)]
+        rng.shuffle(devs)
+        images = ctx.cat.pick(rng, rng.randint(80, 150), top=800)
+        icum = _cum([1 / (k + 1) ** 0.8 for k in range(len(images))])
+        bw = rng.uniform(20e6, 60e6)
+        for midnight, weekend in ctx.days():
+            for ua, client, have in devs:
+                if weekend and rng.random() > 0.05:        # every developer on a workday, few at weekends
+                    continue
+                t = _at(rng, midnight, H_WORK)
+                wanted = {id(img): img for img in rng.choices(images, cum_weights=icum, k=rng.randint(2, 6))}
+                for img in wanted.values():
+                    warm = img.index in have
+                    t = pull(ctx.log, rng, who, t, ip, ua, img, client=client, warm=warm, bw=bw) + rng.uniform(5, 900)
+                    have.add(img.index)
+        out.append(who)
+    return out
+
+
+def _k8s_cluster(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("k8s-cluster", i), "k8s-cluster", None, 4837)
+        ip = _host("k8s-cluster", 10 + i)
+        crio = rng.random() < 0.3
+        client = "cri-o" if crio else "containerd"
+        versions = [(_crio if crio else _containerd)(rng) for _ in range(2)]
+        nodes = [rng.choice(versions) for _ in range(max(3, round(K8S_NODES * intensity)))]
+        deployed = ctx.cat.pick(rng, rng.randint(8, 14), top=120)
+        org = f"{rng.choice(WORDS)}{rng.randrange(100)}"
+        service = f"docker.io/{org}/{rng.choice(WORDS)}-{rng.choice(WORDS)}"
+        release = [rng.randrange(1, 4), rng.randrange(30), 0]
+        app = _make_image(rng, service, "v%d.%d.%d" % tuple(release))
+        events = []                                     # (time, what)
+        for midnight, _weekend in ctx.days():
+            for hour in (10.5, 16.0):
+                events.append((midnight + hour * 3600 + rng.uniform(-3600, 3600), "rollout"))
+        events.sort()
+        lo, hi = K8S_HEAD_INTERVAL_MIN
+        node_next = [ctx.t0 + rng.uniform(0, hi * 60) for _ in nodes]
+        bw = rng.uniform(40e6, 120e6)
+        for when, _what in events + [(ctx.t1, "end")]:
+            # kubelet's HEAD checks (imagePullPolicy: Always) until the next rollout
+            for k, ua in enumerate(nodes):
+                t = node_next[k]
+                while t < when:
+                    img = app if rng.random() < 0.3 else rng.choice(deployed)
+                    ctx.log.add(t, who, ip, "HEAD", f"/v2/{img.name}/manifests/{img.tag}", 200, 0, ua)
+                    t += rng.uniform(lo, hi) * 60
+                node_next[k] = t
+            if when >= ctx.t1:
+                break
+            release[2] += 1
+            app = _make_image(rng, service, "v%d.%d.%d" % tuple(release))
+            for ua in nodes:                             # a rolling update: every node pulls it once
+                pull(ctx.log, rng, who, when + rng.uniform(0, 900), ip, ua, app, client=client, bw=bw)
+        out.append(who)
+    return out
+
+
+def _hosted_ci(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    job = 0
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("hosted-ci", i), "hosted-ci", None, 16509)
+        uas = [docker_ua(v, g, k) for v, g, k in
+               [("26.1.3", "go1.21.10", "6.8.0-1017-aws"), ("27.3.1", "go1.22.7", "6.8.0-1018-aws"),
+                ("27.4.0", "go1.22.10", "6.8.0-1019-aws")]]
+        for midnight, weekend in ctx.days():
+            for _ in range(round(HOSTED_CI_JOBS_PER_DAY * intensity * (0.5 if weekend else 1.0))):
+                ip = _host("hosted-ci", job, scramble=True)    # a fresh runner: one job per address
+                job += 1
+                t = _at(rng, midnight, H_CI)
+                ua = rng.choice(uas)
+                for img in ctx.cat.pick(rng, rng.choice([2, 3]), top=200):
+                    t = pull(ctx.log, rng, who, t, ip, ua, img, bw=rng.uniform(100e6, 300e6)) + rng.uniform(1, 30)
+        out.append(who)
+    return out
+
+
+def _harbor(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("harbor-cache", i), "harbor-cache", None, 4134)
+        ip = _host("harbor-cache", 10 + i)
+        ua = "harbor-registry-client"
+        order = list(range(len(ctx.cat.images)))
+        rng.shuffle(order)
+        order.sort(key=lambda k: k * rng.uniform(0.2, 1))    # popular images tend to come first
+        fetched: list[Image] = []
+        bw = rng.uniform(50e6, 150e6)
+        for midnight, _weekend in ctx.days():
+            pulls = []
+            for _ in range(round(HARBOR_IMAGES_PER_DAY * intensity)):
+                if order:
+                    img = ctx.cat.images[order.pop(0)]
+                    pulls.append((_at(rng, midnight, H_LIGHT), img, False))
+                    fetched.append(img)
+            for img in rng.sample(fetched, min(len(fetched) // 4, round(100 * intensity))):
+                pulls.append((_at(rng, midnight, H_LIGHT), img, True))   # upstream checks of cached images
+            for t, img, warm in pulls:
+                pull(ctx.log, rng, who, t, ip, ua, img, client="harbor", warm=warm, bw=bw)
+        out.append(who)
+    return out
+
+
+def _ai_user(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("ai-user", i), "ai-user", None, 9808)
+        ip = _host("ai-user", 10 + i)
+        for _ in range(500):
+            images = rng.sample(ctx.cat.huge, rng.choice([2, 3]))
+            if 30e9 <= sum(img.bytes for img in images) <= 60e9:
+                break
+        ua = _random_docker(rng, desktop=0.3)
+        days = [m for m, _w in ctx.days() if m + 19 * 3600 >= ctx.t0 and m + 21 * 3600 < ctx.t1]
+        t = rng.choice(days) + rng.uniform(19, 21) * 3600 if days else rng.uniform(ctx.t0, ctx.t1)
+        bw = rng.uniform(20e6, 60e6)                  # home fibre: a 50 GB evening
+        for img in images:
+            t = pull(ctx.log, rng, who, t, ip, ua, img, bw=bw) + rng.uniform(5, 120)
+        out.append(who)
+    return out
+
+
+def _privacy_v6(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        net = _slash64(4134, V6_SUBNETS["privacy-v6"] + i)
+        who = _Who(_name("privacy-v6", i), "privacy-v6", str(net), 4134)
+        ua = _random_docker(rng, desktop=1.0)
+        images = ctx.cat.pick(rng, rng.randint(4, 8), top=150)
+        have: set[str] = set()
+        changes = []                                   # (from, address): a new temporary address every few hours
+        t = ctx.t0 - rng.uniform(0, 4 * 3600)
+        while t < ctx.t1:
+            changes.append((t, _in64(net, rng.getrandbits(64))))
+            t += rng.uniform(2, 5) * 3600
+        per_day = round(rng.randint(4, 8) * max(1.0, intensity))      # enough to see the address change
+        times = sorted(_at(rng, m, H_LIGHT) for m, _w in ctx.days() for _ in range(per_day))
+        for t in times:
+            ip = [a for since, a in changes if since <= t][-1] if t >= changes[0][0] else changes[0][1]
+            img = rng.choice(images)
+            pull(ctx.log, rng, who, t, ip, ua, img, warm=img.index in have, bw=rng.uniform(10e6, 40e6))
+            if ctx.t0 <= t < ctx.t1:
+                have.add(img.index)
+        out.append(who)
+    return out
+
+
+def _light_user(ctx: _Ctx, rng: random.Random, who: _Who, ip: str) -> None:
+    r = rng.random()
+    client = "docker" if r < 0.55 else "containerd" if r < 0.8 else "podman"
+    ua = _random_docker(rng, desktop=0.4) if client == "docker" else _containerd(rng) if client == "containerd" \
+        else _podman(rng)
+    images = ctx.cat.pick(rng, rng.randint(2, 5), top=300)
+    have: set[str] = set()
+    bw = rng.uniform(5e6, 50e6)
+    for midnight, weekend in ctx.days():
+        if rng.random() > (0.6 if weekend else 0.8):
+            continue
+        for t in sorted(_at(rng, midnight, H_LIGHT) for _ in range(rng.randint(1, 5))):
+            for img in rng.sample(images, min(len(images), rng.randint(1, 3))):
+                # now and then a moved tag: the client has most layers already
+                stale = img.index in have and rng.random() < 0.15
+                t = pull(ctx.log, rng, who, t, ip, ua, img, client=client, warm=img.index in have and not stale,
+                         fetch=0.3 if stale else 1.0, bw=bw) + rng.uniform(1, 60)
+                if ctx.t0 <= t < ctx.t1:
+                    have.add(img.index)
+    if not who.seen:                 # every user pulls at least once, however short the span
+        pull(ctx.log, rng, who, rng.uniform(ctx.t0, max(ctx.t0, ctx.t1 - 3600)), ip, ua, images[0], client=client,
+             bw=bw)
+
+
+def _light(ctx: _Ctx, scale: float) -> list[_Who]:
+    out = []
+    rng = ctx.rng
+    per_asn = dict.fromkeys(RESIDENTIAL, 0)
+    for j in range(max(1, round(LIGHT_USERS * scale))):
+        asn = rng.choices(RESIDENTIAL, weights=[45, 30, 25])[0]
+        k = per_asn[asn]
+        per_asn[asn] += 1
+        if rng.random() < 1 / 3:
+            ip = _in64(_slash64(asn, V6_SUBNETS["light"] + k), rng.getrandbits(64))
+        else:
+            ip = _host(f"light-{asn}", k, scramble=True)
+        who = _Who(f"light-{j + 1:03d}", "light", None, asn)
+        _light_user(ctx, rng, who, ip)
+        out.append(who)
+    # one light user in the rotation-v4 /24: that prefix also carries an unrelated, innocent client
+    net = _slash24("rotation-v4", 0)
+    who = _Who("light-neighbour", "light", str(net), 45102)
+    _light_user(ctx, rng, who, str(net.network_address + NEIGHBOUR_HOST))
+    out.append(who)
+    return out
+
+
+SINGLE = {
+    "ci-storm": _ci_storm, "reseller": _reseller, "scanner": _scanner, "error-storm": _error_storm,
+    "rotation-v4": lambda c, n, i: _rotation(c, "rotation-v4", n, i),
+    "rotation-v6": lambda c, n, i: _rotation(c, "rotation-v6", n, i),
+    "office-nat": _office_nat, "k8s-cluster": _k8s_cluster, "hosted-ci": _hosted_ci, "harbor-cache": _harbor,
+    "ai-user": _ai_user, "privacy-v6": _privacy_v6,
+}
+
+
+def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=timezone.utc), seed: int = 1,
+             scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, variant: str = "",
+             until: datetime | None = None) -> tuple[list[str], list[Actor]]:
+    """Log lines sorted by time, and the actors that produced them. ``variant`` gives the actors
+    other draws with the same catalog and addresses (the demo month: one variant per day);
+    ``until`` drops the lines after it (a day that is not over yet), leaving the earlier ones
+    exactly as they were."""
+    scales = scale if isinstance(scale, dict) else dict.fromkeys(KINDS, scale)
+    if min(scales.get(k, 1.0) for k in KINDS) <= 0 or days <= 0:
+        raise ValueError("days and scale must be positive")
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    unknown = set(kinds or ()) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown kinds: {sorted(unknown)}")
+    t0 = start.timestamp()
+    log = _Log(t0, t0 + days * DAY)
+    cat = Catalog(seed)
+    whos: list[_Who] = []
+    for kind in KINDS:                       # each kind draws from its own stream: filtering changes nothing else
+        if kinds is not None and kind not in kinds:
+            continue
+        ctx = _Ctx(random.Random(f"{seed}:{kind}{variant}"), log, cat, log.t0, log.t1)
+        sc = scales.get(kind, 1.0)
+        n = max(1, round(sc))
+        whos += _light(ctx, sc) if kind == "light" else SINGLE[kind](ctx, n, sc / n)
+    rows = log.rows
+    if until is not None:
+        rows = [r for r in rows if r[0] < until.timestamp()]
+    rows.sort(key=lambda r: r[0])
+    for k, (_t, line) in enumerate(rows):      # in place: a benchmark's millions of lines are not held twice
+        rows[k] = line
+    log.rows = []
+    return rows, [w.actor() for w in whos]
+
+
+if __name__ == "__main__":       # volumes: python sample_logs/scenarios.py [days] [scale]
+    import sys
+    import time
+    from collections import Counter
+
+    d = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    s = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+    began = time.perf_counter()
+    lines, actors = generate(days=d, scale=s)
+    took = time.perf_counter() - began
+    kind_of = {a: act.kind for act in actors for a in act.addresses}
+    per_kind, per_bytes = Counter(), Counter()
+    for line in lines:
+        ip, _, rest = line.partition(" ")
+        k = kind_of[ip]
+        per_kind[k] += 1
+        per_bytes[k] += int(rest.split('" ', 2)[1].split()[1])
+    for k in KINDS:
+        print(f"{k:14} {per_kind[k]:>9} lines {per_bytes[k] / 2**30:10.1f} GiB "
+              f"{sum(1 for a in actors if a.kind == k):>5} actors")
+    print(f"{'total':14} {len(lines):>9} lines {sum(per_bytes.values()) / 2**30:10.1f} GiB  in {took:.2f} s")
