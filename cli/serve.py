@@ -67,7 +67,7 @@ def up(cfg):
     demo = not cfg.sources
     if demo and not Path("sample_logs/generate.py").is_file():
         fail("up needs logs: run it in a pullwarden checkout (it serves the demo month there), or set `sources` "
-             "to your access logs (pullwarden.toml or PULLWARDEN_SOURCES='[\"/var/log/nginx/access.log*\"]')")
+             "to your access logs (in pullwarden.toml, or PULLWARDEN_SOURCES='/var/log/nginx/access.log*')")
     missing = [p for p in cfg.sources if not glob.glob(p)]
     if missing:
         fail(f"`sources` ({cfg.origin['sources']}): nothing at {', '.join(missing)}")

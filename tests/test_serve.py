@@ -75,32 +75,48 @@ def test_keys_are_shown_once_and_stored_hashed(workdir):
     assert "revoked" in CliRunner().invoke(cli, ["keys", "list"]).stdout
 
 
-def test_up_serves_the_samples_and_prints_an_admin_key(workdir):
+def test_up_serves_the_demo_month_and_shows_how_to_talk_to_it(workdir):
     import shutil
     from tests.test_cli import SAMPLES
-    shutil.copytree(SAMPLES, workdir / "sample_logs")
+    shutil.copytree(SAMPLES, workdir / "sample_logs")          # a checkout: up serves the demo month
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
     proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "up", "--port", str(port)],
-                            cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+                            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        first = proc.stderr.readline()
-        assert first.startswith("admin key (shown once, keep it): pw_")
-        key = first.split(": ", 1)[1].strip()
-        deadline = time.time() + 60
+        banner = []
+        while not banner or not banner[-1].startswith("pullwarden serving on"):
+            line = proc.stderr.readline()
+            assert line, "up stopped before serving"
+            banner.append(line)
+        key = next(b for b in banner if b.startswith("admin key (shown once")).split(": ", 1)[1].strip()
+        assert any(f"curl -s -H 'X-Api-Key: {key}'" in b for b in banner)
+        deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
-                if health["jobs"].get("ingest", {}).get("last_ok"):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        stats = httpx.get(f"http://127.0.0.1:{port}/v1/stats/traffic?hours=48", headers={"X-Api-Key": key}).json()
-        assert sum(t["requests"] for t in stats) > 3000                       # the samples were ingested
+                time.sleep(0.2)
+        active = httpx.get(f"http://127.0.0.1:{port}/v1/stats/decisions?active=true",
+                           headers={"X-Api-Key": key}).json()
+        # live decisions, with reasons: the month ends now, so its abusers are in force
+        assert {d["rule"] for d in active} >= {"tag-scanner", "ci-repull-storm", "rotation-range"}
+        scanner = next(d["value"] for d in active if d["rule"] == "tag-scanner")
+        check = httpx.get(f"http://127.0.0.1:{port}/v1/check?ip={scanner}", headers={"X-Api-Key": key}).json()
+        assert check["allowed"] is False
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        out, _ = proc.communicate(timeout=30)
+    assert "decision(s) in force" in out and "[tag-scanner] enumerated" in out
+    assert "ingested" in out and "last 30 days:" in out
+
+
+def test_up_outside_a_checkout_says_what_it_needs(workdir):
+    res = CliRunner().invoke(cli, ["up"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "set `sources`" in res.stderr
+    res = CliRunner().invoke(cli, ["up"], env={"PULLWARDEN_SOURCES": "nowhere/*.log"})
+    assert res.exit_code == 2 and "nothing at nowhere/*.log" in res.stderr
 
 
 def test_admin_changes_from_the_command_line_are_audited(workdir):
