@@ -53,7 +53,8 @@ def detect(cfg, as_json):
         result = run_detect(store, cfg, rules, at)
     finally:
         store.close()
-    out = {"now": result.now.isoformat(), "held": result.held,
+    out = {"now": result.now.isoformat(),
+           "held": [{"rule": h.rule, "reason": h.reason, "ids": [d.id for d in h.decisions]} for h in result.held],
            "findings": [{"rule": f.rule.name, "entity": f.entity, "kind": f.rule.entity, "action": f.rule.action,
                          "simulated": f.rule.simulate, "reason": f.reason} for f in result.findings],
            "new": [d.as_dict() for d in result.new], "extended": [d.as_dict() for d in result.extended],
@@ -66,11 +67,14 @@ def detect(cfg, as_json):
         click.echo(f"  {f.rule.name}{flag}: {f.rule.entity} {f.entity}: {f.reason}")
     for f, why in result.allowlisted:
         click.echo(f"  allowlisted, no decision: {f.entity} ({f.rule.name}): {why}")
-    if result.held:
-        click.echo(f"HELD: {result.held}")
-    enforced = [d for d in result.new if not d.simulated]
-    click.echo(f"findings {len(result.findings)}  new decisions {len(result.new)} ({len(enforced)} enforced)  "
-               f"extended {len(result.extended)}")
+    for h in result.held:
+        click.echo(f"HELD rule {h.rule}: {len(h.decisions)} new bans held ({h.reason}); approve with "
+                   f"`pullwarden decisions approve --rule {h.rule} --reason ...`, or drop them with "
+                   f"`pullwarden decisions drop --rule {h.rule} --reason ...`")
+    enforced = [d for d in result.new if not d.simulated and not d.held]
+    held = sum(len(h.decisions) for h in result.held)
+    click.echo(f"findings {len(result.findings)}  new decisions {len(result.new)} ({len(enforced)} enforced, "
+               f"{held} held)  extended {len(result.extended)}")
 
 
 @cli.group()
@@ -79,31 +83,39 @@ def decisions():
 
 
 @decisions.command("list")
-@click.option("--active", is_flag=True, help="Only decisions in force (not revoked, not expired, not simulated).")
+@click.option("--active", is_flag=True,
+              help="Only decisions in force (not revoked, not expired, not simulated, not held).")
+@click.option("--held", is_flag=True,
+              help="Only decisions the circuit breaker holds, waiting for `decisions approve` or `drop`.")
 @now_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @with_settings
-def decisions_list(cfg, active, as_json):
+def decisions_list(cfg, active, held, as_json):
     """List decisions, newest first."""
+    if active and held:
+        fail("--active and --held exclude each other: a held decision is not in force")
     store = open_or_fail(cfg.db)
     try:
         at = run_now(cfg, store)
-        cond = "where revoked_at is null and until > $now and not simulated" if active else ""
+        live = "where revoked_at is null and created_at <= $now and until > $now"
+        cond = (f"{live} and not simulated and held is null" if active else
+                f"{live} and held is not null" if held else "")
         cols = ["id", "seq", "scope", "value", "effect", "tier", "rule", "origin", "reason", "created_at", "until",
-                "revoked_at", "simulated"]
+                "revoked_at", "simulated", "held"]
         rows = [dict(zip(cols, r)) for r in store.execute(
-            f"select {', '.join(cols)} from decisions {cond} order by seq desc", {"now": at} if active else None)]
+            f"select {', '.join(cols)} from decisions {cond} order by seq desc", {"now": at} if cond else None)]
     finally:
         store.close()
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
     for r in rows:
-        state = "revoked" if r["revoked_at"] else ("simulated" if r["simulated"] else
-                                                  ("active" if r["until"] > at else "expired"))
+        state = ("revoked" if r["revoked_at"] else "simulated" if r["simulated"] else
+                 "expired" if r["until"] <= at else "held" if r["held"] else "active")
         tier = f":{r['tier']}" if r["tier"] else ""
+        why = f" (held: {r['held']})" if state == "held" else ""
         click.echo(f"#{r['id']} {state:9} {r['effect']}{tier} {r['scope']} {r['value']} until {r['until']} "
-                   f"[{r['rule'] or r['origin']}] {r['reason']}")
+                   f"[{r['rule'] or r['origin']}] {r['reason']}{why}")
 
 
 @cli.command()

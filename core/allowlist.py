@@ -31,7 +31,7 @@ class Allowlist:
             for allowed, reason in self.nets:
                 if target and allowed.version == target.version and allowed.overlaps(target):
                     return reason
-            if scope == "ip":
+            if scope == "ip" and self.asns:        # a lookup per finding only when ASNs are allowed
                 asn = self.store.value("select asn from ip_info where ip = ?", [value])
                 if asn is not None and str(asn) in self.asns:
                     return self.asns[str(asn)]
@@ -51,9 +51,11 @@ class Allowlist:
 
 
 def revoke_allowlisted(store, kind: str, value: str, now: datetime) -> int:
-    """A new allowlist entry revokes the active decisions it covers; returns how many."""
+    """A new allowlist entry revokes the decisions in force it covers; returns how many. (Held
+    ones stay held: approving one the allowlist covers is refused.)"""
     allow = Allowlist(store, now)
-    rows = store.execute("select id, scope, value from decisions where revoked_at is null and until > ?", [now])
+    rows = store.execute("select id, scope, value from decisions where revoked_at is null and held is null "
+                         "and until > ?", [now])
     ids = [i for i, scope, v in rows if allow.covers(scope, v)]
     for i in ids:
         store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?", [now, i])

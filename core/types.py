@@ -33,6 +33,7 @@ class Decision:
     origin: str = "rule"
     evidence: dict = field(default_factory=dict)
     simulated: bool = False
+    held: str | None = None    # why the circuit breaker keeps it out of force; None: applied
     id: int | None = None
     seq: int | None = None
     revoked_at: datetime | None = None

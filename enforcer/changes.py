@@ -7,7 +7,7 @@ import ipaddress
 import json
 from datetime import datetime, timedelta
 
-from core.allowlist import revoke_allowlisted
+from core.allowlist import Allowlist, revoke_allowlisted
 from core.types import parse_duration
 
 SCOPES = ("ip", "range", "asn", "user")
@@ -80,6 +80,54 @@ def revoke(store, actor: str, decision_id: int, reason: str, now: datetime) -> N
         raise LookupError(f"no decision #{decision_id} in force")
     store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?", [now, decision_id])
     audit(store, actor, f"revoke {row[0][2]}", f"{row[0][0]} {row[0][1]}", {"id": decision_id}, reason, now)
+
+
+def held_ids(store, rule: str) -> list[int]:
+    """The decisions of ``rule`` that the circuit breaker holds (and nobody dropped)."""
+    return [i for (i,) in store.execute("""select id from decisions where rule = ? and held is not null
+                                            and revoked_at is null order by id""", [rule])]
+
+
+def _held(store, ids: list[int]) -> list[tuple]:
+    if not ids:
+        raise ValueError("no decisions given")
+    rows = store.execute("""select id, scope, value, rule, held from decisions
+                            where id in (select unnest($ids::bigint[])) and held is not null and revoked_at is null""",
+                         {"ids": list(ids)})
+    missing = sorted(set(ids) - {r[0] for r in rows})
+    if missing:
+        raise LookupError("no held decision " + ", ".join(f"#{i}" for i in missing[:20]) +
+                          (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
+    return rows
+
+
+def _audit_held(store, actor: str, action: str, rows: list[tuple], reason: str, now: datetime) -> None:
+    rules = sorted({r[3] for r in rows})
+    audit(store, actor, action, "rule " + ", ".join(rules),
+          {"ids": sorted(r[0] for r in rows), "held": sorted({r[4] for r in rows})}, reason, now)
+
+
+def approve(store, actor: str, ids: list[int], reason: str, now: datetime) -> int:
+    """Put held decisions in force: the operator has looked and the rule was right. Each gets a
+    new change number, so the next policy version and every poller's delta carry it."""
+    rows = _held(store, ids)
+    allow = Allowlist(store, now)
+    covered = [f"#{i} ({why})" for i, scope, value, _, _ in rows if (why := allow.covers(scope, value))]
+    if covered:
+        raise ValueError(f"allowlisted, never banned: {', '.join(covered[:20])}; drop these instead")
+    store.execute("""update decisions set held = null, seq = nextval('decision_seq')
+                     where id in (select unnest($ids::bigint[]))""", {"ids": [r[0] for r in rows]})
+    _audit_held(store, actor, "approve held", rows, reason, now)
+    return len(rows)
+
+
+def drop(store, actor: str, ids: list[int], reason: str, now: datetime) -> int:
+    """Revoke held decisions: the rule misfired (fix it before it fires again)."""
+    rows = _held(store, ids)
+    store.execute("""update decisions set revoked_at = $now, seq = nextval('decision_seq')
+                     where id in (select unnest($ids::bigint[]))""", {"now": now, "ids": [r[0] for r in rows]})
+    _audit_held(store, actor, "drop held", rows, reason, now)
+    return len(rows)
 
 
 def set_tier(store, actor: str, name: str, limits: dict, reason: str, now: datetime) -> None:

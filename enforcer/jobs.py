@@ -112,7 +112,10 @@ def _detect(services: Services, cfg) -> None:
         for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
             services.store.execute(f"set memory_limit = '{int(mb)}MB'")
             try:
-                detect(services.store, cfg, rules, services.clock())
+                result = detect(services.store, cfg, rules, services.clock())
+                for h in result.held:       # the operator must hear of it: nothing else will
+                    log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
+                                "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)
                 break
             except duckdb.OutOfMemoryException:
                 if mb != cfg.detect_memory_mb:

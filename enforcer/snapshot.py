@@ -82,7 +82,7 @@ WANT = """
            scope || ':' || value as key, id, scope, value, until, reason, coalesce(rule, 'manual') as rule,
            case when effect <> 'ban' then effect end as effect, case when effect <> 'ban' then tier end as tier
     from decisions
-    where revoked_at is null and not simulated and until > $now {only}
+    where revoked_at is null and not simulated and held is null and until > $now {only}
     qualify row_number() over (partition by effect = 'ban', scope, value
                                order by effect = 'throttle' desc, until desc, id desc) = 1
 """

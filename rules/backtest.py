@@ -20,7 +20,7 @@ BT_TABLE = "backtest_decisions"
 def _replay(store, settings, rules: list[Rule], start: datetime, end: datetime) -> list[dict]:
     """Decisions (as dicts) a pack would have made, hour by hour."""
     store.execute(f"""create or replace temp table {BT_TABLE} as
-                      select scope, value, effect, created_at, simulated from decisions where false""")
+                      select scope, value, effect, created_at, simulated, held from decisions where false""")
     groups: dict[tuple[str, str], list[Rule]] = defaultdict(list)
     for r in rules:
         if r.effect != "tag":
@@ -51,7 +51,7 @@ def _replay(store, settings, rules: list[Rule], start: datetime, end: datetime) 
                     active[key] = d
                     count[key] += 1
                     made.append(d)
-                    store.execute(f"insert into {BT_TABLE} values (?, ?, ?, ?, false)",
+                    store.execute(f"insert into {BT_TABLE} values (?, ?, ?, ?, false, null)",
                                   [SCOPE_OF[entity], value, rule.effect, now])
         now += timedelta(hours=1)
     return made

@@ -53,7 +53,7 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
             policy.apply(store, result)
             store.execute("insert into detect_runs values (?, ?, ?, ?, ?, ?)",
                           [now, datetime.fromtimestamp(clock(), timezone.utc).replace(tzinfo=None), clock() - started, len(found),
-                           0 if result.held else len(result.new) + len(result.extended), result.held])
+                           len(result.applied), result.held_reasons])
             store.execute("commit")
         except BaseException:
             store.execute("rollback")

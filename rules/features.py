@@ -58,7 +58,7 @@ FEATURES: tuple[Feature, ...] = (
                    "without an ASN database."),
     Feature("hosting", "1 when that ASN is a cloud or hosting network (setting hosting_asns), else 0."),
     Feature("prior_decisions", "Enforced bans and throttles against this entity created in the 7 days before the "
-                               "window starts (recidive: it was told, and keeps on)."),
+                               "window starts (recidive: it was told, and keeps on); held ones do not count."),
 )
 NAMES = tuple(f.name for f in FEATURES)
 
@@ -99,7 +99,8 @@ _PARTS = {
             "left join asn using (entity)"),
     "prior": (("prior_decisions",),
               """prior as (select value as entity, count(*) as n from {decisions}
-                           where scope = '{scope}' and not simulated and effect in ('ban', 'throttle')
+                           where scope = '{scope}' and not simulated and held is null
+                             and effect in ('ban', 'throttle')
                              and created_at >= $start - interval 7 day and created_at < $start group by all)""",
               "left join prior using (entity)"),
 }

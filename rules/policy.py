@@ -1,9 +1,12 @@
 """Findings → decisions. Detection says what it found and why; this layer decides what to do:
 allowlists win, one decision per entity, effect and rule (extended while it goes on), longer
-for repeat offenders, and a circuit breaker that holds a pass that would ban too much."""
+for repeat offenders, and a circuit breaker that holds the new bans of a rule that would ban
+too much (a bad rule or a bad threshold) while the other rules' decisions are applied."""
 from __future__ import annotations
 
 import json
+import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,19 +27,39 @@ class Finding:
 
 
 @dataclass
+class Hold:
+    """New bans of one rule that the circuit breaker keeps out of force in one pass, and why."""
+    rule: str
+    reason: str
+    decisions: list[Decision]
+
+
+@dataclass
 class PassResult:
+    """``new`` and ``extended`` include held decisions (their ``held`` says why); ``held`` groups
+    the bans this pass held, per rule and reason."""
     now: datetime
     findings: list[Finding] = field(default_factory=list)
     new: list[Decision] = field(default_factory=list)
     extended: list[Decision] = field(default_factory=list)
     allowlisted: list[tuple[Finding, str]] = field(default_factory=list)
-    held: str | None = None
+    held: list[Hold] = field(default_factory=list)
+
+    @property
+    def applied(self) -> list[Decision]:
+        return [d for d in self.new + self.extended if not d.held]
+
+    @property
+    def held_reasons(self) -> str | None:
+        """The reasons of this pass's holds in one line (detect_runs.held), or None."""
+        return "; ".join(f"{h.rule}: {h.reason}" for h in self.held) or None
 
 
 def plan(store, findings: list[Finding], now: datetime, breaker_share: float, breaker_floor: int) -> PassResult:
     """What this pass would change, without writing anything."""
     result = PassResult(now, findings)
     allow = Allowlist(store, now)
+    wanted: list[tuple[Finding, str]] = []
     for f in findings:
         if f.rule.effect == "tag":
             continue
@@ -47,16 +70,9 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
         if why:
             result.allowlisted.append((f, why))
             continue
-        active = store.execute("""
-            select id, until from decisions where scope = ? and value = ? and effect = ? and rule = ?
-              and simulated = ? and revoked_at is null and until > ? order by until desc limit 1""",
-            [scope, f.entity, f.rule.effect, f.rule.name, f.rule.simulate, now])
-        # a repeat offence is a new decision after earlier ones ended; extending the one in
-        # force does not escalate
-        earlier = store.value("""
-            select count(*) from decisions where scope = ? and value = ? and rule = ? and not simulated
-              and created_at < ? and created_at >= ? and id <> ?""",
-            [scope, f.entity, f.rule.name, now, now - ESCALATION_LOOKBACK, active[0][0] if active else -1])
+        wanted.append((f, scope))
+    still_held: list[Decision] = []     # found again while held: not in force, so judged again
+    for (f, scope), (current, until_now, held, earlier) in zip(wanted, _history(store, wanted, now)):
         duration = f.rule.duration * (f.rule.escalation_factor ** earlier)
         if f.rule.escalation_cap:
             duration = min(duration, f.rule.escalation_cap)
@@ -64,62 +80,194 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
         d = Decision(scope=scope, value=f.entity, effect=f.rule.effect, tier=f.rule.tier, rule=f.rule.name,
                      reason=f.reason, evidence=f.features, created_at=now, until=until,
                      simulated=f.rule.simulate)
-        if active:
-            if until > active[0][1]:
-                d.id = active[0][0]
+        if current is not None:
+            d.id, d.held = current, held
+            if held:
+                still_held.append(d)
+            if until > until_now:
                 result.extended.append(d)
             continue
         result.new.append(d)
-    result.held = _breaker(store, result, now, breaker_share, breaker_floor)
+    result.held = _breaker(store, result, still_held, breaker_share, breaker_floor)
     return result
 
 
-def _breaker(store, result: PassResult, now: datetime, share: float, floor: int) -> str | None:
-    bans = [d for d in result.new + result.extended if d.effect == "ban" and not d.simulated]
-    for d in bans:
-        net = _net(d.value) if d.scope == "range" else None
-        if net and net.prefixlen < (16 if net.version == 4 else 32):
-            return f"range {d.value} is wider than /16 (IPv4) or /32 (IPv6)"
-    if not bans:
-        return None
-    start, end = window_bounds(now, "24h")
-    active = store.value("select count(distinct client_ip) from facts_hourly where hour >= ? and hour < ?",
-                         [start, end]) or 0
-    covered: set[str] = set()
-    for d in bans:
-        if d.scope == "ip":
-            covered.add(d.value)
+# Per wanted decision: the decision in force for the same entity, effect and rule, or else a
+# held one (either is extended, never repeated), and how many earlier decisions of that rule
+# the entity had in the lookback: a repeat offence is a new decision after earlier ones ended;
+# extending the one in force does not escalate, and a held one was never enforced. One query
+# for the whole pass: a misfiring rule's thousand findings cost one round trip, not two thousand.
+HISTORY = """
+    with k as (select unnest($scope::varchar[]) as scope, unnest($value::varchar[]) as value,
+                      unnest($effect::varchar[]) as effect, unnest($rule::varchar[]) as rule,
+                      unnest($simulated::boolean[]) as simulated, unnest($i::integer[]) as i),
+    cur as (select k.i, d.id, d.until, d.held from k join decisions d using (scope, value, effect, rule, simulated)
+            where d.revoked_at is null and d.until > $now
+            qualify row_number() over (partition by k.i order by d.held is null desc, d.until desc, d.id desc) = 1),
+    prior as (select k.i, count(*) as n from k
+              join decisions e on e.scope = k.scope and e.value = k.value and e.rule = k.rule
+              left join cur on cur.i = k.i
+              where not e.simulated and e.held is null and e.created_at < $now and e.created_at >= $since
+                and e.id is distinct from cur.id
+              group by k.i)
+    select k.i, cur.id, cur.until, cur.held, coalesce(prior.n, 0)
+    from k left join cur using (i) left join prior using (i) order by k.i
+"""
+
+
+def _history(store, wanted: list[tuple[Finding, str]], now: datetime) -> list[tuple]:
+    if not wanted:
+        return []
+    cols = {"scope": [s for _, s in wanted], "value": [f.entity for f, _ in wanted],
+            "effect": [f.rule.effect for f, _ in wanted], "rule": [f.rule.name for f, _ in wanted],
+            "simulated": [f.rule.simulate for f, _ in wanted], "i": list(range(len(wanted)))}
+    rows = store.execute(HISTORY, {**cols, "now": now, "since": now - ESCALATION_LOOKBACK})
+    return [r[1:] for r in rows]
+
+
+# The widest range a rule may ban, by IP version: a wider one is held whatever the numbers.
+WIDEST = {4: 16, 6: 32}
+
+
+def _breaker(store, result: PassResult, still_held: list[Decision], share: float, floor: int) -> list[Hold]:
+    """Judge each rule's new bans on their own: those of a rule that would ban more than
+    ``share`` of the addresses active in the last 24 h (and more than ``floor``) are held, the
+    other rules' apply. A rule's bans that are still held from an earlier pass count with its
+    new ones, so a misfiring rule cannot trickle through a few at a time. Extensions of
+    decisions in force, throttles and simulated decisions are not judged. Sets ``held`` on what
+    it holds and returns the holds."""
+    holds: list[Hold] = []
+    judged: dict[str, list[Decision]] = defaultdict(list)
+    for d in result.new:
+        if d.effect != "ban" or d.simulated:
             continue
-        cond = {"range": "client_ip in (select ip from ip_prefix where prefix = $v)",
-                "asn": "client_ip in (select ip from ip_info where cast(asn as varchar) = $v)",
-                "user": "remote_user = $v"}[d.scope]
-        covered.update(r[0] for r in store.execute(
-            f"select distinct client_ip from facts_hourly where hour >= $s and hour < $e and {cond}",
-            {"s": start, "e": end, "v": d.value}))
-    limit = max(floor, share * active)
-    if len(covered) > limit:
-        return (f"this pass would ban {len(covered)} of the {active} addresses active in the last 24h "
-                f"(limit {share:.0%}, at least {floor}): held, nothing applied")
-    return None
+        net = _net(d.value) if d.scope == "range" else None
+        if net and net.prefixlen < WIDEST[net.version]:
+            d.held = f"range {d.value} is wider than /{WIDEST[net.version]}: a rule never bans that much at once"
+            holds.append(Hold(d.rule, d.held, [d]))
+            continue
+        judged[d.rule].append(d)
+    if not judged:
+        return holds
+    day, end = window_bounds(result.now, "24h")
+    active = store.value("select count(distinct client_ip) from facts_hourly where hour >= ? and hour < ?",
+                         [day, end]) or 0
+    allowed = max(floor, math.floor(share * active))
+    windows = {f.rule.name: f.rule.window for f in result.findings}
+    before: dict[str, list[Decision]] = defaultdict(list)
+    for d in still_held:
+        if d.effect == "ban" and not d.simulated:
+            before[d.rule].append(d)
+    for rule, bans in sorted(judged.items()):
+        hit = sum(hits(store, bans + before[rule], windows.get(rule, "24h"), result.now).values())
+        if hit > allowed:
+            earlier = f", with the {len(before[rule])} it had held before," if before[rule] else ""
+            reason = (f"the rule{earlier} would hit {hit} of the {active} addresses active in the last 24h; "
+                      f"one rule may ban {allowed} in a pass: {share:.0%} of them, at least {floor}")
+            for d in bans:
+                d.held = reason
+            holds.append(Hold(rule, reason, bans))
+    return holds
+
+
+# How many of the addresses active in the last 24 h a ban hits, as the breaker counts them.
+# An address ban hits its address. An ASN or user ban hits every address active under it.
+# A range ban hits its collateral: the active addresses inside it that behave differently
+# from the pattern it was found for. A rotation is many addresses taking turns pulling the
+# same blobs, so an address takes part when it downloaded, in the rule's window, one of the
+# blobs the range downloaded more than once; every other active address of the range is
+# collateral (a neighbour pulling something else, a light user). The addresses taking part
+# count once together, as one offender, like an address ban; every ban hits at least one.
+# So a /64 of 60 rotating addresses hits 1, and the same /24 with an unrelated neighbour 2;
+# a misfiring range rule over ranges of light users hits about one per user.
+HITS = {
+    "asn": """
+        with r as (select distinct unnest($values::varchar[]) as value)
+        select r.value, count(distinct f.client_ip) from r
+        left join ip_info i on cast(i.asn as varchar) = r.value
+        left join facts_hourly f on f.client_ip = i.ip and f.hour >= $day and f.hour < $end
+        group by r.value""",
+    "user": """
+        with r as (select distinct unnest($values::varchar[]) as value)
+        select r.value, count(distinct f.client_ip) from r
+        left join facts_hourly f on f.remote_user = r.value and f.hour >= $day and f.hour < $end
+        group by r.value""",
+    "range": """
+        with r as (select distinct unnest($values::varchar[]) as value),
+        ips as (select px.ip, px.prefix as value from ip_prefix px join r on r.value = px.prefix),
+        active as (select distinct ips.value, f.client_ip from facts_hourly f join ips on ips.ip = f.client_ip
+                   where f.hour >= $day and f.hour < $end),
+        got as (select ips.value, b.client_ip, b.blob, sum(b.downloads) as n from blob_hourly b
+                join ips on ips.ip = b.client_ip where b.hour >= $start and b.hour < $end group by all),
+        repeated as (select value, blob from got group by all having sum(n) >= 2),
+        taking_part as (select distinct got.value, got.client_ip from got join repeated using (value, blob))
+        select r.value, count(a.client_ip) filter (where t.client_ip is null)
+                        + case when count(t.client_ip) > 0 then 1 else 0 end
+        from r left join active a on a.value = r.value
+        left join taking_part t on t.value = a.value and t.client_ip = a.client_ip
+        group by r.value""",
+}
+
+
+def hits(store, bans: list[Decision], window: str, now: datetime) -> dict[tuple[str, str], int]:
+    """(scope, value) -> the active addresses each ban hits (see HITS), at least 1."""
+    day, end = window_bounds(now, "24h")
+    start, _ = window_bounds(now, window)
+    out = {("ip", d.value): 1 for d in bans if d.scope == "ip"}
+    for scope, sql in HITS.items():
+        values = [d.value for d in bans if d.scope == scope]
+        if values:
+            p = {"values": values, "day": day, "end": end, "start": start}
+            rows = store.execute(sql, {k: v for k, v in p.items() if f"${k}" in sql})
+            out.update({(scope, v): max(1, n) for v, n in rows})
+    return out
 
 
 def apply(store, result: PassResult) -> None:
-    """Write the pass: findings always; decisions unless the breaker held the pass."""
-    for f in result.findings:
-        store.execute("insert into findings values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      [result.now, f.rule.name, f.rule.entity, f.entity, f.rule.window, f.rule.action,
-                       f.rule.simulate, f.reason, json.dumps(f.features, default=str)])
-    if result.held:
-        return
-    for d in result.new:
-        d.seq = store.value("select nextval('decision_seq')")
-        d.id = store.value("""
-            insert into decisions (seq, scope, value, effect, tier, rule, origin, reason, evidence, created_at,
-                                   until, simulated)
-            values (?, ?, ?, ?, ?, ?, 'rule', ?, ?, ?, ?, ?) returning id""",
-            [d.seq, d.scope, d.value, d.effect, d.tier, d.rule, d.reason, json.dumps(d.evidence, default=str),
-             d.created_at, d.until, d.simulated])
-    for d in result.extended:
-        d.seq = store.value("select nextval('decision_seq')")
-        store.execute("update decisions set until = ?, seq = ?, reason = ?, evidence = ? where id = ?",
-                      [d.until, d.seq, d.reason, json.dumps(d.evidence, default=str), d.id])
+    """Write the pass: findings, decisions (held ones with their reason), and an audit row per
+    hold, so that the operator sees who held what and why."""
+    if result.findings:
+        fs = result.findings
+        store.execute("""
+            insert into findings select $now, unnest($rule::varchar[]), unnest($kind::varchar[]),
+                unnest($entity::varchar[]), unnest($window::varchar[]), unnest($action::varchar[]),
+                unnest($simulated::boolean[]), unnest($reason::varchar[]), unnest($evidence::varchar[])::json""",
+            {"now": result.now, "rule": [f.rule.name for f in fs], "kind": [f.rule.entity for f in fs],
+             "entity": [f.entity for f in fs], "window": [f.rule.window for f in fs],
+             "action": [f.rule.action for f in fs], "simulated": [f.rule.simulate for f in fs],
+             "reason": [f.reason for f in fs], "evidence": [json.dumps(f.features, default=str) for f in fs]})
+    if result.new:
+        new = result.new
+        ids = sorted(r[0] for r in store.execute("select nextval('decision_ids') from range(?)", [len(new)]))
+        seqs = sorted(r[0] for r in store.execute("select nextval('decision_seq') from range(?)", [len(new)]))
+        for d, i, q in zip(new, ids, seqs):
+            d.id, d.seq = i, q
+        store.execute("""
+            insert into decisions (id, seq, scope, value, effect, tier, rule, origin, reason, evidence, created_at,
+                                   until, simulated, held)
+            select unnest($id::bigint[]), unnest($seq::bigint[]), unnest($scope::varchar[]),
+                unnest($value::varchar[]), unnest($effect::varchar[]), unnest($tier::varchar[]),
+                unnest($rule::varchar[]), 'rule', unnest($reason::varchar[]), unnest($evidence::varchar[])::json,
+                $now, unnest($until::timestamp[]), unnest($simulated::boolean[]), unnest($held::varchar[])""",
+            {"id": ids, "seq": seqs, "scope": [d.scope for d in new], "value": [d.value for d in new],
+             "effect": [d.effect for d in new], "tier": [d.tier for d in new], "rule": [d.rule for d in new],
+             "reason": [d.reason for d in new], "evidence": [json.dumps(d.evidence, default=str) for d in new],
+             "now": result.now, "until": [d.until for d in new], "simulated": [d.simulated for d in new],
+             "held": [d.held for d in new]})
+    if result.extended:
+        ext = result.extended
+        seq_of = dict(store.execute("""
+            update decisions set until = k.until, seq = nextval('decision_seq'), reason = k.reason,
+                                 evidence = k.evidence::json
+            from (select unnest($id::bigint[]) as id, unnest($until::timestamp[]) as until,
+                         unnest($reason::varchar[]) as reason, unnest($evidence::varchar[]) as evidence) k
+            where decisions.id = k.id
+            returning decisions.id, decisions.seq""",
+            {"id": [d.id for d in ext], "until": [d.until for d in ext], "reason": [d.reason for d in ext],
+             "evidence": [json.dumps(d.evidence, default=str) for d in ext]}))
+        for d in ext:
+            d.seq = seq_of[d.id]
+    for h in result.held:
+        store.execute("insert into audit values (?, 'breaker', 'hold', ?, ?, ?)",
+                      [result.now, f"rule {h.rule}", json.dumps({"decisions": len(h.decisions),
+                                                                 "ids": [d.id for d in h.decisions]}), h.reason])

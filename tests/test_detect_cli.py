@@ -18,7 +18,7 @@ def test_detect_decisions_explain_backtest_allow(workdir, monkeypatch):
     res = invoke("detect", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["now"] == "2024-11-20T23:57:37" and out["held"] is None
+    assert out["now"] == "2024-11-20T23:57:37" and out["held"] == []
     found = {(f["rule"], f["entity"]) for f in out["findings"]}
     assert ("ci-repull-storm", "203.0.113.50") in found           # the CI job of the samples
     assert ("tag-scanner", "198.18.0.66") in found                  # the scanner

@@ -1,8 +1,12 @@
-"""The default pack against labelled synthetic traffic: it must catch the abusers and never ban
-heavy legitimate clients; the operator's baseline, replayed beside it, bans some of those."""
+"""The default pack against labelled synthetic traffic, with default settings, on a small mirror
+(about 480 addresses active a day) and a large one (about 2,700): it must catch the abusers and
+never ban heavy legitimate clients, while a broken site rule beside it (`requests > 0`) is held by
+the circuit breaker and bans nobody; the operator's baseline, replayed beside it, bans some of
+the heavy legitimate clients."""
 from __future__ import annotations
 
 import ipaddress
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,31 +16,44 @@ from core.store import open_store
 from ingest.pipeline import Ingester
 from rules.backtest import backtest
 from rules.detect import detect
+from enforcer.snapshot import Publisher
 from rules.engine import load_rules
 from tests.scenarios import ABUSIVE_KINDS, asn_networks, generate
 from tests.test_enrich import build
 
 START = datetime(2024, 11, 18)
+BROKEN = """name: broken-everyone
+description: "A site rule whose threshold lost its number: it matches every client."
+entity: address
+window: 24h
+where: requests > 0
+action: ban
+duration: 24h
+reason: "{requests:int} requests in 24h"
+cases:
+  - {expect: match, features: {requests: 1}}
+  - {expect: no-match, features: {requests: 0}}
+"""
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0.5, 3.0], ids=["small-mirror", "large-mirror"])
+def world(tmp_path_factory, request):
     w = tmp_path_factory.mktemp("scenarios")
-    lines, actors = generate(days=2, scale=1.0)
+    lines, actors = generate(days=2, scale=request.param)
     (w / "access.log").write_text("\n".join(lines) + "\n")
     asn = build(w / "asn.mmdb", "GeoLite2-ASN", asn_networks())
-    # a small mirror: 900 active addresses, so the breaker's share is raised to let range bans through
-    cfg = load(None, {"db": str(w / "db.duckdb"), "asn_db": str(asn), "format": "main", "breaker_share": 0.25},
-               environ={})
+    (w / "site").mkdir()
+    (w / "site" / "broken.yml").write_text(BROKEN)
+    cfg = load(None, {"db": str(w / "db.duckdb"), "asn_db": str(asn), "format": "main", "rules_dir": str(w / "site")},
+               environ={})                    # default settings otherwise: breaker_share 0.02, breaker_floor 5
     store = open_store(cfg.db)
     report = Ingester(store, cfg).run([str(w / "access.log")])
     assert report.total("rejects") == 0
-    rules = load_rules(store)
-    held = []
+    rules = load_rules(store, site_dir=cfg.rules_dir)
+    passes = []
     for h in range(12, 48, 2):                  # a detection pass every two hours of event time
-        r = detect(store, cfg, rules, START + timedelta(hours=h))
-        held += [r.held] if r.held else []
-    yield store, cfg, rules, actors, held
+        passes.append(detect(store, cfg, rules, START + timedelta(hours=h)))
+    yield store, cfg, [r for r in rules if r.pack != "site"], actors, passes
     store.close()
 
 
@@ -49,9 +66,9 @@ def _owner(actors, value: str):
 
 
 def test_default_pack_catches_every_abuser_and_bans_no_legitimate_client(world):
-    store, _cfg, _rules, actors, held = world
-    assert held == []
-    rows = store.execute("select value, effect, rule from decisions where not simulated")
+    store, _cfg, _rules, actors, passes = world
+    assert {h.rule for r in passes for h in r.held} == {"broken-everyone"}      # only the broken rule is held
+    rows = store.execute("select value, effect, rule from decisions where not simulated and held is null")
     banned_kinds = {a.kind for value, effect, _ in rows if effect == "ban" for a in _owner(actors, value)
                     if a.abusive}
     assert banned_kinds == set(ABUSIVE_KINDS)
@@ -63,11 +80,44 @@ def test_default_pack_catches_every_abuser_and_bans_no_legitimate_client(world):
     assert throttled <= set(ABUSIVE_KINDS) | {"office-nat", "ai-user", "harbor-cache", "hosted-ci", "k8s-cluster"}
 
 
+def test_a_broken_rule_is_held_and_bans_nobody_while_the_abusers_get_theirs(world):
+    store, _cfg, _rules, actors, passes = world
+    first = passes[0]
+    active = store.value("select count(distinct client_ip) from facts_hourly where hour >= ? and hour < ?",
+                         [START - timedelta(hours=11), START + timedelta(hours=13)])
+    [hold] = first.held
+    assert hold.rule == "broken-everyone" and len(hold.decisions) == active
+    assert f"would hit {active} of the {active} addresses active in the last 24h" in hold.reason
+    assert store.value("select count(*) from decisions where rule = 'broken-everyone' and held is null") == 0
+    assert store.value("select count(*) from decisions where rule = 'broken-everyone'") == \
+        store.value("select count(distinct value) from decisions where rule = 'broken-everyone'")  # never twice
+    assert store.value("select count(*) from audit where actor = 'breaker' and target = 'rule broken-everyone'") == \
+        sum(1 for r in passes if r.held)
+    # the passes that held the broken rule applied what the default pack promises for each abuser
+    pass_of = {r.now: r for r in passes}
+    owner = {ip: a for a in actors for ip in a.addresses}
+    promised = {("ci-storm", "ci-repull-storm", "throttle"), ("ci-storm", "ci-repull-recidive", "ban"),
+                ("scanner", "tag-scanner", "ban"), ("rotation-v6", "rotation-range", "ban")}
+    got = set()
+    for value, rule, effect, created in store.execute("""select value, rule, effect, created_at from decisions
+                                                          where held is null and not simulated"""):
+        kinds = {a.kind for a in _owner(actors, value)} if "/" in value else {owner[value].kind}
+        for kind in kinds:
+            if (kind, rule, effect) in promised:
+                assert [h.rule for h in pass_of[created].held] == ["broken-everyone"]
+                got.add((kind, rule, effect))
+    assert got == promised
+    # and nothing of the broken rule reaches the proxies
+    policy = Publisher(store, threading.RLock(), lambda: passes[-1].now, 30).publish()
+    assert policy.content["bans"] and not [e for e in policy.content["bans"].values() if e.rule == "broken-everyone"]
+
+
 def test_ci_storm_is_throttled_first_then_banned_when_it_goes_on(world):
     store, _cfg, _rules, actors, _ = world
     ci = next(a for a in actors if a.kind == "ci-storm")
     steps = store.execute("""select rule, effect, created_at from decisions
-                             where value = ? and not simulated order by created_at""", [ci.addresses[0]])
+                             where value = ? and not simulated and held is null order by created_at""",
+                          [ci.addresses[0]])
     assert steps[0][:2] == ("ci-repull-storm", "throttle")
     ban = next(s for s in steps if s[0] == "ci-repull-recidive")
     assert ban[1] == "ban" and ban[2] >= steps[0][2] + timedelta(hours=24)
@@ -83,6 +133,8 @@ def test_rotation_is_a_range_decision(world):
 
 def test_backtest_compares_with_the_operator_baseline(world):
     store, cfg, rules, actors, _ = world
+    if len(actors) > 500:
+        pytest.skip("the small mirror shows it; the large one would take 9 s more")
     bt = backtest(store, cfg, rules, START + timedelta(hours=24), START + timedelta(hours=48))
     kinds = {pack: {a.kind for v in p["banned"] for a in _owner(actors, v)} for pack, p in bt["packs"].items()}
     legit_heavy = {"office-nat", "k8s-cluster", "harbor-cache", "ai-user"}

@@ -22,6 +22,8 @@ op = st.one_of(
               st.integers(1, 6), st.booleans()),
     st.tuples(st.just("revoke"), st.integers(0, 30)),
     st.tuples(st.just("extend"), st.integers(0, 30), st.integers(1, 4)),
+    st.tuples(st.just("hold"), st.integers(0, 30)),         # the circuit breaker's: kept, never enforced
+    st.tuples(st.just("approve"), st.integers(0, 30)),
     st.tuples(st.just("wait"), st.integers(1, 4)),
     st.tuples(st.just("allow"), st.integers(1, 3)),        # a small section, with its own expiry
     st.tuples(st.just("image"),),
@@ -44,7 +46,8 @@ def scratch(store, now) -> dict:
     """The entries in force, computed the slow obvious way from the decisions table."""
     out: dict = {"bans": {}, "assignments": {}}
     rows = store.execute("""select id, scope, value, effect, tier, coalesce(rule, 'manual'), reason, until
-                            from decisions where revoked_at is null and not simulated and until > ? order by until, id""", [now])
+                            from decisions where revoked_at is null and not simulated and held is null and until > ?
+                            order by until, id""", [now])
     for id_, scope, value, effect, tier, rule, reason, until in rows:
         key = f"{scope}:{value}"
         entry = (id_, scope, value, until.isoformat(), reason, rule)
@@ -62,6 +65,8 @@ def scratch(store, now) -> dict:
               ("wait", 2), ("publish",)])                  # a throttle beats a boost, until it ends
 @example(ops=[("add", "192.0.2.2", "ban", 2, False), ("add", "192.0.2.2", "ban", 4, False), ("publish",), ("revoke", 1),
               ("publish",), ("extend", 0, 3), ("publish",)])
+@example(ops=[("add", "192.0.2.1", "ban", 2, False), ("publish",), ("hold", 0), ("publish",), ("approve", 0),
+              ("publish",)])
 def test_rebuilt_from_changes_equals_built_from_scratch(tmp_path_factory, ops):
     db = tmp_path_factory.mktemp("snap") / "db.duckdb"
     store = open_store(str(db))
@@ -87,6 +92,9 @@ def test_rebuilt_from_changes_equals_built_from_scratch(tmp_path_factory, ops):
         elif step[0] == "extend" and ids:
             store.execute("update decisions set until = until + ?, seq = nextval('decision_seq') where id = ?",
                           [timedelta(hours=step[2]), ids[step[1] % len(ids)]])
+        elif step[0] in ("hold", "approve") and ids:
+            store.execute("update decisions set held = ?, seq = nextval('decision_seq') where id = ?",
+                          ["breaker" if step[0] == "hold" else None, ids[step[1] % len(ids)]])
         elif step[0] == "wait":
             clock.t += timedelta(hours=step[1])
         elif step[0] == "allow":

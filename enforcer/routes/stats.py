@@ -49,11 +49,14 @@ def findings(services: ServicesDep, who: ViewerKey, limit: Annotated[int, Query(
 
 
 @router.get("/decisions")
-def decisions(services: ServicesDep, who: ViewerKey, active: bool = False,
+def decisions(services: ServicesDep, who: ViewerKey, active: bool = False, held: bool = False,
               limit: Annotated[int, Query(ge=1, le=100000)] = 500):
-    cond = "where revoked_at is null and until > ? and not simulated" if active else "where ? is not null"
+    """Decisions, newest change first; `held` is the circuit breaker's reason for keeping one out
+    of force (null: applied). active: only those in force; held: only those waiting for an admin."""
+    cond = ("where revoked_at is null and until > ? and not simulated and held is null" if active else
+            "where revoked_at is null and until > ? and held is not null" if held else "where ? is not null")
     return _rows(services, f"""select id, seq, scope, value, effect, tier, rule, origin, reason, created_at, until,
-                                      revoked_at, simulated from decisions {cond} order by seq desc limit ?""",
+                                      revoked_at, simulated, held from decisions {cond} order by seq desc limit ?""",
                  [services.clock(), limit])
 
 
