@@ -7,6 +7,7 @@ import json
 import click
 
 from cli.main import actor, cli, fail, open_or_fail, run_now, with_settings
+from cli.detect import decisions
 
 
 def _change(cfg, fn, *args, **kwargs):
@@ -43,6 +44,45 @@ def unban(cfg, decision_id, reason):
     from enforcer.changes import revoke
     _change(cfg, revoke, decision_id, reason)
     click.echo(f"decision #{decision_id} revoked")
+
+
+def _held_change(cfg, fn, ids, rule, reason) -> int:
+    """approve or drop: the decisions named, or every held decision of ``rule``."""
+    from enforcer.changes import held_ids
+    if bool(ids) == bool(rule):
+        fail("name the held decisions: their ids, or --rule for all of a rule's")
+    if rule:
+        store = open_or_fail(cfg.db)
+        try:
+            ids = held_ids(store, rule)
+        finally:
+            store.close()
+        if not ids:
+            fail(f"rule {rule} has no held decisions")
+    return _change(cfg, fn, list(ids), reason)
+
+
+@decisions.command("approve")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--rule", help="Every held decision of this rule.")
+@click.option("--reason", required=True)
+@with_settings
+def decisions_approve(cfg, ids, rule, reason):
+    """Put decisions the circuit breaker held in force (see `decisions list --held`)."""
+    from enforcer.changes import approve
+    click.echo(f"{_held_change(cfg, approve, ids, rule, reason)} held decision(s) approved: in force now")
+
+
+@decisions.command("drop")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--rule", help="Every held decision of this rule.")
+@click.option("--reason", required=True)
+@with_settings
+def decisions_drop(cfg, ids, rule, reason):
+    """Revoke decisions the circuit breaker held (the rule misfired: fix it too)."""
+    from enforcer.changes import drop
+    click.echo(f"{_held_change(cfg, drop, ids, rule, reason)} held decision(s) dropped")
+
 
 
 @cli.command()

@@ -31,6 +31,7 @@ class Changed(BaseModel):
     ok: bool = True
     id: int | None = None
     revoked: int | None = None
+    approved: int | None = None
     policy_version: int
 
 
@@ -67,6 +68,25 @@ def revoke(services: ServicesDep, who: AdminKey, decision_id: Annotated[int, Pat
     """Unban (or end a tier assignment) now."""
     _, version = _apply(services, changes.revoke, who.name, decision_id, body.reason)
     return {"id": decision_id, "policy_version": version}
+
+
+class HeldIn(BaseModel):
+    ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(min_length=1, max_length=100000)
+    reason: Reason
+
+
+@router.post("/decisions/approve", response_model=Changed)
+def approve_held(services: ServicesDep, who: AdminKey, body: HeldIn) -> dict:
+    """Put decisions the circuit breaker held in force (GET /v1/stats/decisions?held=true lists them)."""
+    n, version = _apply(services, changes.approve, who.name, body.ids, body.reason)
+    return {"approved": n, "policy_version": version}
+
+
+@router.post("/decisions/drop", response_model=Changed)
+def drop_held(services: ServicesDep, who: AdminKey, body: HeldIn) -> dict:
+    """Revoke decisions the circuit breaker held."""
+    n, version = _apply(services, changes.drop, who.name, body.ids, body.reason)
+    return {"revoked": n, "policy_version": version}
 
 
 class TierIn(BaseModel):
