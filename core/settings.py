@@ -53,9 +53,11 @@ SETTINGS: tuple[Setting, ...] = (
             "ASNs of cloud and hosting networks (feature `hosting`): AWS, Google, Azure, Alibaba, Tencent, Huawei, "
             "DigitalOcean, OVH, Hetzner, Linode, Vultr, Oracle and others."),
     Setting("breaker_share", float, 0.02,
-            "Circuit breaker: a detection pass may ban at most this share of the addresses active in the last 24 h."),
+            "Circuit breaker: in one detection pass, one rule's new bans may hit at most this share of the addresses "
+            "active in the last 24 h (a range counts the addresses in it that do not take part in what it was "
+            "banned for); a rule that would hit more has its new bans held for an admin, the other rules apply."),
     Setting("breaker_floor", int, 5,
-            "Circuit breaker: a pass may always ban this many addresses, however small the mirror."),
+            "Circuit breaker: one rule may always ban this many addresses in a pass, however small the mirror."),
     Setting("now", str, "",
             "The time this run judges at: empty for the wall clock (live work), `latest` for the newest ingested "
             "event, or an ISO 8601 time (UTC unless it has an offset). Set it to replay old logs: every command of "
