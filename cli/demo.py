@@ -55,7 +55,7 @@ def first_run(cfg, store, patterns: list[str], generate: bool, as_json: bool = F
         out[name] = {"since": since.isoformat(timespec="seconds"), "tib": round(served / TIB, 3),
                      "addresses": addresses}
     out["now"] = now.isoformat(timespec="seconds")
-    out["held"] = result.held
+    out["held"] = result.held_reasons        # one line per rule the circuit breaker held, or None
     out["in_force"] = store.records("""
         select id, effect, tier, scope, value, rule, reason, until from decisions
         where revoked_at is null and held is null and not simulated and until > ? order by effect, scope, value, rule""", [now])
