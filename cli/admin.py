@@ -84,7 +84,6 @@ def decisions_drop(cfg, ids, rule, reason):
     click.echo(f"{_held_change(cfg, drop, ids, rule, reason)} held decision(s) dropped")
 
 
-
 @cli.command()
 @click.argument("scope", type=SCOPE)
 @click.argument("value")
@@ -145,7 +144,7 @@ def images_list(cfg, as_json):
 
 @cli.group()
 def tiers():
-    """Rate tiers: requests a minute, concurrent requests, bytes a second per blob, bytes per window."""
+    """Rate tiers: requests a minute and burst, concurrent requests, bytes a second per blob, bytes per window."""
 
 
 @tiers.command("list")
@@ -154,11 +153,14 @@ def tiers():
 def tiers_list(cfg, as_json):
     store = open_or_fail(cfg.db)
     try:
-        rows = store.execute("select * from tiers order by name")
+        rows = store.execute("""
+            select name, requests_per_minute, burst, concurrent, blob_bytes_per_second, window_bytes, window_seconds
+            from tiers order by name""")
         defaults = dict(store.execute("select key, value from kv where key like '%_tier'"))
     finally:
         store.close()
-    cols = ["name", "requests_per_minute", "concurrent", "blob_bytes_per_second", "window_bytes", "window_seconds"]
+    cols = ["name", "requests_per_minute", "burst", "concurrent", "blob_bytes_per_second", "window_bytes",
+            "window_seconds"]
     if as_json:
         click.echo(json.dumps({"tiers": [dict(zip(cols, r)) for r in rows], "defaults": defaults}))
         return
@@ -170,6 +172,8 @@ def tiers_list(cfg, as_json):
 @tiers.command("set")
 @click.argument("name")
 @click.option("--rpm", "requests_per_minute", type=int, help="Requests a minute (none: unlimited).")
+@click.option("--burst", type=int, help="Requests taken at once above the rate (nginx limit_req burst, nodelay; "
+                                        "none: twice --rpm).")
 @click.option("--concurrent", type=int)
 @click.option("--blob-rate", "blob_bytes_per_second", type=int, help="Bytes a second per blob download.")
 @click.option("--window-bytes", type=int)

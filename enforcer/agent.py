@@ -85,19 +85,26 @@ def _nginx(policy: dict) -> tuple[str, str]:
     rates = []
     for name, t in sorted(tiers.items()):
         zone = name.replace("-", "_")
-        if t["requests_per_minute"]:
+        rpm, concurrent = t["requests_per_minute"], t["concurrent"]
+        if rpm or concurrent:       # an unlimited tier has no key, so no zone counts it
             http.append(f"map $pullwarden_tier $pw_key_{zone} {{ {name} $binary_remote_addr; default \"\"; }}")
-            http.append(f"limit_req_zone $pw_key_{zone} zone=pw_{zone}:10m rate={t['requests_per_minute']}r/m;")
-            location.append(f"limit_req zone=pw_{zone} burst={max(1, t['requests_per_minute'] // 2)} nodelay;")
-        if t["concurrent"]:
-            http.append(f"limit_conn_zone $pw_key_{zone} zone=pwc_{zone}:10m;" if t["requests_per_minute"] else
-                        f"map $pullwarden_tier $pw_key_{zone} {{ {name} $binary_remote_addr; default \"\"; }}\n"
-                        f"limit_conn_zone $pw_key_{zone} zone=pwc_{zone}:10m;")
-            location.append(f"limit_conn pwc_{zone} {t['concurrent']};")
+        if rpm:
+            # nodelay: a pull is a burst (token, manifests, config, every layer within seconds), served
+            # at once up to `burst` above the rate, 429 beyond; without nodelay nginx would spread the
+            # burst out at the rate and every ordinary pull would wait
+            http.append(f"limit_req_zone $pw_key_{zone} zone=pw_{zone}:10m rate={rpm}r/m;")
+            location.append(f"limit_req zone=pw_{zone} burst={t.get('burst') or 2 * rpm} nodelay;")
+        if concurrent:
+            http.append(f"limit_conn_zone $pw_key_{zone} zone=pwc_{zone}:10m;")
+            location.append(f"limit_conn pwc_{zone} {concurrent};")
         if t["blob_bytes_per_second"]:
             rates.append(f"    {name} {t['blob_bytes_per_second']};")
-    http += ["map $pullwarden_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
-    location += ["limit_req_status 429;", "limit_conn_status 429;", "limit_rate $pullwarden_rate;"]
+    location += ["limit_req_status 429;", "limit_conn_status 429;"]
+    if rates:
+        # per response; nginx lets the first second's worth out at once, so manifests and
+        # tokens (a few KiB) are never slowed: in effect it limits blob downloads
+        http += ["map $pullwarden_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
+        location.append("limit_rate $pullwarden_rate;")
     return "\n".join(http) + "\n", "\n".join(location) + "\n"
 
 

@@ -12,7 +12,7 @@ from core.types import parse_duration
 
 SCOPES = ("ip", "range", "asn", "user")
 LISTS = ("allowed", "unlimited", "blocked")
-TIER_FIELDS = ("requests_per_minute", "concurrent", "blob_bytes_per_second", "window_bytes", "window_seconds")
+TIER_FIELDS = ("requests_per_minute", "burst", "concurrent", "blob_bytes_per_second", "window_bytes", "window_seconds")
 
 
 def seconds(text: str) -> int:
@@ -131,7 +131,12 @@ def drop(store, actor: str, ids: list[int], reason: str, now: datetime) -> int:
 
 
 def set_tier(store, actor: str, name: str, limits: dict, reason: str, now: datetime) -> None:
-    store.execute("insert or replace into tiers values (?, ?, ?, ?, ?, ?)", [name, *(limits.get(f) for f in TIER_FIELDS)])
+    if limits.get("burst") and not limits.get("requests_per_minute"):
+        raise ValueError("a burst needs a rate: give requests_per_minute too")
+    store.execute("""
+        insert or replace into tiers (name, requests_per_minute, burst, concurrent, blob_bytes_per_second,
+                                      window_bytes, window_seconds)
+        values (?, ?, ?, ?, ?, ?, ?)""", [name, *(limits.get(f) for f in TIER_FIELDS)])
     audit(store, actor, "set tier", name, limits, reason, now)
 
 

@@ -21,6 +21,8 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii as _q
 from typing import Callable, Iterator, NamedTuple
 
+from enforcer.changes import TIER_FIELDS
+
 log = logging.getLogger("pullwarden.policy")
 HISTORY = 2000          # versions whose changes are kept; older `since` values get 410
 ENTRIES = ("assignments", "bans")
@@ -94,9 +96,9 @@ SAME = """p.section = w.section and p.key = w.key and p.id = w.id and p.until = 
 
 def small_sections(store, now: datetime) -> dict:
     """Tiers, default tiers, image lists and the allowlist: small, rebuilt whole each time."""
-    tiers = {r[0]: dict(zip(["requests_per_minute", "concurrent", "blob_bytes_per_second", "window_bytes",
-                              "window_seconds"], r[1:]))
-             for r in store.execute("select * from tiers order by name")}
+    tiers = {r[0]: dict(zip(TIER_FIELDS, r[1:])) for r in store.execute("""
+        select name, requests_per_minute, burst, concurrent, blob_bytes_per_second, window_bytes, window_seconds
+        from tiers order by name""")}
     kv = dict(store.execute("select key, value from kv"))
     images: dict[str, list[str]] = {"allowed": [], "unlimited": [], "blocked": []}
     for lst, pattern in store.execute("select list, pattern from image_lists"):

@@ -23,6 +23,7 @@ DAYS = 30
 SCALE = {k: 0.5 if k in ABUSIVE_KINDS else 0.2 for k in KINDS}
 SEED = 1
 LIVE = "access.log"
+COMPLETE = ".complete"      # the days written whole (not read by ingest: not named like a log)
 
 
 @dataclass
@@ -59,12 +60,13 @@ def write_month(folder: str | Path, now: datetime, days: int = DAYS, scale: floa
         if started and started != f"{today:%Y%m%d}":         # midnight passed: rotate, as logrotate would
             os.replace(live, folder / f"{LIVE}-{started}")
     out = Written()
+    marks = folder / COMPLETE
+    done = set(marks.read_text().split()) if marks.exists() else set()
     for k in range(days, -1, -1):
         day = today - timedelta(days=k)
         path = live if k == 0 else folder / _day_name(day)
-        if k and path.exists() and path.stat().st_mtime >= (day + timedelta(days=1)).replace(
-                tzinfo=timezone.utc).timestamp():
-            continue                          # written after its day was over: complete
+        if k and path.name in done:
+            continue
         lines, _ = generate(days=1, start=day.replace(tzinfo=timezone.utc), seed=seed, scale=scale,
                             variant=f":{day:%Y%m%d}", until=now.replace(tzinfo=timezone.utc) if k == 0 else None)
         text = "".join(line + "\n" for line in lines).encode()
@@ -75,4 +77,7 @@ def write_month(folder: str | Path, now: datetime, days: int = DAYS, scale: floa
             f.write(text[have:])
         out.files += 1
         out.lines += text[have:].count(b"\n")
+    for k in range(days, 0, -1):
+        done.add(_day_name(today - timedelta(days=k)))
+    marks.write_text("".join(f"{name}\n" for name in sorted(done)))
     return out

@@ -446,6 +446,13 @@ class _Ctx:
     cat: Catalog
     t0: float
     t1: float
+    # What an actor keeps from one day to the next (its client version, the images its pipeline
+    # pulls) when each day is drawn as a variant of its own (the demo month): a CI fleet does not
+    # upgrade docker or change its pipeline every midnight. None without a variant: ``rng``.
+    same: random.Random | None = None
+
+    def fixed(self) -> random.Random:
+        return self.same or self.rng
 
     def days(self):
         """(local midnight, weekend) of every local day that overlaps the span; lines outside it are dropped."""
@@ -489,8 +496,9 @@ def _ci_storm(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
         rng = ctx.rng
         who = _Who(_name("ci-storm", i), "ci-storm", None, 16509)
         ip = _host("ci-storm", 10 + i)
-        images = ctx.cat.pick(rng, rng.choice([1, 2]), top=40)
-        _storm_runs(ctx, who, _gitlab_docker(rng), images, intensity, lambda _n: ip, rng.uniform(80e6, 250e6))
+        fixed = ctx.fixed()
+        images = ctx.cat.pick(fixed, fixed.choice([1, 2]), top=40)
+        _storm_runs(ctx, who, _gitlab_docker(fixed), images, intensity, lambda _n: ip, rng.uniform(80e6, 250e6))
         out.append(who)
     return out
 
@@ -498,14 +506,14 @@ def _ci_storm(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
 def _rotation(ctx: _Ctx, kind: str, n: int, intensity: float) -> list[_Who]:
     out = []
     for i in range(n):
-        rng = ctx.rng
+        rng, fixed = ctx.rng, ctx.fixed()
         if kind == "rotation-v4":
             net = _slash24("rotation-v4", i)
-            pool = [str(net.network_address + h) for h in rng.sample(range(2, 240), rng.randint(42, 60))]
+            pool = [str(net.network_address + h) for h in fixed.sample(range(2, 240), fixed.randint(42, 60))]
             who = _Who(_name(kind, i), kind, str(net), 45102)
         else:
             net = _slash64(24940, V6_SUBNETS["rotation-v6"] + i)
-            pool = [_in64(net, rng.getrandbits(64)) for _ in range(rng.randint(50, 80))]
+            pool = [_in64(net, fixed.getrandbits(64)) for _ in range(fixed.randint(50, 80))]
             who = _Who(_name(kind, i), kind, str(net), 24940)
         order: list[str] = []
 
@@ -514,9 +522,9 @@ def _rotation(ctx: _Ctx, kind: str, n: int, intensity: float) -> list[_Who]:
                 order[:] = rng.sample(pool, len(pool))
             return order[k % len(pool)]
 
-        images = ctx.cat.pick(rng, rng.choice([1, 2]), top=40)
+        images = ctx.cat.pick(fixed, fixed.choice([1, 2]), top=40)
         # enough runs that each address is used (about 1.4 times a day at least): 40+ addresses at any scale
-        _storm_runs(ctx, who, _gitlab_docker(rng), images, max(intensity, len(pool) / 70), address,
+        _storm_runs(ctx, who, _gitlab_docker(fixed), images, max(intensity, len(pool) / 70), address,
                     rng.uniform(80e6, 250e6))
         out.append(who)
     return out
@@ -859,7 +867,8 @@ def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=time
     for kind in KINDS:                       # each kind draws from its own stream: filtering changes nothing else
         if kinds is not None and kind not in kinds:
             continue
-        ctx = _Ctx(random.Random(f"{seed}:{kind}{variant}"), log, cat, log.t0, log.t1)
+        ctx = _Ctx(random.Random(f"{seed}:{kind}{variant}"), log, cat, log.t0, log.t1,
+                   random.Random(f"{seed}:{kind}") if variant else None)
         sc = scales.get(kind, 1.0)
         n = max(1, round(sc))
         whos += _light(ctx, sc) if kind == "light" else SINGLE[kind](ctx, n, sc / n)

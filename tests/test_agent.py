@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import http.server
-import shutil
-import subprocess
 import threading
 
 import pytest
@@ -12,6 +10,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from enforcer.agent import render, write_atomically
 from tests.enforcer_helpers import Enforcer
+from tests.nginx_helpers import needs_nginx, nginx, published_files
 
 
 @pytest.fixture
@@ -84,56 +83,22 @@ def test_write_atomically_reports_only_changes(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed (.ci/run installs nginx-light)")
+@needs_nginx
 def test_nginx_enforces_the_include(api, tmp_path):
+    import httpx
     seed(api)
     api.ban("127.0.0.2", reason="test ban")
-    api.services.publisher.publish()
-    policy = api.services.publisher.current
-    import gzip
-    import json
-    files = render(json.loads(gzip.decompress(policy.body)))
-    (tmp_path / "http.conf").write_text(files["nginx-pullwarden-http.conf"])
-    (tmp_path / "location.conf").write_text(files["nginx-pullwarden-location.conf"])
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"""
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path}; fastcgi_temp_path {tmp_path};
-    uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
-    include {tmp_path}/http.conf;
-    server {{
+    servers = f"""server {{
         listen 127.0.0.1:18099;
-        listen 127.0.0.2:18099;
         location /v2/ {{
             include {tmp_path}/location.conf;
             return 200 "ok";
         }}
-    }}
-}}
-""")
-    r = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "syntax is ok" in r.stderr
-    server = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])
-    try:
-        import httpx
-        import time
-        for _ in range(100):
-            try:
-                ok = httpx.get("http://127.0.0.1:18099/v2/", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        assert ok.status_code == 200 and ok.text == "ok"
+    }}"""
+    with nginx(tmp_path, published_files(api), servers, 18099):
+        assert httpx.get("http://127.0.0.1:18099/v2/", timeout=2).text == "ok"
         with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=2) as c:
             assert c.get("http://127.0.0.1:18099/v2/").status_code == 403     # the banned address
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_an_emptied_list_is_removed_and_a_tier_never_frees_an_address_from_its_range_ban(tmp_path):

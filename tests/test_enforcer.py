@@ -52,7 +52,8 @@ def test_every_admin_route_refuses_proxy_and_viewer_keys(api):
 def test_policy_etag_304_and_one_version_per_change(api):
     r = get(api, "/v1/policy", "proxy")
     v1, etag = r.json()["version"], r.headers["etag"]
-    assert r.json()["tiers"]["anonymous"]["requests_per_minute"] == 20
+    assert {k: r.json()["tiers"]["anonymous"][k] for k in ("requests_per_minute", "burst")} == \
+        {"requests_per_minute": 300, "burst": 600}
     assert get(api, "/v1/policy", "proxy", headers={"If-None-Match": etag}).status_code == 304
     r = httpx.post(api.url + "/v1/admin/bans", headers=api.headers("admin"), timeout=10,
                    json={"scope": "ip", "value": "203.0.113.7", "duration": "2h", "reason": "scanner"})
@@ -114,7 +115,8 @@ def test_check_gives_the_verdict_and_why(api):
     c = get(api, "/v1/check?ip=203.0.113.7", "proxy").json()
     assert not c["allowed"] and "re-pull storm" in c["why"][0]
     c = get(api, "/v1/check?ip=198.51.100.20", "proxy").json()
-    assert (c["allowed"], c["tier"], c["limits"]["requests_per_minute"]) == (True, "throttled", 5)
+    assert (c["allowed"], c["tier"], c["limits"]["requests_per_minute"], c["limits"]["burst"]) == \
+        (True, "throttled", 30, 60)
     c = get(api, "/v1/check?ip=198.51.100.5", "proxy").json()
     assert c["tier"] == "unlimited"                      # the address beats its range
     c = get(api, "/v1/check?ip=192.0.2.1&user=alice&image=docker.io/busybox:1.36", "proxy").json()

@@ -127,11 +127,13 @@ def test_admin_changes_from_the_command_line_are_audited(workdir):
     new = int(run("ban", "range", "203.0.113.9/24", "--duration", "2h", "--reason", "rotation").split("#")[1])
     run("assign", "user", "ci-bot", "--tier", "throttled", "--reason", "heavy CI")
     run("images", "add", "allowed", "docker.io/library/*", "ghcr.io/**", "--reason", "allow-list")
-    run("tiers", "set", "partner", "--rpm", "600", "--reason", "partners")
+    run("tiers", "set", "partner", "--rpm", "600", "--burst", "900", "--reason", "partners")
     run("budget", "set", "120", "--reason", "new contract")
     run("unban", str(new), "--reason", "mistake")
     assert "docker.io/library/*" in run("images", "list")
-    assert "name=partner  requests_per_minute=600" in run("tiers", "list")
+    assert "name=partner  requests_per_minute=600  burst=900  concurrent=-" in run("tiers", "list")
+    bad = CliRunner().invoke(cli, ["tiers", "set", "x", "--burst", "10", "--reason", "x"])
+    assert bad.exit_code == 2 and "a burst needs a rate" in bad.stderr
     bad = CliRunner().invoke(cli, ["assign", "ip", "198.51.100.1", "--tier", "gold", "--reason", "x"])
     assert bad.exit_code == 2 and "unknown tier 'gold'" in bad.stderr
     assert CliRunner().invoke(cli, ["unban", "999", "--reason", "x"]).exit_code == 2

@@ -91,6 +91,9 @@ def drop_held(services: ServicesDep, who: AdminKey, body: HeldIn) -> dict:
 
 class TierIn(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1, le=10**6)
+    burst: int | None = Field(default=None, ge=1, le=10**6,
+                              description="requests taken at once above the rate (nginx limit_req burst, "
+                                          "nodelay); none: twice the requests a minute")
     concurrent: int | None = Field(default=None, ge=1, le=10**5)
     blob_bytes_per_second: int | None = Field(default=None, ge=1024, le=10**12)
     window_bytes: int | None = Field(default=None, ge=1, le=10**16)
