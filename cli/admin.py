@@ -26,13 +26,20 @@ SCOPE = click.Choice(["ip", "range", "asn", "user"])
 @cli.command()
 @click.argument("scope", type=SCOPE)
 @click.argument("value")
-@click.option("--duration", default="24h", show_default=True, help="30m, 24h, 7d…")
+@click.option("--duration", default="24h", show_default=True, help="30m, 24h, 7d… (at most 3650d)")
 @click.option("--reason", required=True)
+@click.option("--force", is_flag=True, help="Ban anyway a range wider than widest_ipv4/widest_ipv6, loopback, "
+              "link-local, this server or a trusted proxy (the audit log says it was forced).")
 @with_settings
-def ban(cfg, scope, value, duration, reason):
-    """Ban an address, range, ASN or user by hand."""
-    from enforcer.changes import add_decision
-    click.echo(f"decision #{_change(cfg, add_decision, scope, value, 'ban', duration, reason)}")
+def ban(cfg, scope, value, duration, reason, force):
+    """Ban an address, range, ASN or user by hand. An allowlisted one is refused."""
+    from enforcer.changes import add_decision, guard
+    try:
+        limits = guard(cfg)
+    except ValueError as e:
+        fail(str(e))
+    new = _change(cfg, add_decision, scope, value, 'ban', duration, reason, guard=limits, force=force)
+    click.echo(f"decision #{new}")
 
 
 @cli.command()
@@ -111,8 +118,9 @@ def images():
 @with_settings
 def images_add(cfg, name, patterns, reason):
     from enforcer.changes import change_images
-    _change(cfg, change_images, name, list(patterns), True, reason)
-    click.echo(f"{len(patterns)} pattern(s) on the {name} list")
+    added, there = _change(cfg, change_images, name, list(patterns), True, reason)
+    click.echo(f"{added} pattern(s) added to the {name} list" + (f", {there} already on it (kept as they were)"
+                                                                    if there else ""))
 
 
 @images.command("remove")
@@ -122,8 +130,8 @@ def images_add(cfg, name, patterns, reason):
 @with_settings
 def images_remove(cfg, name, patterns, reason):
     from enforcer.changes import change_images
-    _change(cfg, change_images, name, list(patterns), False, reason)
-    click.echo(f"{len(patterns)} pattern(s) off the {name} list")
+    removed, _ = _change(cfg, change_images, name, list(patterns), False, reason)
+    click.echo(f"{removed} pattern(s) removed from the {name} list")
 
 
 @images.command("list")
@@ -171,19 +179,24 @@ def tiers_list(cfg, as_json):
 
 @tiers.command("set")
 @click.argument("name")
-@click.option("--rpm", "requests_per_minute", type=int, help="Requests a minute (none: unlimited).")
-@click.option("--burst", type=int, help="Requests taken at once above the rate (nginx limit_req burst, nodelay; "
-                                        "none: twice --rpm).")
-@click.option("--concurrent", type=int)
-@click.option("--blob-rate", "blob_bytes_per_second", type=int, help="Bytes a second per blob download.")
-@click.option("--window-bytes", type=int)
-@click.option("--window-seconds", type=int)
+@click.option("--rpm", "requests_per_minute", type=click.IntRange(0, 10**6),
+              help="Requests a minute (nginx limit_req rate).")
+@click.option("--burst", type=click.IntRange(0, 10**6), help="Requests taken at once above the rate (nginx "
+              "limit_req burst, nodelay; unset: twice --rpm).")
+@click.option("--concurrent", type=click.IntRange(0, 10**5), help="Requests in flight per address (limit_conn).")
+@click.option("--blob-rate", "blob_bytes_per_second", type=click.IntRange(0, 10**12),
+              help="Bytes a second per response (nginx limit_rate; CRProxy --blobs-speed-limit).")
+@click.option("--window-bytes", type=click.IntRange(0, 10**16),
+              help="Bytes per window per address (CRProxy --ips-speed-limit BYTES/WINDOW).")
+@click.option("--window-seconds", type=click.IntRange(0, 10**7), help="That window, in seconds.")
 @click.option("--reason", required=True)
 @with_settings
 def tiers_set(cfg, name, reason, **limits):
-    """Define or change a tier (every limit not given is unlimited)."""
+    """Define a tier or change some of its limits. The limits given are set (0: unlimited), the
+    others keep their value (a new tier's: unlimited)."""
     from enforcer.changes import set_tier
-    _change(cfg, set_tier, name, limits, reason)
+    given = {k: (v or None) for k, v in limits.items() if v is not None}
+    _change(cfg, set_tier, name, given, reason)
     click.echo(f"tier {name} set")
 
 

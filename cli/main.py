@@ -10,7 +10,7 @@ from functools import wraps
 import click
 
 from core import settings as settings_mod
-from core.store import StoreBusy, open_store
+from core.store import StoreBusy, StoreError, open_store
 
 TIB = 1 << 40
 
@@ -62,7 +62,7 @@ def now_option(f):
 def open_or_fail(path: str, read_only: bool = False):
     try:
         return open_store(path, read_only=read_only)
-    except StoreBusy as e:
+    except (StoreBusy, StoreError) as e:
         fail(str(e))
 
 
@@ -209,7 +209,13 @@ def prune(cfg, as_json):
 
 
 def main() -> None:
-    cli(prog_name="pullwarden")
+    import duckdb
+    try:
+        cli(prog_name="pullwarden")
+    except duckdb.IOException as e:
+        # the file went bad under a command that had opened it (a damaged page read late):
+        # one line, not a traceback
+        fail(f"the database: {str(e).removeprefix('IO Error: ')} (restore it from a backup, or move it away)")
 
 
 from cli import admin as _admin, demo as _demo, detect as _detect, serve as _serve  # noqa: E402,F401  (register commands)

@@ -30,10 +30,18 @@ def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
     scheduler = start(services)
     for name, seconds, fn in extra_jobs:
         scheduler.add_job(fn, "interval", seconds=seconds, id=name, name=name)
+    from cli import remote
     click.echo(f"{banner}pullwarden serving on http://{cfg.host}:{cfg.port} (pid {os.getpid()}, db {cfg.db})", err=True)
+    remote.announce(cfg.db, f"http://{cfg.host}:{cfg.port}")
+    # uvicorn stops on SIGTERM and then raises the signal again with the handler it found: with
+    # the default one the process would die there, before the jobs stop, the bouncers' cursors
+    # are saved and the database is closed. A handler of our own lets it return instead.
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.run(create_app(services), host=cfg.host, port=cfg.port, log_level="warning")
     finally:
+        remote.withdraw(cfg.db)
         services.stopping.set()         # a backlog is left between two slices, not read to its end
         scheduler.shutdown(wait=True)
         services.save_cursors()
@@ -102,53 +110,102 @@ def keys():
     """API keys: proxy (policy, stream, check), viewer (statistics), admin (changes)."""
 
 
+def _api_options(f):
+    f = click.option("--api", "api", default=None, help="The server's URL while it runs (found by itself when "
+                     "it serves this --db; setting api_url).")(f)
+    return click.option("--key", "key", default=None, help="An admin key for that server (env PULLWARDEN_API_KEY).")(f)
+
+
+def _local_or_api(cfg, api):
+    """The store, or None when the command must go through the running server's API."""
+    from core.store import StoreBusy, open_store
+    if api or cfg.api_url:
+        return None
+    try:
+        return open_store(cfg.db)
+    except StoreBusy:
+        return None
+
+
 @keys.command("create")
 @click.option("--role", type=click.Choice(["proxy", "viewer", "admin"]), required=True)
 @click.option("--name", required=True, help="Who uses it, e.g. edge-1.")
+@click.option("--reason", default="created from the command line", show_default=True, help="For the audit log.")
 @click.option("--json", "as_json", is_flag=True)
+@_api_options
 @with_settings
-def keys_create(cfg, role, name, as_json):
-    """Create a key; it is shown once, only its hash is stored."""
+def keys_create(cfg, role, name, reason, as_json, api, key):
+    """Create a key; it is shown once, only its hash is stored. Works while serve runs (through
+    its API, with an admin key)."""
+    from cli.main import actor
+    from enforcer.changes import audit
     from enforcer.keys import create_key
     from enforcer.service import utcnow
-    store = open_or_fail(cfg.db)
-    try:
-        key = create_key(store, name, role, utcnow())
-    except ValueError as e:
-        fail(str(e))
-    finally:
-        store.close()
-    click.echo(json.dumps({"name": name, "role": role, "key": key}) if as_json else key)
+    store = _local_or_api(cfg, api)
+    if store is None:
+        from cli.remote import call
+        new = call(cfg, "POST", "/v1/admin/keys", {"name": name, "role": role, "reason": reason}, api, key)["key"]
+    else:
+        try:
+            new = create_key(store, name, role, utcnow())
+            audit(store, actor(), "create key", f"key {name}", {"role": role}, reason, utcnow())
+        except ValueError as e:
+            fail(str(e))
+        finally:
+            store.close()
+    click.echo(json.dumps({"name": name, "role": role, "key": new}) if as_json else new)
     if not as_json:
         click.echo(f"(key for {name}, role {role}: shown once, only its hash is kept)", err=True)
 
 
 @keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_api_options
 @with_settings
-def keys_list(cfg):
+def keys_list(cfg, as_json, api, key):
     """List keys (never the keys themselves)."""
-    store = open_or_fail(cfg.db)
-    try:
-        for name, role, created, revoked in store.execute(
-                "select name, role, created_at, revoked_at from api_keys order by name"):
-            click.echo(f"{name} {role} created {created}" + (f" revoked {revoked}" if revoked else ""))
-    finally:
-        store.close()
+    from enforcer.keys import list_keys
+    store = _local_or_api(cfg, api)
+    if store is None:
+        from cli.remote import call
+        rows = call(cfg, "GET", "/v1/admin/keys", None, api, key)
+    else:
+        try:
+            rows = list_keys(store)
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        click.echo(f"{r['name']} {r['role']} created {r['created_at']}"
+                   + (f" revoked {r['revoked_at']}" if r["revoked_at"] else ""))
 
 
 @keys.command("revoke")
 @click.argument("name")
+@click.option("--reason", default="revoked from the command line", show_default=True, help="For the audit log.")
+@_api_options
 @with_settings
-def keys_revoke(cfg, name):
-    """Revoke a key at once (a running server picks it up within a publish interval)."""
+def keys_revoke(cfg, name, reason, api, key):
+    """Revoke a key at once. While serve runs this goes through its API (an admin key), and the
+    next request with the revoked key gets 403."""
+    from cli.main import actor
+    from enforcer.changes import audit
+    from enforcer.keys import revoke_key
     from enforcer.service import utcnow
-    store = open_or_fail(cfg.db)
-    try:
-        if not store.value("select count(*) from api_keys where name = ? and revoked_at is null", [name]):
-            fail(f"no active key named {name!r}")
-        store.execute("update api_keys set revoked_at = ? where name = ?", [utcnow(), name])
-    finally:
-        store.close()
+    store = _local_or_api(cfg, api)
+    if store is None:
+        from cli.remote import call
+        call(cfg, "DELETE", f"/v1/admin/keys/{name}", {"reason": reason}, api, key)
+    else:
+        try:
+            role = revoke_key(store, name, utcnow())
+            audit(store, actor(), "revoke key", f"key {name}", {"role": role}, reason, utcnow())
+        except (ValueError, LookupError) as e:
+            fail(str(e))
+        finally:
+            store.close()
     click.echo(f"revoked {name}")
 
 

@@ -58,12 +58,23 @@ SETTINGS: tuple[Setting, ...] = (
             "banned for); a rule that would hit more has its new bans held for an admin, the other rules apply."),
     Setting("breaker_floor", int, 5,
             "Circuit breaker: one rule may always ban this many addresses in a pass, however small the mirror."),
+    Setting("widest_ipv4", int, 16,
+            "The widest IPv4 range a ban or an allowlist entry may cover, as a prefix length (16: a /16, 65,536 "
+            "addresses); wider ones are refused (a rule's are held). A ban needs --force (audited) to go wider, "
+            "or to cover loopback, link-local, this server or a trusted proxy; the whole space is always refused."),
+    Setting("widest_ipv6", int, 32,
+            "The widest IPv6 range a ban or an allowlist entry may cover, as a prefix length (32: a /32)."),
     Setting("now", str, "",
             "The time this run judges at: empty for the wall clock (live work), `latest` for the newest ingested "
             "event, or an ISO 8601 time (UTC unless it has an offset). Set it to replay old logs: every command of "
             "the replay (detect, decisions list, explain, allow, ban, unban, prune) then agrees on it."),
     Setting("host", str, "127.0.0.1", "Address `pullwarden serve` listens on."),
     Setting("port", int, 8080, "Port `pullwarden serve` listens on."),
+    Setting("api_url", str, "",
+            "The running server's URL, for commands while `pullwarden serve` holds the DuckDB file (default: the "
+            "URL serve leaves beside the file, <db>.serve.json)."),
+    Setting("api_key", str, "",
+            "The key such commands present (an admin key for changes); better given as PULLWARDEN_API_KEY."),
     Setting("policy_max_age", int, 30, "Seconds a proxy may keep a policy before it polls again (the policy's max_age)."),
     Setting("ingest_interval", float, 10.0, "Seconds between tail-ingest runs of `sources` in serve."),
     Setting("detect_interval", float, 300.0, "Seconds between detection passes in serve."),

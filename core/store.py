@@ -21,6 +21,18 @@ class StoreBusy(Exception):
     """Another process holds the DuckDB file."""
 
 
+class StoreError(Exception):
+    """The DuckDB file cannot be used: not a database, damaged, a directory, unreachable. The
+    message names the file and says what to do."""
+
+
+def _unusable(path: str, e: Exception) -> StoreError:
+    text = str(e).removeprefix("IO Error: ")
+    hint = ("restore it from a backup, or move it away and let pullwarden start a new one"
+            if Path(path).is_file() else "give --db a file path (PULLWARDEN_DB, or `db` in pullwarden.toml)")
+    return StoreError(f"{path}: cannot use it as the database: {text} ({hint})")
+
+
 # Version 1 of the schema; never edit it, add a migration.
 # Times are UTC without a zone (TIMESTAMP): every stage works in event time, and UTC keeps
 # the hour buckets of rollups unambiguous across daylight-saving changes.
@@ -351,7 +363,12 @@ def quote_ident(name: str) -> str:
 
 def open_store(path: str, read_only: bool = False) -> Store:
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if Path(path).is_dir():
+            raise _unusable(path, IsADirectoryError("it is a directory"))
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _unusable(path, OSError(f"cannot create its folder: {e.strerror}")) from None
     try:
         con = duckdb.connect(path, read_only=read_only and Path(path).exists())
     except duckdb.IOException as e:
@@ -360,11 +377,19 @@ def open_store(path: str, read_only: bool = False) -> Store:
             who = f" (pid {pid.group(1)})" if pid else ""
             raise StoreBusy(f"{path} is held by another pullwarden process{who}; "
                             "stop it or go through its API") from None
-        raise
-    con.execute("set TimeZone = 'UTC'")
+        raise _unusable(path, e) from None
+    except duckdb.Error as e:
+        raise _unusable(path, e) from None
     store = Store(con, path)
-    if not read_only:
-        migrate(store)
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        if not read_only:
+            migrate(store)
+        else:
+            store.value("select count(*) from information_schema.tables")
+    except duckdb.IOException as e:        # a damaged file can open and fail at its first read
+        con.close()
+        raise _unusable(path, e) from None
     return store
 
 

@@ -3,10 +3,11 @@ store, and lands in the audit log (who, when, what, why). A ValueError says what
 The caller holds the store and publishes afterwards."""
 from __future__ import annotations
 
-import ipaddress
 import json
+import re
 from datetime import datetime, timedelta
 
+from core import values
 from core.allowlist import Allowlist, revoke_allowlisted
 from core.types import parse_duration
 
@@ -15,32 +16,34 @@ LISTS = ("allowed", "unlimited", "blocked")
 TIER_FIELDS = ("requests_per_minute", "burst", "concurrent", "blob_bytes_per_second", "window_bytes", "window_seconds")
 
 
+MAX_DURATION = timedelta(days=3650)     # ten years: a longer ban is a typo, and overflows datetime
+canonical = values.canonical
+
+
 def seconds(text: str) -> int:
-    n = int(parse_duration(text).total_seconds())
+    try:
+        span = parse_duration(text)
+    except OverflowError:
+        span = MAX_DURATION * 2
+    if span > MAX_DURATION:
+        raise ValueError(f"bad duration {text!r}: at most 3650d (ten years)")
+    n = int(span.total_seconds())
     if n <= 0:
         raise ValueError(f"bad duration {text!r}: it must be positive")
     return n
 
 
-def canonical(scope: str, value: str) -> str:
-    try:
-        if scope == "ip":
-            addr = ipaddress.ip_address(value)
-            return str(addr.ipv4_mapped or addr) if addr.version == 6 else str(addr)
-        if scope in ("range", "cidr"):
-            net = ipaddress.ip_network(value, strict=False)
-            if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped:
-                net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
-            return str(net)
-    except ValueError:
-        raise ValueError(f"not a valid {scope}: {value!r}") from None
-    if scope == "asn":
-        if not value.removeprefix("AS").isdigit():
-            raise ValueError(f"not an AS number: {value!r}")
-        return value.removeprefix("AS")
-    if scope not in ("user",):
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-    return value
+def guard(settings) -> dict:
+    """What admin changes check values against, from the settings: the widest ranges, and our
+    own addresses (the listen address, the load balancers in trusted_proxies)."""
+    widest = {4: settings.widest_ipv4, 6: settings.widest_ipv6}
+    for v, most in ((4, 32), (6, 128)):
+        if not 1 <= widest[v] <= most:
+            raise ValueError(f"setting widest_ipv{v} ({settings.origin.get(f'widest_ipv{v}')}) must be 1 to {most}")
+    return {"widest": widest, "protected": [settings.host, *settings.trusted_proxies]}
+
+
+STOCK_GUARD = {"widest": dict(values.WIDEST), "protected": []}
 
 
 def audit(store, actor: str, action: str, target: str | None, details: dict, reason: str | None,
@@ -54,19 +57,33 @@ def _tier_exists(store, tier: str | None) -> bool:
 
 
 def add_decision(store, actor: str, scope: str, value: str, effect: str, duration: str, reason: str,
-                 now: datetime, tier: str | None = None) -> int:
-    """A manual ban, or a tier assignment (throttle, or boost for a generous tier)."""
+                 now: datetime, tier: str | None = None, guard: dict = STOCK_GUARD, force: bool = False) -> int:
+    """A manual ban, or a tier assignment (throttle, or boost for a generous tier). A ban the
+    allowlist covers is refused; one on a range too wide, on loopback or link-local, on this
+    server or a trusted proxy needs ``force``, and the audit row says it was forced."""
     value = canonical(scope, value)
     span = seconds(duration)
     if effect != "ban" and not _tier_exists(store, tier):
         raise ValueError(f"unknown tier {tier!r}")
+    if scope == "range" and (whole := values.network(value)).prefixlen == 0:
+        raise ValueError(f"{whole} is the whole IPv{whole.version} address space: never banned")
+    forced = None
+    if effect == "ban":
+        covered = Allowlist(store, now).covers(scope, value)
+        if covered:
+            raise ValueError(f"{scope} {value} is allowlisted ({covered}): remove the allowlist entry first")
+        forced = values.why_not_ban(scope, value, guard["widest"], guard["protected"])
+        if forced and not force:
+            raise ValueError(f"{forced}; refused (--force, or \"force\": true, with a reason, to ban it anyway)")
     new_id = store.value("""
         insert into decisions (seq, scope, value, effect, tier, rule, origin, reason, evidence, created_at, until)
         values (nextval('decision_seq'), ?, ?, ?, ?, null, 'manual', ?, ?, ?, ?) returning id""",
         [scope, value, effect, tier if effect != "ban" else None, reason, json.dumps({"by": actor}), now,
          now + timedelta(seconds=span)])
-    audit(store, actor, f"add {effect}", f"{scope} {value}", {"duration": duration, "tier": tier, "id": new_id},
-          reason, now)
+    details = {"duration": duration, "tier": tier, "id": new_id}
+    if forced:
+        details["forced"] = forced
+    audit(store, actor, f"add {effect}", f"{scope} {value}", details, reason, now)
     return new_id
 
 
@@ -130,14 +147,28 @@ def drop(store, actor: str, ids: list[int], reason: str, now: datetime) -> int:
     return len(rows)
 
 
+TIER_NAME = re.compile(r"^[a-z0-9_-]{1,40}$")
+
+
 def set_tier(store, actor: str, name: str, limits: dict, reason: str, now: datetime) -> None:
-    if limits.get("burst") and not limits.get("requests_per_minute"):
+    """Define a tier or change some of its limits: the limits given are set (None: unlimited),
+    the others keep their value (a new tier's: unlimited)."""
+    if not TIER_NAME.match(name or ""):
+        raise ValueError(f"a tier name is 1 to 40 of a-z, 0-9, _ and -: {name!r}")
+    unknown = sorted(set(limits) - set(TIER_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown tier limit {', '.join(unknown)}: the limits are {', '.join(TIER_FIELDS)}")
+    if not limits:
+        raise ValueError(f"give at least one limit ({', '.join(TIER_FIELDS)}; none for unlimited)")
+    row = store.execute(f"select {', '.join(TIER_FIELDS)} from tiers where name = ?", [name])
+    merged = {**dict(zip(TIER_FIELDS, row[0] if row else [None] * len(TIER_FIELDS))), **limits}
+    if merged["burst"] and not merged["requests_per_minute"]:
         raise ValueError("a burst needs a rate: give requests_per_minute too")
     store.execute("""
         insert or replace into tiers (name, requests_per_minute, burst, concurrent, blob_bytes_per_second,
                                       window_bytes, window_seconds)
-        values (?, ?, ?, ?, ?, ?, ?)""", [name, *(limits.get(f) for f in TIER_FIELDS)])
-    audit(store, actor, "set tier", name, limits, reason, now)
+        values (?, ?, ?, ?, ?, ?, ?)""", [name, *(merged[f] for f in TIER_FIELDS)])
+    audit(store, actor, "set tier", name, {"set": limits, "now": merged}, reason, now)
 
 
 def set_default_tiers(store, actor: str, anonymous: str, authenticated: str, reason: str, now: datetime) -> None:
@@ -149,24 +180,54 @@ def set_default_tiers(store, actor: str, anonymous: str, authenticated: str, rea
     audit(store, actor, "set default tiers", None, {"anonymous": anonymous, "authenticated": authenticated}, reason, now)
 
 
-def change_images(store, actor: str, name: str, patterns: list[str], add: bool, reason: str, now: datetime) -> None:
+class Conflict(ValueError):
+    """The change collides with what is there (an entry that exists already): 409 over HTTP."""
+
+
+def change_images(store, actor: str, name: str, patterns: list[str], add: bool, reason: str,
+                  now: datetime) -> tuple[int, int]:
+    """Add patterns to an image list, or remove them; returns (changed, already so). Adding
+    keeps an existing pattern and its reason; removing a pattern the list does not hold is
+    refused, naming it, and nothing is removed."""
     if name not in LISTS:
         raise ValueError(f"image list must be one of {', '.join(LISTS)}")
     if any(not p or len(p) > 300 or any(c.isspace() for c in p) for p in patterns):
         raise ValueError("a pattern is a registry path without spaces, like docker.io/library/* or ghcr.io/**")
-    for p in patterns:
+    patterns = list(dict.fromkeys(patterns))
+    held = {p for (p,) in store.execute("""select pattern from image_lists where list = ?
+                                           and pattern in (select unnest(?::varchar[]))""", [name, patterns])}
+    if not add and len(held) < len(patterns):
+        missing = [p for p in patterns if p not in held]
+        raise LookupError(f"not on the {name} list: {', '.join(missing[:20])}"
+                          + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
+    todo = [p for p in patterns if p not in held] if add else patterns
+    for p in todo:
         if add:
-            store.execute("insert or replace into image_lists values (?, ?, ?, ?)", [name, p, reason, now])
+            store.execute("insert into image_lists values (?, ?, ?, ?)", [name, p, reason, now])
         else:
             store.execute("delete from image_lists where list = ? and pattern = ?", [name, p])
-    audit(store, actor, f"{'add to' if add else 'remove from'} {name} images", None, {"patterns": patterns}, reason, now)
+    if todo:
+        audit(store, actor, f"{'add to' if add else 'remove from'} {name} images", None, {"patterns": todo},
+              reason, now)
+    return len(todo), len(patterns) - len(todo)
 
 
-def allow(store, actor: str, kind: str, value: str, reason: str, now: datetime, until: datetime | None = None) -> int:
-    """Add an allowlist entry; returns how many decisions in force it revoked."""
+def allow(store, actor: str, kind: str, value: str, reason: str, now: datetime, until: datetime | None = None,
+          guard: dict = STOCK_GUARD) -> int:
+    """Add an allowlist entry; returns how many decisions in force it revoked. An entry that
+    exists already is a Conflict (its reason is not replaced silently); a range wider than
+    the limit is refused, as for bans: an allowlist entry that wide would free half the
+    internet at once."""
     if kind not in ("ip", "cidr", "asn", "user"):
         raise ValueError("kind must be ip, cidr, asn or user")
     value = canonical(kind, value)
+    if kind == "cidr" and (wide := values.too_wide(values.network(value), guard["widest"])):
+        raise ValueError(f"{wide}; refused: allowlist narrower ranges")
+    there = store.execute("""select reason, created_at from allowlist where kind = ? and value = ?
+                             and (until is null or until > ?)""", [kind, value, now])
+    if there:
+        raise Conflict(f"{kind} {value} is allowlisted already (since {there[0][1]:%Y-%m-%d %H:%M}: "
+                       f"{there[0][0]}); remove it first to change its reason")
     store.execute("insert or replace into allowlist values (?, ?, ?, ?, ?)", [kind, value, reason, now, until])
     revoked = revoke_allowlisted(store, kind, value, now)
     audit(store, actor, "allow", f"{kind} {value}", {"revoked": revoked, "until": until}, reason, now)

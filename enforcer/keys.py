@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -25,15 +26,38 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
 def create_key(store, name: str, role: str, now: datetime) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not KEY_NAME.match(name or ""):
+        raise ValueError(f"a key name is 1 to 64 letters, digits, '.', '_', '@' or '-': {name!r}")
     if store.value("select count(*) from api_keys where name = ?", [name]):
         raise ValueError(f"a key named {name!r} exists already")
     key = "pw_" + secrets.token_urlsafe(32)
     store.execute("insert into api_keys (name, role, key_hash, created_at) values (?, ?, ?, ?)",
                   [name, role, _hash(key), now])
     return key
+
+
+def list_keys(store) -> list[dict]:
+    """Every key, never the key itself."""
+    return store.records("select id, name, role, created_at, revoked_at from api_keys order by name")
+
+
+def revoke_key(store, name: str, now: datetime) -> str:
+    """Revoke an active key at once; returns its role. The last active admin key stays: without
+    it nobody could change anything through the API while the server runs."""
+    row = store.execute("select role from api_keys where name = ? and revoked_at is null", [name])
+    if not row:
+        raise LookupError(f"no active key named {name!r}")
+    if row[0][0] == "admin" and store.value(
+            "select count(*) from api_keys where role = 'admin' and revoked_at is null") == 1:
+        raise ValueError(f"{name!r} is the last admin key: create another admin key first")
+    store.execute("update api_keys set revoked_at = ? where name = ?", [now, name])
+    return row[0][0]
 
 
 class KeyRing:

@@ -1,10 +1,12 @@
-"""OpenAPI fuzzing with schemathesis over real HTTP: whatever a client sends, no 5xx."""
+"""OpenAPI fuzzing with schemathesis over real HTTP: whatever a client sends, no 5xx, and
+nothing it got accepted is a ban or an allowlist entry the validation should have refused."""
 from __future__ import annotations
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from core import values
 from enforcer.app import create_app
 from tests.enforcer_helpers import Enforcer
 
@@ -34,3 +36,17 @@ def test_no_server_errors(api):
                 failures.append((op.label, response.status_code, response.text[:200]))
         run()
     assert failures == []
+    with api.services.lock:
+        bans = api.store.execute("""select d.scope, d.value, a.details from decisions d
+                                    left join audit a on a.action = 'add ban' and a.target = d.scope || ' ' || d.value
+                                    where d.origin = 'manual' and d.effect = 'ban'""")
+        allowed = api.store.execute("select kind, value from allowlist")
+    for scope, value, details in bans:
+        assert values.canonical(scope, value) == value
+        if scope in ("ip", "range"):
+            assert values.network(value).prefixlen > 0
+            if values.why_not_ban(scope, value, values.WIDEST):
+                assert '"forced"' in (details or ""), (scope, value)
+    for kind, value in allowed:
+        assert values.canonical(kind, value) == value
+        assert kind != "cidr" or values.too_wide(values.network(value), values.WIDEST) is None

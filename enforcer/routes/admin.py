@@ -5,25 +5,33 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from enforcer import changes
 from enforcer.deps import AdminKey, ServicesDep
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Scope = Literal["ip", "range", "asn", "user"]
-Reason = Annotated[str, Field(min_length=1, max_length=500)]
+Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
 
 
-class DecisionIn(BaseModel):
+class Body(BaseModel):
+    """Every request body: a field the route does not know is a 422, never ignored (a
+    misspelt limit must not quietly make a tier unlimited)."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecisionIn(Body):
     scope: Scope
     value: str = Field(min_length=1, max_length=200)
     duration: str = Field(default="24h", pattern=r"^\d{1,6}[smhd]$")
     reason: Reason
     tier: str | None = Field(default=None, max_length=50)
+    force: bool = Field(default=False, description="ban a range wider than the limit, loopback, link-local, this "
+                                                   "server or a trusted proxy anyway (audited)")
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(Body):
     reason: Reason
 
 
@@ -32,6 +40,8 @@ class Changed(BaseModel):
     id: int | None = None
     revoked: int | None = None
     approved: int | None = None
+    changed: int | None = None
+    unchanged: int | None = None
     policy_version: int
 
 
@@ -40,6 +50,8 @@ def _apply(services, fn, *args, **kwargs):
     try:
         with services.lock:
             result = fn(services.store, *args, now=services.clock(), **kwargs)
+    except changes.Conflict as e:
+        raise HTTPException(409, str(e)) from None
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
     except LookupError as e:
@@ -50,7 +62,7 @@ def _apply(services, fn, *args, **kwargs):
 @router.post("/bans", response_model=Changed, status_code=201)
 def add_ban(services: ServicesDep, who: AdminKey, body: DecisionIn) -> dict:
     new_id, version = _apply(services, changes.add_decision, who.name, body.scope, body.value, "ban", body.duration,
-                             body.reason)
+                             body.reason, guard=changes.guard(services.settings), force=body.force)
     return {"id": new_id, "policy_version": version}
 
 
@@ -70,7 +82,7 @@ def revoke(services: ServicesDep, who: AdminKey, decision_id: Annotated[int, Pat
     return {"id": decision_id, "policy_version": version}
 
 
-class HeldIn(BaseModel):
+class HeldIn(Body):
     ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(min_length=1, max_length=100000)
     reason: Reason
 
@@ -89,7 +101,7 @@ def drop_held(services: ServicesDep, who: AdminKey, body: HeldIn) -> dict:
     return {"revoked": n, "policy_version": version}
 
 
-class TierIn(BaseModel):
+class TierIn(Body):
     requests_per_minute: int | None = Field(default=None, ge=1, le=10**6)
     burst: int | None = Field(default=None, ge=1, le=10**6,
                               description="requests taken at once above the rate (nginx limit_req burst, "
@@ -104,11 +116,13 @@ class TierIn(BaseModel):
 @router.put("/tiers/{name}", response_model=Changed)
 def put_tier(services: ServicesDep, who: AdminKey, name: Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,40}$")],
              body: TierIn) -> dict:
-    _, version = _apply(services, changes.set_tier, who.name, name, body.model_dump(exclude={"reason"}), body.reason)
+    """Set the limits given (null: unlimited); the others keep their value (a new tier's: unlimited)."""
+    limits = body.model_dump(exclude={"reason"}, exclude_unset=True)
+    _, version = _apply(services, changes.set_tier, who.name, name, limits, body.reason)
     return {"policy_version": version}
 
 
-class DefaultsIn(BaseModel):
+class DefaultsIn(Body):
     anonymous: str = Field(max_length=40)
     authenticated: str = Field(max_length=40)
     reason: Reason
@@ -120,7 +134,7 @@ def put_defaults(services: ServicesDep, who: AdminKey, body: DefaultsIn) -> dict
     return {"policy_version": version}
 
 
-class ImagesIn(BaseModel):
+class ImagesIn(Body):
     patterns: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(min_length=1, max_length=5000)
     reason: Reason
 
@@ -130,17 +144,18 @@ ListName = Annotated[Literal["allowed", "unlimited", "blocked"], Path()]
 
 @router.post("/images/{name}", response_model=Changed)
 def add_images(services: ServicesDep, who: AdminKey, name: ListName, body: ImagesIn) -> dict:
-    _, version = _apply(services, changes.change_images, who.name, name, body.patterns, True, body.reason)
-    return {"policy_version": version}
+    (n, same), version = _apply(services, changes.change_images, who.name, name, body.patterns, True, body.reason)
+    return {"changed": n, "unchanged": same, "policy_version": version}
 
 
 @router.delete("/images/{name}", response_model=Changed)
 def remove_images(services: ServicesDep, who: AdminKey, name: ListName, body: ImagesIn) -> dict:
-    _, version = _apply(services, changes.change_images, who.name, name, body.patterns, False, body.reason)
-    return {"policy_version": version}
+    """Remove patterns; a pattern the list does not hold is a 404 and nothing is removed."""
+    (n, same), version = _apply(services, changes.change_images, who.name, name, body.patterns, False, body.reason)
+    return {"changed": n, "unchanged": same, "policy_version": version}
 
 
-class AllowIn(BaseModel):
+class AllowIn(Body):
     kind: Literal["ip", "cidr", "asn", "user"]
     value: str = Field(min_length=1, max_length=200)
     reason: Reason
@@ -148,11 +163,12 @@ class AllowIn(BaseModel):
 
 @router.post("/allowlist", response_model=Changed, status_code=201)
 def add_allow(services: ServicesDep, who: AdminKey, body: AllowIn) -> dict:
-    revoked, version = _apply(services, changes.allow, who.name, body.kind, body.value, body.reason)
+    revoked, version = _apply(services, changes.allow, who.name, body.kind, body.value, body.reason,
+                              guard=changes.guard(services.settings))
     return {"revoked": revoked, "policy_version": version}
 
 
-class BudgetIn(BaseModel):
+class BudgetIn(Body):
     monthly_tib: float = Field(gt=0, le=10**6)
     reason: Reason
 

@@ -1,0 +1,69 @@
+"""The command line as an API client, for when `pullwarden serve` holds the DuckDB file: the
+server is the one door to the state while it runs. serve leaves its URL beside the database
+(`<db>.serve.json`), so a command finds it by itself; the key comes from --key or
+PULLWARDEN_API_KEY (an admin key for changes)."""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cli.main import fail
+
+
+def marker(db: str) -> Path:
+    return Path(f"{db}.serve.json")
+
+
+def announce(db: str, url: str) -> None:
+    """Called by serve once it listens."""
+    marker(db).write_text(json.dumps({"pid": os.getpid(), "url": url}))
+
+
+def withdraw(db: str) -> None:
+    try:
+        if json.loads(marker(db).read_text()).get("pid") == os.getpid():
+            marker(db).unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def server_url(cfg, given: str | None) -> str | None:
+    """The server to talk to: --api / api_url, else the one serving this database."""
+    if given or cfg.api_url:
+        return (given or cfg.api_url).rstrip("/")
+    try:
+        info = json.loads(marker(cfg.db).read_text())
+        os.kill(int(info["pid"]), 0)            # still running?
+        return str(info["url"]).rstrip("/")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def call(cfg, method: str, path: str, body: dict | None = None, api: str | None = None,
+         key: str | None = None) -> dict | list:
+    """One request to the running server; an error answer is one line and exit 2."""
+    url = server_url(cfg, api)
+    if url is None:
+        fail(f"{cfg.db} is held by a running server, but its URL is unknown: give --api URL")
+    key = key or cfg.api_key
+    if not key:
+        fail(f"{cfg.db} is held by the server at {url}: going through its API needs an admin key "
+             "(--key KEY or PULLWARDEN_API_KEY)")
+    req = urllib.request.Request(url + path, method=method, headers={"X-Api-Key": key, "Content-Type": "application/json"},
+                                 data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("detail")
+        except ValueError:
+            detail = None
+        if isinstance(detail, list):           # FastAPI's validation errors
+            detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
+        fail(f"{url}{path}: {e.code} {detail or e.reason}")
+    except (urllib.error.URLError, OSError) as e:
+        fail(f"{url}: cannot reach the server ({getattr(e, 'reason', e)})")

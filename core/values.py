@@ -1,0 +1,134 @@
+"""Every value that names a client on its way in — an address, a range, an AS number, a user —
+parsed into its one canonical spelling or refused with the reason. Shared by the admin changes
+(API and command line) and the allowlist, so that a value is judged the same wherever it
+enters.
+
+Some values parse but must not be banned: the whole address space, ranges wider than the
+configured limit, loopback, link-local, unspecified and multicast addresses, and the server's
+own addresses (with our load balancers, `trusted_proxies`: banning one of those bans everyone
+behind it). Those need `force`, and the caller audits that it was forced.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import unicodedata
+from functools import lru_cache
+
+ASN_MAX = 4_294_967_294          # 32-bit AS numbers; 4294967295 is reserved (RFC 7300)
+USER_MAX = 128
+WIDEST = {4: 16, 6: 32}          # the stock limits: settings widest_ipv4 / widest_ipv6
+
+
+def _unmapped(net):
+    """An IPv4-mapped IPv6 range (::ffff:a.b.c.d/n, n >= 96) is the IPv4 range it maps."""
+    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped:
+        return ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+    return net
+
+
+def address(value: str) -> str:
+    """One address, canonical (IPv4-mapped IPv6 as IPv4)."""
+    text = str(value).strip()
+    if "%" in text:
+        raise ValueError(f"not a client address: {value!r} (an IPv6 zone belongs to one host's interface)")
+    if "/" in text:
+        raise ValueError(f"not one address: {value!r} (a range is scope range / kind cidr)")
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+    return str(addr.ipv4_mapped or addr) if addr.version == 6 else str(addr)
+
+
+def network(value: str):
+    """A range as an ipaddress network (host bits dropped, IPv4-mapped unmapped)."""
+    text = str(value).strip()
+    if "%" in text:
+        raise ValueError(f"not a range: {value!r} (an IPv6 zone belongs to one host's interface)")
+    try:
+        return _unmapped(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise ValueError(f"not an address range (CIDR): {value!r}") from None
+
+
+def asn(value: str) -> str:
+    text = str(value).strip()
+    digits = text[2:] if text[:2].upper() == "AS" else text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 10:
+        raise ValueError(f"not an AS number: {value!r} (e.g. 16509 or AS16509)")
+    n = int(digits)
+    if not 1 <= n <= ASN_MAX:
+        raise ValueError(f"AS number out of range: {value!r} (1 to {ASN_MAX}; AS0 is reserved)")
+    return str(n)
+
+
+def user(value: str) -> str:
+    text = str(value)
+    if not text or len(text) > USER_MAX:
+        raise ValueError(f"a user name is 1 to {USER_MAX} characters: {value!r}")
+    bad = [c for c in text if c.isspace() or unicodedata.category(c).startswith("C")]
+    if bad:
+        raise ValueError(f"a user name has no spaces or control characters: {value!r}")
+    return text
+
+
+def canonical(scope: str, value: str) -> str:
+    """The canonical spelling of a decision's or allowlist entry's value, or ValueError."""
+    if scope == "ip":
+        return address(value)
+    if scope in ("range", "cidr"):
+        return str(network(value))
+    if scope == "asn":
+        return asn(value)
+    if scope == "user":
+        return user(value)
+    raise ValueError(f"scope must be one of ip, range, asn, user (not {scope!r})")
+
+
+@lru_cache(maxsize=1)
+def own_addresses() -> frozenset:
+    """This host's addresses, as far as its name resolves (no network needed)."""
+    found = set()
+    for name in {socket.gethostname(), socket.getfqdn(), "localhost"}:
+        try:
+            found |= {info[4][0].split("%")[0] for info in socket.getaddrinfo(name, None)}
+        except (OSError, UnicodeError):
+            continue
+    return frozenset(ipaddress.ip_address(a) for a in found)
+
+
+def too_wide(net, widest: dict[int, int]) -> str | None:
+    if net.prefixlen == 0:
+        return f"{net} is the whole IPv{net.version} address space"
+    if net.prefixlen < widest[net.version]:
+        return f"{net} is wider than /{widest[net.version]} (setting widest_ipv{net.version})"
+    return None
+
+
+def why_not_ban(scope: str, value: str, widest: dict[int, int], protected: list[str] = ()) -> str | None:
+    """Why a ban on this canonical value needs `force`, or None. ``protected``: addresses and
+    ranges of our own (the server's listen address, trusted_proxies)."""
+    if scope not in ("ip", "range"):
+        return None
+    net = ipaddress.ip_network(value, strict=False)
+    wide = too_wide(net, widest) if scope == "range" else None
+    if wide:
+        return wide
+    first = net.network_address
+    for label, test in (("loopback", "is_loopback"), ("link-local", "is_link_local"),
+                        ("unspecified", "is_unspecified"), ("multicast", "is_multicast")):
+        if getattr(first, test) or getattr(net.broadcast_address, test):
+            return f"{value} is {label}: no client comes from there"
+    ours = set(own_addresses())
+    for p in protected:
+        try:
+            ours.add(ipaddress.ip_network(str(p).strip(), strict=False))
+        except ValueError:
+            continue
+    for mine in ours:
+        mine_net = mine if isinstance(mine, (ipaddress.IPv4Network, ipaddress.IPv6Network)) \
+            else ipaddress.ip_network(mine)
+        if mine_net.version == net.version and mine_net.overlaps(net):
+            return f"{value} covers this server or a trusted proxy ({mine_net}): a ban there bans everyone behind it"
+    return None
