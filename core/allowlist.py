@@ -27,9 +27,11 @@ class Allowlist:
     def covers(self, scope: str, value: str) -> str | None:
         """Why a decision (scope, value) must not be made, or None."""
         if scope in ("ip", "range"):
+            # a range that only contains allowlisted addresses is not covered: it is banned, and
+            # published with them cut out (enforcer/snapshot.py carve())
             target = net(value)
             for allowed, reason in self.nets:
-                if target and allowed.version == target.version and allowed.overlaps(target):
+                if target and allowed.version == target.version and target.subnet_of(allowed):
                     return reason
             if scope == "ip" and self.asns:        # a lookup per finding only when ASNs are allowed
                 asn = self.store.value("select asn from ip_info where ip = ?", [value])
@@ -51,8 +53,9 @@ class Allowlist:
 
 
 def revoke_allowlisted(store, kind: str, value: str, now: datetime) -> int:
-    """A new allowlist entry revokes the decisions in force it covers; returns how many. (Held
-    ones stay held: approving one the allowlist covers is refused.)"""
+    """A new allowlist entry revokes the decisions in force it covers wholly; returns how many.
+    A banned range around it stays banned for everyone else. (Held ones stay held: approving
+    one the allowlist covers is refused.)"""
     allow = Allowlist(store, now)
     rows = store.execute("select id, scope, value from decisions where revoked_at is null and held is null "
                          "and until > ?", [now])

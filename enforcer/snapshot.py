@@ -112,6 +112,24 @@ def small_sections(store, now: datetime) -> dict:
                               "authenticated": kv.get("authenticated_tier", "authenticated")}}
 
 
+def carve(net, allowed: list) -> list:
+    """What of a banned range the allowlist leaves banned: the range minus every allowlisted
+    network inside it, as the fewest CIDRs (a /24 around one address: 8 ranges; a /64: 64).
+    Dialects without exceptions (CrowdSec's stream, CRProxy's list) can only say it this way,
+    so every dialect is given it this way."""
+    pieces = [net]
+    for a in allowed:
+        if a.version != net.version:
+            continue
+        out = []
+        for p in pieces:
+            if p.subnet_of(a):
+                continue                        # wholly allowlisted
+            out += list(p.address_exclude(a)) if a.subnet_of(p) else [p]
+        pieces = out
+    return list(ipaddress.collapse_addresses(pieces)) if pieces else []
+
+
 def _entry(row, strings: dict) -> Entry:
     """An Entry from a row (section, key, id, scope, value, until, ...); repeated strings (a
     rule, a reason, an expiry shared by a bulk import) are kept once."""
@@ -237,6 +255,8 @@ class Publisher:
         self.store, self.lock, self.clock, self.max_age = store, lock, clock, max_age
         self.history: dict[int, Version] = {}
         self.current: Version | None = None
+        # banned ranges published in pieces around allowlisted networks: range key -> piece keys
+        self.carved: dict[str, list[str]] = {}
 
     def publish(self) -> Version:
         """A new version if anything changed since the current one, else the current one."""
@@ -298,6 +318,12 @@ class Publisher:
             touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= at}
         small = small_sections(store, now)
         sections = {s for s in SMALL if cur.content[s] != small[s]}
+        if "allowlist" in sections:         # every banned range may be cut differently now
+            touched |= {k for k, e in cur.content["bans"].items() if e.scope == "range"} | set(self.carved)
+        if self.carved:
+            origin = {p: k for k, ps in self.carved.items() for p in ps}
+            touched |= {origin[k] for k in touched if k in origin}
+            touched |= {p for k in list(touched) for p in self.carved.get(k, ())}
         if not touched and not sections:
             cur.seq = max(cur.seq, store.value("select coalesce(max(seq), 0) from decisions"))
             return cur
@@ -332,6 +358,7 @@ class Publisher:
         seq = store.value("select coalesce(max(seq), 0) from decisions")
         only, params = ("", {"now": now}) if keys is None else (ONLY, {"now": now, "keys": keys})
         store.execute(f"create or replace temp table policy_want as {WANT.format(only=only)}", params)
+        self._carve(now, keys)
         strings: dict[str, str] = {}
         fresh: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
         for batch in store.batches(f"select {COLUMNS} from policy_want"):
@@ -357,6 +384,37 @@ class Publisher:
                           where not exists (select 1 from policy_entries p where {SAME})""")
         store.execute("drop table policy_want")
         return seq, upserted, removed, fresh
+
+    def _carve(self, now: datetime, keys: list[str] | None) -> None:
+        """Within _diff: the banned ranges in policy_want that contain allowlisted networks are
+        replaced by their pieces (carve()); one wholly allowlisted is dropped."""
+        store = self.store
+        for k in (list(self.carved) if keys is None else keys):
+            self.carved.pop(k, None)
+        allowed = [n for (v,) in store.execute("""select value from allowlist where kind in ('ip', 'cidr')
+                                                  and (until is null or until > ?)""", [now]) if (n := _network(v))]
+        if not allowed:
+            return
+        taken = None
+        for key, value in store.execute("""select key, value from policy_want
+                                           where section = 'bans' and scope = 'range'"""):
+            net = _network(value)
+            inside = [a for a in allowed if net is not None and a.version == net.version and a.overlaps(net)]
+            if not inside:
+                continue
+            if taken is None:
+                taken = {k for (k,) in store.execute("select key from policy_want where section = 'bans'")}
+            pieces = [f"range:{p}" for p in carve(net, inside)]
+            fresh = [p for p in pieces if p not in taken]       # a piece banned on its own keeps its own ban
+            if fresh:
+                store.execute("""
+                    insert into policy_want
+                    select w.section, p.key, w.id, w.scope, substr(p.key, 7), w.until, w.reason, w.rule, w.effect, w.tier
+                    from policy_want w, (select unnest(?::varchar[]) as key) p
+                    where w.section = 'bans' and w.key = ?""", [fresh, key])
+            store.execute("delete from policy_want where section = 'bans' and key = ?", [key])
+            taken |= set(fresh)
+            self.carved[key] = pieces
 
     def _make(self, number: int, at: datetime, content: dict, seq: int, **kw) -> Version:
         body, digest = render({"version": number, "generated_at": at.isoformat(), "max_age": self.max_age}, content)

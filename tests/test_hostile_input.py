@@ -105,7 +105,7 @@ def test_a_ban_the_allowlist_covers_is_refused_in_every_scope(api):
     for kind, value in (("asn", "64500"), ("user", "ci-bot"), ("cidr", "2001:db8:5::/48"), ("ip", "192.0.2.77")):
         assert post(api, "/v1/admin/allowlist", {"kind": kind, "value": value, "reason": "ours"}).status_code == 201
     for scope, value in (("asn", "AS64500"), ("user", "ci-bot"), ("range", "2001:db8:5:1::/64"),
-                         ("ip", "2001:db8:5::1"), ("ip", "192.0.2.77"), ("range", "192.0.2.0/24")):
+                         ("ip", "2001:db8:5::1"), ("ip", "192.0.2.77"), ("range", "192.0.2.77/32")):
         r = ban(api, value, scope)
         assert r.status_code == 422 and "allowlisted (ours)" in r.json()["detail"], (scope, value, r.text)
     assert published(api) == {}
@@ -113,6 +113,41 @@ def test_a_ban_the_allowlist_covers_is_refused_in_every_scope(api):
     assert check["allowed"] is True
     stream = httpx.get(api.url + "/v1/decisions/stream?startup=true", headers=api.headers("proxy")).json()
     assert stream["new"] in ([], None)
+
+
+def crowdsec(api, path):
+    return httpx.get(api.url + path, headers=api.headers("proxy"), timeout=10).json() or []
+
+
+def test_a_banned_range_is_published_without_the_allowlisted_addresses_inside_it(api):
+    """Allowlist first or ban first, the range stays banned for everyone else, and every
+    dialect is handed the same cut: /v1/check, the CrowdSec stream and /v1/decisions, the policy."""
+    assert post(api, "/v1/admin/allowlist", {"kind": "ip", "value": "192.0.2.77", "reason": "our office"}).status_code == 201
+    assert ban(api, "192.0.2.0/24", "range").status_code == 201
+    assert ban(api, "2001:db8:7::/64", "range").status_code == 201
+    assert post(api, "/v1/admin/allowlist", {"kind": "ip", "value": "2001:db8:7::1", "reason": "v6 office"}).json()["revoked"] == 0
+    import ipaddress
+    bans = published(api)
+    v4 = [ipaddress.ip_network(e["value"]) for e in bans.values() if e["value"].startswith("192.0.2.")]
+    v6 = [ipaddress.ip_network(e["value"]) for e in bans.values() if e["value"].startswith("2001:db8:7:")]
+    assert len(v4) == 8 and sum(n.num_addresses for n in v4) == 255
+    assert len(v6) == 64 and sum(n.num_addresses for n in v6) == 2 ** 64 - 1
+    assert not any(ipaddress.ip_address("192.0.2.77") in n for n in v4)
+    assert not any(ipaddress.ip_address("2001:db8:7::1") in n for n in v6)
+    for ip, allowed in (("192.0.2.77", True), ("192.0.2.9", False), ("2001:db8:7::1", True), ("2001:db8:7::2", False)):
+        check = httpx.get(api.url + "/v1/check", params={"ip": ip}, headers=api.headers("proxy")).json()
+        assert check["allowed"] is allowed, (ip, check)
+        assert bool(crowdsec(api, f"/v1/decisions?ip={ip}")) is not allowed, ip
+    stream = crowdsec(api, "/v1/decisions/stream?startup=true")["new"]
+    assert {d["value"] for d in stream} == {str(n) for n in v4 + v6}
+    # the allowlist entry ends: the range is whole again, and a bouncer is told both halves
+    with api.services.lock:
+        api.store.execute("delete from allowlist where value = '192.0.2.77'")
+    api.services.publisher.publish()
+    later = crowdsec(api, "/v1/decisions/stream")
+    assert {d["value"] for d in later["new"]} == {"192.0.2.0/24"}
+    assert {d["value"] for d in later["deleted"]} == {str(n) for n in v4}
+    assert crowdsec(api, "/v1/decisions?ip=192.0.2.77")
 
 
 # ---- 4. values that are not addresses, AS numbers or users --------------------------------------
