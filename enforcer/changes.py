@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from core import values
 from core.allowlist import Allowlist, revoke_allowlisted
 from core.types import parse_duration
+from enforcer import imagelist
 
 SCOPES = ("ip", "range", "asn", "user")
 LISTS = ("allowed", "unlimited", "blocked")
@@ -180,6 +181,13 @@ def set_default_tiers(store, actor: str, anonymous: str, authenticated: str, rea
     audit(store, actor, "set default tiers", None, {"anonymous": anonymous, "authenticated": authenticated}, reason, now)
 
 
+def _stored(pattern: str) -> str:
+    try:
+        return imagelist.canonical_pattern(pattern)
+    except ValueError:
+        return pattern.strip()
+
+
 class Conflict(ValueError):
     """The change collides with what is there (an entry that exists already): 409 over HTTP."""
 
@@ -191,13 +199,15 @@ def change_images(store, actor: str, name: str, patterns: list[str], add: bool, 
     refused, naming it, and nothing is removed."""
     if name not in LISTS:
         raise ValueError(f"image list must be one of {', '.join(LISTS)}")
-    if any(not p or len(p) > 300 or any(c.isspace() for c in p) for p in patterns):
-        raise ValueError("a pattern is a registry path without spaces, like docker.io/library/* or ghcr.io/**")
-    patterns = list(dict.fromkeys(patterns))
-    held = {p for (p,) in store.execute("""select pattern from image_lists where list = ?
-                                           and pattern in (select unnest(?::varchar[]))""", [name, patterns])}
-    if not add and len(held) < len(patterns):
-        missing = [p for p in patterns if p not in held]
+    # stored as CRProxy reads them (docker.io/busybox is docker.io/library/busybox); one it
+    # could never match is refused, saying why
+    if add:
+        patterns = list(dict.fromkeys(imagelist.canonical_pattern(p) for p in patterns))
+    held = {p for (p,) in store.execute("""select pattern from image_lists where list = ?""", [name])}
+    if not add:         # as typed, or as it was stored: docker.io/busybox removes docker.io/library/busybox
+        patterns = list(dict.fromkeys(p.strip() if p.strip() in held else _stored(p) for p in patterns))
+    missing = [] if add else [p for p in patterns if p not in held]
+    if missing:
         raise LookupError(f"not on the {name} list: {', '.join(missing[:20])}"
                           + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
     todo = [p for p in patterns if p not in held] if add else patterns
