@@ -1,19 +1,37 @@
-"""The published policy rendered into the files proxies read: CRProxy's lists and nginx's
-includes. Pure functions of one policy document (GET /v1/policy): the agent writes what they
-return; a test runs the result in the real readers."""
+"""The published policy rendered into the files proxies read: CRProxy's lists and flags, and
+nginx's includes. Pure functions of one policy document (GET /v1/policy), which already has
+the allowlist cut out of banned ranges: each dialect says what /v1/check says, as far as its
+reader can, and `unexpressed()` lists what it cannot.
+
+What a reader takes (checked against its source):
+- CRProxy (DaoCloud/crproxy cmd/crproxy, dev = v0.13): `--block-ip-list-from-file` is CSV read
+  by Go's encoding/csv (RFC 4180; every record two fields, `ip,reason`), exact addresses only;
+  `--allow-image-list-from-file` and `--privileged-image-list-from-file` are one pattern a line,
+  sorted in byte order, never empty ("no hosts found"); `--ips-speed-limit BYTES/DURATION` and
+  `--blobs-speed-limit BYTES` are flags, read at start.
+- nginx: `geo` (the longest prefix wins), `map` (exact keys, then regular expressions in order),
+  `limit_req`/`limit_conn`/`limit_rate`.
+"""
 from __future__ import annotations
 
+import csv
+import io
 import ipaddress
 import sys
 
+from enforcer.imagelist import regex
+
 RANGE_EXPAND_MAX = 256      # CRProxy's block list takes exact addresses: small ranges are expanded
+# CRProxy refuses an empty list, and a missing file at a restart: the list of no images is one
+# pattern that no image can match (.invalid is reserved, RFC 2606)
+NO_IMAGE = "pullwarden.invalid/no-image"
+GIB, MIB, KIB = 1 << 30, 1 << 20, 1 << 10
 
 
-def _network(value: str, warn=lambda m: None):
+def _network(value: str):
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
-        warn(f"agent: skipped {value!r}: not an address or range")
         return None
 
 
@@ -21,60 +39,163 @@ def _sorted(items) -> list[str]:
     return sorted(set(items), key=lambda s: s.encode())      # byte order, as CRProxy checks
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def render(policy: dict, warn=lambda m: print(m, file=sys.stderr)) -> dict[str, str]:
-    """File name → content."""
-    blocked = {}
-    for e in policy["bans"].values():
-        reason = e["reason"].replace(",", ";").replace("\n", " ")
-        if e["scope"] == "ip":
-            if _network(e["value"], warn) is not None:
-                blocked[e["value"]] = reason
-        elif e["scope"] == "range":
-            net = _network(e["value"], warn)
-            if net is None:
-                continue
-            if net.num_addresses <= RANGE_EXPAND_MAX:
-                for addr in net:
-                    blocked.setdefault(str(addr), reason)
-            else:
-                warn(f"agent: range {e['value']} has {net.num_addresses} addresses: not expanded into "
-                     "block-ips.csv (the nginx geo block covers it)")
-    files = {"block-ips.csv": "".join(f"{ip},{blocked[ip]}\n" for ip in _sorted(blocked))}
-    images = policy["images"]
-    for name, lst in (("allows.txt", "allowed"), ("privileged-images.txt", "unlimited"), ("blocked-images.txt", "blocked")):
-        if images[lst]:                     # CRProxy refuses an empty list: no file then
-            files[name] = "".join(p + "\n" for p in _sorted(images[lst]))
-    privileged = [e["value"] for e in policy["assignments"].values() if e["tier"] == "unlimited" and e["scope"] == "ip"]
-    if privileged:
-        files["privileged-ips.txt"] = "".join(ip + "\n" for ip in _sorted(privileged))
-    files["nginx-pullwarden-http.conf"], files["nginx-pullwarden-location.conf"] = _nginx(policy)
+    """File name → content; what a dialect cannot say goes to ``warn``."""
+    files = {**crproxy(policy), **nginx(policy)}
+    for note in unexpressed(policy):
+        warn(f"agent: {note}")
     return files
 
 
-def _nginx(policy: dict) -> tuple[str, str]:
-    tiers = policy["tiers"]
-    version = policy["version"]
-    geo = [f"# pullwarden policy version {version}: include inside http {{}}", "geo $pullwarden_tier {",
-           f"    default {policy['default_tiers']['anonymous']};"]
-    banned = [n for n in (_network(e["value"]) for e in policy["bans"].values() if e["scope"] in ("ip", "range")) if n]
-    for e in policy["assignments"].values():
+# ---- CRProxy --------------------------------------------------------------------------------
+
+def _blocked_addresses(policy: dict) -> dict[str, str]:
+    blocked: dict[str, str] = {}
+    for e in policy["bans"].values():
         net = _network(e["value"]) if e["scope"] in ("ip", "range") else None
-        # geo takes the longest prefix: a tier for an address inside a banned range must not
-        # let that address out of the ban (a ban beats a tier, as /v1/check says)
-        if net and not any(net.version == b.version and net.subnet_of(b) for b in banned):
-            geo.append(f"    {net} {e['tier']};")
-    for net in banned:
-        geo.append(f"    {net} banned;")
-    geo.append("}")
-    http = geo + ["map $pullwarden_tier $pullwarden_banned { banned 1; default 0; }"]
+        if net is not None and net.num_addresses <= RANGE_EXPAND_MAX:
+            for addr in net:
+                blocked.setdefault(str(addr), _one_line(e["reason"]))
+    return blocked
+
+
+def _size(n: int) -> str:
+    for unit, name in ((GIB, "Gi"), (MIB, "Mi"), (KIB, "Ki")):
+        if n % unit == 0:
+            return f"{n // unit}{name}"
+    return str(n)
+
+
+def _span(seconds: int) -> str:
+    for unit, name in ((3600, "h"), (60, "m")):
+        if seconds % unit == 0:
+            return f"{seconds // unit}{name}"
+    return f"{seconds}s"
+
+
+def crproxy_flags(policy: dict) -> list[str]:
+    """The anonymous default tier as CRProxy's byte flags (it has no request-rate or in-flight
+    limit, and one set of limits for everyone)."""
+    tier = policy["tiers"].get(policy["default_tiers"]["anonymous"]) or {}
+    flags = []
+    if tier.get("window_bytes") and tier.get("window_seconds"):
+        flags.append(f"--ips-speed-limit={_size(tier['window_bytes'])}/{_span(tier['window_seconds'])}")
+    if tier.get("blob_bytes_per_second"):
+        flags.append(f"--blobs-speed-limit={_size(tier['blob_bytes_per_second'])}")
+    return flags
+
+
+def crproxy(policy: dict) -> dict[str, str]:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")         # quotes a field with , " or a line break
+    blocked = _blocked_addresses(policy)
+    for ip in _sorted(blocked):
+        writer.writerow([ip, blocked[ip]])
+    images = policy["images"]
+    # no allow list means every image: `*` alone is hostmatcher's match-all
+    allows = _sorted(images["allowed"]) or ["*"]
+    privileged = _sorted(images["unlimited"]) or [NO_IMAGE]
+    return {"block-ips.csv": out.getvalue(),
+            "allows.txt": "".join(p + "\n" for p in allows),
+            "privileged-images.txt": "".join(p + "\n" for p in privileged),
+            "crproxy-flags.txt": "".join(f + "\n" for f in crproxy_flags(policy))}
+
+
+# ---- nginx ----------------------------------------------------------------------------------
+
+def _q(text: str) -> str:
+    """A quoted nginx string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _zone(name: str) -> str:
+    return name.replace("-", "_")
+
+
+# The request's image as CRProxy reads it from a prefix-style path (/v2/<host>/<name>/manifests/…):
+# `library/` added to one-segment docker.io names. A path without a registry host names none.
+IMAGE_MAP = r"""map $uri $pullwarden_image {
+    default "";
+    "~^/v2/docker\.io/([^/]+)/(?:manifests|blobs|tags)/" "docker.io/library/$1";
+    "~^/v2/([^/]*[.:][^/]*|localhost)/(.+?)/(?:manifests|blobs|tags)/" "$1/$2";
+}"""
+
+
+def _address_layers(policy: dict) -> tuple[list, list, list]:
+    """(ban networks, assignment (network, tier, effect), allowlisted networks)."""
+    bans = [n for e in policy["bans"].values() if e["scope"] in ("ip", "range") and (n := _network(e["value"]))]
+    entries = sorted((e for e in policy["assignments"].values() if e["scope"] in ("ip", "range")),
+                     key=lambda e: (e["scope"] != "ip", e["effect"] != "throttle", e["value"]))
+    assigned = [(n, e["tier"], e["effect"]) for e in entries if (n := _network(e["value"]))]
+    allowed = [n for v in policy.get("allowlist", []) if (n := _network(v))]
+    return bans, assigned, allowed
+
+
+def _inside(net, others) -> bool:
+    return any(net.version == o.version and net.subnet_of(o) for o in others)
+
+
+def nginx(policy: dict) -> dict[str, str]:
+    version, tiers, default = policy["version"], policy["tiers"], policy["default_tiers"]["anonymous"]
+    bans, assigned, allowed = _address_layers(policy)
+    # geo takes the longest prefix, which is how /v1/check ranks too (an address beats its
+    # range); what geo cannot rank is said by leaving entries out: a tier inside a banned range
+    # (a ban beats a tier) and a throttle inside an allowlisted network (nothing throttles it)
+    kept = [(n, t, eff) for n, t, eff in assigned
+            if not _inside(n, bans) and not (eff == "throttle" and _inside(n, allowed))]
+    tier_geo, throttle_geo = [f"    default {default};"], ["    default 0;"]
+    seen = set()
+    for n, t, eff in kept:          # in /v1/check's order: an address before an equal /32 range
+        if n in seen:
+            continue
+        seen.add(n)
+        tier_geo.append(f"    {n} {t};")
+        throttle_geo.append(f"    {n} {int(eff == 'throttle')};")
+    for a in allowed:
+        if a in seen:
+            continue
+        seen.add(a)
+        # the boost that covers it still applies; a throttle around it does not
+        boosts = [(n, t) for n, t, eff in kept if eff != "throttle" and n.version == a.version and a.subnet_of(n)]
+        tier_geo.append(f"    {a} {max(boosts, key=lambda x: x[0].prefixlen)[1] if boosts else default};")
+        throttle_geo.append(f"    {a} 0;")
+    for n in sorted(set(bans), key=lambda n: (n.version, n)):
+        tier_geo.append(f"    {n} banned;")
+    http = [f"# pullwarden policy version {version}: include inside http {{}}",
+            "geo $pullwarden_tier {", *tier_geo, "}",
+            "geo $pullwarden_throttled {", *throttle_geo, "}",
+            "geo $pullwarden_allowlisted {", "    default 0;", *(f"    {a} 1;" for a in sorted(set(allowed), key=lambda n: (n.version, n))), "}",
+            "map $pullwarden_tier $pullwarden_banned { banned 1; default 0; }"]
+    users = sorted(e["value"] for e in policy["bans"].values() if e["scope"] == "user")
+    # a user is known to nginx only by HTTP basic auth ($remote_user); an allowlisted address
+    # is never banned, so the key carries both
+    http += ['map "$pullwarden_allowlisted:$remote_user" $pullwarden_user_banned {', "    default 0;",
+             *(f"    {_q('0:' + u)} 1;" for u in users), "}"]
+    images = policy["images"]
+    http.append(IMAGE_MAP)
+    http += ["map $pullwarden_image $pullwarden_image_refused {", '    "" 0;',
+             *(f"    {_q('~' + regex(p))} 1;" for p in _sorted(images["blocked"])),
+             *(f"    {_q('~' + regex(p))} 0;" for p in _sorted(images["allowed"])),
+             f"    default {1 if images['allowed'] else 0};", "}"]
+    http += ["map $pullwarden_image $pullwarden_image_unlimited {", "    default 0;",
+             *(f"    {_q('~' + regex(p))} 1;" for p in _sorted(images["unlimited"])), "}"]
+    # an unlimited image lifts the limits unless the address is throttled; a ban stays a ban
+    http += ['map "$pullwarden_image_unlimited:$pullwarden_throttled:$pullwarden_tier" $pullwarden_effective_tier {',
+             "    default $pullwarden_tier;", '    "~^1:0:(?!banned$)" unlimited;', "}"]
     location = [f"# pullwarden policy version {version}: include in the location that proxies /v2/",
-                "if ($pullwarden_banned) { return 403; }"]
+                "if ($pullwarden_banned) { return 403; }",
+                "if ($pullwarden_user_banned) { return 403; }",
+                "if ($pullwarden_image_refused) { return 403; }"]
     rates = []
     for name, t in sorted(tiers.items()):
-        zone = name.replace("-", "_")
+        zone = _zone(name)
         rpm, concurrent = t["requests_per_minute"], t["concurrent"]
         if rpm or concurrent:       # an unlimited tier has no key, so no zone counts it
-            http.append(f"map $pullwarden_tier $pw_key_{zone} {{ {name} $binary_remote_addr; default \"\"; }}")
+            http.append(f"map $pullwarden_effective_tier $pw_key_{zone} {{ {name} $binary_remote_addr; default \"\"; }}")
         if rpm:
             # nodelay: a pull is a burst (token, manifests, config, every layer within seconds), served
             # at once up to `burst` above the rate, 429 beyond; without nodelay nginx would spread the
@@ -90,6 +211,42 @@ def _nginx(policy: dict) -> tuple[str, str]:
     if rates:
         # per response; nginx lets the first second's worth out at once, so manifests and
         # tokens (a few KiB) are never slowed: in effect it limits blob downloads
-        http += ["map $pullwarden_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
+        http += ["map $pullwarden_effective_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
         location.append("limit_rate $pullwarden_rate;")
-    return "\n".join(http) + "\n", "\n".join(location) + "\n"
+    return {"nginx-pullwarden-http.conf": "\n".join(http) + "\n",
+            "nginx-pullwarden-location.conf": "\n".join(location) + "\n"}
+
+
+# ---- what no file can say -------------------------------------------------------------------
+
+def unexpressed(policy: dict) -> list[str]:
+    """What /v1/check enforces that a dialect's reader cannot: one line each, for the agent to
+    print (and --dry-run to list)."""
+    notes = []
+    scopes: dict[str, int] = {}
+    for e in policy["bans"].values():
+        scopes[e["scope"]] = scopes.get(e["scope"], 0) + 1
+    wide = [e["value"] for e in policy["bans"].values() if e["scope"] == "range"
+            and (n := _network(e["value"])) is not None and n.num_addresses > RANGE_EXPAND_MAX]
+    if wide:
+        notes.append(f"CRProxy: {len(wide)} banned range(s) wider than {RANGE_EXPAND_MAX} addresses are not in "
+                     f"block-ips.csv (it takes exact addresses), e.g. {wide[0]}: nginx's geo or a CrowdSec "
+                     "bouncer enforces them")
+    if scopes.get("asn"):
+        notes.append(f"{scopes['asn']} AS-number ban(s): only /v1/check enforces them (no AS number in nginx or "
+                     "CRProxy; the CrowdSec stream sends them with scopes=as)")
+    if scopes.get("user"):
+        notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only); "
+                     "CRProxy and the CrowdSec stream have no users")
+    users = sum(1 for e in policy["assignments"].values() if e["scope"] == "user")
+    asns = sum(1 for e in policy["assignments"].values() if e["scope"] == "asn")
+    if users or asns:
+        notes.append(f"{users + asns} tier assignment(s) by user or AS number: only /v1/check applies them")
+    if policy["assignments"]:
+        notes.append("CRProxy: tier assignments are not expressed (it has one set of limits for everyone, "
+                     "from crproxy-flags.txt; --privileged-ip-list would also lift the image allow list and "
+                     "the block list for those addresses, so pullwarden does not use it)")
+    if policy["images"]["blocked"]:
+        notes.append(f"CRProxy: {len(policy['images']['blocked'])} blocked image pattern(s) are not expressed "
+                     "(no reader for a blocked-image file): nginx's include refuses them")
+    return notes

@@ -395,6 +395,12 @@ class Publisher:
                                                   and (until is null or until > ?)""", [now]) if (n := _network(v))]
         if not allowed:
             return
+        # an address ban the allowlist covers (made before the entry, or by hand in the store)
+        # is never published
+        for key, value in store.execute("select key, value from policy_want where section = 'bans' and scope = 'ip'"):
+            net = _network(value)
+            if net is not None and any(a.version == net.version and net.subnet_of(a) for a in allowed):
+                store.execute("delete from policy_want where section = 'bans' and key = ?", [key])
         taken = None
         for key, value in store.execute("""select key, value from policy_want
                                            where section = 'bans' and scope = 'range'"""):

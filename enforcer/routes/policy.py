@@ -85,10 +85,20 @@ class Verdict(BaseModel):
 _SPECIFIC = {"ip": 0, "user": 1, "range": 2, "asn": 3}
 
 
+def _rank(e) -> tuple:
+    """Specific beats general: an address, a user, a range (the longer prefix first, as nginx's
+    geo takes it), an AS number; at the same place a throttle beats a boost."""
+    width = -ipaddress.ip_network(e.value, strict=False).prefixlen if e.scope == "range" else 0
+    return _SPECIFIC[e.scope], width, e.effect != "throttle"
+
+
 @router.get("/check", response_model=Verdict)
 def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: str | None = None,
           user: str | None = None) -> dict:
-    """The verdict for one request: ban beats tier, a specific entity beats a general one."""
+    """The verdict for one request, the combining written once: a blocked image or one off the
+    allow list is refused; an allowlisted address is never banned or throttled; a ban beats a
+    tier; the most specific assignment sets the tier; an unlimited image lifts the limits of
+    anyone not throttled. Every file the agent writes says the same, as far as its reader can."""
     version = services.publisher.current
     policy = version.content
     try:
@@ -101,32 +111,31 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
     if addr is not None:
         with services.store.reading() as store:
             asn = store.value("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
-    why = []
+
+    def verdict(allowed: bool, tier: str | None, why: list[str]) -> dict:
+        return {"allowed": allowed, "tier": tier, "limits": policy["tiers"].get(tier) if tier else None,
+                "why": why, "policy_version": version.version}
     images = policy["images"]
     if image and any(matches(p, image) for p in images["blocked"]):
-        return {"allowed": False, "tier": None, "limits": None, "why": [f"image {image} is blocked"],
-                "policy_version": version.version}
+        return verdict(False, None, [f"image {image} is blocked"])
     if image and images["allowed"] and not any(matches(p, image) for p in images["allowed"]):
-        return {"allowed": False, "tier": None, "limits": None, "why": [f"image {image} is not on the allow list"],
-                "policy_version": version.version}
-    if addr is not None and version.allowlisted(addr):
-        tier = policy["default_tiers"]["authenticated" if user else "anonymous"]
-        return {"allowed": True, "tier": tier, "limits": policy["tiers"].get(tier),
-                "why": [f"{addr} is on the allowlist"], "policy_version": version.version}
-    bans = version.covering("bans", addr, user, asn)
-    if bans:
-        why = [f"banned ({e.scope} {e.value}) until {e.until}: {e.reason}" for e in bans]
-        return {"allowed": False, "tier": None, "limits": None, "why": why, "policy_version": version.version}
+        return verdict(False, None, [f"image {image} is not on the allow list"])
+    allowlisted = addr is not None and version.allowlisted(addr)
+    why = [f"{addr} is on the allowlist"] if allowlisted else []
+    if not allowlisted:
+        bans = version.covering("bans", addr, user, asn)
+        if bans:
+            return verdict(False, None, [f"banned ({e.scope} {e.value}) until {e.until}: {e.reason}" for e in bans])
     tier = policy["default_tiers"]["authenticated" if user else "anonymous"]
     why.append(f"{'authenticated' if user else 'anonymous'} default tier {tier}")
-    assigned = sorted(version.covering("assignments", addr, user, asn),
-                      key=lambda e: (_SPECIFIC[e.scope], e.effect != "throttle"))
+    assigned = sorted((e for e in version.covering("assignments", addr, user, asn)
+                       if not (allowlisted and e.effect == "throttle")), key=_rank)
+    throttled = bool(assigned) and assigned[0].effect == "throttle"
     if assigned:
         e = assigned[0]
         tier = e.tier
         why.append(f"{e.effect} to {tier} ({e.scope} {e.value}) until {e.until}: {e.reason}")
-    if image and any(matches(p, image) for p in images["unlimited"]) and not (assigned and assigned[0].effect == "throttle"):
+    if image and not throttled and any(matches(p, image) for p in images["unlimited"]):
         tier = "unlimited"
         why.append(f"image {image} is on the unlimited list")
-    return {"allowed": True, "tier": tier, "limits": policy["tiers"].get(tier), "why": why,
-            "policy_version": version.version}
+    return verdict(True, tier, why)
