@@ -250,3 +250,33 @@ def unexpressed(policy: dict) -> list[str]:
         notes.append(f"CRProxy: {len(policy['images']['blocked'])} blocked image pattern(s) are not expressed "
                      "(no reader for a blocked-image file): nginx's include refuses them")
     return notes
+
+
+# ---- how to deploy it (the README shows these; tests/test_docs.py keeps them in step) ----------
+
+def deployment(folder: str = "/etc/pullwarden") -> dict[str, str]:
+    """The nginx configuration and the CRProxy command line that read the agent's files."""
+    nginx_conf = f"""http {{
+    include {folder}/nginx-pullwarden-http.conf;
+    server {{
+        listen 443 ssl;
+        ssl_certificate /etc/ssl/mirror.crt;
+        ssl_certificate_key /etc/ssl/mirror.key;
+        # behind a load balancer, the client is the first X-Forwarded-For hop:
+        # set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For;
+        location /v2/ {{
+            include {folder}/nginx-pullwarden-location.conf;
+            proxy_pass http://127.0.0.1:8081;      # CRProxy, or the registry
+        }}
+    }}
+}}"""
+    # CRProxy serves /internal/api/* on its one listen address, without authentication: it
+    # listens on loopback, and nginx passes on /v2/ only
+    crproxy_cmd = (f"crproxy --address 127.0.0.1:8081 --enable-internal-api \\\n"
+                   f"    --allow-image-list-from-file {folder}/allows.txt \\\n"
+                   f"    --privileged-image-list-from-file {folder}/privileged-images.txt \\\n"
+                   f"    --block-ip-list-from-file {folder}/block-ips.csv \\\n"
+                   f"    $(cat {folder}/crproxy-flags.txt)")
+    agent_cmd = (f"pullwarden agent --api http://127.0.0.1:8080 --key $PROXY_KEY --out {folder} \\\n"
+                 f"    --reload 'nginx -s reload' --crproxy http://127.0.0.1:8081")
+    return {"nginx": nginx_conf, "crproxy": crproxy_cmd, "agent": agent_cmd}

@@ -15,3 +15,9 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     command = "(command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y nginx-light)) && pip install -e '.[test]' && python -m pytest"
     assert command in README and command in ci
+
+
+def test_the_deployment_sections_show_what_the_code_generates():
+    from enforcer.render import deployment
+    for name, text in deployment().items():
+        assert text in README, name
