@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from core.allowlist import Allowlist, net as _net
-from core.types import Decision
+from core.types import Decision, parse_duration
 from rules.engine import Rule
 from rules.features import SCOPE_OF, window_bounds
 
@@ -44,6 +44,7 @@ class PassResult:
     extended: list[Decision] = field(default_factory=list)
     allowlisted: list[tuple[Finding, str]] = field(default_factory=list)
     held: list[Hold] = field(default_factory=list)
+    unbanned: list[tuple[Finding, str]] = field(default_factory=list)    # suppressed after an admin's unban
 
     @property
     def applied(self) -> list[Decision]:
@@ -71,6 +72,14 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
             result.allowlisted.append((f, why))
             continue
         wanted.append((f, scope))
+    ended = unbanned_at(store, [(scope, f.entity, f.rule.name) for f, scope in wanted])
+    kept = []
+    for (f, scope), at in zip(wanted, ended):
+        if at is not None and now - parse_duration(f.rule.window) < at:
+            result.unbanned.append((f, unban_note(f.rule, at)))
+        else:
+            kept.append((f, scope))
+    wanted = kept
     still_held: list[Decision] = []     # found again while held: not in force, so judged again
     for (f, scope), (current, until_now, held, earlier) in zip(wanted, _history(store, wanted, now)):
         duration = f.rule.duration * (f.rule.escalation_factor ** earlier)
@@ -90,6 +99,34 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
         result.new.append(d)
     result.held = _breaker(store, result, still_held, breaker_share, breaker_floor)
     return result
+
+
+# A decision an admin ended by hand (its "revoke …" row in the audit log) is not made again by
+# the same rule from the same evidence: while the rule's window still reaches back before the
+# unban, its findings for that entity are suppressed; after that all the evidence is new.
+UNBANNED = """
+    with k as (select unnest($scope::varchar[]) as scope, unnest($value::varchar[]) as value,
+                      unnest($rule::varchar[]) as rule, unnest($i::integer[]) as i)
+    select k.i, max(d.revoked_at) from k
+    join decisions d on d.scope = k.scope and d.value = k.value and d.rule = k.rule and d.revoked_at is not null
+    join audit a on a.action like 'revoke %' and a.target = d.scope || ' ' || d.value
+                    and try_cast(json_extract(a.details, '$.id') as bigint) = d.id
+    group by k.i
+"""
+
+
+def unbanned_at(store, keys: list[tuple[str, str, str]]) -> list[datetime | None]:
+    """For each (scope, value, rule): when an admin last ended such a decision by hand, or None."""
+    if not keys:
+        return []
+    found = dict(store.execute(UNBANNED, {"scope": [k[0] for k in keys], "value": [k[1] for k in keys],
+                                          "rule": [k[2] for k in keys], "i": list(range(len(keys)))}))
+    return [found.get(i) for i in range(len(keys))]
+
+
+def unban_note(rule: Rule, at: datetime) -> str:
+    return (f"unbanned by an admin at {at:%Y-%m-%d %H:%M}: {rule.name} is not applied again before "
+            f"{at + parse_duration(rule.window):%Y-%m-%d %H:%M}, when its {rule.window} window holds only newer evidence")
 
 
 # Per wanted decision: the decision in force for the same entity, effect and rule, or else a

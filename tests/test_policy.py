@@ -262,3 +262,23 @@ def test_properties_no_rule_gets_more_than_its_share_and_the_allowlist_is_never_
                 {f"203.0.113.{n}" for n in allowed}                           # not even held
     finally:
         store.close()
+
+
+def test_an_unban_sticks_until_the_rules_window_holds_only_newer_evidence(env):
+    """An admin's unban is not undone by the next pass from the same evidence; once the rule's
+    window lies wholly after the unban, what it finds is new, and it bans again. explain says why."""
+    from enforcer.changes import revoke
+    from rules.explain import explain
+    store, rules = env
+    add_events(store, storm("203.0.113.7", hours=48))
+    at = T0 + timedelta(hours=23)
+    [d] = detect(store, settings(), rules, at).new
+    revoke(store, "admin", d.id, "a customer's CI, they fixed it", at + timedelta(minutes=5))
+    again = detect(store, settings(), rules, at + timedelta(minutes=10))
+    assert again.new == [] and [f.entity for f, _ in again.unbanned] == ["203.0.113.7"]
+    assert "unbanned by an admin" in again.unbanned[0][1]
+    window = timedelta(hours=int(rules[0].window.rstrip("h")))
+    report = explain(store, settings(), rules, "203.0.113.7", at + timedelta(minutes=10))
+    assert "is not applied again before" in report["verdicts"][0]["unbanned"]
+    later = detect(store, settings(), rules, at + timedelta(minutes=6) + window)
+    assert [x.value for x in later.new] == ["203.0.113.7"] and later.unbanned == []
