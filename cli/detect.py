@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timedelta
 
 import click
@@ -53,12 +54,15 @@ def detect(cfg, as_json):
         result = run_detect(store, cfg, rules, at)
     finally:
         store.close()
-    out = {"now": result.now.isoformat(),
+    summary = {"findings": len(result.findings), "new": _counts(result.new), "extended": _counts(result.extended),
+               "allowlisted": len(result.allowlisted), "unbanned": len(result.unbanned)}
+    out = {"now": result.now.isoformat(), "summary": summary,
            "held": [{"rule": h.rule, "reason": h.reason, "ids": [d.id for d in h.decisions]} for h in result.held],
            "findings": [{"rule": f.rule.name, "entity": f.entity, "kind": f.rule.entity, "action": f.rule.action,
                          "simulated": f.rule.simulate, "reason": f.reason} for f in result.findings],
            "new": [d.as_dict() for d in result.new], "extended": [d.as_dict() for d in result.extended],
-           "allowlisted": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.allowlisted]}
+           "allowlisted": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.allowlisted],
+           "unbanned": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.unbanned]}
     if as_json:
         click.echo(json.dumps(out, default=str))
         return
@@ -67,14 +71,35 @@ def detect(cfg, as_json):
         click.echo(f"  {f.rule.name}{flag}: {f.rule.entity} {f.entity}: {f.reason}")
     for f, why in result.allowlisted:
         click.echo(f"  allowlisted, no decision: {f.entity} ({f.rule.name}): {why}")
+    for f, why in result.unbanned:
+        click.echo(f"  unbanned, no decision: {f.entity} ({f.rule.name}): {why}")
     for h in result.held:
         click.echo(f"HELD rule {h.rule}: {len(h.decisions)} new bans held ({h.reason}); approve with "
                    f"`pullwarden decisions approve --rule {h.rule} --reason ...`, or drop them with "
                    f"`pullwarden decisions drop --rule {h.rule} --reason ...`")
-    enforced = [d for d in result.new if not d.simulated and not d.held]
-    held = sum(len(h.decisions) for h in result.held)
-    click.echo(f"findings {len(result.findings)}  new decisions {len(result.new)} ({len(enforced)} enforced, "
-               f"{held} held)  extended {len(result.extended)}")
+    click.echo(f"findings {summary['findings']}  new decisions {_said(summary['new'])}  "
+               f"extended {_said(summary['extended'])}")
+
+
+def _counts(decisions) -> dict:
+    """Decisions by what becomes of them, each counted once: in force, held by the circuit
+    breaker (per rule), or simulated (never enforced, never held)."""
+    held = Counter(d.rule for d in decisions if d.held)
+    return {"total": len(decisions), "enforced": sum(1 for d in decisions if not d.held and not d.simulated),
+            "held": sum(held.values()), "simulated": sum(1 for d in decisions if d.simulated and not d.held),
+            "held_by_rule": dict(sorted(held.items()))}
+
+
+def _said(c: dict) -> str:
+    if not c["total"]:
+        return "0"
+    parts = [f"{c['enforced']} enforced"]
+    if c["held"]:
+        rules = ", ".join(f"rule {rule}: {n}" for rule, n in c["held_by_rule"].items())
+        parts.append(f"{c['held']} held by the circuit breaker ({rules})")
+    if c["simulated"]:
+        parts.append(f"{c['simulated']} simulated")
+    return f"{c['total']}: " + ", ".join(parts)
 
 
 @cli.group()

@@ -26,6 +26,9 @@ def test_detect_decisions_explain_backtest_allow(workdir, monkeypatch):
     enforced = {(d["rule"], d["value"]) for d in out["new"] if not d["simulated"]}
     assert enforced == {("ci-repull-storm", "203.0.113.50"), ("tag-scanner", "198.18.0.66"),
                         ("error-storm", "198.18.0.66")}
+    none = {"total": 0, "enforced": 0, "held": 0, "simulated": 0, "held_by_rule": {}}
+    assert out["summary"] == {"findings": 7, "new": {**none, "total": 7, "enforced": 3, "simulated": 4},
+                              "extended": none, "allowlisted": 0, "unbanned": 0}
 
     again = json.loads(invoke("detect", "--json").stdout)          # same data, same time: nothing new
     assert again["new"] == [] and again["extended"] == []
@@ -82,3 +85,37 @@ def test_a_bad_site_rule_stops_detect_with_file_and_line(workdir):
                                             "where: nosuch > 1\naction: ban\nduration: 1h\nreason: r\n")
     res = invoke("detect", "--rules", "site")
     assert res.exit_code == 2 and "site/x.yml:5: where:" in res.stderr and "nosuch" in res.stderr
+
+
+def test_the_summary_counts_each_decision_once_as_enforced_held_or_simulated(workdir, monkeypatch):
+    from tests.test_held import BROKEN          # that module imports this one
+    setup_samples(workdir)
+    monkeypatch.setenv("PULLWARDEN_NOW", "latest")
+    res = invoke("detect")
+    assert res.exit_code == 0 and "HELD" not in res.stdout
+    assert res.stdout.endswith("findings 7  new decisions 7: 3 enforced, 4 simulated  extended 0\n")
+    assert invoke("detect").stdout.endswith("findings 7  new decisions 0  extended 0\n")
+
+    (workdir / "site").mkdir()
+    (workdir / "site" / "broken.yml").write_text(BROKEN)
+    out = json.loads(invoke("detect", "--rules", "site", "--json").stdout)
+    none = {"total": 0, "enforced": 0, "held": 0, "simulated": 0, "held_by_rule": {}}
+    assert out["summary"]["new"] == {"total": 45, "enforced": 0, "held": 45, "simulated": 0,
+                                     "held_by_rule": {"broken-everyone": 45}}
+    assert out["summary"]["extended"] == none
+    assert [(h["rule"], len(h["ids"])) for h in out["held"]] == [("broken-everyone", 45)]
+    assert sum(1 for d in out["new"] if d["held"]) == 45
+
+    # an hour later the same findings extend what is there: the held ones stay held
+    res = invoke("detect", "--rules", "site", "--now", "2024-11-21T01:00")
+    assert res.stdout.endswith("new decisions 0  extended 51: 3 enforced, 44 held by the circuit breaker "
+                               "(rule broken-everyone: 44), 4 simulated\n")
+
+    # an admin's unban: the rule's finding makes no decision, and the summary says so
+    active = json.loads(invoke("decisions", "list", "--active", "--json").stdout)
+    scanner = next(d["id"] for d in active if d["rule"] == "tag-scanner")
+    assert invoke("unban", str(scanner), "--reason", "our own scanner").exit_code == 0
+    res = invoke("detect", "--rules", "site", "--now", "2024-11-21T01:30")
+    assert "  unbanned, no decision: 198.18.0.66 (tag-scanner): unbanned by an admin at " in res.stdout
+    out = json.loads(invoke("detect", "--rules", "site", "--now", "2024-11-21T01:30", "--json").stdout)
+    assert out["summary"]["unbanned"] == 1 and [u["rule"] for u in out["unbanned"]] == ["tag-scanner"]

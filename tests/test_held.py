@@ -37,7 +37,9 @@ def test_the_command_line_lists_approves_and_drops_held_decisions(workdir, monke
     assert ("HELD rule broken-everyone: 45 new bans held (the rule would hit 45 of the 45 addresses active in the "
             "last 24h; one rule may ban 5 in a pass: 2% of them, at least 5); approve with "
             "`pullwarden decisions approve --rule broken-everyone --reason ...`") in res.stdout
-    assert "new decisions 52 (3 enforced, 45 held)" in res.stdout
+    # each new decision counted once: enforced, held (per rule) or simulated
+    assert ("findings 52  new decisions 52: 3 enforced, 45 held by the circuit breaker (rule broken-everyone: 45), "
+            "4 simulated  extended 0\n") in res.stdout
     held = json.loads(invoke("decisions", "list", "--held", "--json").stdout)
     assert len(held) == 45 and {d["rule"] for d in held} == {"broken-everyone"}
     assert all(d["held"].startswith("the rule would hit 45 of the 45") for d in held)

@@ -85,7 +85,8 @@ def test_invalid_yaml(store, tmp_path):
 
 def test_a_site_rule_overrides_a_shipped_one_by_name(store, tmp_path):
     shipped_text = (PACKS / "default" / "tag-scanner.yml").read_text()
-    (tmp_path / "mine.yml").write_text(GOOD.replace("name: t", "name: tag-scanner").replace("requests > 10", "requests > 99"))
+    mine = GOOD.replace("name: t", "name: tag-scanner").replace("requests > 10", "requests > 99")
+    (tmp_path / "mine.yml").write_text(mine.replace("requests: 11", "requests: 100"))     # its cases must hold
     rules = {r.name: r for r in load_rules(store, site_dir=str(tmp_path))}
     assert rules["tag-scanner"].where == "requests > 99" and rules["tag-scanner"].pack == "site"
     assert "reseller-proxy" in rules
