@@ -301,7 +301,7 @@ def test_the_include_has_a_zone_per_limited_tier_and_a_rate_only_where_one_is_se
     assert "limit_req zone=pw_anonymous burst=600 nodelay;" in location
     assert "limit_conn pwc_anonymous 48;" in location
     assert "limit_req zone=pw_partner burst=200 nodelay;" in location          # no burst: two minutes' worth
-    assert "pwc_partner" not in http and "unlimited" not in http + location
+    assert "pwc_partner" not in http and "pw_unlimited" not in http + location      # no zone counts them
     assert "limit_rate" not in location and "pullwarden_rate" not in http     # no tier has a blob rate
     policy["tiers"]["partner"]["blob_bytes_per_second"] = 1048576
     files = render(policy, warn=lambda m: None)
