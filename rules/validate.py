@@ -131,6 +131,10 @@ class Checker:
         return None if kind == "BOOLEAN" else f"must be one boolean expression, not {kind}"
 
     def tier(self, tier: str) -> str | None:
+        if tier in ("unlimited", "authenticated"):
+            # an assignment to these is a boost (enforcer/changes.assignment_effect): a rule
+            # that said throttle would loosen the limits of what it found
+            return f"throttle:{tier} would lift limits, not lower them: throttle to throttled, heavy or a tier of yours"
         if tier in self.tiers:
             return None
         return f"unknown tier {tier!r} (tiers: {', '.join(self.tiers)}; `pullwarden tiers set` adds one)"

@@ -237,3 +237,28 @@ def test_detect_says_it_in_one_line_and_exits_2(workdir, content, message):
     assert res.exit_code == 2 and res.stdout == ""
     assert res.stderr.startswith(f"pullwarden: error: site/x.yml") and message in res.stderr
     assert res.stderr.count("\n") == 1
+
+
+def test_a_throttle_to_a_generous_tier_is_refused(tmp_path):
+    from core.store import open_store
+    from rules.engine import RuleError, load_rules
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "x.yml").write_text("""name: loosen
+description: x
+entity: address
+window: 24h
+where: requests >= 10
+action: throttle:unlimited
+duration: 1h
+reason: "{requests:int} requests"
+cases:
+  - {expect: match, features: {requests: 10}}
+  - {expect: no-match, features: {requests: 9}}
+""")
+    store = open_store(str(tmp_path / "db.duckdb"))
+    try:
+        with pytest.raises(RuleError, match="would lift limits"):
+            load_rules(store, packs=[str(pack)])
+    finally:
+        store.close()
