@@ -170,6 +170,8 @@ def explain(cfg, target, as_json):
         mark = "MATCH" if v["match"] else "-    "
         sim = " (simulated)" if v["simulated"] else ""
         click.echo(f"  {mark} {v['rule']}{sim} [{v['window']}]: {v['reason'] or 'no traffic in the window'}")
+        if v.get("unbanned"):
+            click.echo(f"        {v['unbanned']}")
     click.echo("  top images: " + ", ".join(f"{i['image']} ({i['requests']})" for i in report["top_images"]))
     click.echo("  top user agents: " + ", ".join(f"{u['user_agent']} ({u['requests']})" for u in report["top_user_agents"]))
     click.echo("  requests per hour (UTC, last 24h): " + " ".join(str(n) for n in report["hourly"]))
