@@ -34,6 +34,16 @@ create or replace temp macro pw_scrub(s) as
               '\1\2[scrubbed]', 'g')
          else s end;
 
+-- why a line's client address is not one, or null: a log whose address field holds junk
+-- (999.1.1.1, a list, a zone-scoped fe80::1%eth0) must not become a client that rules judge
+create or replace temp macro pw_addr_problem(ip) as
+    case when ip is null or ip = '' then 'no client address'
+         when contains(ip, ':') then
+              case when not regexp_full_match(ip, '(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|(?:[0-9a-fA-F]{1,4}:){1,7}:|(?:[0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|(?:[0-9a-fA-F]{1,4}:){1,5}(?::[0-9a-fA-F]{1,4}){1,2}|(?:[0-9a-fA-F]{1,4}:){1,4}(?::[0-9a-fA-F]{1,4}){1,3}|(?:[0-9a-fA-F]{1,4}:){1,3}(?::[0-9a-fA-F]{1,4}){1,4}|(?:[0-9a-fA-F]{1,4}:){1,2}(?::[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(?::[0-9a-fA-F]{1,4}){1,6}|:(?:(?::[0-9a-fA-F]{1,4}){1,7}|:)|(?:[0-9a-fA-F]{1,4}:){6}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|::(?:[0-9a-fA-F]{1,4}:){0,5}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|(?:[0-9a-fA-F]{1,4}:){1,5}:(?:[0-9a-fA-F]{1,4}:){0,4}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})')
+                   then 'client address ' || left(ip, 60) || ' is not an IP address' end
+         when not regexp_full_match(ip, '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}')
+              then 'client address ' || left(ip, 60) || ' is not an IP address' end;
+
 create or replace temp macro pw_registry(r) as
     case lower(r) when 'registry-1.docker.io' then 'docker.io' when 'index.docker.io' then 'docker.io'
                   else lower(r) end;
@@ -69,6 +79,15 @@ def install(store) -> None:
     except duckdb.NotImplementedException:  # registered before on this connection
         pass
     store.execute(MACROS)
+
+
+def checked(select: str) -> str:
+    """A format's SELECT with the lines whose client address is not an address turned into
+    rejects, with the reason."""
+    return f"""
+select * replace (case when dest = 'event' and pw_addr_problem(peer) is not null then 'reject' else dest end as dest,
+                  case when dest = 'event' then coalesce(pw_addr_problem(peer), reason) else reason end as reason)
+from ({select})"""
 
 
 def events_sql(parsed: str) -> str:

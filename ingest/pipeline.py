@@ -8,6 +8,7 @@ core); a chunk that has rejects is parsed a second time, numbered, for those alo
 from __future__ import annotations
 
 import ipaddress
+import os
 import queue
 import shutil
 import tempfile
@@ -34,6 +35,28 @@ _READ = ("read_csv($src, delim='\x01', quote='', escape='', header=false, auto_d
          f"strict_mode=false, new_line='\\n', max_line_size={formats.MAX_LINE}, buffer_size={4 * formats.MAX_LINE}, columns={{'line': 'varchar'}})")
 LINES_FAST = f"select 0::bigint as line_no, line from {_READ}"
 LINES_NUMBERED = f"select row_number() over () + $first_line - 1 as line_no, line from {_READ}"
+
+
+def scratch_dir(db: str) -> Path:
+    """A folder for this pass's chunk copies beside the database (on its disk, not in a small
+    /tmp), named with our pid; the folders of passes that died (kill -9) are removed first."""
+    base = (Path(db).resolve().parent if db != ":memory:" else Path(tempfile.gettempdir())) / ".pullwarden-tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob("pass-*"):
+        pid = old.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"pass-{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -173,15 +196,23 @@ class Ingester:
 
     # -- planning: everything that can fail before a byte is written --------------------------
     def plan(self, patterns: list[str]) -> list[tuple[Path, dict | None, formats.Format]]:
+        """What this pass reads. A file that cannot be read (not a regular file, a .gz that is
+        not gzip or is cut short before its first lines) is left out and reported by run(),
+        with why; the others are read."""
+        self.skipped: list[tuple[str, str]] = []
         try:
-            paths = discover(patterns)
+            paths = discover(patterns, self.skipped)
         except SourceError as e:
             raise IngestError(str(e)) from None
         plan = []
         for path in paths:
             if is_gzip(path) and self._archive_done(path):
                 continue
-            head = read_head(path)
+            try:
+                head = read_head(path)
+            except SourceError as e:
+                self.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
+                continue
             if not head:
                 continue
             record = self._match(head)
@@ -217,10 +248,12 @@ class Ingester:
         started = self.clock()
         plan = self.plan(patterns) if plan is None else plan
         report = IngestReport()
+        for path, why in getattr(self, "skipped", []):
+            report.files.append(FileReport(path, "-", error=why))
         if not self.geo.configured:
             report.notices.append("no ASN or country database configured (asn_db, country_db): "
                                   "ASN and country stay empty")
-        tmp = Path(tempfile.mkdtemp(prefix="pullwarden-"))
+        tmp = scratch_dir(self.store.path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pullwarden-scan")
         try:
             self._read, self._more = 0, False
@@ -279,7 +312,7 @@ class Ingester:
             self.store.execute("""update files set fingerprint = ?, fp_len = ?,
                                   path = case when ? then path else ? end where file_id = ?""",
                                [fingerprint(head[:FP_LEN]), min(len(head), FP_LEN), is_gzip(path), str(path), file_id])
-        select = fmt.select_sql()
+        select = normalize.checked(fmt.select_sql())
         kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
         line = self.store.value("select lines from files where file_id = ?", [file_id])
         for chunk, chunk_file in self._chunks(path, offset, tmp, in_place):

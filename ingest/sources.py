@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import re
+import stat
 import time
 import zlib
 from dataclasses import dataclass
@@ -36,23 +37,38 @@ def is_gzip(path: Path) -> bool:
 _LOG_NAME = re.compile(r"\.log(?:[.-][\w.-]*)?$|\.gz$|\.jsonl?$|\.ndjson$")
 
 
-def discover(patterns: list[str]) -> list[Path]:
+def _regular(path: Path) -> bool:
+    """A regular file (or a link to one): a FIFO, socket or device would block a read or never end."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def discover(patterns: list[str], skipped: list[tuple[str, str]] | None = None) -> list[Path]:
     """Files named by paths, directories (their log files, not hidden ones) or globs, in a
-    stable order; a pattern that names nothing is an error before anything is read."""
+    stable order; a pattern that names nothing is an error before anything is read. What is
+    there but cannot be read as a log (a FIFO, a socket, a device, no permission) goes to
+    ``skipped`` as (path, why), and the others are read."""
+    skipped = [] if skipped is None else skipped
     found: dict[str, Path] = {}
     for pattern in patterns:
         if any(c in pattern for c in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if not Path(p).is_dir())
         elif Path(pattern).is_dir():
             matches = sorted(p for p in Path(pattern).rglob("*")
-                             if p.is_file() and not p.name.startswith(".") and _LOG_NAME.search(p.name))
-        elif Path(pattern).exists():
+                             if not p.is_dir() and not p.name.startswith(".") and _LOG_NAME.search(p.name))
+        elif Path(pattern).exists() or Path(pattern).is_symlink():
             matches = [Path(pattern)]
         else:
             raise SourceError(f"{pattern}: no such file or directory")
         for path in matches:
+            if not _regular(path):
+                skipped.append((str(path), "not a regular file (a FIFO, socket, device or broken link): skipped"))
+                continue
             if not os.access(path, os.R_OK):
-                raise SourceError(f"{path}: permission denied")
+                skipped.append((str(path), "permission denied: skipped"))
+                continue
             found.setdefault(str(path.resolve()), path)
     return list(found.values())
 

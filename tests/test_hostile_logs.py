@@ -1,0 +1,69 @@
+"""Careless or hostile log input: a bad line or a bad file is reported and kept out, the rest
+is stored, nothing blocks, nothing is left behind."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import time
+
+from tests.conftest import write
+
+GOOD = '198.51.100.7 - - [20/Nov/2024:10:00:00 +0000] "GET /v2/library/nginx/manifests/latest HTTP/1.1" 200 512 "-" "docker/27.3.1"'
+
+
+def line(addr: str) -> str:
+    return GOOD.replace("198.51.100.7", addr, 1)
+
+
+def test_lines_whose_client_address_is_not_one_are_rejects_with_the_reason(run, workdir):
+    bad = ["999.1.1.1", "abc", "1.2.3.4,5.6.7.8", "fe80::1%eth0", "1.2.3", "2001:db8::1::2", "::ffff:1.2.3.999"]
+    good = ["203.0.113.9", "2001:db8::1", "::ffff:192.0.2.1", "::"]
+    path = write(workdir / "logs" / "access.log", [line(a) for a in bad + good])
+    r = run()
+    report = r.ingest(path)
+    assert report.total("events") == len(good) and report.total("rejects") == len(bad)
+    assert sorted(e["client_ip"] for e in r.events()) == sorted(["203.0.113.9", "2001:db8::1", "192.0.2.1", "::"])
+    reasons = {line_no: reason for line_no, reason, _ in r.rejects()}
+    assert reasons == {n + 1: f"client address {a} is not an IP address" for n, a in enumerate(bad)}
+
+
+def test_a_gz_that_is_not_gzip_or_cut_short_is_reported_and_the_others_are_stored(run, workdir):
+    logs = workdir / "logs"
+    write(logs / "access.log", [GOOD])
+    (logs / "old.log.2.gz").write_bytes(b"this is not gzip at all\n")
+    (logs / "cut.log.3.gz").write_bytes(gzip.compress(("\n".join([GOOD] * 50) + "\n").encode())[:15])
+    r = run()
+    report = r.ingest(logs)
+    errors = {os.path.basename(f.path): f.error for f in report.files if f.error}
+    assert set(errors) == {"old.log.2.gz", "cut.log.3.gz"}, errors
+    assert all("cannot read" in e for e in errors.values())
+    assert report.total("events") == 1                                  # access.log is stored
+    res = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "ingest", str(logs)],
+                         cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in res.stderr and "old.log.2.gz" in res.stdout + res.stderr
+
+
+def test_a_fifo_is_skipped_with_a_line_and_nothing_blocks(workdir):
+    logs = workdir / "logs"
+    write(logs / "access.log", [GOOD])
+    os.mkfifo(logs / "pipe.log")
+    for target in (str(logs / "pipe.log"), str(logs)):
+        started = time.monotonic()
+        res = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "ingest", target],
+                             cwd=workdir, capture_output=True, text=True, timeout=60)
+        assert time.monotonic() - started < 30
+        assert "not a regular file" in res.stdout + res.stderr and "Traceback" not in res.stderr
+    assert "events 0" in res.stdout or "events 1" in res.stdout
+
+
+def test_a_killed_pass_leaves_no_chunk_copies_behind_after_the_next_run(run, workdir):
+    stale = workdir / ".pullwarden-tmp" / "pass-999999999-abc"
+    stale.mkdir(parents=True)
+    (stale / "chunk-1").write_bytes(b"x" * 1000)
+    path = write(workdir / "logs" / "access.log", [GOOD])
+    r = run()
+    assert r.ingest(path).total("events") == 1
+    assert not stale.exists()
+    assert list((workdir / ".pullwarden-tmp").iterdir()) == []          # ours is gone too
