@@ -51,24 +51,44 @@ class GeoDB:
     def __init__(self, asn_db: str = "", country_db: str = ""):
         self.asn = _open(asn_db) if asn_db else None
         self.country = _open(country_db) if country_db else None
+        self.paths = {"asn": asn_db, "country": country_db}
+        # lookups a damaged database failed: path -> [count, first error]. Those addresses get no
+        # ip_info row, so a run with a repaired database looks them up again
+        self.failures: dict[str, list] = {}
+
+    def problems(self) -> list[str]:
+        return [f"{path}: corrupt database: {n} lookup(s) failed, those addresses have no ASN/country "
+                f"for now (first: {first})" for path, (n, first) in self.failures.items()]
+
+    def _get(self, which: str, ip: str):
+        reader = getattr(self, which)
+        try:
+            return reader.get(ip)
+        except maxminddb.InvalidDatabaseError as e:
+            seen = self.failures.setdefault(self.paths[which], [0, " ".join(str(e).split())[:160]])
+            seen[0] += 1
+            raise
 
     @property
     def configured(self) -> bool:
         return bool(self.asn or self.country)
 
-    def lookup(self, ip: str) -> tuple[int | None, str | None, str | None]:
+    def lookup(self, ip: str) -> tuple[int | None, str | None, str | None] | None:
+        """(asn, organization, country), or None when a database failed on this address."""
         asn = org = country = None
         try:
             if self.asn:
-                rec = self.asn.get(ip)
+                rec = self._get("asn", ip)
                 if isinstance(rec, dict):
                     asn, org = _asn(rec)
                     country = _country(rec)       # IPinfo Lite carries both in one file
             if self.country:
-                rec = self.country.get(ip)
+                rec = self._get("country", ip)
                 if isinstance(rec, dict):
                     country = _country(rec) or country
-        except ValueError:                        # not an address (a garbage X-Forwarded-For hop)
+        except maxminddb.InvalidDatabaseError:
+            return None
+        except ValueError:                        # an IPv6 address in an IPv4-only database
             return None, None, None
         return asn, org, country
 
@@ -92,9 +112,9 @@ def enrich_new(store, geo: GeoDB) -> dict[str, int]:
         ips = [r[0] for r in store.execute("""
             select distinct e.client_ip from events e
             where not exists (select 1 from ip_info i where i.ip = e.client_ip)""")]
-        if ips:
-            _insert_columns(store, "ip_info", [(ip, *geo.lookup(ip)) for ip in ips],
-                            ["varchar", "integer", "varchar", "varchar"])
+        rows = [(ip, *found) for ip in ips if (found := geo.lookup(ip)) is not None]
+        if rows:
+            _insert_columns(store, "ip_info", rows, ["varchar", "integer", "varchar", "varchar"])
     return {"user_agents": len(uas), "addresses": len(ips)}
 
 

@@ -270,6 +270,7 @@ class Ingester:
             report.more = report.more or self._more
             self.store.execute("begin")
             enrich_new(self.store, self.geo)
+            report.notices += self.geo.problems()
             report.seconds = self.clock() - started
             self.store.execute("""insert into ingest_runs (started_at, seconds, files, lines, events, rejects)
                                   values (?, ?, ?, ?, ?, ?)""",

@@ -91,3 +91,39 @@ def test_maxmind_own_test_databases():
     with pytest.raises(EnrichError, match="Invalid-Node-Count"):
         geo2 = GeoDB(asn_db=str(SHARED / "GeoIP2-City-Test-Invalid-Node-Count.mmdb"))
         geo2.lookup("1.1.1.1")
+
+
+def damaged(path: Path) -> Path:
+    """A database that opens but whose data section is garbage: its lookups fail."""
+    import maxminddb
+    good = build(path, "GeoLite2-ASN", {
+        "198.51.100.0/24": {"autonomous_system_number": 64500, "autonomous_system_organization": "EXAMPLE"}})
+    data = bytearray(good.read_bytes())
+    with maxminddb.open_database(str(good)) as r:
+        m = r.metadata()
+    start, end = m.node_count * m.record_size // 4 + 16, data.rfind(b"\xab\xcd\xefMaxMind.com")
+    data[start:end] = b"\xff" * (end - start)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_database_that_fails_its_lookups_loses_no_event_and_is_named(run, workdir):
+    bad = damaged(workdir / "damaged.mmdb")
+    log = write(workdir / "a.log", [LINE.format(ip="198.51.100.7", n=1), LINE.format(ip="203.0.113.9", n=2)])
+    r = run(asn_db=str(bad))
+    report = r.ingest(log)
+    assert report.total("events") == 2
+    assert any("damaged.mmdb: corrupt database: 1 lookup(s) failed" in n for n in report.notices), report.notices
+    # the address it failed on gets no row: a run with a repaired database looks it up again
+    assert r.store.execute("select ip, asn from ip_info") == [("203.0.113.9", None)]
+    write(workdir / "a.log", [LINE.format(ip="198.51.100.7", n=1), LINE.format(ip="203.0.113.9", n=2),
+                              LINE.format(ip="198.51.100.8", n=3)])
+    assert r.ingest(log).total("events") == 1                           # later runs are not stuck
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="MaxMind's test databases (../shared/testdata/maxmind) are not here")
+@pytest.mark.parametrize("name, ip", [("MaxMind-DB-test-broken-pointers-24.mmdb", "1.1.1.16"),
+                                      ("GeoIP2-City-Test-Broken-Double-Format.mmdb", "81.2.69.160")])
+def test_maxmind_broken_test_databases(name, ip):
+    geo = GeoDB(country_db=str(SHARED / name))
+    assert geo.lookup(ip) is None and name in geo.problems()[0]
