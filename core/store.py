@@ -301,6 +301,13 @@ MIGRATIONS: list[str] = [
       where name = 'heavy' and requests_per_minute = 10 and concurrent = 4 and blob_bytes_per_second = 524288
         and window_bytes = 2147483648 and window_seconds = 7200;
     """,
+    # 5 → 6: a log file is known by its first bytes *and* the file they are in (device, inode):
+    # two nodes' logs that start with the same lines are two files. Rows from before have none
+    # and are matched by their bytes alone until they are read again.
+    """
+    alter table files add column dev bigint;
+    alter table files add column inode bigint;
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

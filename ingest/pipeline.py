@@ -37,6 +37,11 @@ LINES_FAST = f"select 0::bigint as line_no, line from {_READ}"
 LINES_NUMBERED = f"select row_number() over () + $first_line - 1 as line_no, line from {_READ}"
 
 
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 def scratch_dir(db: str) -> Path:
     """A folder for this pass's chunk copies beside the database (on its disk, not in a small
     /tmp), named with our pid; the folders of passes that died (kill -9) are removed first."""
@@ -215,7 +220,7 @@ class Ingester:
                 continue
             if not head:
                 continue
-            record = self._match(head)
+            record = self._match(head, path)
             if self.forced:
                 fmt = self.forced
             elif record:
@@ -233,21 +238,44 @@ class Ingester:
         return bool(self.store.value("select count(*) from archives_read where path = ? and size = ? and mtime = ?",
                                      [str(path.resolve()), st.st_size, st.st_mtime]))
 
-    def _match(self, head: bytes) -> dict | None:
-        cols = ["file_id", "fingerprint", "fp_len", "read_offset", "format"]
+    def _match(self, head: bytes, path: Path | None = None) -> dict | None:
+        """The row of the file whose content ``head`` starts, or None for a new file.
+
+        Same first bytes are not enough: two nodes' logs may start with the same lines. A row
+        is this file's when it is the same file (device and inode: a renamed, rotated log), or
+        when the file the row knows is no longer what it was (a copytruncate copy: the original
+        was emptied), or when this one is a .gz (a compressed copy of a log is that log)."""
+        cols = ["file_id", "fingerprint", "fp_len", "read_offset", "format", "path", "dev", "inode"]
         rows = self.store.execute(f"select {', '.join(cols)} from files where fp_len <= ? order by fp_len desc",
                                   [len(head)])
-        for row in rows:
-            rec = dict(zip(cols, row))
-            if fingerprint(head[:rec["fp_len"]]) == rec["fingerprint"]:
+        here = _identity(path) if path is not None else None
+        found = [rec for row in rows if fingerprint(head[:(rec := dict(zip(cols, row)))["fp_len"]]) == rec["fingerprint"]]
+        if here is None or not found:
+            return found[0] if found else None
+        for rec in found:
+            if (rec["dev"], rec["inode"]) == here:
+                return rec
+        for rec in found:
+            if rec["inode"] is None or is_gzip(path) or not self._still_there(rec):
                 return rec
         return None
+
+    def _still_there(self, rec: dict) -> bool:
+        """Whether the file a row knows is still at its path and still starts as it did."""
+        path = Path(rec["path"])
+        try:
+            if _identity(path) != (rec["dev"], rec["inode"]):
+                return False
+            return fingerprint(read_head(path)[:rec["fp_len"]]) == rec["fingerprint"]
+        except (OSError, SourceError):
+            return False
 
     # -- reading ---------------------------------------------------------------------------
     def run(self, patterns: list[str], plan: list | None = None) -> IngestReport:
         started = self.clock()
         plan = self.plan(patterns) if plan is None else plan
         report = IngestReport()
+        self._notices = report.notices
         for path, why in getattr(self, "skipped", []):
             report.files.append(FileReport(path, "-", error=why))
         if not self.geo.configured:
@@ -299,20 +327,30 @@ class Ingester:
         now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
         # Match again: a file read earlier in this pass (access.log.1 before access.log.1.gz)
         # may have created or advanced the row that this one shares.
-        record = self._match(head)
+        record = self._match(head, path)
+        if record is not None and not is_gzip(path) and record["read_offset"] > path.stat().st_size:
+            # the same first bytes, but shorter than what was read of it: another file, or this
+            # one truncated and written again; never skip its lines, read it as new
+            self._notices.append(f"{path}: starts like a file read before but is shorter than what was read "
+                                "of that one: read as a new file")
+            record = None
+        ident = _identity(path) if not is_gzip(path) else (None, None)
         if record is None:
             file_id = self.store.value("""
-                insert into files (path, fingerprint, fp_len, compressed, format, first_seen, last_read)
-                values (?, ?, ?, ?, ?, ?, ?) returning file_id""",
-                [str(path), fingerprint(head), len(head), is_gzip(path), _format_label(fmt), now, now])
+                insert into files (path, fingerprint, fp_len, compressed, format, first_seen, last_read, dev, inode)
+                values (?, ?, ?, ?, ?, ?, ?, ?, ?) returning file_id""",
+                [str(path), fingerprint(head), len(head), is_gzip(path), _format_label(fmt), now, now, *ident])
             offset = 0
         else:
             file_id, offset = record["file_id"], record["read_offset"]
             # A file that was shorter than FP_LEN when first seen gets its full fingerprint now;
             # the row keeps the plain file's path, where the stream goes on.
             self.store.execute("""update files set fingerprint = ?, fp_len = ?,
-                                  path = case when ? then path else ? end where file_id = ?""",
-                               [fingerprint(head[:FP_LEN]), min(len(head), FP_LEN), is_gzip(path), str(path), file_id])
+                                  path = case when ? then path else ? end,
+                                  dev = case when ? then dev else ? end, inode = case when ? then inode else ? end
+                                  where file_id = ?""",
+                               [fingerprint(head[:FP_LEN]), min(len(head), FP_LEN), is_gzip(path), str(path),
+                                is_gzip(path), ident[0], is_gzip(path), ident[1], file_id])
         select = normalize.checked(fmt.select_sql())
         kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
         line = self.store.value("select lines from files where file_id = ?", [file_id])

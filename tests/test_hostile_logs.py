@@ -67,3 +67,22 @@ def test_a_killed_pass_leaves_no_chunk_copies_behind_after_the_next_run(run, wor
     assert r.ingest(path).total("events") == 1
     assert not stale.exists()
     assert list((workdir / ".pullwarden-tmp").iterdir()) == []          # ours is gone too
+
+
+def test_two_files_that_start_alike_are_two_files(run, workdir):
+    """Two nodes' logs that begin with the same 2 KiB: every line of both, once, and a re-run adds nothing."""
+    common = [GOOD.replace("10:00:00", f"10:00:{n:02d}") for n in range(20)]          # > 2 KiB alike
+    assert len("\n".join(common)) > 2048
+    a = write(workdir / "logs" / "node-a.log", common + [line(f"203.0.113.{n}") for n in range(1, 40)])
+    b = write(workdir / "logs" / "node-b.log", common + [line(f"192.0.2.{n}") for n in range(1, 60)])
+    r = run()
+    report = r.ingest(workdir / "logs")
+    assert report.total("events") == 20 + 39 + 20 + 59
+    assert r.store.value("select count(*) from events") == 138
+    assert r.ingest(workdir / "logs").total("lines") == 0
+    with a.open("a") as f:                                                           # both grow
+        f.write(line("203.0.113.99") + "\n")
+    with b.open("a") as f:
+        f.write(line("192.0.2.99") + "\n")
+    assert r.ingest(workdir / "logs").total("events") == 2
+    assert r.store.value("select count(distinct file_id) from events") == 2
