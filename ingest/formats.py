@@ -191,6 +191,12 @@ def _segment_fields(i: int, seg, quoted: bool) -> tuple[dict[str, str], str | No
     return exprs, check
 
 
+# gorilla's LoggingHandler writes a quote or a backslash in the request as \" and \\; as nginx
+# writes them (\x22, \x5C) the quotes that delimit fields stay the only quotes, and the
+# unescaping the events get anyway decodes them
+_GORILLA = r"""case when contains(line, '\') then replace(replace(line, '\\', '\x5C'), '\"', '\x22') else line end"""
+
+
 def _template_sql(template: str, proxy_json_lines: bool) -> str:
     segs = _segments(template)
     exprs: dict[str, str] = {}
@@ -243,7 +249,10 @@ def _template_sql(template: str, proxy_json_lines: bool) -> str:
         f"when status is null then 'bad status: ' || coalesce({exprs['status']}, '')",
         f"when bytes is null and {bytes_ or 'null'} is not null then 'bad byte count: ' || {bytes_ or 'null'}",
     ]
-    proxy = "when starts_with(line, '{') and json_valid(line) then 'proxy'" if proxy_json_lines else ""
+    # CRProxy's application log on the same stream: slog JSON (v0.13), Go's log text (v0.12,
+    # "[cr proxy] 2024/11/20 11:02:07 ...")
+    proxy = ("when starts_with(line, '{') and json_valid(line) then 'proxy' "
+             "when starts_with(line, '[cr proxy] ') then 'proxy'") if proxy_json_lines else ""
     if proxy_json_lines:
         reasons.insert(0, "when starts_with(line, '{') then 'neither a log line nor valid JSON'")
     return f"""
@@ -272,7 +281,7 @@ from (
             {request_raw} as request
         from (
             select *{''.join(', ' + w for w in split_words)}
-            from (select line_no, line, string_split(line, '"') as p from lines)
+            from (select line_no, line, string_split({_GORILLA if proxy_json_lines else 'line'}, '"') as p from lines)
         )
     )
 )"""

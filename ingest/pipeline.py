@@ -425,7 +425,12 @@ class Ingester:
                    json_extract_string(line, '$.level'), json_extract_string(line, '$.msg'),
                    coalesce(json_extract_string(line, '$.remoteAddr'), json_extract_string(line, '$.remote_addr')),
                    line::json, ?, line_no
-            from chunk_extra where dest = 'proxy'""", [file_id])
+            from chunk_extra where dest = 'proxy' and starts_with(line, '{')
+            union all
+            -- CRProxy v0.12: Go's log, "[cr proxy] 2024/11/20 11:02:07 msg" in the host's local time
+            select try_strptime(substr(line, 12, 19), '%Y/%m/%d %H:%M:%S')::timestamp, null,
+                   trim(substr(line, 31)), null, to_json(line), ?, line_no
+            from chunk_extra where dest = 'proxy' and not starts_with(line, '{')""", [file_id, file_id])
         room = max(0, self.settings.rejects_kept_per_file - kept)
         counts["kept"] = self.store.value("""
             insert into rejects select ?, line_no, reason, line from chunk_extra

@@ -86,3 +86,23 @@ def test_two_files_that_start_alike_are_two_files(run, workdir):
         f.write(line("192.0.2.99") + "\n")
     assert r.ingest(workdir / "logs").total("events") == 2
     assert r.store.value("select count(distinct file_id) from events") == 2
+
+
+def test_crproxy_log_as_gorilla_writes_it_with_both_application_logs(run, workdir):
+    lines = [
+        r'203.0.113.50 - - [20/Nov/2024:08:00:02 +0800] "GET /v2/docker.io/library/x\"y/tags/list HTTP/1.1" 404 19',
+        r'203.0.113.50 - - [20/Nov/2024:08:00:03 +0800] "GET /v2/a\\b/manifests/latest HTTP/1.1" 404 19',
+        '203.0.113.51 - - [20/Nov/2024:08:00:04 +0800] "GET /v2/docker.io/library/nginx/manifests/1.27 HTTP/2.0" 200 1573',
+        '[cr proxy] 2024/11/20 11:02:07 redirect [https://registry-1.docker.io/v2/library/nginx/blobs/sha256:00]',
+        '{"time":"2024-12-20T11:02:07.1+08:00","level":"INFO","msg":"exceed limit","remoteAddr":"203.0.113.9"}',
+    ]
+    path = write(workdir / "crproxy.log", lines)
+    r = run(format="clf")
+    report = r.ingest(path)
+    assert (report.total("events"), report.total("rejects"), report.total("proxy_events")) == (3, 0, 2)
+    # stored as nginx would have logged the same request (it writes " and \ as \x22 and \x5C)
+    rows = r.store.execute("select repository, kind from events order by ts")
+    assert rows[:2] == [("library/x\\x22y", "tags"), ("library/a\\x5Cb", "manifest")]
+    proxy = r.store.execute("select ts, level, msg, remote_addr from proxy_events order by line_no")
+    assert proxy[0][2].startswith("redirect [https://registry-1.docker.io") and proxy[0][0].hour == 11
+    assert proxy[1][1:] == ("INFO", "exceed limit", "203.0.113.9")
