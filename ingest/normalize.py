@@ -38,16 +38,37 @@ create or replace temp macro pw_scrub(s) as
 -- (999.1.1.1, a list, a zone-scoped fe80::1%eth0) must not become a client that rules judge
 create or replace temp macro pw_addr_problem(ip) as
     case when ip is null or ip = '' then 'no client address'
-         when contains(ip, ':') then
-              case when not regexp_full_match(ip, '(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|(?:[0-9a-fA-F]{1,4}:){1,7}:|(?:[0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|(?:[0-9a-fA-F]{1,4}:){1,5}(?::[0-9a-fA-F]{1,4}){1,2}|(?:[0-9a-fA-F]{1,4}:){1,4}(?::[0-9a-fA-F]{1,4}){1,3}|(?:[0-9a-fA-F]{1,4}:){1,3}(?::[0-9a-fA-F]{1,4}){1,4}|(?:[0-9a-fA-F]{1,4}:){1,2}(?::[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(?::[0-9a-fA-F]{1,4}){1,6}|:(?:(?::[0-9a-fA-F]{1,4}){1,7}|:)|(?:[0-9a-fA-F]{1,4}:){6}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|::(?:[0-9a-fA-F]{1,4}:){0,5}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|(?:[0-9a-fA-F]{1,4}:){1,5}:(?:[0-9a-fA-F]{1,4}:){0,4}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})')
-                   then 'client address ' || left(ip, 60) || ' is not an IP address' end
-         when not regexp_full_match(ip, '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}')
+         when not (regexp_full_match(ip, '@IPV4@') or (contains(ip, ':') and regexp_full_match(ip, '@IPV6@')))
               then 'client address ' || left(ip, 60) || ' is not an IP address' end;
 
 create or replace temp macro pw_registry(r) as
     case lower(r) when 'registry-1.docker.io' then 'docker.io' when 'index.docker.io' then 'docker.io'
                   else lower(r) end;
 """
+
+
+def _address_patterns() -> tuple[str, str]:
+    """IPv4 and IPv6 text forms exactly as Python's ipaddress reads them (RFC 3986's grammar,
+    no leading zeros in IPv4, no zone): the common hand-written IPv6 pattern lets through
+    forms with nine groups when they end in an IPv4 address."""
+    octet = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+    v4 = rf"{octet}(?:\.{octet}){{3}}"
+    h16 = "[0-9A-Fa-f]{1,4}"
+    ls32 = rf"(?:{h16}:{h16}|{v4})"
+
+    def groups(n: int) -> str:                   # n "h16:" in a row
+        return rf"(?:{h16}:){{{n}}}" if n else ""
+
+    def before(n: int) -> str:                   # up to n+1 groups before "::"
+        return rf"(?:(?:{h16}:){{0,{n}}}{h16})?" if n else f"(?:{h16})?"
+    forms = [groups(6) + ls32, "::" + groups(5) + ls32]
+    forms += [before(k) + "::" + groups(4 - k) + ls32 for k in range(5)]
+    forms += [before(5) + "::" + h16, before(6) + "::"]
+    return v4, "(?:" + "|".join(forms) + ")"
+
+
+_V4, _V6 = _address_patterns()
+MACROS = MACROS.replace("@IPV4@", _V4).replace("@IPV6@", _V6)
 
 _HEX = re.compile(r"\\x([0-9A-Fa-f]{2})")
 

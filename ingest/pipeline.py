@@ -477,6 +477,8 @@ def client_address(hop: str | None) -> str | None:
         text = text[1:].split("]", 1)[0]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
+    if "%" in text:         # a zone (fe80::1%eth0) names an interface of the proxy, not a client
+        return None
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
