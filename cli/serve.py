@@ -213,17 +213,24 @@ def keys_revoke(cfg, name, reason, api, key):
 @click.option("--api", required=True, help="The enforcer's URL, e.g. http://127.0.0.1:8080")
 @click.option("--key", envvar="PULLWARDEN_AGENT_KEY", required=True, help="A proxy key (env PULLWARDEN_AGENT_KEY).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
-@click.option("--reload", "reload_cmd", help="Command to run after the files changed (e.g. 'nginx -s reload').")
-@click.option("--crproxy", help="CRProxy's private admin URL: PUT the lists to /internal/api/*.")
+@click.option("--reload", "reload_cmd", help="Command to run after the files changed (e.g. 'nginx -s reload'); "
+              "retried at each poll until it succeeds.")
+@click.option("--crproxy", help="CRProxy's private admin URL: PUT each list to /internal/api/* (all of them at "
+              "start), retrying one that fails with backoff (1 s doubling to 60 s).")
 @click.option("--interval", type=float, default=10.0, help="Seconds between polls.")
-@click.option("--once", is_flag=True, help="Poll once and exit (for cron or a test).")
-def agent(api, key, out_dir, reload_cmd, crproxy, interval, once):
+@click.option("--once", is_flag=True, help="Poll once and exit: 0, 1 when a reload or a push failed, 2 when "
+              "the policy could not be fetched or written (for cron or a test).")
+@click.option("--dry-run", is_flag=True, help="Poll once and print what would change in --out as a unified "
+              "diff; write, reload and push nothing.")
+def agent(api, key, out_dir, reload_cmd, crproxy, interval, once, dry_run):
     """Keep CRProxy's and nginx's policy files in step with the enforcer: fetches the policy
-    once, then polls for its changes; writes the files atomically, reloads on change,
-    optionally pushes the lists to CRProxy."""
-    from enforcer.agent import run
+    once, then polls for its changes; writes the files atomically when their bytes change,
+    reloads, and optionally pushes the lists to CRProxy."""
+    from enforcer.agent import preview, run
     try:
-        run(api, key, out_dir, reload_cmd, crproxy, interval, once)
+        if dry_run:
+            raise SystemExit(preview(api, key, out_dir, reload_cmd, crproxy))
+        raise SystemExit(run(api, key, out_dir, reload_cmd, crproxy, interval, once))
     except KeyboardInterrupt:
         pass
     except RuntimeError as e:

@@ -1,13 +1,14 @@
 """`pullwarden agent`: the policy as files for proxies that read files (CRProxy, nginx).
 
 Fetches GET /v1/policy once, then polls /v1/policy/changes for what changed since the version it
-holds (the whole policy again after a 410), renders the files, writes only those that changed
-(atomically: a temporary file renamed over the old one), then runs the reload command and,
-when asked, PUTs the lists to CRProxy's /internal/api/* (which has no authentication: keep
-that port private).
+holds (the whole policy again after a 410), renders the files, writes only those whose bytes
+changed (atomically: a temporary file renamed over the old one), runs the reload command until
+it succeeds, and, when asked, PUTs each list to CRProxy's /internal/api/* until CRProxy takes it
+(that API has no authentication: keep the port private).
 """
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import os
@@ -20,40 +21,150 @@ from pathlib import Path
 
 from enforcer.render import render
 
-
 MANAGED = ("block-ips.csv", "allows.txt", "privileged-images.txt", "blocked-images.txt", "privileged-ips.txt",
-           "nginx-pullwarden-http.conf", "nginx-pullwarden-location.conf")
+           "crproxy-flags.txt", "nginx-pullwarden-http.conf", "nginx-pullwarden-location.conf")
+# CRProxy's endpoint for each list file it reads with a --…-from-file flag
+ENDPOINTS = (("allows", "allows.txt"), ("privileged", "privileged-images.txt"), ("block-ips", "block-ips.csv"))
+CRPROXY_LISTS = {name for _, name in ENDPOINTS}
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
+RELOAD_TIMEOUT = 120
+# in --out while files are written that no reload has taken: a restarted agent, or the next
+# --once from cron, reloads even though the files on disk are unchanged by then
+RELOAD_PENDING = ".reload-pending"
 
 
-def write_atomically(folder: Path, files: dict[str, str], managed=MANAGED) -> list[str]:
-    """Write the files that changed, and remove managed files the policy no longer has (an
-    emptied list must not stay in force); returns what changed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    changed = []
-    for name in managed:
-        if name not in files and (folder / name).exists():
-            (folder / name).unlink()
-            changed.append(f"{name} (removed)")
+def say(message: str) -> None:
+    print(f"agent: {message}", file=sys.stderr)
+
+
+def _excerpt(text, limit: int = 200) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
+def normalized(policy: dict) -> dict:
+    """The policy in one order whatever order its entries came in: a delta appends what it
+    adds while the whole policy is sorted by key, and the renderers keep the first of two bans
+    on one address, so without this the same version could give two different files (and a
+    reload for nothing)."""
+    out = dict(policy)
+    for section in ("bans", "assignments", "tiers"):
+        out[section] = dict(sorted(policy[section].items()))
+    out["images"] = {k: sorted(v) for k, v in sorted(policy["images"].items())}
+    if "allowlist" in policy:
+        out["allowlist"] = sorted(policy["allowlist"])
+    return out
+
+
+def plan(folder: Path, files: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(the files whose bytes differ from those on disk, the managed files on disk that the
+    policy no longer renders: those are left as they are, with the reason)."""
+    changed = {}
     for name, content in files.items():
         path = folder / name
-        if path.exists() and path.read_text() == content:
-            continue
+        if not (path.is_file() and path.read_bytes() == content.encode()):
+            changed[name] = content
+    left = []
+    for name in MANAGED:
+        if name not in files and (folder / name).exists():
+            why = ("CRProxy cannot take an empty list: it refuses one (\"no hosts found\") and exits at a restart "
+                   "when the file is missing" if name in CRPROXY_LISTS else
+                   "nothing renders it any more; remove it by hand once nothing reads it")
+            left.append(f"{name} left as it was: {why}")
+    return changed, left
+
+
+def write_atomically(folder: Path, files: dict[str, str], warn=say) -> list[str]:
+    """Write the files whose bytes changed; never remove one (a list file a running CRProxy
+    points at must stay); returns what was written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    changed, left = plan(folder, files)
+    for note in left:
+        warn(note)
+    for name, content in changed.items():
         tmp = folder / f".{name}.tmp"
-        tmp.write_text(content)
-        os.replace(tmp, path)
-        changed.append(name)
-    return changed
+        tmp.write_bytes(content.encode())
+        os.replace(tmp, folder / name)
+    return list(changed)
 
 
-def _push(crproxy: str, files: dict[str, str]) -> None:
-    for endpoint, name in (("allows", "allows.txt"), ("privileged", "privileged-images.txt"),
-                           ("block-ips", "block-ips.csv")):
-        if name not in files:
-            continue
-        req = urllib.request.Request(f"{crproxy.rstrip('/')}/internal/api/{endpoint}", data=files[name].encode(),
-                                     method="PUT", headers={"Content-Type": "text/plain"})
+def diff(folder: Path, changed: dict[str, str]) -> str:
+    """The files plan() found changed, as a unified diff against those on disk."""
+    out = []
+    for name, content in changed.items():
+        path = folder / name
+        old = path.read_bytes().decode("utf-8", "replace") if path.is_file() else ""
+        out += difflib.unified_diff(old.splitlines(keepends=True), content.splitlines(keepends=True),
+                                    str(path) if path.is_file() else "/dev/null", str(path))
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in out)
+
+
+def _put(url: str, body: str) -> str | None:
+    """None when CRProxy took it, else what went wrong (CRProxy answers 400 with the parse error)."""
+    req = urllib.request.Request(url, data=body.encode(), method="PUT", headers={"Content-Type": "text/plain"})
+    try:
         with urllib.request.urlopen(req, timeout=10):
-            pass
+            return None
+    except urllib.error.HTTPError as e:
+        try:
+            answer = _excerpt(e.read())
+        except OSError:
+            answer = ""
+        return f"PUT {url}: {e.code} {answer or e.reason}"
+    except (urllib.error.URLError, OSError) as e:
+        return f"PUT {url}: {getattr(e, 'reason', e)}"
+
+
+class Pusher:
+    """Each list PUT to CRProxy on its own: one that fails does not hold up the others and is
+    retried with backoff until it lands, whether or not the policy changes meanwhile. Nothing
+    has landed at the start, so the first push sends every list: the files on disk may well be
+    newer than what CRProxy holds."""
+
+    def __init__(self, crproxy: str, clock):
+        self.base, self.clock = crproxy.rstrip("/"), clock
+        self.landed: dict[str, str] = {}
+        self.retry: dict[str, tuple[float, float, str]] = {}       # endpoint -> (when, next delay, content)
+
+    def push(self, files: dict[str, str]) -> list[tuple[str, float]]:
+        """Push what is due; returns each failure with the seconds until its next try."""
+        now, took, failed = self.clock(), [], []
+        for endpoint, name in ENDPOINTS:
+            content = files.get(name)
+            if content is None or self.landed.get(endpoint) == content:
+                self.retry.pop(endpoint, None)
+                continue
+            when, delay, tried = self.retry.get(endpoint, (now, BACKOFF_FIRST, None))
+            if now < when and content == tried:        # new content goes at once
+                continue
+            error = _put(f"{self.base}/internal/api/{endpoint}", content)
+            if error is None:
+                self.landed[endpoint] = content
+                self.retry.pop(endpoint, None)
+                took.append(endpoint)
+            else:
+                self.retry[endpoint] = (now + delay, min(2 * delay, BACKOFF_MAX), content)
+                failed.append((error, delay))
+        if took:
+            say(f"CRProxy took {', '.join(took)}")
+        return failed
+
+    def due(self) -> float | None:
+        return min((when for when, _, _ in self.retry.values()), default=None)
+
+
+def reload(cmd: str) -> str | None:
+    """None when the command succeeded, else the command, its exit status and its stderr."""
+    try:
+        r = subprocess.run(cmd, shell=True, stderr=subprocess.PIPE, check=False, timeout=RELOAD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"reload {cmd!r} did not finish in {RELOAD_TIMEOUT} s"
+    if r.returncode == 0:
+        return None
+    return f"reload {cmd!r} failed with exit status {r.returncode}: {_excerpt(r.stderr) or '(nothing on stderr)'}"
 
 
 def _get(url: str, key: str) -> dict:
@@ -63,9 +174,15 @@ def _get(url: str, key: str) -> dict:
             data = resp.read()
             return json.loads(gzip.decompress(data) if resp.headers.get("Content-Encoding") == "gzip" else data)
     except urllib.error.HTTPError as e:
+        if e.code == 410:
+            raise
         if e.code in (401, 403):
             raise RuntimeError(f"{url}: the key was refused ({e.code})") from None
-        raise
+        raise RuntimeError(f"GET {url}: {e.code} {_excerpt(e.read()) or e.reason}") from None
+    except urllib.error.URLError as e:
+        raise RuntimeError(f"GET {url}: {e.reason}") from None
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"GET {url}: {e}") from None
 
 
 def apply(policy: dict, delta: dict) -> dict:
@@ -89,35 +206,72 @@ def poll(api: str, key: str, held: dict | None) -> dict | None:
     if held is not None:
         try:
             delta = _get(f"{api}/v1/policy/changes?since={held['version']}", key)
-        except urllib.error.HTTPError as e:
-            if e.code != 410:
-                raise
+        except urllib.error.HTTPError:      # 410: _get raises the others as sentences
+            pass
         else:
             return None if delta["version"] == held["version"] else apply(held, delta)
     return _get(f"{api}/v1/policy", key)
 
 
+def preview(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None) -> int:
+    """Print what one poll would change in `out` as a unified diff, and change nothing."""
+    policy = normalized(poll(api, key, None))
+    files = render(policy)
+    changed, left = plan(Path(out), files)
+    for note in left:
+        say(f"would leave {note}")
+    sys.stdout.write(diff(Path(out), changed))
+    what = [f"would write {', '.join(changed)}" if changed else f"nothing to write in {out}"]
+    if reload_cmd and (changed or (Path(out) / RELOAD_PENDING).exists()):
+        what.append(f"would run {reload_cmd!r}")
+    if crproxy:         # at its start the agent pushes every list, changed or not
+        what.append(f"would PUT {', '.join(e for e, name in ENDPOINTS if name in files)} to {crproxy}")
+    say(f"--dry-run: policy version {policy['version']}: {'; '.join(what)}")
+    return 0
+
+
 def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None, interval: float,
-        once: bool = False) -> None:
-    held = None
+        once: bool = False, sleep=time.sleep, clock=time.monotonic) -> int:
+    """Poll, write, reload and push until interrupted; with `once`, one round and its exit
+    status: 0, or 1 when the files were written but a reload or a push failed. A policy that
+    cannot be fetched or written raises RuntimeError (with `once`) or is retried at the next poll."""
+    pending = Path(out) / RELOAD_PENDING
+    held, files, reload_due = None, None, pending.exists()
+    pusher = Pusher(crproxy, clock) if crproxy else None
+    next_poll = clock()
     while True:
-        try:
-            policy = poll(api, key, held)
-            if policy is not None:
-                held = None             # until the files are written: a failure is retried whole
-                files = render(policy)
-                changed = write_atomically(Path(out), files)
-                if changed:
-                    print(f"agent: policy version {policy['version']}: wrote {', '.join(changed)}", file=sys.stderr)
-                    if reload_cmd:
-                        subprocess.run(reload_cmd, shell=True, check=False)
-                    if crproxy:
-                        _push(crproxy, files)
-                held = policy
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            if once:
-                raise RuntimeError(f"{api}: {e}") from None
-            print(f"agent: {e}; keeping the current files", file=sys.stderr)
+        failures = []
+        if clock() >= next_poll:
+            next_poll = clock() + interval
+            try:
+                policy = poll(api, key, held)
+                if policy is not None:
+                    held = None             # until the files are written: a failure is retried whole
+                    fresh = render(normalized(policy))
+                    written = write_atomically(Path(out), fresh)
+                    if written:
+                        say(f"policy version {policy['version']}: wrote {', '.join(written)}")
+                        reload_due = True
+                        if reload_cmd:
+                            pending.touch()
+                    files, held = fresh, policy
+            except (RuntimeError, OSError) as e:
+                if once:
+                    raise RuntimeError(str(e)) from None
+                say(f"{e}; keeping the current files")
+            # the files on disk stay newer than what the proxy runs until a reload succeeds
+            if reload_due and reload_cmd:
+                error = reload(reload_cmd)
+                if error:
+                    failures.append(error + ("" if once else "; retrying at the next poll"))
+                else:
+                    reload_due = False
+                    pending.unlink(missing_ok=True)
+        if pusher and files is not None:
+            failures += [e if once else f"{e}; retrying in {delay:g} s" for e, delay in pusher.push(files)]
+        for failure in failures:
+            say(failure)
         if once:
-            return
-        time.sleep(interval)
+            return 1 if failures else 0
+        due = pusher.due() if pusher else None
+        sleep(max(0.0, min(next_poll, next_poll if due is None else due) - clock()))

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from enforcer.agent import render, write_atomically
+from enforcer.agent import normalized, poll, render, run, write_atomically
 from tests.enforcer_helpers import Enforcer
 from tests.nginx_helpers import needs_nginx, nginx, published_files
 
@@ -33,43 +33,239 @@ def seed(api):
     api.services.publisher.publish()
 
 
-def test_agent_writes_crproxy_and_nginx_files(api, tmp_path):
+class CRProxy:
+    """A stand-in for CRProxy's /internal/api/*: records each PUT and answers from `answers`
+    (endpoint -> [(status, body), ...], the last one repeated; 200 otherwise)."""
+
+    def __init__(self):
+        self.received: list[tuple[str, str]] = []
+        self.answers: dict[str, list[tuple[int, str]]] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                endpoint = self.path.removeprefix("/internal/api/")
+                outer.received.append((endpoint, body))
+                queue = outer.answers.get(endpoint) or [(200, "")]
+                status, text = queue.pop(0) if len(queue) > 1 else queue[0]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(text.encode())))
+                self.end_headers()
+                self.wfile.write(text.encode())
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def bodies(self, endpoint: str) -> list[str]:
+        return [b for e, b in self.received if e == endpoint]
+
+
+@pytest.fixture
+def crproxy():
+    c = CRProxy()
+    yield c
+    c.server.shutdown()
+    c.server.server_close()
+
+
+class Done(Exception):
+    pass
+
+
+class Loop:
+    """The agent's clock and sleep: time moves only when it sleeps; `between(round)` runs at
+    each sleep and ends the loop by returning True (a loop that never gets there fails)."""
+
+    def __init__(self, between):
+        self.t, self.slept, self.between = 0.0, [], between
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+        if self.between(len(self.slept)):
+            raise Done
+        assert len(self.slept) < 100, f"still going after {self.t:g} s: {self.slept[:20]}"
+
+
+def agent_args(api, out, *more):
+    return ["agent", "--api", api.url, "--key", api.keys["proxy"], "--out", str(out), *more]
+
+
+def one_line_each(text: str) -> None:
+    assert "Traceback" not in text
+    assert all(line.startswith(("agent: ", "pullwarden: error: ")) for line in text.splitlines()), text
+
+
+def test_agent_writes_crproxy_and_nginx_files(api, tmp_path, crproxy):
     seed(api)
     out = tmp_path / "out"
-    pushed = {}
-
-    class CRProxy(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self):
-            pushed[self.path] = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    crproxy = http.server.HTTPServer(("127.0.0.1", 0), CRProxy)
-    threading.Thread(target=crproxy.serve_forever, daemon=True).start()
     marker = tmp_path / "reloaded"
-    args = ["agent", "--api", api.url, "--key", api.keys["proxy"], "--out", str(out), "--once",
-            "--reload", f"touch {marker}", "--crproxy", f"http://127.0.0.1:{crproxy.server_port}"]
+    args = agent_args(api, out, "--once", "--reload", f"touch {marker}", "--crproxy", crproxy.url)
     res = CliRunner().invoke(cli, args, catch_exceptions=False)
-    crproxy.shutdown()
     assert res.exit_code == 0, res.output
     block = (out / "block-ips.csv").read_text().splitlines()
-    assert block == ["198.51.100.0,rotation", "198.51.100.1,rotation", "198.51.100.2,rotation",
-                     "198.51.100.3,rotation", "203.0.113.7,re-pull storm; 412 times"]   # sorted, ranges expanded
+    assert [line.split(",")[0] for line in block] == ["198.51.100.0", "198.51.100.1", "198.51.100.2",
+                                                      "198.51.100.3", "203.0.113.7"]   # sorted, ranges expanded
     assert (out / "allows.txt").read_text() == "Quay.io/x\ndocker.io/library/*\nghcr.io/**\n"   # byte order
     assert (out / "privileged-images.txt").read_text() == "docker.io/library/busybox\n"
-    assert (out / "privileged-ips.txt").read_text() == "192.0.2.11\n"
-    assert not (out / "blocked-images.txt").exists()                  # CRProxy refuses an empty list
     assert marker.exists()
-    assert pushed["/internal/api/allows"] == (out / "allows.txt").read_text()
-    assert pushed["/internal/api/block-ips"] == (out / "block-ips.csv").read_text()
+    assert crproxy.bodies("allows") == [(out / "allows.txt").read_text()]
+    assert crproxy.bodies("privileged") == [(out / "privileged-images.txt").read_text()]
+    assert crproxy.bodies("block-ips") == [(out / "block-ips.csv").read_text()]
     assert "2001:db8:1::/64 banned;" in (out / "nginx-pullwarden-http.conf").read_text()
 
     marker.unlink()                                                   # nothing changed: no rewrite, no reload
-    assert CliRunner().invoke(cli, args[:-2]).exit_code == 0
+    res = CliRunner().invoke(cli, args[:-2])
+    assert res.exit_code == 0 and "wrote" not in res.stderr
     assert not marker.exists()
+
+
+def test_each_list_is_pushed_on_its_own_and_a_failure_names_url_status_and_body(api, tmp_path, crproxy):
+    seed(api)
+    crproxy.answers = {"allows": [(400, "hosts not sorted: ghcr.io/** before Quay.io/x\n")],
+                       "privileged": [(404, "404 page not found\n")]}
+    res = CliRunner().invoke(cli, agent_args(api, tmp_path / "out", "--once", "--crproxy", crproxy.url))
+    assert res.exit_code == 1                                         # the files are written, a push failed
+    assert crproxy.bodies("block-ips") == [(tmp_path / "out" / "block-ips.csv").read_text()]
+    lines = res.stderr.splitlines()
+    assert f"agent: PUT {crproxy.url}/internal/api/allows: 400 hosts not sorted: ghcr.io/** before Quay.io/x" in lines
+    assert f"agent: PUT {crproxy.url}/internal/api/privileged: 404 404 page not found" in lines
+    assert "agent: CRProxy took block-ips" in lines
+    one_line_each(res.stderr)
+
+
+def test_a_failed_push_is_retried_with_backoff_until_it_lands(api, tmp_path, crproxy, capsys):
+    seed(api)
+    crproxy.answers = {"block-ips": [(503, "busy")] * 8 + [(200, "")]}
+    loop = Loop(lambda _: len(crproxy.bodies("block-ips")) == 9)
+    with pytest.raises(Done):                 # the policy does not change: one poll in all that time
+        run(api.url, api.keys["proxy"], str(tmp_path / "out"), None, crproxy.url, 1000,
+            sleep=loop.sleep, clock=loop.clock)
+    assert loop.slept[:8] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert len(crproxy.bodies("allows")) == len(crproxy.bodies("privileged")) == 1
+    assert set(crproxy.bodies("block-ips")) == {(tmp_path / "out" / "block-ips.csv").read_text()}
+    err = capsys.readouterr().err
+    assert f"agent: PUT {crproxy.url}/internal/api/block-ips: 503 busy; retrying in 60 s" in err
+    assert err.rstrip().endswith("agent: CRProxy took block-ips")
+
+
+def test_a_fresh_agent_pushes_every_list_even_when_the_files_are_unchanged(api, tmp_path, crproxy):
+    seed(api)
+    out = tmp_path / "out"
+    assert CliRunner().invoke(cli, agent_args(api, out, "--once")).exit_code == 0
+    res = CliRunner().invoke(cli, agent_args(api, out, "--once", "--crproxy", crproxy.url))
+    assert res.exit_code == 0 and "wrote" not in res.stderr
+    assert crproxy.bodies("allows") == [(out / "allows.txt").read_text()]
+    assert crproxy.bodies("privileged") == [(out / "privileged-images.txt").read_text()]
+    assert crproxy.bodies("block-ips") == [(out / "block-ips.csv").read_text()]
+
+
+def test_a_failing_reload_is_reported_and_once_exits_1(api, tmp_path):
+    seed(api)
+    cmd = "echo 'nginx: [emerg] unknown directive' >&2; exit 3"
+    res = CliRunner().invoke(cli, agent_args(api, tmp_path / "out", "--once", "--reload", cmd))
+    assert res.exit_code == 1
+    assert (f"agent: reload {cmd!r} failed with exit status 3: nginx: [emerg] unknown directive"
+            in res.stderr.splitlines())
+    one_line_each(res.stderr)
+    marker = tmp_path / "reloaded"
+    again = agent_args(api, tmp_path / "out", "--once", "--reload", f"touch {marker}")
+    res = CliRunner().invoke(cli, again)        # the next --once: the files are unchanged, the reload still due
+    assert res.exit_code == 0 and "wrote" not in res.stderr and marker.exists()
+    marker.unlink()
+    assert CliRunner().invoke(cli, again).exit_code == 0 and not marker.exists()     # taken: no more
+
+
+def test_a_failing_reload_is_retried_at_each_poll_until_it_succeeds(api, tmp_path, capsys):
+    seed(api)
+    tries, ready = tmp_path / "tries", tmp_path / "ready"
+    cmd = f"echo x >> {tries}; test -e {ready} || {{ echo busy >&2; exit 3; }}"
+
+    def between(round):
+        if round == 2:
+            ready.touch()
+        return round == 4
+    loop = Loop(between)
+    with pytest.raises(Done):                 # the policy does not change after the first poll
+        run(api.url, api.keys["proxy"], str(tmp_path / "out"), cmd, None, 10, sleep=loop.sleep, clock=loop.clock)
+    assert len(tries.read_text().splitlines()) == 3                   # failed, failed, succeeded, then no more
+    failures = [line for line in capsys.readouterr().err.splitlines() if "reload" in line]
+    assert failures == [f"agent: reload {cmd!r} failed with exit status 3: busy; retrying at the next poll"] * 2
+
+
+def test_the_same_policy_whole_or_by_delta_gives_identical_files_and_no_reload(api, tmp_path, capsys):
+    # two bans on the same addresses: the renderer keeps the first, and a delta appends what
+    # it adds where the whole policy is sorted by key
+    api.ban("198.51.100.0/31", scope="range", reason="second")
+    api.services.publisher.publish()
+    out, reloads = tmp_path / "out", tmp_path / "reloads"
+    cmd = f"echo x >> {reloads}"
+
+    def between(round):
+        if round == 1:
+            api.ban("198.51.100.0/30", scope="range", reason="rotation")
+            api.services.publisher.publish()
+        return round == 2
+    loop = Loop(between)
+    with pytest.raises(Done):
+        run(api.url, api.keys["proxy"], str(out), cmd, None, 10, sleep=loop.sleep, clock=loop.clock)
+    assert "wrote" in capsys.readouterr().err.splitlines()[-1]         # the second poll was a delta
+    assert len(reloads.read_text().splitlines()) == 2
+    by_delta = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    whole = poll(api.url, api.keys["proxy"], None)
+    assert {n: c.encode() for n, c in render(normalized(whole), warn=lambda m: None).items()} == by_delta
+    res = CliRunner().invoke(cli, agent_args(api, out, "--once", "--reload", cmd))
+    assert res.exit_code == 0 and "wrote" not in res.stderr
+    assert len(reloads.read_text().splitlines()) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == by_delta
+
+
+def test_dry_run_prints_a_diff_and_changes_nothing(api, tmp_path, crproxy):
+    seed(api)
+    out, marker = tmp_path / "out", tmp_path / "reloaded"
+    out.mkdir()
+    (out / "allows.txt").write_text("docker.io/library/*\n")
+    res = CliRunner().invoke(cli, agent_args(api, out, "--dry-run", "--reload", f"touch {marker}",
+                                             "--crproxy", crproxy.url))
+    assert res.exit_code == 0, res.output
+    assert f"--- {out}/allows.txt\n+++ {out}/allows.txt\n" in res.stdout
+    assert "\n+Quay.io/x\n docker.io/library/*\n+ghcr.io/**\n" in res.stdout
+    assert f"--- /dev/null\n+++ {out}/block-ips.csv\n" in res.stdout
+    assert [p.name for p in out.iterdir()] == ["allows.txt"] and (out / "allows.txt").read_text() == "docker.io/library/*\n"
+    assert not marker.exists() and crproxy.received == []
+    assert "would PUT allows, privileged, block-ips" in res.stderr
+
+
+def test_a_list_the_policy_no_longer_renders_is_left_in_place_with_a_warning(api, tmp_path, crproxy, monkeypatch):
+    import enforcer.agent
+    real = enforcer.agent.render
+    monkeypatch.setattr(enforcer.agent, "render", lambda p, **kw: {n: c for n, c in real(p, **kw).items()
+                                                                   if n != "allows.txt"})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "allows.txt").write_text("docker.io/library/*\n")
+    res = CliRunner().invoke(cli, agent_args(api, out, "--once", "--crproxy", crproxy.url))
+    assert res.exit_code == 0, res.output
+    assert (out / "allows.txt").read_text() == "docker.io/library/*\n"       # what a running CRProxy points at
+    assert "agent: allows.txt left as it was: CRProxy cannot take an empty list" in res.stderr
+    assert crproxy.bodies("allows") == [] and len(crproxy.bodies("block-ips")) == 1
+
+
+def test_an_unreachable_server_is_one_line(tmp_path):
+    from tests.enforcer_helpers import free_port
+    url = f"http://127.0.0.1:{free_port()}"
+    res = CliRunner().invoke(cli, ["agent", "--api", url, "--key", "k", "--out", str(tmp_path), "--once"])
+    assert res.exit_code == 2
+    assert res.stderr.startswith(f"pullwarden: error: GET {url}/v1/policy: ") and res.stderr.count("\n") == 1
 
 
 def test_agent_refused_key(api, tmp_path):
@@ -101,7 +297,7 @@ def test_nginx_enforces_the_include(api, tmp_path):
             assert c.get("http://127.0.0.1:18099/v2/").status_code == 403     # the banned address
 
 
-def test_an_emptied_list_is_removed_and_a_tier_never_frees_an_address_from_its_range_ban(tmp_path):
+def test_a_tier_never_frees_an_address_from_its_range_ban():
     policy = {"version": 3, "default_tiers": {"anonymous": "anonymous"},
               "tiers": {"anonymous": {"requests_per_minute": 20, "concurrent": 10, "blob_bytes_per_second": 1048576}},
               "bans": {"range:203.0.113.0/24": {"id": 1, "scope": "range", "value": "203.0.113.0/24",
@@ -111,19 +307,15 @@ def test_an_emptied_list_is_removed_and_a_tier_never_frees_an_address_from_its_r
               "assignments": {"ip:203.0.113.5": {"id": 3, "scope": "ip", "value": "203.0.113.5", "tier": "throttled",
                                                  "effect": "throttle", "reason": "heavy"}},
               "images": {"allowed": [], "unlimited": [], "blocked": []}}
-    (tmp_path / "allows.txt").write_text("docker.io/library/*\n")
     files = render(policy, warn=lambda m: None)
     assert "203.0.113.5/32 throttled" not in files["nginx-pullwarden-http.conf"]
     assert "203.0.113.0/24 banned" in files["nginx-pullwarden-http.conf"]
     assert "51234" not in files["block-ips.csv"] and "51234" not in files["nginx-pullwarden-http.conf"]
-    changed = write_atomically(tmp_path, files)
-    assert "allows.txt (removed)" in changed and not (tmp_path / "allows.txt").exists()
 
 
 def test_agent_follows_the_policy_by_its_changes(api):
     import httpx
 
-    from enforcer.agent import poll
     seed(api)
     held = poll(api.url, api.keys["proxy"], None)                       # whole, the first time
     assert poll(api.url, api.keys["proxy"], held) is None               # nothing new
