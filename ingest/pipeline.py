@@ -226,7 +226,12 @@ class Ingester:
             elif record:
                 fmt = _format_of(record["format"], self.settings.json_fields)
             else:
-                fmt = formats.sniff(self.store, _sample(path), self.settings.json_fields)
+                try:
+                    sample = _sample(path)
+                except SourceError as e:    # a .gz whose first KiB is whole but cut short before 64 KiB
+                    self.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
+                    continue
+                fmt = formats.sniff(self.store, sample, self.settings.json_fields)
                 if fmt is None:
                     raise IngestError(f"{path}: no known format fits its first lines; "
                                       "pass --format or --log-format")

@@ -56,13 +56,19 @@ def discover(patterns: list[str], skipped: list[tuple[str, str]] | None = None) 
         if any(c in pattern for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if not Path(p).is_dir())
         elif Path(pattern).is_dir():
-            matches = sorted(p for p in Path(pattern).rglob("*")
-                             if not p.is_dir() and not p.name.startswith(".") and _LOG_NAME.search(p.name))
+            # nor what is under a hidden folder: chunk copies in .pullwarden-tmp beside a database
+            # kept in the log folder would be read as logs
+            root = Path(pattern)
+            matches = sorted(p for p in root.rglob("*")
+                             if not p.is_dir() and _LOG_NAME.search(p.name)
+                             and not any(part.startswith(".") for part in p.relative_to(root).parts))
         elif Path(pattern).exists() or Path(pattern).is_symlink():
             matches = [Path(pattern)]
         else:
             raise SourceError(f"{pattern}: no such file or directory")
         for path in matches:
+            if any(Path(seen).resolve() == path.resolve() for seen, _ in skipped):   # named and in a named folder: once
+                continue
             if not _regular(path):
                 skipped.append((str(path), "not a regular file (a FIFO, socket, device or broken link): skipped"))
                 continue
