@@ -140,7 +140,7 @@ def _inside(net, others) -> bool:
 
 
 def nginx(policy: dict) -> dict[str, str]:
-    version, tiers, default = policy["version"], policy["tiers"], policy["default_tiers"]["anonymous"]
+    tiers, default = policy["tiers"], policy["default_tiers"]["anonymous"]
     bans, assigned, allowed = _address_layers(policy)
     # geo takes the longest prefix, which is how /v1/check ranks too (an address beats its
     # range); what geo cannot rank is said by leaving entries out: a tier inside a banned range
@@ -165,7 +165,9 @@ def nginx(policy: dict) -> dict[str, str]:
         throttle_geo.append(f"    {a} 0;")
     for n in sorted(set(bans), key=lambda n: (n.version, n)):
         tier_geo.append(f"    {n} banned;")
-    http = [f"# pullwarden policy version {version}: include inside http {{}}",
+    # no version number in the files: a new version that changes nothing nginx enforces
+    # gives the same bytes, and the agent neither rewrites nor reloads
+    http = ["# pullwarden: include inside http {}",
             "geo $pullwarden_tier {", *tier_geo, "}",
             "geo $pullwarden_throttled {", *throttle_geo, "}",
             "geo $pullwarden_allowlisted {", "    default 0;", *(f"    {a} 1;" for a in sorted(set(allowed), key=lambda n: (n.version, n))), "}",
@@ -186,7 +188,7 @@ def nginx(policy: dict) -> dict[str, str]:
     # an unlimited image lifts the limits unless the address is throttled; a ban stays a ban
     http += ['map "$pullwarden_image_unlimited:$pullwarden_throttled:$pullwarden_tier" $pullwarden_effective_tier {',
              "    default $pullwarden_tier;", '    "~^1:0:(?!banned$)" unlimited;', "}"]
-    location = [f"# pullwarden policy version {version}: include in the location that proxies /v2/",
+    location = ["# pullwarden: include in the location that proxies /v2/",
                 "if ($pullwarden_banned) { return 403; }",
                 "if ($pullwarden_user_banned) { return 403; }",
                 "if ($pullwarden_image_refused) { return 403; }"]

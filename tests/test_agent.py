@@ -335,3 +335,12 @@ def test_agent_follows_the_policy_by_its_changes(api):
         {k: whole[k] for k in ("bans", "assignments", "images", "tiers")}
     stale = {**held, "version": 0}                       # a version the server has no delta from: 410
     assert poll(api.url, api.keys["proxy"], stale)["bans"] == whole["bans"]
+
+
+def test_a_new_version_that_changes_nothing_nginx_enforces_gives_the_same_include(api):
+    api.ban("203.0.113.7", reason="storm")
+    before = published_files(api)
+    api.ban("alice", scope="user", effect="throttle", tier="throttled", reason="heavy")   # not in nginx's files
+    after = published_files(api)
+    assert before["nginx-pullwarden-location.conf"] == after["nginx-pullwarden-location.conf"]
+    assert before["nginx-pullwarden-http.conf"] == after["nginx-pullwarden-http.conf"]
