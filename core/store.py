@@ -308,6 +308,13 @@ MIGRATIONS: list[str] = [
     alter table files add column dev bigint;
     alter table files add column inode bigint;
     """,
+    # 6 → 7: the first bytes and the inode do not tell a .gz, or a file whose look-alike is gone,
+    # from the rest of a file read before: tail_fp (sha256 of the up to 4 KiB of content before
+    # read_offset) must be repeated by a file for reading to go on there. Null for rows from
+    # before, which keep being matched without it.
+    """
+    alter table files add column tail_fp varchar;
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

@@ -24,8 +24,8 @@ import duckdb
 
 from ingest import formats, normalize
 from ingest.enrich import GeoDB, enrich_new
-from ingest.sources import (FP_LEN, Chunk, SourceError, discover, fingerprint, is_gzip, read_chunks,
-                            read_head, scan, settled, unchanged)
+from ingest.sources import (FP_LEN, Chunk, SourceError, content_tail, discover, fingerprint, is_gzip,
+                            read_chunks, read_head, scan, settled, unchanged)
 
 SNIFF_BYTES = 64 * 1024
 IN_PLACE_MAX = 8 << 30      # a settled file up to this size is loaded in one transaction
@@ -220,7 +220,8 @@ class Ingester:
                 continue
             if not head:
                 continue
-            record = self._match(head, path)
+            # (a .gz is checked against the row when it is read: here that would decompress it twice)
+            record, _ = self._match(head, path, verify=not is_gzip(path))
             if self.forced:
                 fmt = self.forced
             elif record:
@@ -243,27 +244,35 @@ class Ingester:
         return bool(self.store.value("select count(*) from archives_read where path = ? and size = ? and mtime = ?",
                                      [str(path.resolve()), st.st_size, st.st_mtime]))
 
-    def _match(self, head: bytes, path: Path | None = None) -> dict | None:
-        """The row of the file whose content ``head`` starts, or None for a new file.
+    def _match(self, head: bytes, path: Path, verify: bool = True) -> tuple[dict | None, dict | None]:
+        """The row of the file whose content ``head`` starts (None for a new file), and a row
+        that starts alike but that this file is not the rest of (for a notice), or None.
 
         Same first bytes are not enough: two nodes' logs may start with the same lines. A row
         is this file's when it is the same file (device and inode: a renamed, rotated log), or
         when the file the row knows is no longer what it was (a copytruncate copy: the original
-        was emptied), or when this one is a .gz (a compressed copy of a log is that log)."""
-        cols = ["file_id", "fingerprint", "fp_len", "read_offset", "format", "path", "dev", "inode"]
+        was emptied), or when this one is a .gz (a compressed copy of a log is that log) — and,
+        in each case, when this file repeats the bytes before the row's offset: a look-alike
+        that does not would be read from someone else's offset, its first lines lost."""
+        cols = ["file_id", "fingerprint", "fp_len", "read_offset", "format", "path", "dev", "inode", "tail_fp"]
         rows = self.store.execute(f"select {', '.join(cols)} from files where fp_len <= ? order by fp_len desc",
                                   [len(head)])
-        here = _identity(path) if path is not None else None
         found = [rec for row in rows if fingerprint(head[:(rec := dict(zip(cols, row)))["fp_len"]]) == rec["fingerprint"]]
-        if here is None or not found:
-            return found[0] if found else None
-        for rec in found:
-            if (rec["dev"], rec["inode"]) == here:
-                return rec
-        for rec in found:
-            if rec["inode"] is None or is_gzip(path) or not self._still_there(rec):
-                return rec
-        return None
+        here = _identity(path)
+        same = [rec for rec in found if (rec["dev"], rec["inode"]) == here]
+        moved = [rec for rec in found if rec not in same
+                 and (rec["inode"] is None or is_gzip(path) or not self._still_there(rec))]
+        for rec in same + moved:
+            if not verify or self._continues(rec, path):
+                return rec, None
+        return None, (same + moved or [None])[0]
+
+    def _continues(self, rec: dict, path: Path) -> bool:
+        """Whether ``path`` holds what was read of the row's file: the same bytes before its offset."""
+        if rec["tail_fp"] is None:      # a row from before tail_fp: a plain file at least as long
+            return is_gzip(path) or rec["read_offset"] <= path.stat().st_size
+        tail = content_tail(path, rec["read_offset"])
+        return tail is not None and fingerprint(tail) == rec["tail_fp"]
 
     def _still_there(self, rec: dict) -> bool:
         """Whether the file a row knows is still at its path and still starts as it did."""
@@ -323,7 +332,8 @@ class Ingester:
         if stamp:
             # the scan runs beside DuckDB's load; _load_chunk waits for it before deciding
             lines = self._pool.submit(scan, path)
-            yield Chunk(b"", stamp[0], lines, size=stamp[0], in_place=stamp), path
+            tail = content_tail(path, stamp[0]) or b""      # a changed file is caught by unchanged()
+            yield Chunk(b"", stamp[0], lines, size=stamp[0], in_place=stamp, tail=tail), path
             return
         yield from prefetch(read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock()), tmp)
 
@@ -332,19 +342,25 @@ class Ingester:
         now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
         # Match again: a file read earlier in this pass (access.log.1 before access.log.1.gz)
         # may have created or advanced the row that this one shares.
-        record = self._match(head, path)
-        if record is not None and not is_gzip(path) and record["read_offset"] > path.stat().st_size:
-            # the same first bytes, but shorter than what was read of it: another file, or this
-            # one truncated and written again; never skip its lines, read it as new
-            self._notices.append(f"{path}: starts like a file read before but is shorter than what was read "
-                                "of that one: read as a new file")
-            record = None
+        record, lookalike = self._match(head, path)
+        # Never read a look-alike from the other file's offset (its first lines would be lost):
+        # it is read from the start, and said so unless it is simply the new log at a rotated path.
+        # (An inode alone proves nothing: a deleted file's inode is given to the next new file.)
+        if lookalike is not None and lookalike["path"] == str(path):
+            if (lookalike["dev"], lookalike["inode"]) == _identity(path):
+                self._notices.append(f"{path}: no longer holds what was read of it (truncated and written "
+                                     "again): read from the start")
+        elif lookalike is not None:
+            self._notices.append(f"{path}: starts like {lookalike['path']} (read before) but is not the rest "
+                                 "of it: read as a file of its own")
         ident = _identity(path) if not is_gzip(path) else (None, None)
         if record is None:
             file_id = self.store.value("""
-                insert into files (path, fingerprint, fp_len, compressed, format, first_seen, last_read, dev, inode)
-                values (?, ?, ?, ?, ?, ?, ?, ?, ?) returning file_id""",
-                [str(path), fingerprint(head), len(head), is_gzip(path), _format_label(fmt), now, now, *ident])
+                insert into files (path, fingerprint, fp_len, compressed, format, first_seen, last_read, dev, inode,
+                                   tail_fp)
+                values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) returning file_id""",
+                [str(path), fingerprint(head), len(head), is_gzip(path), _format_label(fmt), now, now, *ident,
+                 fingerprint(b"")])
             offset = 0
         else:
             file_id, offset = record["file_id"], record["read_offset"]
@@ -377,10 +393,11 @@ class Ingester:
                 if chunk.in_place and not unchanged(path, chunk.in_place):
                     raise _Woke()
                 self.store.execute("""
-                    update files set read_offset = ?, lines = lines + ?, events = events + ?,
+                    update files set read_offset = ?, tail_fp = ?, lines = lines + ?, events = events + ?,
                         rejects = rejects + ?, proxy_events = proxy_events + ?, last_read = ?,
                         where file_id = ?""",
-                    [chunk.end, counts["lines"], counts["events"], counts["rejects"], counts["proxy"], now, file_id])
+                    [chunk.end, fingerprint(chunk.tail), counts["lines"], counts["events"], counts["rejects"],
+                     counts["proxy"], now, file_id])
                 self.store.execute("commit")
             except _Woke:
                 self.store.execute("rollback")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 FP_LEN = 1024          # bytes of content that identify a file
+TAIL_LEN = 4096        # bytes before the read offset that a file must repeat to be the rest of it
 IDLE_SECONDS = 5.0     # a last line without newline counts as complete once the file is this idle
 
 
@@ -90,6 +91,35 @@ def read_head(path: Path, size: int = FP_LEN) -> bytes:
         raise SourceError(f"{path}: cannot read: {e}") from None
 
 
+def content_tail(path: Path, offset: int) -> bytes | None:
+    """The TAIL_LEN bytes of content just before ``offset`` (fewer near the start), or None
+    when the content ends before ``offset``. One small read for a plain file; a .gz is
+    decompressed up to there."""
+    start = max(0, offset - TAIL_LEN)
+    try:
+        with (gzip.open if is_gzip(path) else open)(path, "rb") as f:
+            if is_gzip(path):
+                if _skip(f, start) < start:
+                    return None
+            else:
+                f.seek(start)
+            tail = f.read(offset - start)
+    except (OSError, EOFError, zlib.error) as e:
+        raise SourceError(f"{path}: cannot read: {e}") from None
+    return tail if len(tail) == offset - start else None
+
+
+def _skip(f, n: int) -> int:
+    """Read past n bytes of a stream that cannot seek (a .gz): how many there were."""
+    done = 0
+    while done < n:
+        got = f.read(min(n - done, 1 << 24))
+        if not got:
+            break
+        done += len(got)
+    return done
+
+
 def fingerprint(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -101,6 +131,7 @@ class Chunk:
     lines: int
     size: int = 0      # bytes of data, kept when data is dropped
     in_place: tuple | None = None   # (size, mtime) when the chunk is the file itself, read in place
+    tail: bytes = b""  # the TAIL_LEN bytes of content before end, as the file has them
 
 
 def sanitize(data: bytes) -> bytes:
@@ -126,22 +157,24 @@ def read_chunks(path: Path, offset: int, chunk_bytes: int, now: float | None = N
     try:
         idle = compressed or (now or time.time()) - path.stat().st_mtime >= IDLE_SECONDS
         with opener(path, "rb") as f:
+            # from a little before the offset: each chunk carries the bytes that end it
+            start = max(0, offset - TAIL_LEN)
             if compressed:
-                skip = offset
-                while skip:
-                    got = f.read(min(skip, 1 << 24))
-                    if not got:
-                        return
-                    skip -= len(got)
+                if _skip(f, start) < start:
+                    return
             else:
-                f.seek(offset)
+                f.seek(start)
+            tail = f.read(offset - start)
+            if len(tail) < offset - start:
+                return
             pending = b""
             pos = offset
             while True:
                 block = f.read(chunk_bytes)
                 if not block:
                     if pending and idle:
-                        yield Chunk(sanitize(pending + b"\n"), pos + len(pending), 1)
+                        tail = (tail + pending)[-TAIL_LEN:]
+                        yield Chunk(sanitize(pending + b"\n"), pos + len(pending), 1, tail=tail)
                     return
                 block = pending + block
                 cut = block.rfind(b"\n") + 1
@@ -150,7 +183,8 @@ def read_chunks(path: Path, offset: int, chunk_bytes: int, now: float | None = N
                     continue
                 data, pending = block[:cut], block[cut:]
                 pos += cut
-                yield Chunk(sanitize(data), pos, data.count(b"\n"))
+                tail = data[-TAIL_LEN:] if len(data) >= TAIL_LEN else (tail + data)[-TAIL_LEN:]
+                yield Chunk(sanitize(data), pos, data.count(b"\n"), tail=tail)
     except (OSError, EOFError, zlib.error) as e:
         raise SourceError(f"{path}: cannot read: {e}") from None
 
