@@ -64,10 +64,12 @@ class GeoDB:
         reader = getattr(self, which)
         try:
             return reader.get(ip)
-        except maxminddb.InvalidDatabaseError as e:
+        except (maxminddb.InvalidDatabaseError, UnicodeDecodeError) as e:
+            # a damaged string in the data section is a UnicodeDecodeError, which is a ValueError:
+            # taken for "not in this database" it would store the address as looked up, for good
             seen = self.failures.setdefault(self.paths[which], [0, " ".join(str(e).split())[:160]])
             seen[0] += 1
-            raise
+            raise maxminddb.InvalidDatabaseError(str(e)) from None
 
     @property
     def configured(self) -> bool:
