@@ -397,6 +397,8 @@ def open_store(path: str, read_only: bool = False) -> Store:
     store = Store(con, path)
     try:
         con.execute("set TimeZone = 'UTC'")
+        # DuckDB's own progress bar writes to stdout during a long load: it would break --json
+        con.execute("set enable_progress_bar = false")
         if not read_only:
             migrate(store)
         else:
