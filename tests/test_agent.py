@@ -344,3 +344,18 @@ def test_a_new_version_that_changes_nothing_nginx_enforces_gives_the_same_includ
     after = published_files(api)
     assert before["nginx-pullwarden-location.conf"] == after["nginx-pullwarden-location.conf"]
     assert before["nginx-pullwarden-http.conf"] == after["nginx-pullwarden-http.conf"]
+
+
+def test_dry_run_lists_what_no_file_can_say(api, tmp_path):
+    api.ban("64500", scope="asn", reason="a bad network")
+    api.ban("198.51.0.0/16", scope="range", reason="wide")
+    with api.services.lock:
+        api.store.execute("insert into image_lists values ('blocked', 'docker.io/evil/*', 'malware', now())")
+    api.services.publisher.publish()
+    res = CliRunner().invoke(cli, ["agent", "--api", api.url, "--key", api.keys["proxy"], "--out", str(tmp_path / "o"),
+                                   "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "1 AS-number ban(s): only /v1/check enforces them" in res.stderr
+    assert "banned range(s) wider than 256 addresses are not in block-ips.csv" in res.stderr
+    assert "blocked image pattern(s) are not expressed" in res.stderr
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
