@@ -1,23 +1,15 @@
 """Admin changes from the command line: the same operations as /v1/admin, audited as cli:<user>.
-They need the DuckDB file, so they run while `pullwarden serve` is stopped (it says so otherwise)."""
+While `pullwarden serve` holds the DuckDB file they go through its API instead (with an admin
+key: PULLWARDEN_API_KEY), and are audited under that key's name."""
 from __future__ import annotations
 
 import json
 
 import click
 
-from cli.main import actor, cli, fail, open_or_fail, run_now, with_settings
+from cli.main import cli, fail, open_or_fail, with_settings
+from cli.remote import apply_change
 from cli.detect import decisions
-
-
-def _change(cfg, fn, *args, **kwargs):
-    store = open_or_fail(cfg.db)
-    try:
-        return fn(store, actor(), *args, now=run_now(cfg, store), **kwargs)
-    except (ValueError, LookupError) as e:
-        fail(str(e))
-    finally:
-        store.close()
 
 
 SCOPE = click.Choice(["ip", "range", "asn", "user"])
@@ -38,7 +30,9 @@ def ban(cfg, scope, value, duration, reason, force):
         limits = guard(cfg)
     except ValueError as e:
         fail(str(e))
-    new = _change(cfg, add_decision, scope, value, 'ban', duration, reason, guard=limits, force=force)
+    new = apply_change(cfg, add_decision, scope, value, 'ban', duration, reason, guard=limits, force=force,
+                  remote=("POST", "/v1/admin/bans", {"scope": scope, "value": value, "duration": duration,
+                                                     "reason": reason, "force": force}, lambda r: r["id"]))
     click.echo(f"decision #{new}")
 
 
@@ -49,7 +43,8 @@ def ban(cfg, scope, value, duration, reason, force):
 def unban(cfg, decision_id, reason):
     """End a decision (a ban or a tier assignment) now."""
     from enforcer.changes import revoke
-    _change(cfg, revoke, decision_id, reason)
+    apply_change(cfg, revoke, decision_id, reason,
+            remote=("DELETE", f"/v1/admin/decisions/{decision_id}", {"reason": reason}, lambda r: None))
     click.echo(f"decision #{decision_id} revoked")
 
 
@@ -66,7 +61,10 @@ def _held_change(cfg, fn, ids, rule, reason) -> int:
             store.close()
         if not ids:
             fail(f"rule {rule} has no held decisions")
-    return _change(cfg, fn, list(ids), reason)
+    action = "approve" if fn.__name__ == "approve" else "drop"
+    return apply_change(cfg, fn, list(ids), reason,
+                   remote=("POST", f"/v1/admin/decisions/{action}", {"ids": list(ids), "reason": reason},
+                           lambda r: r["approved"] if action == "approve" else r["revoked"]))
 
 
 @decisions.command("approve")
@@ -101,7 +99,9 @@ def decisions_drop(cfg, ids, rule, reason):
 def assign(cfg, scope, value, tier, duration, reason):
     """Put an entity in a tier (a throttle, or a boost for a generous tier)."""
     from enforcer.changes import add_decision, assignment_effect
-    new = _change(cfg, add_decision, scope, value, assignment_effect(tier), duration, reason, tier=tier)
+    new = apply_change(cfg, add_decision, scope, value, assignment_effect(tier), duration, reason, tier=tier,
+                  remote=("POST", "/v1/admin/assignments", {"scope": scope, "value": value, "duration": duration,
+                                                            "reason": reason, "tier": tier}, lambda r: r["id"]))
     click.echo(f"decision #{new}")
 
 
@@ -118,7 +118,9 @@ def images():
 @with_settings
 def images_add(cfg, name, patterns, reason):
     from enforcer.changes import change_images
-    added, there = _change(cfg, change_images, name, list(patterns), True, reason)
+    added, there = apply_change(cfg, change_images, name, list(patterns), True, reason,
+                           remote=("POST", f"/v1/admin/images/{name}", {"patterns": list(patterns), "reason": reason},
+                                   lambda r: (r["changed"], r["unchanged"])))
     click.echo(f"{added} pattern(s) added to the {name} list" + (f", {there} already on it (kept as they were)"
                                                                     if there else ""))
 
@@ -130,7 +132,9 @@ def images_add(cfg, name, patterns, reason):
 @with_settings
 def images_remove(cfg, name, patterns, reason):
     from enforcer.changes import change_images
-    removed, _ = _change(cfg, change_images, name, list(patterns), False, reason)
+    removed, _ = apply_change(cfg, change_images, name, list(patterns), False, reason,
+                         remote=("DELETE", f"/v1/admin/images/{name}", {"patterns": list(patterns), "reason": reason},
+                                 lambda r: (r["changed"], r["unchanged"])))
     click.echo(f"{removed} pattern(s) removed from the {name} list")
 
 
@@ -196,7 +200,8 @@ def tiers_set(cfg, name, reason, **limits):
     others keep their value (a new tier's: unlimited)."""
     from enforcer.changes import set_tier
     given = {k: (v or None) for k, v in limits.items() if v is not None}
-    _change(cfg, set_tier, name, given, reason)
+    apply_change(cfg, set_tier, name, given, reason,
+            remote=("PUT", f"/v1/admin/tiers/{name}", {**given, "reason": reason}, lambda r: None))
     click.echo(f"tier {name} set")
 
 
@@ -211,5 +216,6 @@ def budget():
 @with_settings
 def budget_set(cfg, tib, reason):
     from enforcer.changes import set_budget
-    _change(cfg, set_budget, tib, reason)
+    apply_change(cfg, set_budget, tib, reason,
+            remote=("PUT", "/v1/admin/budget", {"monthly_tib": tib, "reason": reason}, lambda r: None))
     click.echo(f"monthly budget {tib} TiB")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import click
 
-from cli.main import actor, cli, fail, now_option, open_or_fail, run_now, with_settings
+from cli.main import cli, fail, now_option, open_or_fail, run_now, with_settings
 from core.clock import parse_time
 
 
@@ -219,15 +219,16 @@ def allow():
 @with_settings
 def allow_add(cfg, kind, value, reason, until):
     """Add an entry; active decisions it covers are revoked at once."""
-    from enforcer.changes import allow as add
-    store = open_or_fail(cfg.db)
+    from cli.remote import apply_change
+    from enforcer.changes import allow as add, guard
     try:
-        now = run_now(cfg, store)
-        revoked = add(store, actor(), kind, value, reason, now, _when(until))
+        limits = guard(cfg)
     except ValueError as e:
         fail(str(e))
-    finally:
-        store.close()
+    # while serve runs, through its API (which takes no --until: entries made there do not expire)
+    remote = None if until else ("POST", "/v1/admin/allowlist", {"kind": kind, "value": value, "reason": reason},
+                                 lambda r: r["revoked"])
+    revoked = apply_change(cfg, add, kind, value, reason, until=_when(until), guard=limits, remote=remote)
     click.echo(f"allowed {kind} {value}; {revoked} active decision(s) revoked")
 
 

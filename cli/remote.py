@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cli.main import fail
+from cli.main import actor, fail, run_now
 
 
 def marker(db: str) -> Path:
@@ -67,3 +67,24 @@ def call(cfg, method: str, path: str, body: dict | None = None, api: str | None 
         fail(f"{url}{path}: {e.code} {detail or e.reason}")
     except (urllib.error.URLError, OSError) as e:
         fail(f"{url}: cannot reach the server ({getattr(e, 'reason', e)})")
+
+
+def apply_change(cfg, fn, *args, remote: tuple | None = None, **kwargs):
+    """``fn`` on the store, or, while serve holds it, ``remote`` = (method, path, body, answer →
+    result) on its API: the same change, validated and audited there."""
+    from core.store import StoreBusy, StoreError, open_store
+    try:
+        store = open_store(cfg.db)
+    except StoreBusy as e:
+        if remote is None:
+            fail(str(e))
+        method, path, body, result = remote
+        return result(call(cfg, method, path, body))
+    except StoreError as e:
+        fail(str(e))
+    try:
+        return fn(store, actor(), *args, now=run_now(cfg, store), **kwargs)
+    except (ValueError, LookupError) as e:
+        fail(str(e))
+    finally:
+        store.close()

@@ -301,6 +301,51 @@ def test_a_leaked_key_is_revoked_through_the_running_server(workdir):
     assert not (workdir / "data" / "pullwarden.duckdb.serve.json").exists()      # withdrawn at the stop
 
 
+def test_admin_changes_from_the_command_line_go_through_the_running_server(workdir):
+    """While serve holds the file, ban, unban, assign, images, tiers, budget and allow reach it
+    through its API, with the same answers and the same refusals, audited under the key's name."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+    admin = invoke("keys", "create", "--role", "admin", "--name", "ops").stdout.strip()
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port)],
+                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.time() < deadline, "serve did not start"
+                time.sleep(0.2)
+
+        def run(*args):
+            res = CliRunner().invoke(cli, list(args), env={"PULLWARDEN_API_KEY": admin})
+            assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+            return res
+        ban_out = run("ban", "ip", "203.0.113.7", "--duration", "2h", "--reason", "scraper")
+        assert ban_out.exit_code == 0 and ban_out.stdout.startswith("decision #"), ban_out.output
+        new = int(ban_out.stdout.split("#")[1])
+        refused = run("ban", "range", "0.0.0.0/0", "--reason", "everyone")
+        assert refused.exit_code == 2 and "whole IPv4 address space" in refused.output
+        assert run("assign", "ip", "198.51.100.7", "--tier", "throttled", "--reason", "heavy CI").exit_code == 0
+        assert run("images", "add", "blocked", "docker.io/evil/*", "--reason", "malware").stdout.startswith("1 pattern")
+        assert run("tiers", "set", "partner", "--rpm", "600", "--reason", "partners").exit_code == 0
+        assert run("budget", "set", "120", "--reason", "contract").exit_code == 0
+        assert "0 active decision(s) revoked" in run("allow", "add", "ip", "192.0.2.5", "--reason", "office").stdout
+        assert run("unban", str(new), "--reason", "wrong address").exit_code == 0
+        policy = httpx.get(url + "/v1/policy", headers={"X-Api-Key": admin}).json()
+        assert "ip:203.0.113.7" not in policy["bans"] and "ip:198.51.100.7" in policy["assignments"]
+        assert policy["images"]["blocked"] == ["docker.io/evil/*"] and "partner" in policy["tiers"]
+        audit = httpx.get(url + "/v1/admin/audit", headers={"X-Api-Key": admin}).json()
+        assert {a["actor"] for a in audit if a["action"] != "create key"} == {"ops"}
+        assert len(audit) >= 7
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_the_last_admin_key_stays(workdir):
     invoke("keys", "create", "--role", "admin", "--name", "only")
     res = invoke("keys", "revoke", "only")
