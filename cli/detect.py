@@ -235,22 +235,15 @@ def allow_add(cfg, kind, value, reason, until):
 @allow.command("remove")
 @click.argument("kind", type=click.Choice(["ip", "cidr", "asn", "user"]))
 @click.argument("value")
+@click.option("--reason", default="removed from the command line", show_default=True, help="For the audit log.")
 @with_settings
-def allow_remove(cfg, kind, value):
-    """Remove an entry."""
-    from enforcer.changes import canonical
-    try:
-        value = canonical(kind, value)       # as `add` stored it: 198.51.100.0/24, 64500
-    except ValueError as e:
-        fail(str(e))
-    store = open_or_fail(cfg.db)
-    try:
-        n = store.value("select count(*) from allowlist where kind = ? and value = ?", [kind, value])
-        store.execute("delete from allowlist where kind = ? and value = ?", [kind, value])
-    finally:
-        store.close()
-    if not n:
-        fail(f"no allowlist entry {kind} {value}")
+def allow_remove(cfg, kind, value, reason):
+    """Remove an entry (audited; through the API while serve runs)."""
+    from cli.remote import apply_change
+    from enforcer.changes import disallow
+    apply_change(cfg, disallow, kind, value, reason,
+                 remote=("DELETE", "/v1/admin/allowlist", {"kind": kind, "value": value, "reason": reason},
+                         lambda r: None))
     click.echo(f"removed {kind} {value}")
 
 
@@ -258,15 +251,22 @@ def allow_remove(cfg, kind, value):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @with_settings
 def allow_list(cfg, as_json):
-    """List the entries."""
-    store = open_or_fail(cfg.db)
+    """List the entries (through the API while serve runs)."""
+    from core.store import StoreBusy, StoreError, open_store
     try:
-        rows = store.execute("select kind, value, reason, created_at, until from allowlist order by kind, value")
-    finally:
-        store.close()
+        store = open_store(cfg.db)
+    except StoreBusy:
+        from cli.remote import call
+        rows = call(cfg, "GET", "/v1/admin/allowlist")
+    except StoreError as e:
+        fail(str(e))
+    else:
+        try:
+            rows = store.records("select kind, value, reason, created_at, until from allowlist order by kind, value")
+        finally:
+            store.close()
     if as_json:
-        click.echo(json.dumps([dict(zip(["kind", "value", "reason", "created_at", "until"], r)) for r in rows],
-                              default=str))
+        click.echo(json.dumps(rows, default=str))
         return
-    for kind, value, reason, _created, until in rows:
-        click.echo(f"{kind} {value} until {until or 'forever'}: {reason}")
+    for r in rows:
+        click.echo(f"{r['kind']} {r['value']} until {r['until'] or 'forever'}: {r['reason']}")

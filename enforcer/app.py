@@ -9,8 +9,8 @@ from enforcer.service import Services
 
 
 def create_app(services: Services) -> FastAPI:
-    # Only /healthz answers without a key, so the schema and the docs are not served;
-    # `create_app(...).openapi()` gives the schema to tools.
+    # Only /healthz answers without a key: the schema is served to keyed callers at
+    # /openapi.json (routes/health.py), the docs pages not at all.
     app = FastAPI(title="pullwarden enforcer", version="1", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Policy for registry-mirror proxies: bans, rate tiers, image lists.")
     app.state.services = services

@@ -244,6 +244,16 @@ def allow(store, actor: str, kind: str, value: str, reason: str, now: datetime, 
     return revoked
 
 
+def disallow(store, actor: str, kind: str, value: str, reason: str, now: datetime) -> None:
+    """Remove an allowlist entry (given as typed or as stored); the decisions it kept out do
+    not come back, the next detection pass judges that entity like any other."""
+    value = canonical(kind, value)
+    if not store.value("select count(*) from allowlist where kind = ? and value = ?", [kind, value]):
+        raise LookupError(f"no allowlist entry {kind} {value}")
+    store.execute("delete from allowlist where kind = ? and value = ?", [kind, value])
+    audit(store, actor, "remove allow", f"{kind} {value}", {}, reason, now)
+
+
 def set_budget(store, actor: str, monthly_tib: float, reason: str, now: datetime) -> None:
     if not monthly_tib > 0:
         raise ValueError("the budget must be positive")

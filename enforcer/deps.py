@@ -59,4 +59,5 @@ def require(*roles: str, crowdsec: bool = False):
 ProxyKey = Annotated[Principal, Depends(require("proxy"))]
 ViewerKey = Annotated[Principal, Depends(require("viewer"))]
 AdminKey = Annotated[Principal, Depends(require())]
+AnyKey = Annotated[Principal, Depends(require("proxy", "viewer"))]
 BouncerKey = Annotated[Principal, Depends(require("proxy", crowdsec=True))]

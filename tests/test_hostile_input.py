@@ -335,12 +335,19 @@ def test_admin_changes_from_the_command_line_go_through_the_running_server(workd
         assert run("budget", "set", "120", "--reason", "contract").exit_code == 0
         assert "0 active decision(s) revoked" in run("allow", "add", "ip", "192.0.2.5", "--reason", "office").stdout
         assert run("unban", str(new), "--reason", "wrong address").exit_code == 0
+        listed = json.loads(run("allow", "list", "--json").stdout)
+        assert [(a["kind"], a["value"], a["reason"]) for a in listed] == [("ip", "192.0.2.5", "office")]
+        assert run("allow", "remove", "ip", "192.0.2.5", "--reason", "moved out").exit_code == 0
+        gone = run("allow", "remove", "ip", "192.0.2.5", "--reason", "again")
+        assert gone.exit_code == 2 and "404 no allowlist entry ip 192.0.2.5" in gone.output
+        assert json.loads(run("allow", "list", "--json").stdout) == []
         policy = httpx.get(url + "/v1/policy", headers={"X-Api-Key": admin}).json()
         assert "ip:203.0.113.7" not in policy["bans"] and "ip:198.51.100.7" in policy["assignments"]
         assert policy["images"]["blocked"] == ["docker.io/evil/*"] and "partner" in policy["tiers"]
         audit = httpx.get(url + "/v1/admin/audit", headers={"X-Api-Key": admin}).json()
         assert {a["actor"] for a in audit if a["action"] != "create key"} == {"ops"}
-        assert len(audit) >= 7
+        assert ("remove allow", "ip 192.0.2.5", "moved out") in {(a["action"], a["target"], a["reason"]) for a in audit}
+        assert len(audit) >= 8
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -2,6 +2,7 @@
 followed by a new policy version."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -166,6 +167,33 @@ def add_allow(services: ServicesDep, who: AdminKey, body: AllowIn) -> dict:
     revoked, version = _apply(services, changes.allow, who.name, body.kind, body.value, body.reason,
                               guard=changes.guard(services.settings))
     return {"revoked": revoked, "policy_version": version}
+
+
+class AllowOut(BaseModel):
+    kind: str
+    value: str
+    reason: str
+    created_at: datetime
+    until: datetime | None
+
+
+@router.get("/allowlist", response_model=list[AllowOut])
+def list_allow(services: ServicesDep, who: AdminKey) -> list[dict]:
+    with services.store.reading() as store:
+        return store.records("select kind, value, reason, created_at, until from allowlist order by kind, value")
+
+
+class DisallowIn(Body):
+    kind: Literal["ip", "cidr", "asn", "user"]
+    value: str = Field(min_length=1, max_length=200)
+    reason: Reason
+
+
+@router.delete("/allowlist", response_model=Changed)
+def remove_allow(services: ServicesDep, who: AdminKey, body: DisallowIn) -> dict:
+    """Remove an entry; 404 when there is none."""
+    _, version = _apply(services, changes.disallow, who.name, body.kind, body.value, body.reason)
+    return {"policy_version": version}
 
 
 class BudgetIn(Body):

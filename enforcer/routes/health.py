@@ -1,9 +1,9 @@
 """/healthz (no key) and /metrics (Prometheus text)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from enforcer.deps import ServicesDep, ViewerKey
+from enforcer.deps import AnyKey, ServicesDep, ViewerKey
 
 router = APIRouter(tags=["health"])
 
@@ -15,6 +15,12 @@ def healthz(services: ServicesDep) -> dict:
     return {"status": "degraded" if failing else "ok", "policy_version": services.publisher.current.version,
             "policy_generated_at": services.publisher.current.generated_at,
             "jobs": {name: {"last_ok": job.get("ok"), "error": job.get("error")} for name, job in services.jobs.items()}}
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request, who: AnyKey) -> dict:
+    """The API's schema, for any valid key (the server answers nothing without one but /healthz)."""
+    return request.app.openapi()
 
 
 @router.get("/metrics")
