@@ -119,7 +119,43 @@ def decisions_list(cfg, active, held, as_json):
     """List decisions, newest first."""
     if active and held:
         fail("--active and --held exclude each other: a held decision is not in force")
-    store = open_or_fail(cfg.db)
+    from core.store import StoreBusy, StoreError, open_store
+    try:
+        store = open_store(cfg.db)
+    except StoreBusy:
+        rows, at = _decisions_from_server(cfg, active, held)
+    except StoreError as e:
+        fail(str(e))
+    else:
+        rows, at = _decisions_from_store(cfg, store, active, held)
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        state = ("revoked" if r["revoked_at"] else "simulated" if r["simulated"] else
+                 "expired" if r["until"] <= at else "held" if r["held"] else "active")
+        tier = f":{r['tier']}" if r["tier"] else ""
+        why = f" (held: {r['held']})" if state == "held" else ""
+        click.echo(f"#{r['id']} {state:9} {r['effect']}{tier} {r['scope']} {r['value']} until {r['until']} "
+                   f"[{r['rule'] or r['origin']}] {r['reason']}{why}")
+
+
+def _decisions_from_server(cfg, active: bool, held: bool) -> tuple[list[dict], datetime]:
+    """While serve holds the file: its /v1/stats/decisions (a viewer key), at its wall clock."""
+    from cli.remote import call
+    from core.clock import utcnow
+    if cfg.now:
+        fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
+             "needs the server stopped")
+    rows = call(cfg, "GET", f"/v1/stats/decisions?active={str(active).lower()}&held={str(held).lower()}"
+                            "&limit=100000")
+    for r in rows:
+        for k in ("created_at", "until", "revoked_at"):
+            r[k] = datetime.fromisoformat(r[k]) if r[k] else None
+    return rows, utcnow()
+
+
+def _decisions_from_store(cfg, store, active: bool, held: bool) -> tuple[list[dict], datetime]:
     try:
         at = run_now(cfg, store)
         live = "where revoked_at is null and created_at <= $now and until > $now"
@@ -131,16 +167,7 @@ def decisions_list(cfg, active, held, as_json):
             f"select {', '.join(cols)} from decisions {cond} order by seq desc", {"now": at} if cond else None)]
     finally:
         store.close()
-    if as_json:
-        click.echo(json.dumps(rows, default=str))
-        return
-    for r in rows:
-        state = ("revoked" if r["revoked_at"] else "simulated" if r["simulated"] else
-                 "expired" if r["until"] <= at else "held" if r["held"] else "active")
-        tier = f":{r['tier']}" if r["tier"] else ""
-        why = f" (held: {r['held']})" if state == "held" else ""
-        click.echo(f"#{r['id']} {state:9} {r['effect']}{tier} {r['scope']} {r['value']} until {r['until']} "
-                   f"[{r['rule'] or r['origin']}] {r['reason']}{why}")
+    return rows, at
 
 
 @cli.command()

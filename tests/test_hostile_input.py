@@ -335,6 +335,9 @@ def test_admin_changes_from_the_command_line_go_through_the_running_server(workd
         assert run("budget", "set", "120", "--reason", "contract").exit_code == 0
         assert "0 active decision(s) revoked" in run("allow", "add", "ip", "192.0.2.5", "--reason", "office").stdout
         assert run("unban", str(new), "--reason", "wrong address").exit_code == 0
+        active = json.loads(run("decisions", "list", "--active", "--json").stdout)
+        assert [(d["scope"], d["value"], d["effect"]) for d in active] == [("ip", "198.51.100.7", "throttle")]
+        assert f"#{new} revoked" in run("decisions", "list").stdout
         listed = json.loads(run("allow", "list", "--json").stdout)
         assert [(a["kind"], a["value"], a["reason"]) for a in listed] == [("ip", "192.0.2.5", "office")]
         assert run("allow", "remove", "ip", "192.0.2.5", "--reason", "moved out").exit_code == 0
