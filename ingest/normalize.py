@@ -6,6 +6,7 @@ function for the rare value with non-ASCII escapes.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import duckdb
@@ -14,9 +15,13 @@ KINDS = ("manifest", "blob", "tags", "catalog", "token", "ping", "upload", "othe
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 
 MACROS = r"""
+-- an IPv6 client in its one spelling (RFC 5952), IPv4-mapped ones as IPv4: the few that are
+-- not written that way already (leading zeros, capitals, zero runs, the hex-mapped form) go
+-- through Python's ipaddress
 create or replace temp macro pw_unmap(ip) as
     case when contains(ip, ':') then
-        case when starts_with(lower(ip), '::ffff:') and contains(ip, '.') then substr(ip, 8) else lower(ip) end
+        case when regexp_matches(ip, '[A-F.]|(^|:)0[0-9a-f]|(^|:)0(:0)+(:|$)|^::ffff:[0-9a-f]{1,4}:[0-9a-f]{1,4}$')
+             then pw_canonical_ip(ip) else ip end
     else ip end;
 
 -- nginx writes " and \ as \x22 and \x5C and every other byte outside printable ASCII as \xHH;
@@ -92,13 +97,23 @@ def unescape_bytes(s: str) -> str:
     return text
 
 
+def canonical_ip(text: str) -> str:
+    """RFC 5952 for IPv6, IPv4-mapped as IPv4; what is not an address is left for the
+    address check to reject."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return text.lower()
+    return str(addr.ipv4_mapped or addr) if addr.version == 6 else str(addr)
+
+
 def install(store) -> None:
     """Register the helpers on the store's connection (once per connection)."""
-    try:
-        store.con.create_function("pw_unescape_bytes", unescape_bytes, ["VARCHAR"], "VARCHAR",
-                                  null_handling="default", side_effects=False)
-    except duckdb.NotImplementedException:  # registered before on this connection
-        pass
+    for name, fn in (("pw_unescape_bytes", unescape_bytes), ("pw_canonical_ip", canonical_ip)):
+        try:
+            store.con.create_function(name, fn, ["VARCHAR"], "VARCHAR", null_handling="default", side_effects=False)
+        except duckdb.NotImplementedException:  # registered before on this connection
+            pass
     store.execute(MACROS)
 
 

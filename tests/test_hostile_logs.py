@@ -106,3 +106,13 @@ def test_crproxy_log_as_gorilla_writes_it_with_both_application_logs(run, workdi
     proxy = r.store.execute("select ts, level, msg, remote_addr from proxy_events order by line_no")
     assert proxy[0][2].startswith("redirect [https://registry-1.docker.io") and proxy[0][0].hour == 11
     assert proxy[1][1:] == ("INFO", "exceed limit", "203.0.113.9")
+
+
+def test_an_ipv6_client_is_stored_in_one_spelling(run, workdir):
+    spellings = {"2001:0DB8::0001": "2001:db8::1", "2001:db8:0:0:0:0:0:1": "2001:db8::1", "2001:db8::1": "2001:db8::1",
+                 "::ffff:c000:201": "192.0.2.1", "::FFFF:192.0.2.1": "192.0.2.1", "::ffff:192.0.2.1": "192.0.2.1",
+                 "2001:db8:0:1:1:1:1:1": "2001:db8:0:1:1:1:1:1", "fe80::": "fe80::"}
+    path = write(workdir / "access.log", [line(a) for a in spellings])
+    r = run()
+    assert r.ingest(path).total("events") == len(spellings)
+    assert sorted(e["client_ip"] for e in r.events()) == sorted(spellings.values())
