@@ -54,17 +54,26 @@ def _held_change(cfg, fn, ids, rule, reason) -> int:
     if bool(ids) == bool(rule):
         fail("name the held decisions: their ids, or --rule for all of a rule's")
     if rule:
-        store = open_or_fail(cfg.db)
+        from core.store import StoreBusy, StoreError, open_store
         try:
-            ids = held_ids(store, rule)
-        finally:
-            store.close()
+            store = open_store(cfg.db)
+        except StoreBusy:           # serve holds the file: the held decisions it lists
+            from cli.remote import call
+            ids = sorted(d["id"] for d in call(cfg, "GET", "/v1/stats/decisions?held=true&limit=100000")
+                         if d["rule"] == rule)
+        except StoreError as e:
+            fail(str(e))
+        else:
+            try:
+                ids = held_ids(store, rule)
+            finally:
+                store.close()
         if not ids:
             fail(f"rule {rule} has no held decisions")
     action = "approve" if fn.__name__ == "approve" else "drop"
     return apply_change(cfg, fn, list(ids), reason,
-                   remote=("POST", f"/v1/admin/decisions/{action}", {"ids": list(ids), "reason": reason},
-                           lambda r: r["approved"] if action == "approve" else r["revoked"]))
+                        remote=("POST", f"/v1/admin/decisions/{action}", {"ids": list(ids), "reason": reason},
+                                lambda r: r["approved"] if action == "approve" else r["revoked"]))
 
 
 @decisions.command("approve")

@@ -307,6 +307,11 @@ def test_admin_changes_from_the_command_line_go_through_the_running_server(workd
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
     admin = invoke("keys", "create", "--role", "admin", "--name", "ops").stdout.strip()
+    store = open_store("data/pullwarden.duckdb")
+    store.execute("""insert into decisions (seq, scope, value, effect, rule, origin, reason, created_at, until, held)
+                     values (nextval('decision_seq'), 'ip', '203.0.113.66', 'ban', 'wide-rule', 'rule', 'x',
+                             now()::timestamp, now()::timestamp + interval 1 day, 'the breaker: 3% of addresses')""")
+    store.close()
     proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port)],
                             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -337,6 +342,9 @@ def test_admin_changes_from_the_command_line_go_through_the_running_server(workd
         assert run("unban", str(new), "--reason", "wrong address").exit_code == 0
         active = json.loads(run("decisions", "list", "--active", "--json").stdout)
         assert [(d["scope"], d["value"], d["effect"]) for d in active] == [("ip", "198.51.100.7", "throttle")]
+        approved = run("decisions", "approve", "--rule", "wide-rule", "--reason", "checked: abusers")
+        assert approved.stdout.startswith("1 held decision(s) approved"), approved.output
+        assert "ip:203.0.113.66" in httpx.get(url + "/v1/policy", headers={"X-Api-Key": admin}).json()["bans"]
         assert f"#{new} revoked" in run("decisions", "list").stdout
         listed = json.loads(run("allow", "list", "--json").stdout)
         assert [(a["kind"], a["value"], a["reason"]) for a in listed] == [("ip", "192.0.2.5", "office")]
@@ -350,7 +358,7 @@ def test_admin_changes_from_the_command_line_go_through_the_running_server(workd
         audit = httpx.get(url + "/v1/admin/audit", headers={"X-Api-Key": admin}).json()
         assert {a["actor"] for a in audit if a["action"] != "create key"} == {"ops"}
         assert ("remove allow", "ip 192.0.2.5", "moved out") in {(a["action"], a["target"], a["reason"]) for a in audit}
-        assert len(audit) >= 8
+        assert len(audit) >= 9
     finally:
         proc.terminate()
         proc.wait(timeout=30)
