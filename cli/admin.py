@@ -8,7 +8,7 @@ import json
 import click
 
 from cli.main import cli, fail, open_or_fail, with_settings
-from cli.remote import apply_change
+from cli.remote import apply_change, call, local_store
 from cli.detect import decisions
 
 
@@ -54,15 +54,10 @@ def _held_change(cfg, fn, ids, rule, reason) -> int:
     if bool(ids) == bool(rule):
         fail("name the held decisions: their ids, or --rule for all of a rule's")
     if rule:
-        from core.store import StoreBusy, StoreError, open_store
-        try:
-            store = open_store(cfg.db)
-        except StoreBusy:           # serve holds the file: the held decisions it lists
-            from cli.remote import call
+        store = local_store(cfg)
+        if store is None:           # serve holds the file: the held decisions it lists
             ids = sorted(d["id"] for d in call(cfg, "GET", "/v1/stats/decisions?held=true&limit=100000")
                          if d["rule"] == rule)
-        except StoreError as e:
-            fail(str(e))
         else:
             try:
                 ids = held_ids(store, rule)

@@ -119,15 +119,10 @@ def decisions_list(cfg, active, held, as_json):
     """List decisions, newest first."""
     if active and held:
         fail("--active and --held exclude each other: a held decision is not in force")
-    from core.store import StoreBusy, StoreError, open_store
-    try:
-        store = open_store(cfg.db)
-    except StoreBusy:
-        rows, at = _decisions_from_server(cfg, active, held)
-    except StoreError as e:
-        fail(str(e))
-    else:
-        rows, at = _decisions_from_store(cfg, store, active, held)
+    from cli.remote import local_store
+    store = local_store(cfg)
+    rows, at = (_decisions_from_server(cfg, active, held) if store is None else
+                _decisions_from_store(cfg, store, active, held))
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
@@ -279,14 +274,10 @@ def allow_remove(cfg, kind, value, reason):
 @with_settings
 def allow_list(cfg, as_json):
     """List the entries (through the API while serve runs)."""
-    from core.store import StoreBusy, StoreError, open_store
-    try:
-        store = open_store(cfg.db)
-    except StoreBusy:
-        from cli.remote import call
+    from cli.remote import call, local_store
+    store = local_store(cfg)
+    if store is None:
         rows = call(cfg, "GET", "/v1/admin/allowlist")
-    except StoreError as e:
-        fail(str(e))
     else:
         try:
             rows = store.records("select kind, value, reason, created_at, until from allowlist order by kind, value")

@@ -69,19 +69,28 @@ def call(cfg, method: str, path: str, body: dict | None = None, api: str | None 
         fail(f"{url}: cannot reach the server ({getattr(e, 'reason', e)})")
 
 
+def local_store(cfg):
+    """The store, or None while a running server holds it (the command then goes through its
+    API); a file that is not a database is one line and exit 2."""
+    from core.store import StoreBusy, StoreError, open_store
+    try:
+        return open_store(cfg.db)
+    except StoreBusy:
+        return None
+    except StoreError as e:
+        fail(str(e))
+
+
 def apply_change(cfg, fn, *args, remote: tuple | None = None, **kwargs):
     """``fn`` on the store, or, while serve holds it, ``remote`` = (method, path, body, answer →
     result) on its API: the same change, validated and audited there."""
-    from core.store import StoreBusy, StoreError, open_store
-    try:
-        store = open_store(cfg.db)
-    except StoreBusy as e:
-        if remote is None:
-            fail(str(e))
+    store = local_store(cfg)
+    if store is None and remote is not None:
         method, path, body, result = remote
         return result(call(cfg, method, path, body))
-    except StoreError as e:
-        fail(str(e))
+    if store is None:
+        from cli.main import open_or_fail
+        store = open_or_fail(cfg.db)        # says who holds the file and exits (or opens it, let go since)
     try:
         return fn(store, actor(), *args, now=run_now(cfg, store), **kwargs)
     except (ValueError, LookupError) as e:

@@ -117,14 +117,10 @@ def _api_options(f):
 
 
 def _local_or_api(cfg, api):
-    """The store, or None when the command must go through the running server's API."""
-    from core.store import StoreBusy, open_store
-    if api or cfg.api_url:
-        return None
-    try:
-        return open_store(cfg.db)
-    except StoreBusy:
-        return None
+    """The store, or None when the command goes through a server's API: the one named by
+    --api or api_url, or the one that holds the file."""
+    from cli.remote import local_store
+    return None if api or cfg.api_url else local_store(cfg)
 
 
 @keys.command("create")

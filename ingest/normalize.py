@@ -6,10 +6,11 @@ function for the rare value with non-ASCII escapes.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 
 import duckdb
+
+from core import values
 
 KINDS = ("manifest", "blob", "tags", "catalog", "token", "ping", "upload", "other")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
@@ -98,13 +99,12 @@ def unescape_bytes(s: str) -> str:
 
 
 def canonical_ip(text: str) -> str:
-    """RFC 5952 for IPv6, IPv4-mapped as IPv4; what is not an address is left for the
+    """The one spelling core.values gives an address; what is not one is left for the
     address check to reject."""
     try:
-        addr = ipaddress.ip_address(text)
+        return values.address(text)
     except ValueError:
         return text.lower()
-    return str(addr.ipv4_mapped or addr) if addr.version == 6 else str(addr)
 
 
 def install(store) -> None:

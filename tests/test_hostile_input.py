@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -261,13 +262,11 @@ def test_absurd_durations_are_one_line(workdir, duration):
 
 # ---- 14. revoking a key while serve runs ---------------------------------------------------------
 
-def test_a_leaked_key_is_revoked_through_the_running_server(workdir):
-    import re
+@contextmanager
+def serving(workdir):
+    """`pullwarden serve` on the working directory's database, up and answering; its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
-    assert invoke("keys", "create", "--role", "admin", "--name", "ops").exit_code == 0
-    admin = invoke("keys", "create", "--role", "admin", "--name", "ops-2").stdout.strip()
-    leaked = invoke("keys", "create", "--role", "proxy", "--name", "edge-leaked").stdout.strip()
     proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port)],
                             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -280,6 +279,18 @@ def test_a_leaked_key_is_revoked_through_the_running_server(workdir):
             except httpx.TransportError:
                 assert time.time() < deadline, "serve did not start"
                 time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_leaked_key_is_revoked_through_the_running_server(workdir):
+    import re
+    assert invoke("keys", "create", "--role", "admin", "--name", "ops").exit_code == 0
+    admin = invoke("keys", "create", "--role", "admin", "--name", "ops-2").stdout.strip()
+    leaked = invoke("keys", "create", "--role", "proxy", "--name", "edge-leaked").stdout.strip()
+    with serving(workdir) as url:
         assert httpx.get(url + "/v1/policy", headers={"X-Api-Key": leaked}).status_code == 200
         res = invoke("keys", "revoke", "edge-leaked")                    # no key: one line on what it needs
         assert res.exit_code == 2 and "needs an admin key" in res.output and "Traceback" not in res.output
@@ -295,36 +306,19 @@ def test_a_leaked_key_is_revoked_through_the_running_server(workdir):
         assert re.fullmatch(r"pw_\S+", CliRunner().invoke(
             cli, ["keys", "create", "--role", "viewer", "--name", "grafana"],
             env={"PULLWARDEN_API_KEY": admin}).stdout.strip())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     assert not (workdir / "data" / "pullwarden.duckdb.serve.json").exists()      # withdrawn at the stop
 
 
 def test_admin_changes_from_the_command_line_go_through_the_running_server(workdir):
     """While serve holds the file, ban, unban, assign, images, tiers, budget and allow reach it
     through its API, with the same answers and the same refusals, audited under the key's name."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
     admin = invoke("keys", "create", "--role", "admin", "--name", "ops").stdout.strip()
     store = open_store("data/pullwarden.duckdb")
     store.execute("""insert into decisions (seq, scope, value, effect, rule, origin, reason, created_at, until, held)
                      values (nextval('decision_seq'), 'ip', '203.0.113.66', 'ban', 'wide-rule', 'rule', 'x',
                              now()::timestamp, now()::timestamp + interval 1 day, 'the breaker: 3% of addresses')""")
     store.close()
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port)],
-                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.time() < deadline, "serve did not start"
-                time.sleep(0.2)
-
+    with serving(workdir) as url:
         def run(*args):
             res = CliRunner().invoke(cli, list(args), env={"PULLWARDEN_API_KEY": admin})
             assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
@@ -359,9 +353,6 @@ def test_admin_changes_from_the_command_line_go_through_the_running_server(workd
         assert {a["actor"] for a in audit if a["action"] != "create key"} == {"ops"}
         assert ("remove allow", "ip 192.0.2.5", "moved out") in {(a["action"], a["target"], a["reason"]) for a in audit}
         assert len(audit) >= 9
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_the_last_admin_key_stays(workdir):
