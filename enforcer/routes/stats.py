@@ -58,19 +58,3 @@ def decisions(services: ServicesDep, who: ViewerKey, active: bool = False, held:
     return _rows(services, f"""select id, seq, scope, value, effect, tier, rule, origin, reason, created_at, until,
                                       revoked_at, simulated, held from decisions {cond} order by seq desc limit ?""",
                  [services.clock(), limit])
-
-
-@router.get("/budget")
-def budget(services: ServicesDep, who: ViewerKey) -> dict:
-    """Bytes served this month (event time) against the monthly budget, and the pace."""
-    with services.store.reading() as store:
-        latest = store.value("select max(hour) from facts_hourly")
-        budget_tib = float(store.value("select value from kv where key = 'monthly_budget_tib'") or 0)
-        if latest is None:
-            return {"month": None, "bytes": 0, "tib": 0.0, "budget_tib": budget_tib, "projected_tib": 0.0}
-        month = latest.replace(day=1, hour=0)
-        used = store.value("select coalesce(sum(bytes), 0) from facts_hourly where hour >= ?", [month])
-    next_month = (month + timedelta(days=32)).replace(day=1)
-    elapsed = (latest + timedelta(hours=1) - month) / (next_month - month)
-    return {"month": month.strftime("%Y-%m"), "bytes": int(used), "tib": used / TIB, "budget_tib": budget_tib,
-            "projected_tib": used / TIB / elapsed if elapsed else 0.0}

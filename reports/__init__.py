@@ -1,0 +1,1 @@
+"""Analytics over the store: traffic, top talkers, entities, budget and the monthly report."""
