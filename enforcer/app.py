@@ -17,4 +17,5 @@ def create_app(services: Services) -> FastAPI:
     app.add_exception_handler(CrowdSecForbidden, crowdsec_forbidden)
     for module in (health, policy, crowdsec, admin, keys, stats):
         app.include_router(module.router)
+    app.include_router(stats.whoami_router)
     return app

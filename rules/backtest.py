@@ -65,8 +65,11 @@ def _bytes(store, kind: str, value: str, start: datetime, end: datetime) -> int:
                            {"s": start, "e": end, "v": value}))
 
 
-def backtest(store, settings, rules: list[Rule], start: datetime, end: datetime) -> dict:
-    roll_up(store)
+def backtest(store, settings, rules: list[Rule], start: datetime, end: datetime, roll: bool = True) -> dict:
+    """``roll``: bring the roll-ups up to date first (not on serve's reading connection: its
+    ingest job rolls up)."""
+    if roll:
+        roll_up(store)
     by_pack: dict[str, list[Rule]] = defaultdict(list)
     for r in rules:
         by_pack[r.pack].append(r)

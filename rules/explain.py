@@ -27,9 +27,12 @@ def _target(text: str) -> tuple[str, str]:
     return "prefix", str(net)
 
 
-def explain(store, settings, rules: list[Rule], text: str, now: datetime) -> dict:
+def explain(store, settings, rules: list[Rule], text: str, now: datetime, roll: bool = True) -> dict:
+    """``roll``: bring the roll-ups up to date first (serve's ingest job does that itself, and
+    its API reads on a connection of its own that must not write)."""
     kind, value = _target(text)
-    roll_up(store)
+    if roll:
+        roll_up(store)
     if not store.value("select count(*) from events"):
         raise ValueError("no events yet: ingest some logs first")
     cols = ["entity", *features.NAMES]

@@ -247,9 +247,10 @@ def test_stats_for_the_dashboard(api):
         add_events(api.store, storm("203.0.113.7", hours=3))
         roll_up(api.store)
     traffic = get(api, "/v1/stats/traffic?hours=24", "viewer").json()
-    assert [t["requests"] for t in traffic] == [16, 16, 16]
-    top = get(api, "/v1/stats/top?by=address", "viewer").json()
-    assert top[0]["entity"] == "203.0.113.7" and top[0]["requests"] == 48
+    assert [t["requests"] for t in traffic["series"]] == [16, 16, 16] and traffic["bucket"] == "hour"
+    assert traffic["totals"]["requests"] == 48 and traffic["previous_totals"]["requests"] == 0
+    top = get(api, "/v1/stats/top?by=address", "viewer").json()["rows"]
+    assert top[0]["entity"] == "203.0.113.7" and top[0]["requests"] == 48 and top[0]["share"] == 1.0
     budget = get(api, "/v1/stats/budget", "viewer").json()
     assert budget["month"] == "2024-11" and budget["budget_tib"] == 100 and budget["bytes"] > 0
     assert get(api, "/v1/stats/decisions", "viewer").json() == []

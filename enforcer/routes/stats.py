@@ -1,60 +1,251 @@
-"""Read-only statistics for the dashboard (viewer keys): traffic, top entities, findings,
-decisions, budget month to date."""
+"""Read-only statistics for the dashboard and the command line (viewer keys): overview,
+traffic, top talkers, entities, explain, findings, decisions, rules, image lists and demand.
+
+Each read runs on a connection of its own (``store.reading()``): it sees what is committed
+and never waits for an ingest run or a detection pass, so a dashboard user clicking through
+pages does not hold up the proxies' polls, which are answered from memory anyway.
+"""
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
-from enforcer.deps import ServicesDep, ViewerKey
+from enforcer.deps import AnyKey, ServicesDep, ViewerKey
+from enforcer.imagelist import image_name, matches
+from reports import queries
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
-TIB = 1 << 40
+whoami_router = APIRouter(prefix="/v1", tags=["stats"])
+Hours = Annotated[int | None, Query(ge=1, le=24 * 400, description="the last N hours (instead of start/end)")]
+When = Annotated[str | None, Query(description="ISO 8601 date or time, UTC unless it has an offset")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-def _rows(services, sql: str, params=None) -> list[dict]:
+@whoami_router.get("/whoami")
+def whoami(who: AnyKey) -> dict:
+    """The key's name and role: the dashboard shows actions to admin keys only."""
+    return {"name": who.name, "role": who.role}
+
+
+def _span(store, services, start: str | None, end: str | None, hours: int | None = None,
+          days: int = 7, longest: int | None = None) -> queries.Span:
+    try:
+        e = queries.parse_when(end)
+        s = queries.parse_when(start)
+        if hours and s is None:
+            e = e or queries.span(store, None, None, services.clock()).end
+            s = e - timedelta(hours=hours)
+        span = queries.span(store, s, e, services.clock(), days)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if longest and span.end - span.start > timedelta(days=longest):
+        raise HTTPException(422, f"this range may span at most {longest} days")
+    return span
+
+
+def _filters(registry, asn, country, family, image, address) -> queries.Filters:
+    return queries.Filters(registry=registry, asn=asn, country=country, family=family, image=image, address=address)
+
+
+@router.get("/overview")
+def overview(services: ServicesDep, who: ViewerKey, days: Annotated[int, Query(ge=1, le=90)] = 30) -> dict:
+    """Today, the last 30 days by registry, decisions in force, how fresh the data is."""
     with services.store.reading() as store:
-        return store.records(sql, params)
+        return queries.overview(store, services.clock(), days)
 
 
 @router.get("/traffic")
-def traffic(services: ServicesDep, who: ViewerKey, hours: Annotated[int, Query(ge=1, le=24 * 90)] = 48) -> list[dict]:
-    """Requests, bytes and addresses per hour (event time), newest last."""
-    return _rows(services, """
-        select hour, sum(requests) as requests, sum(bytes) as bytes, count(distinct client_ip) as addresses
-        from facts_hourly where hour > (select max(hour) from facts_hourly) - to_hours(?)
-        group by hour order by hour""", [hours])
+def traffic(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None, hours: Hours = None,
+            bucket: Literal["hour", "day"] | None = None, registry: str | None = None,
+            asn: Annotated[int | None, Query(ge=0, le=4294967295)] = None, country: str | None = None,
+            family: str | None = None, image: str | None = None,
+            address: Annotated[str | None, Query(description="an address or a CIDR")] = None) -> dict:
+    """Requests, bytes, addresses and pulls per hour or day (event time), filtered, with the
+    period before for comparison. Default: the 7 days up to the newest traffic, by hour up to
+    3 days and by day beyond."""
+    with services.store.reading() as store:
+        s = _span(store, services, start, end, hours)
+        chosen = bucket or ("hour" if s.end - s.start <= timedelta(days=3) else "day")
+        try:
+            return queries.traffic(store, s, chosen, _filters(registry, asn, country, family, image, address))
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/top")
 def top(services: ServicesDep, who: ViewerKey,
-        by: Literal["address", "image", "user_agent", "asn"] = "address",
-        hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24, limit: Annotated[int, Query(ge=1, le=1000)] = 20):
-    key = {"address": "f.client_ip", "image": "f.registry || '/' || f.repository", "user_agent": "f.user_agent",
-           "asn": "cast(i.asn as varchar) || ' ' || coalesce(any_value(i.as_org), '')"}[by]
-    join = "left join ip_info i on i.ip = f.client_ip" if by == "asn" else ""
-    group = "i.asn" if by == "asn" else "1"
-    return _rows(services, f"""
-        select {key} as entity, sum(requests) as requests, sum(f.bytes) as bytes
-        from facts_hourly f {join}
-        where hour > (select max(hour) from facts_hourly) - to_hours(?)
-        group by {group} order by bytes desc limit ?""", [hours, limit])
+        by: Literal["address", "prefix", "asn", "country", "family", "image", "user", "user_agent"] = "address",
+        start: When = None, end: When = None, hours: Hours = None, limit: Limit = 20,
+        registry: str | None = None, asn: Annotated[int | None, Query(ge=0, le=4294967295)] = None,
+        country: str | None = None, family: str | None = None, image: str | None = None,
+        address: str | None = None) -> dict:
+    """The biggest consumers: bytes, share, requests, pulls, addresses, bytes per address,
+    repeat ratio."""
+    with services.store.reading() as store:
+        s = _span(store, services, start, end, hours)
+        try:
+            return queries.top(store, by, s, limit, _filters(registry, asn, country, family, image, address))
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+
+@router.get("/entity")
+def entity(services: ServicesDep, who: ViewerKey, kind: Literal["address", "prefix", "asn", "user"],
+           value: Annotated[str, Query(min_length=1, max_length=200)]) -> dict:
+    """One address, /24 or /64, ASN or user: its 7-day hourly profile, images, clients,
+    decisions past and present and allowlist status."""
+    with services.store.reading() as store:
+        try:
+            return queries.entity(store, kind, value, services.clock())
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+
+@router.get("/explain")
+def explain(services: ServicesDep, who: ViewerKey, target: Annotated[str, Query(min_length=1, max_length=100)]) -> dict:
+    """Every rule's verdict on an address or a /24 or /64, with its numbers, at the server's
+    clock: what `pullwarden explain --json` prints."""
+    from rules.engine import RuleError, load_rules
+    from rules.explain import explain as run_explain
+    cfg = services.settings
+    with services.store.reading() as store:
+        try:
+            rules = load_rules(store, None, cfg.rules_dir or None)
+            return run_explain(store, cfg, rules, target, services.clock(), roll=False)
+        except RuleError as exc:
+            raise HTTPException(500, f"the rules do not load: {exc}") from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/findings")
-def findings(services: ServicesDep, who: ViewerKey, limit: Annotated[int, Query(ge=1, le=5000)] = 200):
-    return _rows(services, """select now, rule, entity_kind, entity, action, simulated, reason
-                              from findings order by now desc, rule limit ?""", [limit])
+def findings(services: ServicesDep, who: ViewerKey, limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+             rule: str | None = None) -> list[dict]:
+    """What the rules found, newest pass first (tags and simulated rules too)."""
+    with services.store.reading() as store:
+        return store.records("""select now, rule, entity_kind, entity, action, simulated, reason from findings
+                                where $rule is null or rule = $rule order by now desc, rule limit $limit""",
+                             {"rule": rule, "limit": limit})
 
 
 @router.get("/decisions")
 def decisions(services: ServicesDep, who: ViewerKey, active: bool = False, held: bool = False,
-              limit: Annotated[int, Query(ge=1, le=100000)] = 500):
+              rule: str | None = None, scope: Literal["ip", "range", "asn", "user"] | None = None,
+              value: str | None = None, effect: Literal["ban", "throttle", "boost"] | None = None,
+              origin: str | None = None, limit: Annotated[int, Query(ge=1, le=100000)] = 500) -> list[dict]:
     """Decisions, newest change first; `held` is the circuit breaker's reason for keeping one out
-    of force (null: applied). active: only those in force; held: only those waiting for an admin."""
-    cond = ("where revoked_at is null and until > ? and not simulated and held is null" if active else
-            "where revoked_at is null and until > ? and held is not null" if held else "where ? is not null")
-    return _rows(services, f"""select id, seq, scope, value, effect, tier, rule, origin, reason, created_at, until,
-                                      revoked_at, simulated, held from decisions {cond} order by seq desc limit ?""",
-                 [services.clock(), limit])
+    of force (null: applied). active: only those in force; held: only those waiting for an admin.
+    The other filters narrow by rule, scope, value, effect and origin (rule, manual)."""
+    if active and held:
+        raise HTTPException(422, "active and held exclude each other: a held decision is not in force")
+    cond = ("revoked_at is null and until > $now and created_at <= $now and not simulated and held is null"
+            if active else "revoked_at is null and until > $now and held is not null" if held else "$now is not null")
+    with services.store.reading() as store:
+        return store.records(f"""
+            select id, seq, scope, value, effect, tier, rule, origin, reason, created_at, until,
+                   revoked_at, simulated, held from decisions
+            where {cond} and ($rule is null or rule = $rule) and ($scope is null or scope = $scope)
+              and ($value is null or value = $value) and ($effect is null or effect = $effect)
+              and ($origin is null or origin = $origin)
+            order by seq desc limit $limit""",
+            {"now": services.clock(), "rule": rule, "scope": scope, "value": value, "effect": effect,
+             "origin": origin, "limit": limit})
+
+
+@router.get("/rules")
+def rules(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None) -> list[dict]:
+    """Every rule loaded, with its hits over the range (default: the last 7 days of traffic)."""
+    from rules.engine import RuleError, load_rules
+    cfg = services.settings
+    with services.store.reading() as store:
+        s = _span(store, services, start, end)
+        try:
+            loaded = load_rules(store, None, cfg.rules_dir or None)
+        except RuleError as exc:
+            raise HTTPException(500, f"the rules do not load: {exc}") from None
+        hits = queries.rule_hits(store, s)
+    zero = {"findings": 0, "entities": 0, "decisions": 0, "active": 0}
+    return [{"rule": r.name, "pack": r.pack, "entity": r.entity, "window": r.window, "action": r.action,
+             "simulated": r.simulate, "where": r.where, "description": r.description,
+             **hits.get(r.name, zero)} for r in sorted(loaded, key=lambda r: (r.pack, r.name))]
+
+
+@router.get("/backtest")
+def backtest(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None) -> dict:
+    """Replay every shipped pack hour by hour over the range (at most 2 days; default the last
+    24 hours of traffic): per rule the entities flagged and the bytes a ban would have saved.
+    Live decisions are not touched."""
+    from rules.backtest import backtest as run_backtest
+    from rules.engine import load_rules
+    cfg = services.settings
+    with services.store.reading() as store:
+        s = _span(store, services, start, end, days=1, longest=2)
+        return run_backtest(store, cfg, load_rules(store, None, cfg.rules_dir or None), s.start, s.end, roll=False)
+
+
+def _lists(store) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"allowed": [], "unlimited": [], "blocked": []}
+    for r in store.records("select list, pattern, reason, added_at from image_lists order by list, pattern"):
+        out.setdefault(r.pop("list"), []).append(r)
+    return out
+
+
+@router.get("/images")
+def images(services: ServicesDep, who: ViewerKey) -> dict:
+    """The three image lists with their reasons."""
+    with services.store.reading() as store:
+        return _lists(store)
+
+
+def _refusal(image: str, lists: dict) -> tuple[dict, str, str]:
+    """Which pattern of each list matches, the verdict and why: the order of /v1/check."""
+    hit = {name: next((e["pattern"] for e in lists[name] if matches(e["pattern"], image)), None)
+           for name in ("allowed", "unlimited", "blocked")}
+    if hit["blocked"]:
+        return hit, "refused", f"blocked by {hit['blocked']}"
+    if lists["allowed"] and not hit["allowed"]:
+        return hit, "refused", "not on the allow list"
+    if hit["unlimited"]:
+        return hit, "unlimited", f"on the unlimited list by {hit['unlimited']}"
+    return hit, "allowed", f"allowed by {hit['allowed']}" if hit["allowed"] else "there is no allow list"
+
+
+@router.get("/images/match")
+def image_match(services: ServicesDep, who: ViewerKey, image: Annotated[str, Query(min_length=1, max_length=300)]) -> dict:
+    """Does this image match the lists, and by which pattern? The verdict /v1/check gives."""
+    try:
+        name = image_name(image.strip(), services.settings.default_registry)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    with services.store.reading() as store:
+        hit, verdict, why = _refusal(name, _lists(store))
+    return {"image": name, **hit, "verdict": verdict, "why": why}
+
+
+@router.get("/demand")
+def demand(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None, limit: Limit = 50) -> list[dict]:
+    """Images asked for that the lists refuse, most wanted first (by distinct addresses): what
+    users otherwise file issues for by hand."""
+    with services.store.reading() as store:
+        s = _span(store, services, start, end, days=30)
+        lists = _lists(store)
+        if not lists["allowed"] and not lists["blocked"]:
+            return []
+        out = []
+        for r in queries.image_requests(store, s, 100_000):
+            _, verdict, why = _refusal(r["image"], lists)
+            if verdict == "refused":
+                out.append({"image": r["image"], "requests": r["requests"], "addresses": r["addresses"],
+                            "refused": why})
+                if len(out) >= limit:
+                    break
+        return out
+
+
+@router.get("/tiers")
+def tiers(services: ServicesDep, who: ViewerKey) -> dict:
+    """The tiers and which one anonymous and authenticated clients get."""
+    policy = services.publisher.current.content
+    return {"tiers": policy["tiers"], "default": policy["default_tiers"]}
