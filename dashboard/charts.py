@@ -1,0 +1,64 @@
+"""Altair charts in the units people use (TiB/GiB = 2^40/2^30 bytes)."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+GIB, TIB = 1 << 30, 1 << 40
+
+
+def stacked_daily(rows: list[dict]) -> alt.Chart:
+    """Daily TiB stacked by registry."""
+    df = pd.DataFrame(rows)
+    df["TiB"] = df["bytes"] / TIB
+    df["registry"] = df["registry"].fillna("(none)")
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("day:T", title="day"), y=alt.Y("sum(TiB):Q", title="TiB (2^40 bytes)"),
+        color=alt.Color("registry:N"), tooltip=["day:T", "registry:N", alt.Tooltip("TiB:Q", format=".3f")],
+    ).properties(height=280)
+
+
+def lines(rows: list[dict], x: str, fields: dict[str, str], x_title: str = "", height: int = 220) -> alt.Chart:
+    """Several measures over time, one line each (fields: column -> label)."""
+    df = pd.DataFrame(rows)[[x, *fields]].rename(columns=fields).melt(x, var_name="measure", value_name="value")
+    return alt.Chart(df).mark_line(point=len(rows) < 60).encode(
+        x=alt.X(f"{x}:T", title=x_title or x), y=alt.Y("value:Q", title=None), color="measure:N",
+        tooltip=[f"{x}:T", "measure:N", "value:Q"]).properties(height=height)
+
+
+def compare(current: list[dict], previous: list[dict], shift, measure: str, title: str, scale: float = 1) -> alt.Chart:
+    """This period against the one before, drawn over the same time axis (previous shifted by ``shift``)."""
+    cur = pd.DataFrame(current)
+    cur["period"] = "this period"
+    frames = [cur]
+    if previous:
+        prev = pd.DataFrame(previous)
+        prev["t"] = pd.to_datetime(prev["t"]) + shift
+        prev["period"] = "previous period"
+        frames.append(prev)
+    df = pd.concat(frames, ignore_index=True)
+    df["t"] = pd.to_datetime(df["t"])
+    df["value"] = df[measure] / scale
+    return alt.Chart(df).mark_line().encode(
+        x=alt.X("t:T", title=None), y=alt.Y("value:Q", title=title),
+        color=alt.Color("period:N", sort=["this period", "previous period"]),
+        strokeDash=alt.StrokeDash("period:N", sort=["this period", "previous period"]),
+        tooltip=["t:T", "period:N", alt.Tooltip("value:Q", format=",.3f")]).properties(height=260)
+
+
+def bars(rows: list[dict], label: str, value: str, title: str, scale: float = 1, limit: int = 20) -> alt.Chart:
+    """Horizontal bars, biggest first."""
+    df = pd.DataFrame(rows[:limit])
+    df["value"] = df[value] / scale
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("value:Q", title=title), y=alt.Y(f"{label}:N", sort="-x", title=None),
+        tooltip=[f"{label}:N", alt.Tooltip("value:Q", format=",.3f")]).properties(height=min(24 * len(df) + 40, 520))
+
+
+def hourly(rows: list[dict]) -> alt.Chart:
+    """An entity's hourly profile: GiB per hour."""
+    df = pd.DataFrame(rows)
+    df["GiB"] = df["bytes"] / GIB
+    return alt.Chart(df).mark_area(opacity=0.7).encode(
+        x=alt.X("hour:T", title=None), y=alt.Y("GiB:Q", title="GiB per hour (2^30 bytes)"),
+        tooltip=["hour:T", alt.Tooltip("GiB:Q", format=",.2f"), "requests:Q"]).properties(height=220)

@@ -1,0 +1,113 @@
+"""What every page shares: the API client, cached reads, the key's role, units, and the one way
+an admin acts (a form that asks for a reason, through /v1/admin/*, so it lands in the audit log)."""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import streamlit as st
+
+from dashboard.client import ApiError, Client
+
+GIB, TIB = 1 << 30, 1 << 40
+UNITS = "GiB = 2^30 bytes, TiB = 2^40 bytes"
+NO_TRAFFIC = ("No traffic yet: set `sources` to your access logs (pullwarden.toml or "
+              "PULLWARDEN_SOURCES='/var/log/nginx/access.log*') and serve tail-ingests them; "
+              "or try the demo month: `pullwarden demo`, then `pullwarden up`.")
+
+
+def client() -> Client:
+    return Client.from_env()
+
+
+# Pages reread the same figures on every click; 30 s keeps the API (and the proxies' polls it
+# answers) out of the way of someone clicking through pages, and is still fresh enough.
+@st.cache_data(ttl=30, show_spinner=False)
+def _cached(url: str, key: str, path: str, params: tuple):
+    return Client(url, key).get(path, **dict(params))
+
+
+def get(path: str, quiet: bool = False, **params):
+    """A GET through the cache; an error is shown with what to do, and the answer is None."""
+    c = client()
+    try:
+        return _cached(c.url, c.key, path, tuple(sorted((k, v) for k, v in params.items() if v not in (None, ""))))
+    except ApiError as e:
+        if not quiet:
+            st.error(f"{e.message}\n\n{e.hint}")
+        return None
+
+
+def role() -> str | None:
+    """viewer or admin (None: the API cannot be reached or the key is not valid)."""
+    c = client()
+    try:
+        return _cached(c.url, c.key, "/v1/whoami", ())["role"]
+    except ApiError as e:
+        if e.status != 404:
+            st.error(f"{e.message}\n\n{e.hint}")
+            return None
+    try:                                    # a server without /v1/whoami: the audit log is admin-only
+        _cached(c.url, c.key, "/v1/admin/audit", (("limit", 1),))
+        return "admin"
+    except ApiError:
+        return "viewer"
+
+
+def is_admin() -> bool:
+    return role() == "admin"
+
+
+def act(label: str, method: str, path: str, body: dict, form_key: str) -> None:
+    """One admin change in a form: the reason is required and goes with the change to the audit log."""
+    reason = st.text_input("Reason (for the audit log)", key=f"{form_key}-reason")
+    if st.form_submit_button(label):
+        if not reason.strip():
+            st.error("A reason is required: it is written to the audit log with the change.")
+            return
+        try:
+            answer = client().request(method, path, body={**body, "reason": reason.strip()})
+        except ApiError as e:
+            st.error(f"{e.message}\n\n{e.hint}")
+            return
+        st.cache_data.clear()
+        st.success(f"{label}: done (policy version {answer.get('policy_version')}), audited with your reason.")
+
+
+def viewer_note() -> None:
+    st.caption("Read-only: this key is a viewer key. Actions need an admin key (`pullwarden keys create --role admin`).")
+
+
+def tib(n) -> float:
+    return round((n or 0) / TIB, 3)
+
+
+def gib(n) -> float:
+    return round((n or 0) / GIB, 2)
+
+
+def size(n) -> str:
+    n = n or 0
+    return f"{n / TIB:,.3f} TiB" if n >= TIB else f"{n / GIB:,.2f} GiB"
+
+
+def pct(share) -> str:
+    return "—" if share is None else f"{share * 100:.1f}%"
+
+
+def date_range(key: str, days: int = 7, latest: date | None = None) -> tuple[str, str]:
+    """A date range picker; the API's range is [start, end) so the end date is included."""
+    end = latest or date.today()
+    picked = st.date_input("Dates", (end - timedelta(days=days - 1), end), key=key)
+    if isinstance(picked, (tuple, list)) and len(picked) == 2:
+        start, last = picked
+    else:                                   # a half-picked range: one day
+        start = last = picked[0] if isinstance(picked, (tuple, list)) else picked
+    return start.isoformat(), (last + timedelta(days=1)).isoformat()
+
+
+def latest_day() -> date | None:
+    """The day of the newest event, so the default range shows data even for replayed logs."""
+    o = get("/v1/stats/overview", quiet=True)
+    if o and o.get("latest_event"):
+        return datetime.fromisoformat(str(o["latest_event"])).date()
+    return None
