@@ -96,6 +96,23 @@ SETTINGS: tuple[Setting, ...] = (
             "Days of findings and ended decisions (by event time), and of the ingest and detection run log, that "
             "are kept (at least 8: recidive looks back 7 days); `pullwarden prune`, and daily in serve. Events, "
             "roll-ups and the audit log are kept whole."),
+    Setting("report_timezone", str, "UTC",
+            "Time zone (IANA name, e.g. Europe/Berlin) in which the budget's months and days begin: the budget "
+            "status, the guard and the monthly report. Days are cut at whole hours (the hourly roll-up)."),
+    Setting("price_per_tib", list, [],
+            "Cost of egress for the monthly report, tiered: steps [upto_tib, price] of a month's TiB (2^40 bytes), "
+            "each TiB priced by the step it falls in, e.g. [[10, 90.0], [50, 80.0], [0, 70.0]] (0: no upper end; "
+            "in the environment 10:90,50:80,0:70). Empty: no cost shown."),
+    Setting("price_currency", str, "USD", "Currency of price_per_tib, printed next to costs."),
+    Setting("budget_webhook", str, "",
+            "URL the budget guard POSTs JSON to, once a month per level crossed (50%, 80%, projection over the "
+            "budget, 100%). Empty: none."),
+    Setting("budget_tighten", bool, False,
+            "When the projection crosses the monthly budget, move anonymous traffic to budget_tighten_tier (audited "
+            "as budget-guard; restored at the next month). False: simulated, the guard only says what it would do."),
+    Setting("budget_tighten_tier", str, "heavy",
+            "The tier the budget guard puts anonymous traffic in when it tightens (see budget_tighten)."),
+    Setting("budget_check_interval", float, 300.0, "Seconds between budget guard checks in serve."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -118,6 +135,9 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
     if setting.type is list and isinstance(value, str):  # from the environment: comma-separated
         items = [v.strip() for v in value.split(",") if v.strip()]
         return [int(v) if v.isdigit() else v for v in items]
+    if setting.type is bool and isinstance(value, str):       # from the environment
+        if value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            return value.strip().lower() in ("1", "true", "yes", "on")
     if setting.type in (int, float) and isinstance(value, str):
         try:
             return setting.type(value)

@@ -315,6 +315,20 @@ MIGRATIONS: list[str] = [
     """
     alter table files add column tail_fp varchar;
     """,
+    # 7 → 8: frozen monthly reports. A closed month's report is kept in the database, not in files
+    # beside it: it travels with the file it was computed from (backups, copies), and while serve
+    # holds the file the API serves it from here. Every output is kept as rendered, so a later
+    # run gives the same bytes; inputs_sha256 tells whether the store still gives the same figures.
+    """
+    create table reports (
+        month varchar not null,              -- YYYY-MM
+        timezone varchar not null,           -- the report_timezone the month was cut in
+        inputs_sha256 varchar not null,
+        frozen_at timestamp not null,        -- kept here only, never inside the outputs
+        json varchar not null, csv varchar not null, html varchar not null, pdf blob not null,
+        primary key (month, timezone)
+    );
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 
