@@ -173,17 +173,26 @@ def _decisions_from_store(cfg, store, active: bool, held: bool) -> tuple[list[di
 @with_settings
 def explain(cfg, target, as_json):
     """Why an address or range gets (or does not get) a decision: every rule's verdict with the
-    numbers behind it, the top images and user agents, the hourly profile."""
+    numbers behind it, the top images and user agents, the hourly profile. While serve holds
+    the file, asked of its API (a viewer key), at its wall clock."""
+    from cli.remote import call, local_store
     from rules.explain import explain as run_explain
-    store = open_or_fail(cfg.db)
-    try:
-        rules = _rules(store, cfg)
+    store = local_store(cfg)
+    if store is None:
+        from urllib.parse import quote
+        if cfg.now:
+            fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
+                 "needs the server stopped")
+        report = call(cfg, "GET", f"/v1/stats/explain?target={quote(target, safe='')}")
+    else:
         try:
-            report = run_explain(store, cfg, rules, target, run_now(cfg, store))
-        except ValueError as e:
-            fail(str(e))
-    finally:
-        store.close()
+            rules = _rules(store, cfg)
+            try:
+                report = run_explain(store, cfg, rules, target, run_now(cfg, store))
+            except ValueError as e:
+                fail(str(e))
+        finally:
+            store.close()
     if as_json:
         click.echo(json.dumps(report, default=str))
         return

@@ -149,36 +149,33 @@ def _print_ingest(report, as_json: bool, quiet_if_empty: bool = False) -> None:
                f"proxy events {d['proxy_events']}  seconds {d['seconds']}  lines/s {d['lines_per_second']}")
 
 
-STATS_SQL = """
-select cast(ts as date) as day, registry, grouping(cast(ts as date)) as g_day, grouping(registry) as g_reg,
-       count(*) as requests, coalesce(sum(bytes), 0) as bytes, count(distinct client_ip) as unique_ips
-from events
-group by grouping sets ((cast(ts as date), registry), (cast(ts as date)), ())
-order by day nulls first, g_reg desc, registry nulls first
-"""
-
-
 @cli.command()
+@click.option("--from", "start", default=None, help="First day or time, ISO 8601 UTC (default: the first event).")
+@click.option("--to", "end", default=None, help="End (exclusive), ISO 8601 UTC; a day means its midnight "
+              "(default: after the last event).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_settings
-def stats(cfg, as_json):
-    """Totals per day and registry: requests, TiB served, unique client addresses."""
-    store = open_or_fail(cfg.db)
+def stats(cfg, start, end, as_json):
+    """Totals per day and registry: requests, TiB served, unique client addresses. While serve
+    holds the file, read through its API (a viewer key: PULLWARDEN_API_KEY)."""
+    from cli.remote import call, local_store
+    from reports.queries import daily_totals, parse_when
     try:
-        rows = store.execute(STATS_SQL)
-    finally:
-        store.close()
-    out = {"requests": 0, "bytes": 0, "tib": 0.0, "unique_ips": 0, "days": []}
-    for day, registry, g_day, g_reg, requests, nbytes, ips in rows:
-        entry = {"requests": requests, "bytes": int(nbytes), "tib": round(nbytes / TIB, 6), "unique_ips": ips}
-        if g_day:
-            out.update(entry)
-        elif g_reg:
-            out["days"].append({"day": day.isoformat(), **entry, "registries": []})
-        else:
-            out["days"][-1]["registries"].append({"registry": registry, **entry})
+        since, until = parse_when(start), parse_when(end)
+    except ValueError as e:
+        fail(str(e))
+    store = local_store(cfg)
+    if store is None:
+        from urllib.parse import urlencode
+        query = urlencode({k: v for k, v in (("start", start), ("end", end)) if v})
+        out = call(cfg, "GET", "/v1/stats/days" + (f"?{query}" if query else ""))
+    else:
+        try:
+            out = daily_totals(store, since, until)
+        finally:
+            store.close()
     if as_json:
-        click.echo(json.dumps(out))
+        click.echo(json.dumps(out, default=str))
         return
     click.echo(f"{'day':<12}{'registry':<24}{'requests':>12}{'TiB':>12}{'unique IPs':>12}")
     for d in out["days"]:

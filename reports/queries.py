@@ -124,6 +124,30 @@ def addresses_in(store, text: str) -> list[str]:
     return out
 
 
+TIB = 1 << 40
+
+
+def daily_totals(store, start: datetime | None = None, end: datetime | None = None) -> dict:
+    """Requests, bytes and unique addresses per day and registry, from the events themselves
+    (exact even before a roll-up): what `pullwarden stats` prints."""
+    rows = store.execute("""
+        select cast(ts as date) as day, registry, grouping(cast(ts as date)) as g_day, grouping(registry) as g_reg,
+               count(*) as requests, coalesce(sum(bytes), 0) as bytes, count(distinct client_ip) as unique_ips
+        from events where ($start is null or ts >= $start) and ($end is null or ts < $end)
+        group by grouping sets ((cast(ts as date), registry), (cast(ts as date)), ())
+        order by day nulls first, g_reg desc, registry nulls first""", {"start": start, "end": end})
+    out = {"start": start, "end": end, "requests": 0, "bytes": 0, "tib": 0.0, "unique_ips": 0, "days": []}
+    for day, registry, g_day, g_reg, requests, nbytes, ips in rows:
+        entry = {"requests": requests, "bytes": int(nbytes), "tib": round(nbytes / TIB, 6), "unique_ips": ips}
+        if g_day:
+            out.update(entry)
+        elif g_reg:
+            out["days"].append({"day": day.isoformat(), **entry, "registries": []})
+        else:
+            out["days"][-1]["registries"].append({"registry": registry, **entry})
+    return out
+
+
 def overview(store, now: datetime, days: int = 30) -> dict:
     """The first page: today, the last ``days`` days per registry, what is in force, freshness."""
     latest_event = store.value("select max(ts) from events")

@@ -2,11 +2,16 @@
 test moves."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+import httpx
 import uvicorn
 
 from core.settings import load
@@ -69,3 +74,26 @@ class Enforcer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.store.close()
+
+
+@contextmanager
+def serving(workdir):
+    """`pullwarden serve` on the working directory's database, up and answering; its URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port)],
+                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.time() < deadline, "serve did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -18,7 +16,7 @@ from hypothesis import strategies as st
 from cli.main import cli
 from core import values
 from core.store import open_store
-from tests.enforcer_helpers import Enforcer, free_port
+from tests.enforcer_helpers import Enforcer, serving
 
 
 @pytest.fixture
@@ -261,29 +259,6 @@ def test_absurd_durations_are_one_line(workdir, duration):
 
 
 # ---- 14. revoking a key while serve runs ---------------------------------------------------------
-
-@contextmanager
-def serving(workdir):
-    """`pullwarden serve` on the working directory's database, up and answering; its URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port)],
-                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.time() < deadline, "serve did not start"
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
 
 def test_a_leaked_key_is_revoked_through_the_running_server(workdir):
     import re

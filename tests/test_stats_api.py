@@ -165,3 +165,37 @@ def test_rules_and_decision_filters(api):
     too_long = httpx.get(api.url + "/v1/stats/backtest", headers=api.headers("viewer"),
                          params={"start": DAY1.isoformat(), "end": (DAY1 + timedelta(days=5)).isoformat()})
     assert too_long.status_code == 422
+
+
+def test_stats_and_explain_give_the_same_answer_through_a_running_server(workdir):
+    """While serve holds the file, `stats` and `explain` are asked of its API (a viewer key)
+    and print what they print locally."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from tests.enforcer_helpers import serving
+    shutil.copytree(Path(__file__).parent.parent / "sample_logs" / "nginx-main", workdir / "logs")
+
+    def run(*args, env=None):
+        res = CliRunner().invoke(cli, list(args), env=env or {})
+        assert res.exit_code == 0, res.output
+        return res.stdout
+    run("ingest", "logs")
+    viewer = run("keys", "create", "--role", "viewer", "--name", "dash").strip()
+    local = {"stats": json.loads(run("stats", "--json")), "range": run("stats", "--from", "2024-11-20", "--to", "2024-11-21"),
+             "explain": json.loads(run("explain", "203.0.113.50", "--json"))}
+    assert local["stats"]["days"] and "2024-11-20" in local["range"] and "2024-11-21 " not in local["range"]
+    with serving(workdir):
+        env = {"PULLWARDEN_API_KEY": viewer}
+        assert json.loads(run("stats", "--json", env=env)) == local["stats"]
+        assert run("stats", "--from", "2024-11-20", "--to", "2024-11-21", env=env) == local["range"]
+        remote = json.loads(run("explain", "203.0.113.50", "--json", env=env))
+        # at the server's wall clock, like the local run: the same verdicts and numbers
+        assert [(v["rule"], v["match"], v["features"]) for v in remote["verdicts"]] == \
+               [(v["rule"], v["match"], {k: x for k, x in v["features"].items()}) for v in local["explain"]["verdicts"]]
+        res = CliRunner().invoke(cli, ["explain", "203.0.113.50"], env={"PULLWARDEN_API_KEY": "pw_wrong"})
+        assert res.exit_code == 2 and "403" in res.output and "Traceback" not in res.output

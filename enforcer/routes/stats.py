@@ -56,6 +56,18 @@ def overview(services: ServicesDep, who: ViewerKey, days: Annotated[int, Query(g
         return queries.overview(store, services.clock(), days)
 
 
+@router.get("/days")
+def days(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None) -> dict:
+    """Totals per day and registry from the events (what `pullwarden stats` prints); by
+    default every day stored."""
+    try:
+        since, until = queries.parse_when(start), queries.parse_when(end)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    with services.store.reading() as store:
+        return queries.daily_totals(store, since, until)
+
+
 @router.get("/traffic")
 def traffic(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None, hours: Hours = None,
             bucket: Literal["hour", "day"] | None = None, registry: str | None = None,
