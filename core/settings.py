@@ -75,6 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
             "URL serve leaves beside the file, <db>.serve.json)."),
     Setting("api_key", str, "",
             "The key such commands present (an admin key for changes); better given as PULLWARDEN_API_KEY."),
+    Setting("dashboard_port", int, 8501,
+            "Port `pullwarden dashboard` (and `up`) serves the dashboard on, on loopback; it reaches the API at "
+            "`api_url` with `api_key`."),
     Setting("policy_max_age", int, 30, "Seconds a proxy may keep a policy before it polls again (the policy's max_age)."),
     Setting("ingest_interval", float, 10.0, "Seconds between tail-ingest runs of `sources` in serve."),
     Setting("detect_interval", float, 300.0, "Seconds between detection passes in serve."),
