@@ -33,6 +33,12 @@ pullwarden, in order:
        start-up     --startup-runs (3) times, curl: GET /v1/decisions/stream?startup=true,
                     the whole body; wall time (time_total), time to first byte, bytes, and
                     the number of decisions in it (parsed). Target: median <= 0.5 s.
+       with dashboard  the policy 304 run again while --dashboard-sessions (5) dashboard users
+                    click through the pages: each session, a thread of this script with a viewer
+                    key, requests what each page of the dashboard requests (overview, budget,
+                    traffic, top talkers by address, prefix and ASN, an entity, rules, images,
+                    demand, decisions), one page after another with --think seconds (1) between
+                    pages. The targets of the 304 path must still hold; page load times are shown.
        memory       the server's VmRSS and VmHWM (peak) from /proc/PID/status, before and
                     after. Target: VmHWM < 300 MB after the start-up streams. The peak
                     covers the whole process life, the initial ingest included; the rows
@@ -267,6 +273,72 @@ class Feeder(threading.Thread):
 
 # -- load -------------------------------------------------------------------------------------
 
+# What each dashboard page asks of the API (dashboard/views/*): a session requests one page's
+# paths in a row, as a page load does, then "thinks" and moves on to the next page.
+DASHBOARD_PAGES = {
+    "overview": ["/v1/stats/overview", "/v1/stats/budget"],
+    "traffic": ["/v1/stats/traffic", "/v1/stats/traffic?bucket=day&registry=docker.io"],
+    "top talkers": ["/v1/stats/top?by=address", "/v1/stats/top?by=prefix", "/v1/stats/top?by=asn"],
+    "entity": ["/v1/stats/entity?kind=address&value=203.0.1.1", "/v1/stats/decisions?value=203.0.1.1"],
+    "review": ["/v1/stats/findings?limit=200", "/v1/stats/decisions?held=true"],
+    "decisions": ["/v1/stats/decisions?limit=500"],
+    "rules": ["/v1/stats/rules"],
+    "images": ["/v1/stats/images", "/v1/stats/demand"],
+}
+
+
+class DashboardSessions:
+    """N dashboard users clicking through the pages, one thread each; page load times kept."""
+
+    def __init__(self, base: str, key: str, sessions: int, think: float):
+        self.base, self.key, self.think = base, key, think
+        self.stop_flag = threading.Event()
+        self.loads: list[tuple[str, float]] = []
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(sessions)]
+
+    def start(self) -> None:
+        import urllib.request
+        # the entity page opens the top talker, as a user selecting the first row would
+        req = urllib.request.Request(self.base + "/v1/stats/top?by=address&limit=1", headers={"X-Api-Key": self.key})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            rows = json.loads(resp.read())["rows"]
+        top = rows[0]["entity"] if rows else "203.0.113.1"
+        self.pages = {k: [p.replace("203.0.1.1", top) for p in v] for k, v in DASHBOARD_PAGES.items()}
+        for t in self.threads:
+            t.start()
+
+    def run(self, n: int) -> None:
+        import urllib.request
+        pages = list(self.pages.items())
+        i = n                       # sessions start on different pages
+        while not self.stop_flag.is_set():
+            name, paths = pages[i % len(pages)]
+            started = time.perf_counter()
+            try:
+                for path in paths:
+                    req = urllib.request.Request(self.base + path, headers={"X-Api-Key": self.key})
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        resp.read()
+                self.loads.append((name, time.perf_counter() - started))
+            except Exception as e:          # a figure, never a crash of the benchmark
+                self.errors.append(f"{name}: {e}")
+            i += 1
+            self.stop_flag.wait(self.think)
+
+    def stop(self) -> dict:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=120)
+        by_page: dict[str, list[float]] = {}
+        for name, seconds in self.loads:
+            by_page.setdefault(name, []).append(seconds)
+        return {"sessions": len(self.threads), "think_seconds": self.think, "page_loads": len(self.loads),
+                "errors": self.errors[:10], "error_count": len(self.errors),
+                "pages": {k: {"loads": len(v), "median_s": statistics.median(v), "max_s": max(v)}
+                          for k, v in sorted(by_page.items())}}
+
+
 WRK_LUA = r"""-- written by bench/bench_enforcer.py for one wrk run
 wrk.headers["X-Api-Key"] = [==[%(key)s]==]
 local etag = [==[%(etag)s]==]
@@ -454,6 +526,9 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
     key = json.loads(run(pullwarden_cmd() + ["keys", "create", "--role", "proxy", "--name", "bench",
                                              "--config", str(empty), "--db", str(db), "--json"],
                          setup_log, env=env, cwd=d).strip().splitlines()[-1])["key"]
+    viewer = json.loads(run(pullwarden_cmd() + ["keys", "create", "--role", "viewer", "--name", "dashboard",
+                                                "--config", str(empty), "--db", str(db), "--json"],
+                            setup_log, env=env, cwd=d).strip().splitlines()[-1])["key"]
     insert_seconds = insert_bans(db, args.decisions)
     say(f"  {args.decisions:,} bans inserted in {insert_seconds:.2f} s (one SQL statement)")
 
@@ -515,6 +590,19 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
         result["policy_304"] = wrk_run("pw-policy", base + "/v1/policy", key, etag, args, d, children, proc.pid)
         say(f"  {result['policy_304']['requests_per_second']:,.0f} requests/s, "
             f"p99 {result['policy_304']['p99_ms']:.2f} ms")
+
+        if args.dashboard_sessions:
+            say(f"pullwarden: wrk, /v1/policy 304 again, with {args.dashboard_sessions} dashboard sessions "
+                f"clicking through the pages ...")
+            sessions = DashboardSessions(base, viewer, args.dashboard_sessions, args.think)
+            sessions.start()
+            time.sleep(1)
+            result["policy_304_dashboard"] = wrk_run("pw-policy-dash", base + "/v1/policy", key, etag, args, d,
+                                                     children, proc.pid)
+            result["dashboard"] = sessions.stop()
+            say(f"  {result['policy_304_dashboard']['requests_per_second']:,.0f} requests/s, "
+                f"p99 {result['policy_304_dashboard']['p99_ms']:.2f} ms; {result['dashboard']['page_loads']} page "
+                f"loads, {result['dashboard']['error_count']} errors")
 
         first = curl_get(base + "/v1/decisions/stream?startup=true", key, d / "first.json")
         (d / "first.json").unlink()
@@ -624,6 +712,19 @@ def bench_crowdsec(args, workdir: Path, children: Children) -> dict:
         result["memory_after_import"] = proc_memory(proc.pid)
         say(f"  imported in {result['import_seconds']:.1f} s")
 
+        if args.dashboard_sessions:
+            say(f"pullwarden: wrk, /v1/policy 304 again, with {args.dashboard_sessions} dashboard sessions "
+                f"clicking through the pages ...")
+            sessions = DashboardSessions(base, viewer, args.dashboard_sessions, args.think)
+            sessions.start()
+            time.sleep(1)
+            result["policy_304_dashboard"] = wrk_run("pw-policy-dash", base + "/v1/policy", key, etag, args, d,
+                                                     children, proc.pid)
+            result["dashboard"] = sessions.stop()
+            say(f"  {result['policy_304_dashboard']['requests_per_second']:,.0f} requests/s, "
+                f"p99 {result['policy_304_dashboard']['p99_ms']:.2f} ms; {result['dashboard']['page_loads']} page "
+                f"loads, {result['dashboard']['error_count']} errors")
+
         first = curl_get(base + "/v1/decisions/stream?startup=true", key, d / "first.json")
         (d / "first.json").unlink()
         say(f"CrowdSec: one start-up pull for the cursor ({first['seconds']:.2f} s); "
@@ -693,6 +794,15 @@ def rows_of(pw: dict, cs: dict | None) -> list[dict]:
             f">= {TARGET_POLICY_RPS:,}", lambda v: v >= TARGET_POLICY_RPS)
         add("policy 304: latency p99 ms", p["p99_ms"], None, "{:.2f}", f"< {TARGET_POLICY_P99_MS:g}",
             lambda v: v < TARGET_POLICY_P99_MS, "lower")
+    p = pw.get("policy_304_dashboard")
+    if p:
+        n = pw["dashboard"]["sessions"]
+        add(f"policy 304 + {n} dashboards: req/s", p["requests_per_second"], None, "{:,.0f}",
+            f">= {TARGET_POLICY_RPS:,}", lambda v: v >= TARGET_POLICY_RPS)
+        add(f"policy 304 + {n} dashboards: p99 ms", p["p99_ms"], None, "{:.2f}", f"< {TARGET_POLICY_P99_MS:g}",
+            lambda v: v < TARGET_POLICY_P99_MS, "lower")
+        worst = max((v["max_s"] for v in pw["dashboard"]["pages"].values()), default=None)
+        add("dashboard page load, worst s", worst, None, "{:.2f}", better="lower")
     pd, cd = pw.get("delta"), c.get("delta")
     if pd or cd:
         add("delta polls: requests/s", pd and pd["requests_per_second"], cd and cd["requests_per_second"],
@@ -780,6 +890,11 @@ def print_table(result: dict) -> None:
                       f"max {r['latency_us']['max'] / 1000:.1f} ms"
                       + (f", socket errors {r['errors']}" if any(r["errors"].values()) else "")
                       + (" (unexpected statuses!)" if other else ""))
+    if pw.get("dashboard"):
+        dash = pw["dashboard"]
+        print(f"  dashboard sessions: {dash['sessions']}, {dash['think_seconds']:g} s between pages, "
+              f"{dash['page_loads']} page loads, {dash['error_count']} errors; per page median / max s: "
+              + ", ".join(f"{k} {v['median_s']:.2f}/{v['max_s']:.2f}" for k, v in dash["pages"].items()))
     if pw.get("policy_full"):
         f = pw["policy_full"]
         print(f"  pullwarden full GET /v1/policy (first poll of a proxy): {f['seconds']:.3f} s, "
@@ -834,6 +949,10 @@ def main() -> None:
                     help="full start-up pulls per server; the median is judged (default 3)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: the server needs the cores)")
     ap.add_argument("--connections", type=int, default=8, help="wrk connections kept open (default 8)")
+    ap.add_argument("--dashboard-sessions", type=int, default=5,
+                    help="dashboard users clicking through the pages during a second policy 304 run "
+                         "(default 5; 0: no such run)")
+    ap.add_argument("--think", type=float, default=1.0, help="seconds a dashboard user waits between pages (default 1)")
     ap.add_argument("--skip-crowdsec", action="store_true", help="measure pullwarden only")
     ap.add_argument("--crowdsec-wal", action="store_true",
                     help="run CrowdSec's SQLite with WAL (db_config.use_wal; Debian's config leaves it off)")

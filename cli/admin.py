@@ -7,7 +7,7 @@ import json
 
 import click
 
-from cli.main import cli, fail, open_or_fail, with_settings
+from cli.main import cli, fail, with_settings
 from cli.remote import apply_change, call, local_store
 from cli.detect import decisions
 
@@ -146,11 +146,16 @@ def images_remove(cfg, name, patterns, reason):
 @click.option("--json", "as_json", is_flag=True)
 @with_settings
 def images_list(cfg, as_json):
-    store = open_or_fail(cfg.db)
-    try:
-        rows = store.execute("select list, pattern, reason from image_lists order by list, pattern")
-    finally:
-        store.close()
+    """The allowed, unlimited and blocked lists (through the API while serve runs)."""
+    store = local_store(cfg)
+    if store is None:
+        lists = call(cfg, "GET", "/v1/stats/images")
+        rows = [(name, e["pattern"], e["reason"]) for name in sorted(lists) for e in lists[name]]
+    else:
+        try:
+            rows = store.execute("select list, pattern, reason from image_lists order by list, pattern")
+        finally:
+            store.close()
     if as_json:
         click.echo(json.dumps([dict(zip(["list", "pattern", "reason"], r)) for r in rows]))
         return
@@ -167,16 +172,19 @@ def tiers():
 @click.option("--json", "as_json", is_flag=True)
 @with_settings
 def tiers_list(cfg, as_json):
-    store = open_or_fail(cfg.db)
-    try:
-        rows = store.execute("""
-            select name, requests_per_minute, burst, concurrent, blob_bytes_per_second, window_bytes, window_seconds
-            from tiers order by name""")
-        defaults = dict(store.execute("select key, value from kv where key like '%_tier'"))
-    finally:
-        store.close()
-    cols = ["name", "requests_per_minute", "burst", "concurrent", "blob_bytes_per_second", "window_bytes",
-            "window_seconds"]
+    """The tiers and the defaults (through the API while serve runs)."""
+    from reports.queries import TIER_COLUMNS, tier_table
+    store = local_store(cfg)
+    if store is None:
+        got = call(cfg, "GET", "/v1/stats/tiers")
+        rows, defaults = [[t[c] for c in TIER_COLUMNS] for t in got["tiers"]], got["defaults"]
+    else:
+        try:
+            got = tier_table(store)
+            rows, defaults = [[t[c] for c in TIER_COLUMNS] for t in got["tiers"]], got["defaults"]
+        finally:
+            store.close()
+    cols = TIER_COLUMNS
     if as_json:
         click.echo(json.dumps({"tiers": [dict(zip(cols, r)) for r in rows], "defaults": defaults}))
         return

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import datetime, timedelta
 
 import click
 
-from cli.main import cli, fail, now_option, open_or_fail, run_now, with_settings
+from cli.main import cli, fail, now_option, run_now, with_settings
 from core.clock import parse_time
 
 
@@ -41,53 +40,43 @@ def detect(cfg, as_json):
     the time: `--now latest` (the newest ingested event) or `--now 2024-11-20T12:00`; a replay
     gives the verdicts the traffic got live.
     """
-    from rules.detect import detect as run_detect, latest_event_time
-    store = open_or_fail(cfg.db)
-    try:
-        rules = _rules(store, cfg)
-        at = run_now(cfg, store)
-        latest = latest_event_time(store)
-        if not as_json and not cfg.now and latest is not None and at - latest > timedelta(days=1):
-            click.echo(f"notice: the newest event is from {latest:%Y-%m-%d %H:%M} UTC, {(at - latest).days} day(s) "
-                       "ago: judged at the wall clock it is outside the windows; to replay old logs use "
-                       "--now latest", err=True)
-        result = run_detect(store, cfg, rules, at)
-    finally:
-        store.close()
-    summary = {"findings": len(result.findings), "new": _counts(result.new), "extended": _counts(result.extended),
-               "allowlisted": len(result.allowlisted), "unbanned": len(result.unbanned)}
-    out = {"now": result.now.isoformat(), "summary": summary,
-           "held": [{"rule": h.rule, "reason": h.reason, "ids": [d.id for d in h.decisions]} for h in result.held],
-           "findings": [{"rule": f.rule.name, "entity": f.entity, "kind": f.rule.entity, "action": f.rule.action,
-                         "simulated": f.rule.simulate, "reason": f.reason} for f in result.findings],
-           "new": [d.as_dict() for d in result.new], "extended": [d.as_dict() for d in result.extended],
-           "allowlisted": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.allowlisted],
-           "unbanned": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.unbanned]}
+    from cli.remote import call, local_store
+    from rules.detect import detect as run_detect, latest_event_time, pass_report
+    store = local_store(cfg)
+    if store is None:
+        if cfg.now:
+            fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
+                 "needs the server stopped")
+        out = call(cfg, "POST", "/v1/admin/detect", {})
+    else:
+        try:
+            rules = _rules(store, cfg)
+            at = run_now(cfg, store)
+            latest = latest_event_time(store)
+            if not as_json and not cfg.now and latest is not None and at - latest > timedelta(days=1):
+                click.echo(f"notice: the newest event is from {latest:%Y-%m-%d %H:%M} UTC, {(at - latest).days} "
+                           "day(s) ago: judged at the wall clock it is outside the windows; to replay old logs use "
+                           "--now latest", err=True)
+            out = pass_report(run_detect(store, cfg, rules, at))
+        finally:
+            store.close()
     if as_json:
         click.echo(json.dumps(out, default=str))
         return
-    for f in result.findings:
-        flag = " (simulated)" if f.rule.simulate else ""
-        click.echo(f"  {f.rule.name}{flag}: {f.rule.entity} {f.entity}: {f.reason}")
-    for f, why in result.allowlisted:
-        click.echo(f"  allowlisted, no decision: {f.entity} ({f.rule.name}): {why}")
-    for f, why in result.unbanned:
-        click.echo(f"  unbanned, no decision: {f.entity} ({f.rule.name}): {why}")
-    for h in result.held:
-        click.echo(f"HELD rule {h.rule}: {len(h.decisions)} new bans held ({h.reason}); approve with "
-                   f"`pullwarden decisions approve --rule {h.rule} --reason ...`, or drop them with "
-                   f"`pullwarden decisions drop --rule {h.rule} --reason ...`")
+    for f in out["findings"]:
+        flag = " (simulated)" if f["simulated"] else ""
+        click.echo(f"  {f['rule']}{flag}: {f['kind']} {f['entity']}: {f['reason']}")
+    for f in out["allowlisted"]:
+        click.echo(f"  allowlisted, no decision: {f['entity']} ({f['rule']}): {f['why']}")
+    for f in out["unbanned"]:
+        click.echo(f"  unbanned, no decision: {f['entity']} ({f['rule']}): {f['why']}")
+    for h in out["held"]:
+        click.echo(f"HELD rule {h['rule']}: {len(h['ids'])} new bans held ({h['reason']}); approve with "
+                   f"`pullwarden decisions approve --rule {h['rule']} --reason ...`, or drop them with "
+                   f"`pullwarden decisions drop --rule {h['rule']} --reason ...`")
+    summary = out["summary"]
     click.echo(f"findings {summary['findings']}  new decisions {_said(summary['new'])}  "
                f"extended {_said(summary['extended'])}")
-
-
-def _counts(decisions) -> dict:
-    """Decisions by what becomes of them, each counted once: in force, held by the circuit
-    breaker (per rule), or simulated (never enforced, never held)."""
-    held = Counter(d.rule for d in decisions if d.held)
-    return {"total": len(decisions), "enforced": sum(1 for d in decisions if not d.held and not d.simulated),
-            "held": sum(held.values()), "simulated": sum(1 for d in decisions if d.simulated and not d.held),
-            "held_by_rule": dict(sorted(held.items()))}
 
 
 def _said(c: dict) -> str:
@@ -218,13 +207,21 @@ def explain(cfg, target, as_json):
 def backtest(cfg, start, end, packs, as_json):
     """Replay detection hour by hour over stored history, without touching live decisions:
     per rule, the entities flagged, their bytes, and the bytes enforcement would have saved."""
+    from cli.remote import call, local_store
     from rules.backtest import backtest as run_backtest
-    store = open_or_fail(cfg.db)
-    try:
-        rules = _rules(store, cfg, list(packs) or None)
-        report = run_backtest(store, cfg, rules, _when(start), _when(end))
-    finally:
-        store.close()
+    store = local_store(cfg)
+    if store is None:                   # serve holds the file: its backtest (a viewer key, every shipped pack)
+        from urllib.parse import urlencode
+        if packs:
+            fail(f"{cfg.db} is held by a running server, whose backtest replays the shipped packs and the site "
+                 "folder: --rules needs the server stopped")
+        report = call(cfg, "GET", "/v1/stats/backtest?" + urlencode({"start": start, "end": end}))
+    else:
+        try:
+            rules = _rules(store, cfg, list(packs) or None)
+            report = run_backtest(store, cfg, rules, _when(start), _when(end))
+        finally:
+            store.close()
     if as_json:
         click.echo(json.dumps(report, default=str))
         return

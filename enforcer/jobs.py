@@ -78,23 +78,27 @@ def ingest(services: Services) -> None:
         raise
 
 
-def detection(services: Services) -> None:
-    """One detection pass, then a new policy version if a decision changed. While a backlog
-    is being read it waits: half a backlog would be judged by half its traffic (and a day of
-    40,000 addresses squeezed into the first slice needs more memory than a whole week)."""
+def detection(services: Services, lower: bool = True):
+    """One detection pass, then a new policy version if a decision changed; the pass's result
+    (None when the server stopped first). While a backlog is being read it waits: half a
+    backlog would be judged by half its traffic (and a day of 40,000 addresses squeezed into
+    the first slice needs more memory than a whole week). ``lower``: at the jobs' priority
+    (not for a pass an admin asked for through the API, which runs on a request thread)."""
     cfg = services.settings
-    _lower_priority()
+    if lower:
+        _lower_priority()
     while True:
         with services.lock:
             if not services.backlog:
-                _detect(services, cfg)
+                result = _detect(services, cfg)
                 break
         if services.stopping.wait(BACKLOG_WAIT):
-            return
+            return None
     services.publisher.publish()          # a new version only if a decision changed
+    return result
 
 
-def _detect(services: Services, cfg) -> None:
+def _detect(services: Services, cfg):
     """The pass itself, with the store held."""
     from rules.detect import detect
     from rules.engine import load_rules
@@ -124,6 +128,7 @@ def _detect(services: Services, cfg) -> None:
                             "(raise the setting if this repeats)", mb, 2 * mb)
     finally:
         services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+    return result
 
 
 def prune(services: Services) -> None:

@@ -386,3 +386,13 @@ def rule_hits(store, s: Span) -> dict[str, dict]:
     rules = set(found) | set(made) | set(active)
     return {r: {"findings": found.get(r, {}).get("findings", 0), "entities": found.get(r, {}).get("entities", 0),
                 "decisions": made.get(r, 0), "active": active.get(r, 0)} for r in rules}
+
+
+TIER_COLUMNS = ["name", "requests_per_minute", "burst", "concurrent", "blob_bytes_per_second", "window_bytes",
+                "window_seconds"]
+
+
+def tier_table(store) -> dict:
+    """The tiers as stored, and which one anonymous and logged-in clients get."""
+    return {"tiers": store.records(f"select {', '.join(TIER_COLUMNS)} from tiers order by name"),
+            "defaults": dict(store.execute("select key, value from kv where key like '%_tier'"))}

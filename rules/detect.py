@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
 from rules import features, policy
@@ -59,3 +59,25 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
             store.execute("rollback")
             raise
     return result
+
+
+def _counts(decisions) -> dict:
+    """Decisions by what becomes of them, each counted once: in force, held by the circuit
+    breaker (per rule), or simulated (never enforced, never held)."""
+    held = Counter(d.rule for d in decisions if d.held)
+    return {"total": len(decisions), "enforced": sum(1 for d in decisions if not d.held and not d.simulated),
+            "held": sum(held.values()), "simulated": sum(1 for d in decisions if d.simulated and not d.held),
+            "held_by_rule": dict(sorted(held.items()))}
+
+
+def pass_report(result: policy.PassResult) -> dict:
+    """What a pass found and decided, as `detect --json` prints it (and POST /v1/admin/detect answers)."""
+    summary = {"findings": len(result.findings), "new": _counts(result.new), "extended": _counts(result.extended),
+               "allowlisted": len(result.allowlisted), "unbanned": len(result.unbanned)}
+    return {"now": result.now.isoformat(), "summary": summary,
+            "held": [{"rule": h.rule, "reason": h.reason, "ids": [d.id for d in h.decisions]} for h in result.held],
+            "findings": [{"rule": f.rule.name, "entity": f.entity, "kind": f.rule.entity, "action": f.rule.action,
+                          "simulated": f.rule.simulate, "reason": f.reason} for f in result.findings],
+            "new": [d.as_dict() for d in result.new], "extended": [d.as_dict() for d in result.extended],
+            "allowlisted": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.allowlisted],
+            "unbanned": [{"rule": f.rule.name, "entity": f.entity, "why": why} for f, why in result.unbanned]}

@@ -213,3 +213,30 @@ def audit_log(services: ServicesDep, who: AdminKey, limit: Annotated[int, Query(
         rows = services.store.execute("select * from audit order by ts desc limit ?", [limit])
     cols = ["ts", "actor", "action", "target", "details", "reason"]
     return [dict(zip(cols, r)) for r in rows]
+
+
+@router.post("/detect")
+def detect_now(services: ServicesDep, who: AdminKey) -> dict:
+    """A detection pass now, at the server's clock (what `pullwarden detect` does while serve
+    holds the file): what it found and decided, as `detect --json` prints it."""
+    from enforcer.jobs import detection
+    from rules.detect import pass_report
+    from rules.engine import RuleError
+    try:
+        result = detection(services, lower=False)
+    except RuleError as e:
+        raise HTTPException(422, f"the rules do not load: {e}") from None
+    if result is None:
+        raise HTTPException(503, "the server is stopping")
+    with services.lock:
+        changes.audit(services.store, who.name, "detect", None, {"findings": len(result.findings)},
+                      "asked through the API", services.clock())
+    return pass_report(result)
+
+
+@router.post("/prune")
+def prune_now(services: ServicesDep, who: AdminKey) -> dict:
+    """Delete findings, ended decisions and the run log older than keep_days (serve does it daily)."""
+    from core.retention import prune
+    with services.lock:
+        return prune(services.store, services.settings.keep_days, services.clock())

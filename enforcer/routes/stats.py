@@ -186,14 +186,14 @@ def rules(services: ServicesDep, who: ViewerKey, start: When = None, end: When =
 
 @router.get("/backtest")
 def backtest(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None) -> dict:
-    """Replay every shipped pack hour by hour over the range (at most 2 days; default the last
-    24 hours of traffic): per rule the entities flagged and the bytes a ban would have saved.
-    Live decisions are not touched."""
+    """Replay every shipped pack (and the site folder) hour by hour over the range (at most 7
+    days; default the last 24 hours of traffic): per rule the entities flagged and the bytes a
+    ban would have saved. Live decisions are not touched."""
     from rules.backtest import backtest as run_backtest
     from rules.engine import load_rules
     cfg = services.settings
     with services.store.reading() as store:
-        s = _span(store, services, start, end, days=1, longest=2)
+        s = _span(store, services, start, end, days=1, longest=7)
         return run_backtest(store, cfg, load_rules(store, None, cfg.rules_dir or None), s.start, s.end, roll=False)
 
 
@@ -258,6 +258,8 @@ def demand(services: ServicesDep, who: ViewerKey, start: When = None, end: When 
 
 @router.get("/tiers")
 def tiers(services: ServicesDep, who: ViewerKey) -> dict:
-    """The tiers and which one anonymous and authenticated clients get."""
-    policy = services.publisher.current.content
-    return {"tiers": policy["tiers"], "default": policy["default_tiers"]}
+    """The tiers as stored (`tiers list --json`), and which one anonymous and authenticated
+    clients get (``default``, as the published policy says)."""
+    with services.store.reading() as store:
+        out = queries.tier_table(store)
+    return {**out, "default": services.publisher.current.content["default_tiers"]}
