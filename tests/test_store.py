@@ -19,7 +19,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
     assert s.value("select max(version) from schema_version") == store_mod.VERSION == 8
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
-    assert s.value("select count(*) from reports") == 0            # a table of migration 7
+    assert s.value("select count(*) from reports") == 0            # a table of migration 8
     s.close()
     s = open_store(path)                              # opening again changes nothing
     assert s.execute("select version from schema_version") == [(store_mod.VERSION,)]

@@ -1,0 +1,270 @@
+"""The monthly TiB budget report: its figures, from the hourly roll-up.
+
+One month in ``report_timezone`` (its first to its last local midnight). Every byte figure is
+an int of bytes; TiB = 2^40 bytes. For a month in progress the figures run to the end of the
+newest rolled-up hour and carry the projection (``partial``); a closed month's figures are
+those of the whole month, and its report is frozen (reports/archive.py).
+
+Comparisons: with the month before (whole), and with the same point of the month before (as
+long a stretch from its start as this month has had). A mover is an entity whose bytes changed
+by more than 5% of what they were (``FLAT``) between this month and the same stretch of the one
+before.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from reports import budget as budget_mod
+from reports.budget import TIB
+
+FLAT = 0.05            # a change within ±5% is flat
+TOP = 20               # rows of each breakdown, and the top consumers
+MOVERS = 10
+IMPACT_DAYS = 7        # a decision's impact: bytes a day in the 7 days before it and after it
+IMPACT_ROWS = 50
+CLOSE_GRACE = timedelta(hours=1)       # a month is closed an hour after its end: late lines land first
+
+BREAKDOWNS = {
+    # name: (key, label, joins)
+    "registry": ("coalesce(f.registry, '(none)')", None, ""),
+    "image": ("coalesce(f.registry, '(none)') || '/' || coalesce(f.repository, '(none)')", None, ""),
+    "asn": ("coalesce(cast(i.asn as varchar), 'unknown')",
+            "coalesce('AS' || cast(any_value(i.asn) as varchar) || coalesce(' ' || any_value(i.as_org), ''), 'unknown')",
+            "left join ip_info i on i.ip = f.client_ip"),
+    "country": ("coalesce(i.country, 'unknown')", None, "left join ip_info i on i.ip = f.client_ip"),
+    "family": ("coalesce(u.family, 'unknown')", None, "left join user_agents u on u.user_agent = f.user_agent"),
+    "address": ("f.client_ip", None, ""),
+}
+
+
+def closed(month: str, tz_name: str, now: datetime) -> bool:
+    _, end = budget_mod.month_bounds(month, budget_mod.zone(tz_name))
+    return now >= end + CLOSE_GRACE
+
+
+def cost(total_bytes: int, steps: list, currency: str) -> dict | None:
+    """Tiered price: each step [upto_tib, price] prices the TiB of the month from the step
+    before up to upto_tib (0 or none: no upper end); TiB past the last step at its price."""
+    parsed = []
+    for s in steps or []:
+        if isinstance(s, str):
+            s = s.split(":")
+        upto, price = float(s[0] or 0), float(s[1])
+        parsed.append((upto if upto > 0 else float("inf"), price))
+    if not parsed:
+        return None
+    tib = total_bytes / TIB
+    lines, lower, amount = [], 0.0, 0.0
+    for upto, price in parsed:
+        part = max(0.0, min(tib, upto) - lower)
+        if part > 0:
+            lines.append({"from_tib": lower, "to_tib": None if upto == float("inf") else upto,
+                          "tib": round(part, 6), "price_per_tib": price, "amount": round(part * price, 2)})
+            amount += part * price
+        lower = upto
+        if tib <= upto:
+            break
+    if tib > lower:                                      # past the last step: its price
+        part = tib - lower
+        lines.append({"from_tib": lower, "to_tib": None, "tib": round(part, 6), "price_per_tib": parsed[-1][1],
+                      "amount": round(part * parsed[-1][1], 2)})
+        amount += part * parsed[-1][1]
+    return {"currency": currency, "amount": round(amount, 2), "steps": lines}
+
+
+def _breakdown(store, name: str, lo: datetime, hi: datetime, total: int, limit: int = TOP) -> list[dict]:
+    key, label, joins = BREAKDOWNS[name]
+    rows = store.execute(f"""
+        select {key} as k, {label or key} as label, sum(f.bytes)::hugeint as b, sum(f.requests)::hugeint as r,
+               count(distinct f.client_ip) as a
+        from facts_hourly f {joins}
+        where f.hour >= $lo and f.hour < $hi
+        group by 1 order by b desc, k limit $n""", {"lo": lo, "hi": hi, "n": limit})
+    return [{"key": k, "label": lab, "bytes": int(b or 0), "requests": int(r or 0), "addresses": a,
+             "share": round(int(b or 0) / total, 6) if total else 0.0} for k, lab, b, r, a in rows]
+
+
+def _consumers(store, lo: datetime, hi: datetime, total: int) -> list[dict]:
+    rows = store.execute("""
+        select f.client_ip, any_value(i.asn), any_value(i.as_org), any_value(i.country),
+               sum(f.bytes)::hugeint as b, sum(f.requests)::hugeint, count(distinct f.registry || '/' || f.repository)
+        from facts_hourly f left join ip_info i on i.ip = f.client_ip
+        where f.hour >= $lo and f.hour < $hi
+        group by f.client_ip order by b desc, f.client_ip limit $n""", {"lo": lo, "hi": hi, "n": TOP})
+    return [{"address": ip, "asn": asn, "as_org": org, "country": cc, "bytes": int(b or 0), "requests": int(r),
+             "images": n, "share": round(int(b or 0) / total, 6) if total else 0.0}
+            for ip, asn, org, cc, b, r, n in rows]
+
+
+def _daily(store, lo: datetime, hi: datetime, tz: str) -> list[dict]:
+    rows = store.execute("""
+        select timezone($tz, hour::timestamptz)::date as day, coalesce(registry, '(none)'),
+               sum(bytes)::hugeint, sum(requests)::hugeint
+        from facts_hourly where hour >= $lo and hour < $hi group by 1, 2 order by 1, 2""",
+        {"tz": tz, "lo": lo, "hi": hi})
+    addresses = dict(store.execute("""
+        select timezone($tz, hour::timestamptz)::date, count(distinct client_ip)
+        from facts_hourly where hour >= $lo and hour < $hi group by 1""", {"tz": tz, "lo": lo, "hi": hi}))
+    days: dict[date, dict] = {}
+    for d, reg, b, r in rows:
+        day = days.setdefault(d, {"day": d.isoformat(), "bytes": 0, "requests": 0,
+                                  "addresses": addresses.get(d, 0), "registries": {}})
+        day["bytes"] += int(b or 0)
+        day["requests"] += int(r or 0)
+        day["registries"][reg] = int(b or 0)
+    return [days[d] for d in sorted(days)]
+
+
+def _tiers(store, lo: datetime, hi: datetime, total: int) -> list[dict]:
+    """Bytes by the tier they were served in: a ban or a tier assignment (address, user or AS
+    number) in force in that hour, else the default tier of anonymous or authenticated pulls.
+    Approximate: range decisions are not matched, and an allowlisted address counts in its
+    default tier."""
+    anon = store.value("select value from kv where key = 'anonymous_tier'") or "anonymous"
+    auth = store.value("select value from kv where key = 'authenticated_tier'") or "authenticated"
+    rows = store.execute("""
+        with dec as (
+            select scope, value, case when effect = 'ban' then ' banned' else tier end as label,
+                   date_trunc('hour', created_at) as t0, least(coalesce(revoked_at, until), until) as t1
+            from decisions
+            where not simulated and held is null and scope in ('ip', 'user', 'asn')
+              and created_at < $hi and least(coalesce(revoked_at, until), until) > $lo),
+        f as (select f.hour, f.client_ip, f.remote_user, i.asn, f.bytes, f.requests
+              from facts_hourly f left join ip_info i on i.ip = f.client_ip
+              where f.hour >= $lo and f.hour < $hi),
+        keys as (select distinct hour, client_ip, remote_user, asn from f),
+        labelled as (
+            select k.hour, k.client_ip, k.remote_user, min(d.label) as label      -- ' banned' sorts first
+            from keys k join dec d
+              on ((d.scope = 'ip' and d.value = k.client_ip) or (d.scope = 'user' and d.value = k.remote_user)
+                  or (d.scope = 'asn' and d.value = cast(k.asn as varchar)))
+             and k.hour >= d.t0 and k.hour < d.t1
+            group by all)
+        select coalesce(trim(l.label), case when f.remote_user is null then $anon else $auth end) as tier,
+               sum(f.bytes)::hugeint as b, sum(f.requests)::hugeint, count(distinct f.client_ip)
+        from f left join labelled l
+          on l.hour = f.hour and l.client_ip = f.client_ip and l.remote_user is not distinct from f.remote_user
+        group by 1 order by b desc, tier""", {"lo": lo, "hi": hi, "anon": anon, "auth": auth})
+    return [{"key": t, "label": t, "bytes": int(b or 0), "requests": int(r or 0), "addresses": a,
+             "share": round(int(b or 0) / total, 6) if total else 0.0} for t, b, r, a in rows]
+
+
+def _movers(store, name: str, span: tuple, before: tuple) -> list[dict]:
+    key, _, joins = BREAKDOWNS[name]
+    rows = store.execute(f"""
+        with cur as (select {key} as k, sum(f.bytes)::hugeint as b from facts_hourly f {joins}
+                     where f.hour >= $lo and f.hour < $hi group by 1),
+             prev as (select {key} as k, sum(f.bytes)::hugeint as b from facts_hourly f {joins}
+                      where f.hour >= $plo and f.hour < $phi group by 1)
+        select coalesce(cur.k, prev.k) as k, coalesce(cur.b, 0) as now, coalesce(prev.b, 0) as before
+        from cur full join prev on cur.k = prev.k
+        order by abs(coalesce(cur.b, 0) - coalesce(prev.b, 0)) desc, k limit $n""",
+        {"lo": span[0], "hi": span[1], "plo": before[0], "phi": before[1], "n": MOVERS})
+    return [{"key": k, "bytes": int(n), "before": int(b), "change": int(n) - int(b),
+             "change_share": round((int(n) - int(b)) / int(b), 6) if b else None, "trend": trend(int(n), int(b))}
+            for k, n, b in rows]
+
+
+def trend(now: int, before: int) -> str:
+    if before == 0:
+        return "flat" if now == 0 else "new"
+    if now == 0:
+        return "gone"
+    change = (now - before) / before
+    return "flat" if abs(change) <= FLAT else ("up" if change > 0 else "down")
+
+
+def _impact(store, lo: datetime, hi: datetime, as_of: datetime) -> dict:
+    """Decisions in force at some time in the month, with their entity's bytes a day in the
+    IMPACT_DAYS before the decision and after it (to its end, the month's end or the data's)."""
+    params = {"lo": lo, "hi": hi, "as_of": as_of, "days": IMPACT_DAYS, "n": IMPACT_ROWS}
+    rows = store.execute("""
+        with dec as (
+            select id, scope, value, effect, tier, rule, origin, created_at,
+                   least(coalesce(revoked_at, until), until) as ended, reason
+            from decisions
+            where not simulated and held is null and scope in ('ip', 'user', 'asn')
+              and created_at < $hi and least(coalesce(revoked_at, until), until) > $lo),
+        win as (select *, created_at - to_days($days) as b0,
+                       least(created_at + to_days($days), ended, $as_of::timestamp) as a1 from dec),
+        hits as (
+            select w.id, f.hour, f.bytes from win w join facts_hourly f
+              on w.scope = 'ip' and f.client_ip = w.value and f.hour >= w.b0 and f.hour < w.a1
+            union all
+            select w.id, f.hour, f.bytes from win w join facts_hourly f
+              on w.scope = 'user' and f.remote_user = w.value and f.hour >= w.b0 and f.hour < w.a1
+            union all
+            select w.id, f.hour, f.bytes from win w join ip_info i on w.scope = 'asn' and cast(i.asn as varchar) = w.value
+              join facts_hourly f on f.client_ip = i.ip and f.hour >= w.b0 and f.hour < w.a1)
+        select w.id, w.scope, w.value, w.effect, w.tier, w.rule, w.origin, w.created_at, w.ended, w.reason,
+               coalesce(sum(h.bytes) filter (where h.hour < date_trunc('hour', w.created_at)), 0)::hugeint as before,
+               coalesce(sum(h.bytes) filter (where h.hour >= date_trunc('hour', w.created_at)), 0)::hugeint as after,
+               greatest(epoch(w.a1 - w.created_at), 0) / 86400.0 as after_days
+        from win w left join hits h on h.id = w.id
+        group by all order by before desc, w.id limit $n""", params)
+    count = store.value("""select count(*) from decisions where not simulated and held is null
+                           and created_at < $hi and least(coalesce(revoked_at, until), until) > $lo""",
+                        {"lo": lo, "hi": hi})
+    out = []
+    for i, scope, value, effect, tier, rule, origin, t0, t1, reason, b, a, after_days in rows:
+        before_day = int(b) / IMPACT_DAYS
+        after_day = int(a) / after_days if after_days > 0 else None
+        out.append({"id": i, "scope": scope, "value": value, "effect": effect, "tier": tier, "rule": rule,
+                    "origin": origin, "created_at": t0.isoformat(), "until": t1.isoformat(), "reason": reason,
+                    "in_force_at_end": t1 > as_of, "bytes_before": int(b), "bytes_after": int(a),
+                    "bytes_per_day_before": round(before_day), "days_after": round(after_days, 3),
+                    "bytes_per_day_after": None if after_day is None else round(after_day),
+                    "change_share": round((after_day - before_day) / before_day, 6)
+                    if after_day is not None and before_day else None})
+    return {"decisions": count, "shown": len(out), "days": IMPACT_DAYS, "rows": out}
+
+
+def figures(store, month: str, tz_name: str, now: datetime, prices: list | None = None,
+            currency: str = "USD") -> dict:
+    """Every figure of the report of ``month``, as plain JSON values."""
+    tz = budget_mod.zone(tz_name)
+    start, end = budget_mod.month_bounds(month, tz)
+    pmonth = budget_mod.previous_month(month)
+    pstart, pend = budget_mod.month_bounds(pmonth, tz)
+    status = budget_mod.status(store, tz_name, now, month)
+    is_closed = not status["partial"]
+    as_of = status["as_of"]
+    total = status["used_bytes"]
+    same_point = min(pstart + (as_of - start), pend)
+    totals = store.execute("""select coalesce(sum(requests), 0)::hugeint, count(distinct client_ip)
+                              from facts_hourly where hour >= $lo and hour < $hi""", {"lo": start, "hi": as_of})[0]
+    prev_total = int(store.value("select coalesce(sum(bytes), 0)::hugeint from facts_hourly where hour >= ? and hour < ?",
+                                 [pstart, pend]))
+    prev_point = int(store.value("select coalesce(sum(bytes), 0)::hugeint from facts_hourly where hour >= ? and hour < ?",
+                                 [pstart, same_point]))
+    budget_bytes = status["budget_bytes"]
+    projected = status["projected_bytes"]
+    span, before = (start, as_of), (pstart, same_point)
+    return {
+        "report": "pullwarden monthly TiB budget report",
+        "units": "bytes; TiB = 2^40 bytes, GiB = 2^30 bytes",
+        "month": month, "timezone": tz.key, "start": start.isoformat(), "end": end.isoformat(),
+        "partial": not is_closed, "as_of": as_of.isoformat(), "days_in_month": status["days_in_month"],
+        "total_bytes": total, "budget_bytes": budget_bytes, "projected_bytes": projected,
+        "requests": int(totals[0]), "addresses": totals[1],
+        "budget_share": round(total / budget_bytes, 6) if budget_bytes else None,
+        "projection": status["projection"] if not is_closed else None,
+        "guard": status["guard"],
+        "days_until_exhausted": status["days_until_exhausted"] if not is_closed else None,
+        "allowed_bytes_per_day": status["allowed_bytes_per_day"] if not is_closed else None,
+        "daily": _daily(store, start, as_of, tz.key),
+        "previous_month": {"month": pmonth, "total_bytes": prev_total, "change": total - prev_total,
+                           "change_share": round((total - prev_total) / prev_total, 6) if prev_total else None,
+                           "trend": trend(total, prev_total)},
+        "same_point_last_month": {"until": same_point.isoformat(), "bytes": prev_point, "change": total - prev_point,
+                                  "change_share": round((total - prev_point) / prev_point, 6) if prev_point else None,
+                                  "trend": trend(total, prev_point)},
+        "movers": {name: _movers(store, name, span, before) for name in ("image", "asn", "address")},
+        "breakdowns": {**{name: _breakdown(store, name, start, as_of, total)
+                          for name in ("registry", "asn", "country", "family", "image")},
+                       "tier": _tiers(store, start, as_of, total)},
+        "top_consumers": _consumers(store, start, as_of, total),
+        "cost": cost(total, prices, currency),
+        "projected_cost": cost(projected, prices, currency) if not is_closed else None,
+        "decisions": _impact(store, start, end, as_of),
+    }
