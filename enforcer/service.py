@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -36,6 +37,18 @@ class Services:
         with self.lock:
             self.cursors.update(dict(self.store.execute("select key_id, version from bouncer_cursors")))
         self.publisher.publish()
+
+    @contextmanager
+    def analytics(self):
+        """A store for the dashboard's and the reports' reads over the roll-ups: its own
+        connection, and the store's lock held meanwhile. DuckDB's memory limit is one budget for
+        the whole database: a month-wide aggregate running beside an ingest run took the buffer
+        pool (61 of 64 MB pinned), the ingest's automatic checkpoint could not pin a block, and
+        DuckDB invalidated the database for good. Held, such a read waits for an ingest slice
+        (1-2 s at most) and no job writes while it runs; the proxies' polls, answered from
+        memory, never wait for it. Lookups of one row (/v1/check, /metrics) go without."""
+        with self.lock, self.store.reading() as store:
+            yield store
 
     def save_cursors(self) -> None:
         with self.lock:
