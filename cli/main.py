@@ -224,6 +224,7 @@ def main() -> None:
 
 from cli import admin as _admin, demo as _demo, detect as _detect, serve as _serve  # noqa: E402,F401  (register commands)
 from cli import dashboard as _dashboard  # noqa: E402,F401
+from cli import report as _report  # noqa: E402,F401  (pullwarden report monthly)
 
 
 if __name__ == "__main__":

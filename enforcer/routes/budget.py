@@ -34,3 +34,39 @@ def budget(services: ServicesDep, who: ViewerKey, month: Month = None) -> dict:
         from reports import guard
         out["guard"] = {**out["guard"], **guard.remembered(store, out["month"])}
     return out
+
+
+MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "html": "text/html; charset=utf-8",
+         "pdf": "application/pdf"}
+
+
+@router.get("/reports")
+def reports(services: ServicesDep, who: ViewerKey) -> list[dict]:
+    """Months with data and their monthly reports (frozen: made once the month closed, with the
+    sha256 of their inputs), newest first."""
+    from reports import archive
+    with services.store.reading() as store:
+        return archive.listing(store, services.settings.report_timezone or "UTC")
+
+
+@router.get("/reports/{name}")
+def report(services: ServicesDep, who: ViewerKey,
+           name: Annotated[str, Path(pattern=r"^\d{4}-\d{2}\.(json|csv|html|pdf)$",
+                                     description="YYYY-MM.json, .csv, .html or .pdf")]) -> Response:
+    """One month's report. A closed month's is frozen at its first request and given as stored
+    from then on; a month in progress is computed to the newest data, marked partial."""
+    from reports import archive
+    month, kind = name.split(".")
+
+    def write(fn):
+        with services.lock:
+            fn(services.store)
+    with services.store.reading() as store:
+        try:
+            r = archive.build(store, month, services.settings, services.clock(), write=write)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+    return Response(r.outputs[kind], media_type=MEDIA[kind], headers={
+        "Content-Disposition": f'inline; filename="{r.name(kind)}"', "X-Report-Frozen": str(r.frozen).lower(),
+        "X-Report-Partial": str(r.partial).lower(), "X-Report-Stale": str(r.stale).lower(),
+        "X-Report-Inputs-Sha256": r.inputs_sha256})
