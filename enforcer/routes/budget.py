@@ -36,6 +36,33 @@ def budget(services: ServicesDep, who: ViewerKey, month: Month = None) -> dict:
     return out
 
 
+@router.get("/budget/whatif")
+def whatif(services: ServicesDep, who: ViewerKey, month: Month = None,
+           tier: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,40}$",
+                                             description="start from this tier's limits")] = None,
+           rpm: Annotated[int | None, Query(ge=1, le=10**6, description="requests a minute")] = None,
+           burst: Annotated[int | None, Query(ge=1, le=10**6)] = None,
+           window_gib: Annotated[float | None, Query(gt=0, le=10**6, description="GiB (2^30 bytes) a window")] = None,
+           window_seconds: Annotated[int | None, Query(ge=60, le=10**7)] = None) -> dict:
+    """The month's bytes and its projected end if the anonymous tier had these limits (the
+    others as the tier has them now): its anonymous traffic replayed through them (method in
+    the answer)."""
+    from reports import whatif as whatif_mod
+    changes = {"requests_per_minute": rpm, "burst": burst,
+               "window_bytes": None if window_gib is None else int(window_gib * (1 << 30)),
+               "window_seconds": window_seconds}
+    with services.store.reading() as store:
+        if tier is not None:
+            row = store.execute(f"select {', '.join(whatif_mod.LIMITS)} from tiers where name = ?", [tier])
+            if not row:
+                raise HTTPException(404, f"no tier {tier!r}")
+            changes = {**dict(zip(whatif_mod.LIMITS, row[0])), **{k: v for k, v in changes.items() if v is not None}}
+        try:
+            return whatif_mod.whatif(store, services.settings.report_timezone, services.clock(), changes, month)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+
+
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "html": "text/html; charset=utf-8",
          "pdf": "application/pdf"}
 
