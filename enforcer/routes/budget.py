@@ -16,7 +16,7 @@ Month = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-
 
 
 def _status(services, month: str | None) -> dict:
-    with services.store.reading() as store:
+    with services.analytics() as store:
         try:
             return budget_mod.status(store, services.settings.report_timezone, services.clock(), month)
         except ValueError as e:
@@ -30,7 +30,7 @@ def budget(services: ServicesDep, who: ViewerKey, month: Month = None) -> dict:
     band and its method), days until the budget runs out, bytes a day still allowed, and the
     guard's level (with what it did or would do)."""
     out = _status(services, month)
-    with services.store.reading() as store:
+    with services.analytics() as store:
         from reports import guard
         out["guard"] = {**out["guard"], **guard.remembered(store, out["month"])}
     return out
@@ -51,7 +51,7 @@ def whatif(services: ServicesDep, who: ViewerKey, month: Month = None,
     changes = {"requests_per_minute": rpm, "burst": burst,
                "window_bytes": None if window_gib is None else int(window_gib * (1 << 30)),
                "window_seconds": window_seconds}
-    with services.store.reading() as store:
+    with services.analytics() as store:
         if tier is not None:
             row = store.execute(f"select {', '.join(whatif_mod.LIMITS)} from tiers where name = ?", [tier])
             if not row:
@@ -72,7 +72,7 @@ def reports(services: ServicesDep, who: ViewerKey) -> list[dict]:
     """Months with data and their monthly reports (frozen: made once the month closed, with the
     sha256 of their inputs), newest first."""
     from reports import archive
-    with services.store.reading() as store:
+    with services.analytics() as store:
         return archive.listing(store, services.settings.report_timezone or "UTC")
 
 
@@ -88,7 +88,7 @@ def report(services: ServicesDep, who: ViewerKey,
     def write(fn):
         with services.lock:
             fn(services.store)
-    with services.store.reading() as store:
+    with services.analytics() as store:
         try:
             r = archive.build(store, month, services.settings, services.clock(), write=write)
         except ValueError as e:
