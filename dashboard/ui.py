@@ -60,7 +60,7 @@ def is_admin() -> bool:
 def act(label: str, method: str, path: str, body: dict, form_key: str) -> None:
     """One admin change in a form: the reason is required and goes with the change to the audit log."""
     reason = st.text_input("Reason (for the audit log)", key=f"{form_key}-reason")
-    if st.form_submit_button(label):
+    if st.form_submit_button(label, key=f"{form_key}-submit"):
         if not reason.strip():
             st.error("A reason is required: it is written to the audit log with the change.")
             return

@@ -30,7 +30,7 @@ with st.form("whatif"):
     rpm = c[0].number_input("Requests a minute", 1, 100000, 300, key="whatif-rpm")
     burst = c[1].number_input("Burst", 1, 100000, 600, key="whatif-burst")
     window = c[2].number_input("GiB per window", 1, 100000, 20, key="whatif-window")
-    asked = st.form_submit_button("Project")
+    asked = st.form_submit_button("Project", key="whatif-submit")
 if asked:
     w = ui.get("/v1/stats/budget/whatif", rpm=int(rpm), burst=int(burst), window_gib=int(window))
     if w:

@@ -10,7 +10,7 @@ state = c[0].selectbox("State", ["in force", "held", "all"], key="dec-state")
 rule = c[1].text_input("Rule", key="dec-rule")
 scope = c[2].selectbox("Scope", ["", "ip", "range", "asn", "user"], key="dec-scope")
 effect = c[3].selectbox("Effect", ["", "ban", "throttle", "boost"], key="dec-effect")
-origin = c[4].selectbox("Origin", ["", "rule", "admin"], key="dec-origin")
+origin = c[4].selectbox("Origin", ["", "rule", "manual"], key="dec-origin")
 rows = ui.get("/v1/stats/decisions", active="true" if state == "in force" else None,
               held="true" if state == "held" else None, rule=rule, scope=scope, effect=effect, origin=origin,
               limit=5000)

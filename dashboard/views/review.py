@@ -38,11 +38,11 @@ latest = max(str(f["now"]) for f in found)
 st.caption(f"{len(rows)} finding(s) shown of {len(found)}; newest pass at {latest}.")
 st.dataframe(pd.DataFrame(rows or found), hide_index=True, width="stretch")
 
-entities = sorted({(f["entity_kind"], str(f["entity"])) for f in rows if f["entity_kind"] in actions.SCOPE})
+entities = sorted({f"{f['entity_kind']} {f['entity']}" for f in rows if f["entity_kind"] in actions.SCOPE})
 if not entities:
     st.stop()
 c = st.columns([3, 1])
-picked = c[0].selectbox("Act on", entities, format_func=lambda x: f"{x[0]} {x[1]}", key="review-entity")
+picked = c[0].selectbox("Act on", entities, key="review-entity").split(" ", 1)
 if c[1].button("Open entity", key="review-open"):
     st.session_state["entity"] = {"kind": picked[0], "value": picked[1]}
     st.switch_page("views/entity.py")

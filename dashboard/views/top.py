@@ -19,6 +19,10 @@ t = ui.get("/v1/stats/top", by=by, start=start, end=end, limit=int(limit))
 if t is None:
     st.stop()
 rows = t.get("rows") or []
+if not rows and t.get("total_bytes") and by in ("asn", "country"):
+    st.info(f"No {BY[by]} is known for these addresses: set `asn_db` / `country_db` to MaxMind-format databases "
+            "(GeoLite2, DB-IP Lite or IPinfo Lite); ingest looks addresses up from then on.")
+    st.stop()
 if not rows:
     st.info("Nobody in this range. " + ui.NO_TRAFFIC)
     st.stop()
