@@ -168,5 +168,11 @@ def start(services: Services) -> BackgroundScheduler:
                       seconds=cfg.publish_interval, id="publish", name="publish")
     scheduler.add_job(_guarded(services, "prune", lambda: prune(services)), "interval", hours=24, id="prune",
                       name="prune", next_run_time=services.clock() + timedelta(minutes=10))
+    from enforcer import budget_guard       # the budget guard, and the monthly report on the 1st (report_timezone)
+    scheduler.add_job(_guarded(services, "budget", lambda: (_lower_priority(), budget_guard.check(services))), "interval",
+                      seconds=cfg.budget_check_interval, id="budget", name="budget",
+                      next_run_time=services.clock() + timedelta(seconds=30))
+    scheduler.add_job(_guarded(services, "report", lambda: (_lower_priority(), budget_guard.monthly_report(services))), "cron", day=1,
+                      hour=1, minute=5, timezone=cfg.report_timezone or "UTC", id="report", name="report")
     scheduler.start()
     return scheduler

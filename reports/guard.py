@@ -76,3 +76,13 @@ def payload(status: dict, level: str, now: datetime, action: dict | None) -> dic
             "used_bytes": status["used_bytes"], "projected_bytes": status["projected_bytes"],
             "used_share": status["guard"]["used_share"], "projected_share": status["guard"]["projected_share"],
             "action": action}
+
+
+def last(store) -> dict:
+    """The last check's figures and level, with what was done: for /healthz and /metrics, which
+    must stay cheap (no month of roll-ups read per probe)."""
+    state = memory(store)
+    if not state.get("last"):
+        return {"level": "unknown", "note": "the budget guard has not run yet"}
+    return {**state["last"], "tightened": state.get("tightened"),
+            "actions": [a for a in state.get("actions", []) if state.get("month") == state["last"].get("month")]}

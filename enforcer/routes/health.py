@@ -12,7 +12,11 @@ router = APIRouter(tags=["health"])
 def healthz(services: ServicesDep) -> dict:
     """Whether the last publish, ingest and detection worked; no key needed, no data given."""
     failing = {name: job["error"] for name, job in services.jobs.items() if job.get("error")}
+    from reports import guard       # the budget guard's level: said here, but `status` stays about the jobs
+    with services.store.reading() as store:
+        budget = guard.last(store)
     return {"status": "degraded" if failing else "ok", "policy_version": services.publisher.current.version,
+            "budget": budget,
             "policy_generated_at": services.publisher.current.generated_at,
             "jobs": {name: {"last_ok": job.get("ok"), "error": job.get("error")} for name, job in services.jobs.items()}}
 
@@ -53,6 +57,24 @@ def metrics(services: ServicesDep, who: ViewerKey) -> Response:
         "# TYPE pullwarden_polls_total counter",
     ]
     lines += [f'pullwarden_polls_total{{key="{name}"}} {n}' for name, n in sorted(services.polls.items())]
+    lines += _budget_lines(services)
     for name, job in sorted(services.jobs.items()):
         lines.append(f'pullwarden_job_failing{{job="{name}"}} {1 if job.get("error") else 0}')
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def _budget_lines(services) -> list[str]:
+    """The budget guard's last check (reports/guard.py); NaN before its first."""
+    from reports import budget, guard
+    with services.store.reading() as store:
+        last = guard.last(store)
+    level = budget.LEVELS.index(last["level"]) if last["level"] in budget.LEVELS else "NaN"
+    out = []
+    for name, key, text in (("budget_bytes", "budget_bytes", "The monthly budget in bytes."),
+                            ("month_bytes", "used_bytes", "Bytes served this month (report_timezone) so far."),
+                            ("projected_bytes", "projected_bytes", "Bytes projected at the month's end.")):
+        out += [f"# HELP pullwarden_{name} {text}", f"# TYPE pullwarden_{name} gauge",
+                f"pullwarden_{name} {last.get(key, 'NaN')}"]
+    return out + ["# HELP pullwarden_budget_guard_level The budget guard's level: 0 ok, 1 50% used, 2 80% used, "
+                  "3 projection over the budget, 4 100% used.", "# TYPE pullwarden_budget_guard_level gauge",
+                  f"pullwarden_budget_guard_level {level}"]
