@@ -61,16 +61,22 @@ def serve(cfg):
 @cli.command()
 @click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (default 8080).")
+@click.option("--dashboard-port", "dashboard_port", type=int, default=None,
+              help="The dashboard's port on 127.0.0.1 (default 8501).")
+@click.option("--no-dashboard", is_flag=True, help="Serve the API only.")
 @with_settings
-def up(cfg):
+def up(cfg, no_dashboard):
     """Everything at once: ingest (the demo month of `pullwarden demo` in a checkout, or your
-    `sources`), detect at the wall clock, print what is in force, then serve the API and keep
-    going (tail-ingest, detect every minute, publish). On first start an admin key is created
-    and shown once."""
+    `sources`), detect at the wall clock, print what is in force, then serve the API and the
+    dashboard and keep going (tail-ingest, detect every minute, publish). On first start an
+    admin key is created and shown once; the dashboard acts with it, or later with a key of its
+    own (`dashboard`, admin, replaced at every start). The dashboard stops with serve."""
     import glob
 
+    from cli import dashboard
     from cli.demo import first_run, month_folder, show
-    from enforcer.keys import create_key
+    from enforcer.changes import audit
+    from enforcer.keys import create_key, replace_key
     from enforcer.service import utcnow
     demo = not cfg.sources
     if demo and not Path("sample_logs/generate.py").is_file():
@@ -82,18 +88,28 @@ def up(cfg):
     patterns = [str(month_folder(cfg))] if demo else list(cfg.sources)
     store = open_or_fail(cfg.db)
     try:
-        key = None
+        key = board_key = None
         if not store.value("select count(*) from api_keys"):
-            key = create_key(store, "admin", "admin", utcnow())
+            key = board_key = create_key(store, "admin", "admin", utcnow())
+        elif not no_dashboard:
+            # the admin key was shown once and is not at hand: the dashboard gets its own
+            board_key = replace_key(store, "dashboard", "admin", utcnow())
+            audit(store, "pullwarden up", "create key", "key dashboard", {"role": "admin"},
+                  "the dashboard started by pullwarden up (a new key at each start)", utcnow())
         show(first_run(cfg, store, patterns, generate=demo))
     finally:
         store.close()
     cfg.values["sources"] = patterns
     cfg.values["detect_interval"] = min(cfg.detect_interval, 60.0)
     base = f"http://{cfg.host}:{cfg.port}"
+    board = None
+    if not no_dashboard:
+        local = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+        board = dashboard.start(f"http://{local}:{cfg.port}", board_key, cfg.dashboard_port, quiet=True)
     banner = "\n".join([
         f"admin key (shown once, keep it): {key}" if key else
         "admin key: shown at the first start (another: pullwarden keys create --role admin --name me)",
+        *([f"dashboard: {dashboard.url(cfg.dashboard_port)} (acts with an admin key; stops with serve)"] if board else []),
         f"health: {base}/healthz",
         f"try: curl -s -H 'X-Api-Key: {key or '$KEY'}' '{base}/v1/stats/decisions?active=true'",
         f"proxies: {base}/v1/policy (pullwarden agent), {base}/v1/decisions/stream (CrowdSec bouncers)", ""])
@@ -102,7 +118,11 @@ def up(cfg):
         from sample_logs.month import write_month
         # the demo mirror keeps serving: today's log grows as the clock moves on
         jobs.append(("demo-month", 60, lambda: write_month(month_folder(cfg), utcnow())))
-    _serve(cfg, banner, jobs)
+    try:
+        _serve(cfg, banner, jobs)
+    finally:
+        if board:
+            dashboard.stop(board)
 
 
 @cli.group()

@@ -42,6 +42,18 @@ def create_key(store, name: str, role: str, now: datetime) -> str:
     return key
 
 
+def replace_key(store, name: str, role: str, now: datetime) -> str:
+    """A new key under ``name``: created, or the old one's hash replaced (and un-revoked). Only
+    hashes are kept, so a process that needs a key it no longer has (the dashboard that
+    `pullwarden up` starts) can only be given a new one."""
+    if not store.value("select count(*) from api_keys where name = ?", [name]):
+        return create_key(store, name, role, now)
+    key = "pw_" + secrets.token_urlsafe(32)
+    store.execute("update api_keys set role = ?, key_hash = ?, created_at = ?, revoked_at = null where name = ?",
+                  [role, _hash(key), now, name])
+    return key
+
+
 def list_keys(store) -> list[dict]:
     """Every key, never the key itself."""
     return store.records("select id, name, role, created_at, revoked_at from api_keys order by name")
