@@ -99,3 +99,144 @@ def test_guard_levels():
     assert budget.levels(30, 120, b)["level"] == "projected"
     assert budget.levels(100, 130, b)["crossed"] == ["50%", "80%", "projected", "100%"]
     assert budget.levels(100, 130, b)["level"] == "100%"
+
+
+class Hook:
+    """A real local HTTP server that records the JSON POSTed to it (and can refuse)."""
+
+    def __init__(self, status=200):
+        self.calls, self.status = [], status
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                hook.calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(hook.status)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def api(tmp_path):
+    from tests.enforcer_helpers import Enforcer
+    e = Enforcer(tmp_path)
+    yield e
+    e.stop()
+
+
+def set_cfg(api, **kw):
+    api.cfg.values.update(kw)
+
+
+def month_of_traffic(api, per_day_tib: float, days=10, budget_tib=45):
+    """Ten days of November 2026 at per_day_tib a day; the clock at the end of the tenth."""
+    with api.services.lock:
+        fill(api.store, day_events({date(2026, 11, d): int(per_day_tib * TIB) for d in range(1, days + 1)}),
+             budget_tib=budget_tib)
+    api.clock.t = datetime(2026, 11, days, 23, 59)
+
+
+def test_guard_webhook_once_per_level_and_simulated_tightening(api):
+    from enforcer import budget_guard
+    hook = Hook()
+    try:
+        set_cfg(api, budget_webhook=hook.url)
+        assert api_get(api, "/healthz").json()["budget"]["level"] == "unknown"
+        month_of_traffic(api, 2.0)            # 20 TiB of 45 after 10 days: projection ~60 TiB, under 50% used
+        budget_guard.check(api.services)
+        assert [c["level"] for c in hook.calls] == ["projected"]
+        call = hook.calls[0]
+        assert call["month"] == "2026-11" and call["used_bytes"] == 20 * TIB and call["budget_bytes"] == 45 * TIB
+        assert call["action"]["what"] == "tighten" and call["action"]["simulated"] is True
+        assert call["action"]["tier"] == "heavy" and call["action"]["previous"] == "anonymous"
+        budget_guard.check(api.services)                      # nothing new: nothing posted again
+        assert len(hook.calls) == 1
+        with api.services.lock:                               # simulated: nothing changed
+            assert api.store.value("select value from kv where key = 'anonymous_tier'") == "anonymous"
+        with api.services.lock:                               # two more days: 24 TiB, past 50%
+            fill(api.store, day_events({date(2026, 11, 11): 2 * TIB, date(2026, 11, 12): 2 * TIB}))
+        api.clock.t = datetime(2026, 11, 12, 23, 59)
+        budget_guard.check(api.services)
+        assert [c["level"] for c in hook.calls] == ["projected", "50%"]
+        health = api_get(api, "/healthz").json()
+        assert health["status"] == "ok" and health["budget"]["level"] == "projected"
+        assert health["budget"]["crossed"] == ["50%", "projected"]
+        metrics = api_get(api, "/metrics", "viewer").text
+        assert f"pullwarden_budget_bytes {45 * TIB}" in metrics and f"pullwarden_month_bytes {24 * TIB}" in metrics
+        assert "pullwarden_budget_guard_level 3" in metrics and "pullwarden_projected_bytes " in metrics
+        b = api_get(api, "/v1/stats/budget", "viewer").json()
+        assert b["guard"]["notified"] == ["projected", "50%"] and b["guard"]["actions"][0]["simulated"] is True
+    finally:
+        hook.close()
+
+
+def test_a_failing_webhook_is_tried_again(api):
+    from enforcer import budget_guard
+    hook = Hook(status=500)
+    try:
+        set_cfg(api, budget_webhook=hook.url)
+        month_of_traffic(api, 2.0)
+        budget_guard.check(api.services)
+        budget_guard.check(api.services)
+        assert [c["level"] for c in hook.calls] == ["projected", "projected"]
+        hook.status = 204
+        budget_guard.check(api.services)
+        budget_guard.check(api.services)
+        assert len(hook.calls) == 3
+    finally:
+        hook.close()
+
+
+def test_tightening_applies_the_tier_audited_and_restores_it_next_month(api):
+    from enforcer import budget_guard
+    set_cfg(api, budget_tighten=True, budget_tighten_tier="throttled")
+    month_of_traffic(api, 2.0)
+    v = api.services.publisher.current.version
+    budget_guard.check(api.services)
+    with api.services.lock:
+        assert api.store.value("select value from kv where key = 'anonymous_tier'") == "throttled"
+        actor, action, reason = api.store.execute("select actor, action, reason from audit order by ts desc limit 1")[0]
+    assert (actor, action) == ("budget-guard", "set default tiers") and "projected" in reason
+    assert api.services.publisher.current.version > v
+    assert api_get(api, "/v1/check?ip=192.0.2.1", "proxy").json()["tier"] == "throttled"
+    budget_guard.check(api.services)                          # once
+    with api.services.lock:
+        assert api.store.value("select count(*) from audit where actor = 'budget-guard'") == 1
+    with api.services.lock:                                   # December begins quietly
+        fill(api.store, day_events({date(2026, 12, 1): TIB // 100}))
+    api.clock.t = datetime(2026, 12, 1, 23, 59)
+    budget_guard.check(api.services)
+    with api.services.lock:
+        assert api.store.value("select value from kv where key = 'anonymous_tier'") == "anonymous"
+        assert api.store.value("select count(*) from audit where actor = 'budget-guard'") == 2
+
+
+def test_budget_endpoints_need_a_viewer_key(api):
+    month_of_traffic(api, 1.0)
+    for path in ("/v1/stats/budget", "/v1/stats/budget/whatif?window_gib=1", "/v1/stats/reports",
+                 "/v1/stats/reports/2026-11.json"):
+        assert api_get(api, path, "proxy").status_code == 403, path
+    b = api_get(api, "/v1/stats/budget", "viewer").json()
+    assert b["month"] == "2026-11" and b["used_bytes"] == 10 * TIB and b["timezone"] == "UTC"
+    assert set(b["projection"]) >= {"linear", "weekday", "low", "high", "method"}
+    assert b["days_in_month"] == 30 and b["allowed_bytes_per_day"] > 0
+    w = api_get(api, "/v1/stats/budget/whatif?window_gib=1&window_seconds=7200", "viewer").json()
+    assert w["anonymous_bytes"] == 10 * TIB and w["anonymous_bytes_after"] == 10 * GIB   # one pull a day, capped
+    assert w["projected_bytes_after"] < w["projected_bytes"]
+    assert api_get(api, "/v1/stats/budget/whatif?tier=throttled", "viewer").json()["limits"]["window_bytes"] == 2 * GIB
+    assert api_get(api, "/v1/stats/budget/whatif?tier=nope", "viewer").status_code == 404
+    r = api_get(api, "/v1/stats/reports/2026-11.pdf", "viewer")
+    assert r.status_code == 200 and r.content.startswith(b"%PDF") and r.headers["x-report-partial"] == "true"
+    assert api_get(api, "/v1/stats/reports", "viewer").json()[0]["month"] == "2026-11"
+
+
+def api_get(api, path, role=None):
+    return httpx.get(api.url + path, headers=api.headers(role) if role else {}, timeout=60)
