@@ -142,7 +142,10 @@ def status(store, tz_name: str = "UTC", now: datetime | None = None, month: str 
             return empty(tz, budget)
         month = month_of(as_of - timedelta(microseconds=1), tz)
     start, end = month_bounds(month, tz)
-    as_of = end if as_of is None or as_of >= end else max(as_of, start)
+    if as_of is None or as_of >= end or (now is not None and now >= end):
+        as_of = end                     # a month that is over is whole, whatever the newest data
+    else:
+        as_of = max(as_of, start)
     first_day = local(start, tz).date()
     days = [first_day + timedelta(days=k) for k in range((local(end, tz).date() - first_day).days)]
     today = local(max(as_of - timedelta(microseconds=1), start), tz).date()
