@@ -75,8 +75,9 @@ def day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
 def daily_bytes(store, start: datetime, end: datetime, tz: ZoneInfo) -> dict[date, int]:
     """Bytes per local day of the hours in [start, end) (naive UTC)."""
     rows = store.execute("""
-        select timezone($tz, hour::timestamptz)::date as day, sum(bytes)::hugeint
-        from facts_hourly where hour >= $lo and hour < $hi group by 1""", {"tz": tz.key, "lo": start, "hi": end})
+        select timezone($tz, hour::timestamptz)::date as day, sum(b)::hugeint
+        from (select hour, sum(bytes) as b from facts_hourly where hour >= $lo and hour < $hi group by 1)
+        group by 1""", {"tz": tz.key, "lo": start, "hi": end})     # hours first: a zone per hour, not per row
     return {d: int(b or 0) for d, b in rows}
 
 
