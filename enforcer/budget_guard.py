@@ -18,7 +18,7 @@ def check(services, post=guard.post) -> dict:
     """One check; returns the plan it carried out."""
     cfg = services.settings
     now = services.clock()
-    with services.store.reading() as store:
+    with services.analytics() as store:        # a month of roll-ups: waits for an ingest slice, like the dashboard's
         status = budget_mod.status(store, cfg.report_timezone, now)
         state = guard.memory(store)
     if status["month"] is None:
@@ -97,8 +97,9 @@ def monthly_report(services) -> str:
     def write(fn):
         with services.lock:
             fn(services.store)
-    with services.store.reading() as store:
-        r = archive.build(store, month, cfg, now, write=write)
+    with services.analytics() as store:
+        prepared = archive.prepare(store, month, cfg, now)
+    r = archive.finish(prepared, write)
     log.info("monthly report %s: %s bytes, frozen %s, inputs sha256 %s", month,
              r.summary()["total_bytes"], r.frozen, r.inputs_sha256)
     return month

@@ -57,29 +57,54 @@ def stored(store, month: str, tz: str) -> Report | None:
 
 
 def build(store, month: str, cfg, now: datetime, refresh: bool = False, write=None) -> Report:
-    """The report of ``month``: computed from ``store`` (a reading connection will do), and, when
-    the month is closed, frozen through ``write(fn)`` (fn takes the store to write to; default:
-    ``store``, for a caller that holds it)."""
+    """The report of ``month``: computed from ``store``, and, when the month is closed, frozen
+    through ``write(fn)`` (fn takes the store to write to; default: ``store``, for a caller that
+    holds it)."""
+    return finish(prepare(store, month, cfg, now, refresh), write or (lambda fn: fn(store)))
+
+
+@dataclass
+class Prepared:
+    month: str
+    timezone: str
+    figures: dict
+    freeze: bool
+    frozen: Report | None           # the stored report to give as it is
+    now: datetime                   # the run's now: frozen_at
+
+
+def prepare(store, month: str, cfg, now: datetime, refresh: bool = False) -> Prepared:
+    """What needs the store: the figures, their hash, and the frozen report when there is one
+    (a reading connection will do; rendering, the slow part, then needs none)."""
     tz = cfg.report_timezone or "UTC"
     fig = monthly.figures(store, month, tz, now, cfg.price_per_tib, cfg.price_currency)
     sha = inputs_sha256(fig)
     fig["inputs_sha256"] = sha
     freeze = not fig["partial"] and monthly.closed(month, tz, now)
-    if freeze:
-        old = stored(store, month, tz)
-        if old and (old.inputs_sha256 == sha or not refresh):
-            old.stale = old.inputs_sha256 != sha
-            return old
+    old = stored(store, month, tz) if freeze else None
+    if old and (old.inputs_sha256 == sha or not refresh):
+        old.stale = old.inputs_sha256 != sha
+    else:
+        old = None
+    return Prepared(month, tz, fig, freeze, old, now)
+
+
+def finish(p: Prepared, write) -> Report:
+    """Render the outputs (or give the frozen ones) and freeze a closed month's through ``write``."""
+    if p.frozen:
+        return p.frozen
+    fig = p.figures
     page = render.to_html(fig)
     outputs = {"json": render.to_json(fig).encode(), "csv": render.to_csv(fig).encode(), "html": page.encode(),
                "pdf": render.to_pdf(page)}
-    if freeze:
+    if p.freeze:
         def save(target):
             target.execute("insert or replace into reports values (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [month, tz, sha, now, outputs["json"].decode(), outputs["csv"].decode(),
-                            outputs["html"].decode(), outputs["pdf"]])
-        (write or (lambda fn: fn(store)))(save)
-    return Report(month, tz, sha, fig["partial"], freeze, False, outputs)
+                           [p.month, p.timezone, fig["inputs_sha256"], p.now,
+                            outputs["json"].decode(), outputs["csv"].decode(), outputs["html"].decode(),
+                            outputs["pdf"]])
+        write(save)
+    return Report(p.month, p.timezone, fig["inputs_sha256"], fig["partial"], p.freeze, False, outputs)
 
 
 def listing(store, tz: str) -> list[dict]:

@@ -88,11 +88,12 @@ def report(services: ServicesDep, who: ViewerKey,
     def write(fn):
         with services.lock:
             fn(services.store)
-    with services.analytics() as store:
+    with services.analytics() as store:         # the store only for the figures; rendering goes without
         try:
-            r = archive.build(store, month, services.settings, services.clock(), write=write)
+            prepared = archive.prepare(store, month, services.settings, services.clock())
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
+    r = archive.finish(prepared, write)
     return Response(r.outputs[kind], media_type=MEDIA[kind], headers={
         "Content-Disposition": f'inline; filename="{r.name(kind)}"', "X-Report-Frozen": str(r.frozen).lower(),
         "X-Report-Partial": str(r.partial).lower(), "X-Report-Stale": str(r.stale).lower(),
