@@ -118,14 +118,19 @@ def whatif(store, tz_name: str, now: datetime | None, changes: dict, month: str 
            "limits": limits, "budget_bytes": s["budget_bytes"], "used_bytes": s["used_bytes"],
            "projected_bytes": s["projected_bytes"], "method": __doc__.split("\n\n", 1)[1].strip()}
     if s["month"] is None:
-        return {**out, "anonymous_bytes": 0, "anonymous_bytes_after": 0, "used_bytes_after": 0,
+        return {**out, "anonymous_bytes": 0, "anonymous_bytes_after": 0, "anonymous_bytes_at_current_limits": 0,
+                "used_bytes_after": 0,
                 "projected_bytes_after": 0, "saved_bytes": 0, "addresses_excluded": 0}
     excluded = _excluded(store, s["start"], s["as_of"], s["as_of"])
     rate = any(changes.get(k) is not None for k in ("requests_per_minute", "burst"))
     before, after = replay(store, s["start"], s["as_of"], excluded, limits, rate)
+    # the logs were not necessarily served under today's limits (they changed, or the proxy did
+    # not enforce them yet): what those would have cut, beside what the change would
+    _, at_current = replay(store, s["start"], s["as_of"], excluded, current, False)
     saved = max(0, before - after)
     kept = (s["used_bytes"] - saved) / s["used_bytes"] if s["used_bytes"] else 1.0
     return {**out, "anonymous_bytes": before, "anonymous_bytes_after": after, "saved_bytes": saved,
+            "anonymous_bytes_at_current_limits": at_current,
             "used_bytes_after": s["used_bytes"] - saved, "projected_bytes_after": round(s["projected_bytes"] * kept),
             "projection_after": {k: round(s["projection"][k] * kept) for k in ("linear", "weekday", "low", "high")},
             "guard_after": budget_mod.levels(s["used_bytes"] - saved, round(s["projected_bytes"] * kept),

@@ -240,3 +240,24 @@ def test_budget_endpoints_need_a_viewer_key(api):
 
 def api_get(api, path, role=None):
     return httpx.get(api.url + path, headers=api.headers(role) if role else {}, timeout=60)
+
+
+def test_serve_schedules_the_guard_and_the_report_of_the_1st(api):
+    from enforcer import budget_guard, jobs
+    set_cfg(api, report_timezone="Europe/Berlin")
+    scheduler = jobs.start(api.services)
+    try:
+        assert scheduler.get_job("budget").trigger.interval.total_seconds() == 300
+        trigger = scheduler.get_job("report").trigger
+        assert str(trigger.timezone) == "Europe/Berlin"
+        assert trigger.get_next_fire_time(None, datetime(2026, 11, 20, tzinfo=trigger.timezone)).isoformat() == \
+            "2026-12-01T01:05:00+01:00"
+    finally:
+        scheduler.shutdown(wait=True)
+    with api.services.lock:
+        fill(api.store, day_events({date(2026, 11, d): GIB for d in range(1, 31)}))
+    api.clock.t = datetime(2026, 12, 1, 0, 5)            # 01:05 in Berlin
+    assert budget_guard.monthly_report(api.services) == "2026-11"
+    with api.services.lock:
+        (j,) = api.store.execute("select json from reports where month = '2026-11' and timezone = 'Europe/Berlin'")[0]
+    assert json.loads(j)["total_bytes"] == 30 * GIB and not json.loads(j)["partial"]

@@ -166,6 +166,7 @@ def test_whatif_tightening_the_anonymous_tier_shows_fewer_bytes(store):
     anon = sql(store, """select sum(bytes) from events where ts >= '2026-11-01' and ts < '2026-12-01'
                          and remote_user is null""")[0][0]
     assert as_is["anonymous_bytes"] == anon and as_is["anonymous_bytes_after"] == anon   # stock limits cut nothing
+    assert as_is["anonymous_bytes_at_current_limits"] == anon and as_is["tier"] == "anonymous"
     tight = whatif.whatif(store, "UTC", NOW, {"window_bytes": 100_000_000, "window_seconds": 7200}, "2026-11")
     assert tight["anonymous_bytes_after"] < anon and tight["used_bytes_after"] < tight["used_bytes"]
     capped = sql(store, """select sum(least(b, 100000000)) from (
