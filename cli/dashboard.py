@@ -51,6 +51,12 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait()
 
 
+def _interrupt(*_) -> None:
+    # stop() must not run inside the handler: the handler interrupts proc.wait(), which holds
+    # the Popen's wait lock, and waiting again there would never return
+    raise KeyboardInterrupt
+
+
 def url(port: int) -> str:
     return f"http://{HOST}:{port}"
 
@@ -76,7 +82,7 @@ def dashboard_command(cfg):
     port = cfg.dashboard_port
     proc = start(api_url, key, port, quiet=True)
     click.echo(f"dashboard on {url(port)} (API {api_url}; Ctrl-C stops it)", err=True)
-    signal.signal(signal.SIGTERM, lambda *_: stop(proc))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
