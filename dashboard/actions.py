@@ -12,9 +12,8 @@ DURATIONS = ["1h", "6h", "24h", "7d", "30d"]
 
 
 def tiers() -> list[str]:
-    t = ui.get("/v1/stats/tiers", quiet=True) or {}
-    names = [x["name"] if isinstance(x, dict) else str(x) for x in t.get("tiers", [])]
-    return [n for n in names if n not in ("anonymous",)] or ["throttled", "heavy", "authenticated", "unlimited"]
+    """The tiers an entity can be put in (anonymous is what everyone gets without one)."""
+    return [n for n in ui.tiers() if n != "anonymous"] or ["throttled", "heavy", "authenticated", "unlimited"]
 
 
 def entity_actions(kind: str, value: str, in_force: list[dict], key: str) -> None:

@@ -62,3 +62,26 @@ def hourly(rows: list[dict]) -> alt.Chart:
     return alt.Chart(df).mark_area(opacity=0.7).encode(
         x=alt.X("hour:T", title=None), y=alt.Y("GiB:Q", title="GiB per hour (2^30 bytes)"),
         tooltip=["hour:T", alt.Tooltip("GiB:Q", format=",.2f"), "requests:Q"]).properties(height=220)
+
+
+def burn_up(daily: list[dict], budget: int | None, projected: int | None, low: int | None, high: int | None,
+            end_day: str) -> alt.LayerChart:
+    """The month's TiB so far, day by day, the projection to its end with the band, and the budget."""
+    df = pd.DataFrame(daily)
+    df["day"] = pd.to_datetime(df["day"])
+    df["TiB"] = df["bytes"].cumsum() / TIB
+    layers = [alt.Chart(df).mark_area(opacity=0.35, line=True).encode(
+        x=alt.X("day:T", title=None), y=alt.Y("TiB:Q", title="TiB used this month (2^40 bytes)"),
+        tooltip=["day:T", alt.Tooltip("TiB:Q", format=",.3f")])]
+    if projected is not None:
+        last = df.iloc[-1]
+        end = pd.to_datetime(end_day)
+        proj = pd.DataFrame({"day": [last["day"], end], "TiB": [last["TiB"], projected / TIB],
+                             "low": [last["TiB"], (low or projected) / TIB], "high": [last["TiB"], (high or projected) / TIB]})
+        layers.append(alt.Chart(proj).mark_area(opacity=0.2, color="orange").encode(x="day:T", y="low:Q", y2="high:Q"))
+        layers.append(alt.Chart(proj).mark_line(strokeDash=[6, 4], color="orange").encode(
+            x="day:T", y="TiB:Q", tooltip=[alt.Tooltip("TiB:Q", format=",.3f", title="projected TiB")]))
+    if budget:
+        layers.append(alt.Chart(pd.DataFrame({"TiB": [budget / TIB]})).mark_rule(color="red").encode(
+            y="TiB:Q", tooltip=[alt.Tooltip("TiB:Q", title="budget TiB")]))
+    return alt.layer(*layers).properties(height=300)

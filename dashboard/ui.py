@@ -111,3 +111,9 @@ def latest_day() -> date | None:
     if o and o.get("latest_event"):
         return datetime.fromisoformat(str(o["latest_event"])).date()
     return None
+
+
+def tiers() -> dict[str, dict]:
+    """Tier name -> its limits ({} when the server cannot say)."""
+    t = (get("/v1/stats/tiers", quiet=True) or {}).get("tiers") or {}
+    return {x["name"]: x for x in t} if isinstance(t, list) else dict(t)

@@ -75,7 +75,7 @@ def test_overview_shows_today_the_month_and_what_is_in_force(srv, page):
         == str(round(month / TIB, 3))
     assert "Projected month end (TiB)" in [m.label for m in at.metric]
     charts = specs(at)
-    assert len(charts) == 2 and "registry" in json.dumps(charts[0]) and "TiB" in json.dumps(charts[0])
+    assert len(charts) == 3 and "registry" in json.dumps(charts[0]) and "TiB" in json.dumps(charts[0])
     assert "ingest lag" in " ".join(c.value for c in at.caption)
     assert not at.error
 
@@ -207,8 +207,19 @@ def test_budget_and_reports(srv, page):
     b = srv.get("/v1/stats/budget")
     assert metric(at, "Month to date (TiB)") == str(round(b.get("used_bytes", b["bytes"]) / TIB, 3))
     assert metric(at, "Projected month end (TiB)") == str(round((b.get("projected_bytes") or 0) / TIB, 3))
+    assert specs(at)                                       # the burn-up with the projection and the budget
+    at.number_input(key="whatif-rpm").set_value(30)
+    at.number_input(key="whatif-window").set_value(2)
     at.button(key="whatif-submit").click().run()
-    assert "With the changed tier (TiB)" in [m.label for m in at.metric]
+    w = srv.get("/v1/stats/budget/whatif", rpm=30, burst=600, window_gib=2)
+    assert metric(at, "With the changed tier (TiB)") == str(round(w["projected_bytes_after"] / TIB, 3))
+    assert w["projected_bytes_after"] < w["projected_bytes"]
+    # a report: its figures on the page are the report's JSON
+    assert at.selectbox(key="reports-month").value == "2026-11"
+    at.button(key="reports-json").click().run()
+    report = srv.get("/v1/stats/reports/2026-11.json")
+    assert metric(at, "2026-11: total (TiB)") == str(round(report["total_bytes"] / TIB, 3))
+    assert any(b.label == "Save JSON" for b in at.get("download_button"))
     assert not at.exception
 
 

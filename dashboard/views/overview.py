@@ -31,7 +31,7 @@ if b:
                    f"{ui.tib(p.get('weekday'))} TiB, band {ui.tib(p.get('low'))}–{ui.tib(p.get('high'))} TiB.")
     c = st.columns(4)
     left = b.get("days_until_exhausted")
-    c[0].metric("Days until the budget runs out", "—" if left is None else f"{left:.1f}" if isinstance(left, float) else left,
+    c[0].metric("Days until the budget runs out", "—" if left is None else f"{left:.1f}",
                 help="at the projected pace; — when it lasts the month or no budget is set")
     c[1].metric("TiB a day still allowed", "—" if b.get("allowed_bytes_per_day") is None else ui.tib(b["allowed_bytes_per_day"]),
                 help="what is left of the budget over the days left in the month")
@@ -52,6 +52,8 @@ if o.get("daily"):
     st.subheader("Daily TiB by registry (last 30 days)")
     st.altair_chart(charts.stacked_daily(o["daily"]), width="stretch")
 if o.get("daily_totals"):
-    st.subheader("Requests and unique addresses a day")
-    st.altair_chart(charts.lines(o["daily_totals"], "day", {"requests": "requests", "addresses": "unique addresses"}),
-                    width="stretch")
+    c = st.columns(2)
+    c[0].subheader("Requests a day")
+    c[0].altair_chart(charts.lines(o["daily_totals"], "day", {"requests": "requests"}, "day"), width="stretch")
+    c[1].subheader("Unique addresses a day")
+    c[1].altair_chart(charts.lines(o["daily_totals"], "day", {"addresses": "unique addresses"}, "day"), width="stretch")
