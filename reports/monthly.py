@@ -36,7 +36,9 @@ BREAKDOWNS = {
     "registry": ("_pw_ipimg", "coalesce(registry, '(none)')", None, "count(distinct client_ip)"),
     "image": ("_pw_ipimg", "coalesce(registry, '(none)') || '/' || coalesce(repository, '(none)')", None, "count(*)"),
     "asn": ("_pw_ip", "coalesce(cast(asn as varchar), 'unknown')",
-            "coalesce('AS' || cast(any_value(asn) as varchar) || coalesce(' ' || any_value(as_org), ''), 'unknown')",
+            # min(), not any_value(): an AS number whose addresses carry different names must get the
+            # same label on every run (the report's bytes, and its inputs' hash, depend on it)
+            "coalesce('AS' || cast(min(asn) as varchar) || coalesce(' ' || min(as_org), ''), 'unknown')",
             "count(*)"),
     "country": ("_pw_ip", "coalesce(country, 'unknown')", None, "count(*)"),
     "family": ("_pw_ipua", "coalesce(family, 'unknown')", None, "count(distinct client_ip)"),

@@ -208,3 +208,9 @@ def test_report_monthly_command_locally_and_through_serve(store, tmp_path, workd
         assert [m["month"] for m in listed if m["frozen"]] == ["2026-11"]
         r = httpx.get(url + "/v1/stats/budget", headers={"X-Api-Key": viewer}).json()
         assert r["month"] == "2026-12" and {"projection", "guard", "days_until_exhausted"} <= set(r)
+
+
+def test_an_as_number_with_several_names_gets_one_label_every_time(store):
+    store.execute("update ip_info set asn = 64999, as_org = 'NET ' || ip")     # every address: its own name
+    labels = {monthly.figures(store, "2026-11", "UTC", NOW)["breakdowns"]["asn"][0]["label"] for _ in range(5)}
+    assert labels == {"AS64999 NET 198.51.100.1"}
