@@ -50,8 +50,8 @@ def call(cfg, method: str, path: str, body: dict | None = None, api: str | None 
         fail(f"{cfg.db} is held by a running server, but its URL is unknown: give --api URL")
     key = key or cfg.api_key
     if not key:
-        fail(f"{cfg.db} is held by the server at {url}: going through its API needs an admin key "
-             "(--key KEY or PULLWARDEN_API_KEY)")
+        fail(f"{cfg.db} is held by the server at {url}: going through its API needs a key (an admin key "
+             "for changes, a viewer key to read): --key KEY or PULLWARDEN_API_KEY")
     req = urllib.request.Request(url + path, method=method, headers={"X-Api-Key": key, "Content-Type": "application/json"},
                                  data=None if body is None else json.dumps(body).encode())
     try:

@@ -51,7 +51,22 @@ def configure_store(store, cfg) -> None:
     memory that the limit does not bound)."""
     store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
     store.execute(f"set threads = {max(1, int(cfg.serve_duckdb_threads))}")
+    # No checkpoint by DuckDB's own choosing (a commit past 16 MiB of WAL, or a big insert that
+    # skips the WAL): one that cannot pin memory invalidates the database. Serve checkpoints
+    # by itself, when no analytics read holds memory (Services.checkpoint).
+    store.execute("set checkpoint_threshold = '1TB'")
+    store.execute(f"set auto_checkpoint_skip_wal_threshold = {1 << 62}")
     cfg.values["chunk_mb"] = max(1, min(cfg.chunk_mb, cfg.serve_chunk_mb))
+
+
+WAL_CHECKPOINT = 16 << 20       # bytes of WAL after which an ingest run checkpoints
+
+
+def _wal_bytes(store) -> int:
+    try:
+        return os.stat(f"{store.path}.wal").st_size
+    except OSError:
+        return 0
 
 
 def ingest(services: Services) -> None:
@@ -69,6 +84,8 @@ def ingest(services: Services) -> None:
                 report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
                                   max_bytes=INGEST_SLICE).run(list(cfg.sources))
                 roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
+                if _wal_bytes(services.store) > WAL_CHECKPOINT:
+                    services.checkpoint()
                 services.backlog = report.more         # set before the store is let go
             if not report.more or services.stopping.is_set():
                 return
@@ -107,7 +124,7 @@ def _detect(services: Services, cfg):
     # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
     # week of 6 M events run out of memory without it, and pass with it).
     try:
-        services.store.execute("checkpoint")
+        services.checkpoint()
     except duckdb.Error as e:     # the pass may still fit; it says so if not
         log.warning("checkpoint before detection failed: %s", e)
     try:

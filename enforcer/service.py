@@ -15,6 +15,43 @@ from enforcer.snapshot import Publisher
 
 
 
+class Gate:
+    """Many readers or one writer; a waiting writer goes first, so a steady stream of readers
+    cannot put a checkpoint off for ever."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.readers = 0
+        self.writing = False
+        self.waiting = 0
+
+    @contextmanager
+    def shared(self):
+        with self.cond:
+            self.cond.wait_for(lambda: not self.writing and not self.waiting)
+            self.readers += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.readers -= 1
+                self.cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self.cond:
+            self.waiting += 1
+            self.cond.wait_for(lambda: not self.writing and not self.readers)
+            self.waiting -= 1
+            self.writing = True
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.writing = False
+                self.cond.notify_all()
+
+
 @dataclass
 class Services:
     store: object
@@ -29,6 +66,8 @@ class Services:
     cursors: dict = field(default_factory=dict)             # key id -> CrowdSec cursor version
     backlog: bool = False                                   # ingest is reading a backlog in slices
     stopping: threading.Event = field(default_factory=threading.Event)    # the server is shutting down
+    gate: "Gate" = field(default_factory=lambda: Gate())                 # analytics reads vs checkpoints
+    reads: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))  # one at a time
 
     def __post_init__(self):
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
@@ -40,15 +79,21 @@ class Services:
 
     @contextmanager
     def analytics(self):
-        """A store for the dashboard's and the reports' reads over the roll-ups: its own
-        connection, and the store's lock held meanwhile. DuckDB's memory limit is one budget for
-        the whole database: a month-wide aggregate running beside an ingest run took the buffer
-        pool (61 of 64 MB pinned), the ingest's automatic checkpoint could not pin a block, and
-        DuckDB invalidated the database for good. Held, such a read waits for an ingest slice
-        (1-2 s at most) and no job writes while it runs; the proxies' polls, answered from
-        memory, never wait for it. Lookups of one row (/v1/check, /metrics) go without."""
-        with self.lock, self.store.reading() as store:
+        """A store for the dashboard's and the reports' reads over the roll-ups: a connection of
+        its own, one such read at a time, and never during a checkpoint. DuckDB's memory limit
+        is one budget for the whole database: with 5 dashboard users' month-wide aggregates
+        beside an ingest run, 61 of 64 MB were pinned, the ingest's automatic checkpoint could
+        not pin a block and DuckDB invalidated the database until a restart. Serve therefore
+        checkpoints only by itself (``checkpoint()``), when no such read runs; a read waits for
+        a checkpoint at most, never for an ingest run, and the proxies' polls (answered from
+        memory) never wait for either."""
+        with self.reads, self.gate.shared(), self.store.reading() as store:
             yield store
+
+    def checkpoint(self) -> None:
+        """Write the WAL into the file, with no analytics read running (see ``analytics``)."""
+        with self.gate.exclusive():
+            self.store.execute("checkpoint")
 
     def save_cursors(self) -> None:
         with self.lock:

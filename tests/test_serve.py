@@ -51,9 +51,12 @@ def test_serve_ingests_detects_publishes_and_owns_the_file(workdir):
         assert policy and f"ip:{scanner}" in policy["bans"], policy["bans"]
         assert policy["bans"][f"ip:{scanner}"]["rule"] in ("tag-scanner", "error-storm")
         assert health["status"] == "ok" and health["jobs"]["ingest"]["error"] is None
-        # another command cannot open the file the server holds, and says who holds it
-        res = CliRunner().invoke(cli, ["stats"])
+        # ingest cannot open the file the server holds, and says who holds it; stats asks the
+        # server, and without a key says what it needs
+        res = CliRunner().invoke(cli, ["ingest", "logs"])
         assert res.exit_code == 2 and f"(pid {proc.pid})" in res.stderr
+        res = CliRunner().invoke(cli, ["stats"])
+        assert res.exit_code == 2 and "needs a key (an admin key for changes" in res.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)

@@ -1,9 +1,9 @@
 """Read-only statistics for the dashboard and the command line (viewer keys): overview,
 traffic, top talkers, entities, explain, findings, decisions, rules, image lists and demand.
 
-Each read runs on a connection of its own with the store's lock held (``services.analytics()``:
-a month-wide aggregate beside an ingest's checkpoint can exhaust DuckDB's one memory budget),
-so it waits for an ingest slice at most; the proxies' polls, answered from memory, never wait.
+Each read runs on a connection of its own, one at a time and never during a checkpoint
+(``services.analytics()``): it does not wait for an ingest run or a detection pass, and the
+proxies' polls, answered from memory, never wait for it.
 """
 from __future__ import annotations
 
