@@ -77,30 +77,28 @@ def replay(store, lo: datetime, hi: datetime, excluded: list[str], limits: dict,
     cap, span = limits.get("window_bytes"), limits.get("window_seconds") or 3600
     params = {"lo": lo, "hi": hi, "ex": excluded, "rpm": rpm, "burst": burst if burst is not None else
               (2 * rpm if rpm else None), "cap": cap, "span": span}
+    keep = "and not list_contains($ex::varchar[], client_ip)" if excluded else ""
     if rate and rpm:
-        minutes = """
-            select client_ip, date_trunc('minute', ts) as t,
-                   coalesce(sum(bytes), 0) * least(1.0, ($rpm + $burst) / count(*)) as b, coalesce(sum(bytes), 0) as raw
-            from events
-            where ts >= $lo and ts < $hi and remote_user is null and not list_contains($ex::varchar[], client_ip)
+        windows = f"""
+            select client_ip, floor(epoch(t) / $span) as w, sum(b) as b, sum(raw) as raw from (
+                select client_ip, date_trunc('minute', ts) as t,
+                       coalesce(sum(bytes), 0) * least(1.0, ($rpm + $burst) / count(*)) as b,
+                       coalesce(sum(bytes), 0) as raw
+                from events where ts >= $lo and ts < $hi and remote_user is null {keep} group by all)
             group by all"""
     elif span % 3600 == 0:          # whole hours: the hourly roll-up is enough
-        minutes = """
-            select client_ip, hour as t, sum(bytes) as b, sum(bytes) as raw from facts_hourly
-            where hour >= $lo and hour < $hi and remote_user is null and not list_contains($ex::varchar[], client_ip)
-            group by all"""
+        windows = f"""
+            select client_ip, floor(epoch(hour) / $span) as w, sum(bytes) as b, sum(bytes) as raw from facts_hourly
+            where hour >= $lo and hour < $hi and remote_user is null {keep} group by all"""
     else:
-        minutes = """
-            select client_ip, date_trunc('minute', ts) as t, coalesce(sum(bytes), 0) as b, coalesce(sum(bytes), 0) as raw
-            from events
-            where ts >= $lo and ts < $hi and remote_user is null and not list_contains($ex::varchar[], client_ip)
-            group by all"""
+        windows = f"""
+            select client_ip, floor(epoch(ts) / $span) as w, coalesce(sum(bytes), 0) as b,
+                   coalesce(sum(bytes), 0) as raw
+            from events where ts >= $lo and ts < $hi and remote_user is null {keep} group by all"""
     sql = f"""
-        with m as ({minutes}),
-        w as (select client_ip, floor(epoch(t) / $span) as w, sum(b) as b, sum(raw) as raw from m group by all)
         select coalesce(sum(raw), 0)::hugeint,
                coalesce(sum(case when $cap::bigint is null then b else least(b, $cap::bigint) end), 0)::double
-        from w"""
+        from ({windows})"""
     row = store.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})[0]
     return int(row[0]), int(round(row[1]))
 
@@ -126,7 +124,8 @@ def whatif(store, tz_name: str, now: datetime | None, changes: dict, month: str 
     before, after = replay(store, s["start"], s["as_of"], excluded, limits, rate)
     # the logs were not necessarily served under today's limits (they changed, or the proxy did
     # not enforce them yet): what those would have cut, beside what the change would
-    _, at_current = replay(store, s["start"], s["as_of"], excluded, current, False)
+    at_current = after if not rate and limits == current else \
+        replay(store, s["start"], s["as_of"], excluded, current, False)[1]
     saved = max(0, before - after)
     kept = (s["used_bytes"] - saved) / s["used_bytes"] if s["used_bytes"] else 1.0
     return {**out, "anonymous_bytes": before, "anonymous_bytes_after": after, "saved_bytes": saved,
