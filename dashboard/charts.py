@@ -47,17 +47,25 @@ def compare(current: list[dict], previous: list[dict], shift, measure: str, titl
 
 
 def bars(rows: list[dict], label: str, value: str, title: str, scale: float = 1, limit: int = 20) -> alt.Chart:
-    """Horizontal bars, biggest first."""
+    """Horizontal bars, biggest first, one labelled row each."""
     df = pd.DataFrame(rows[:limit])
     df["value"] = df[value] / scale
+    counts = scale == 1 and pd.api.types.is_integer_dtype(df[value])
     return alt.Chart(df).mark_bar().encode(
-        x=alt.X("value:Q", title=title), y=alt.Y(f"{label}:N", sort="-x", title=None),
-        tooltip=[f"{label}:N", alt.Tooltip("value:Q", format=",.3f")]).properties(height=min(24 * len(df) + 40, 520))
+        x=alt.X("value:Q", title=title, axis=alt.Axis(tickMinStep=1, format="d") if counts else alt.Axis()),
+        y=alt.Y(f"{label}:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
+        tooltip=[f"{label}:N", alt.Tooltip("value:Q", format=",d" if counts else ",.3f")],
+    ).properties(height=alt.Step(22))
 
 
-def hourly(rows: list[dict]) -> alt.Chart:
-    """An entity's hourly profile: GiB per hour."""
+def hourly(rows: list[dict], start=None, end=None) -> alt.Chart:
+    """An entity's hourly profile: GiB per hour, the hours without traffic drawn as zero (the
+    API lists only hours with some)."""
     df = pd.DataFrame(rows)
+    df["hour"] = pd.to_datetime(df["hour"])
+    hours = pd.date_range(pd.Timestamp(start).floor("h") if start else df["hour"].min(),
+                          (pd.Timestamp(end) - pd.Timedelta(hours=1)).floor("h") if end else df["hour"].max(), freq="h")
+    df = df.set_index("hour").reindex(hours, fill_value=0).rename_axis("hour").reset_index()
     df["GiB"] = df["bytes"] / GIB
     return alt.Chart(df).mark_area(opacity=0.7).encode(
         x=alt.X("hour:T", title=None), y=alt.Y("GiB:Q", title="GiB per hour (2^30 bytes)"),

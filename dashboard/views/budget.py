@@ -1,7 +1,5 @@
 """Budget & reports: the month against the budget (a burn-up with the projection and its band),
 a what-if for the anonymous tier, and the monthly reports."""
-from datetime import datetime, timedelta
-
 import streamlit as st
 
 from dashboard import charts, ui
@@ -29,9 +27,9 @@ c[3].metric("Used / projected share", f"{ui.pct(guard.get('used_share'))} / {ui.
 if not budget:
     st.info("No budget set: `pullwarden budget set 50` (TiB a month), or PUT /v1/admin/budget.")
 if b.get("daily") and any(d["bytes"] for d in b["daily"]):
-    end = (datetime.fromisoformat(str(b["end"])) - timedelta(days=1)).date().isoformat() if b.get("end") else None
+    # the projection is for the month's end: the first instant of the next month
     st.altair_chart(charts.burn_up(b["daily"], budget, b.get("projected_bytes"), p.get("low"), p.get("high"),
-                                   end or b["daily"][-1]["day"]), width="stretch")
+                                   b.get("end") or b["daily"][-1]["day"]), width="stretch")
     st.caption("Projection (dashed, with its band): " + (p.get("method") or ""))
 else:
     st.info("Nothing served this month yet. " + ui.NO_TRAFFIC)

@@ -29,7 +29,7 @@ if rows:
     st.altair_chart(charts.bars(df.groupby("rule", dropna=False).size().reset_index(name="n")
                                 .fillna({"rule": "(admin)"}).sort_values("n", ascending=False).to_dict("records"),
                                 "rule", "n", "decisions"), width="stretch")
-    st.dataframe(df, hide_index=True, width="stretch")
+    st.dataframe(df.drop(columns=["seq"], errors="ignore"), hide_index=True, width="stretch")
 else:
     st.info("No decisions match. Rules make them at each detection pass; admins with `pullwarden ban` or "
             "the actions on **Entity** and **Review**.")

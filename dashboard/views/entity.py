@@ -40,7 +40,7 @@ if not tot.get("requests"):
 
 if e.get("hourly"):
     st.markdown("**Hourly profile, 7 days**")
-    st.altair_chart(charts.hourly(e["hourly"]), width="stretch")
+    st.altair_chart(charts.hourly(e["hourly"], e.get("start"), e.get("end")), width="stretch")
 c = st.columns(2)
 if e.get("images"):
     c[0].markdown("**Images**")
