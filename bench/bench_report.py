@@ -101,7 +101,6 @@ def main() -> None:
     store = open_store(str(db))
     try:
         facts = store.value("select count(*) from facts_hourly")
-        import vl_convert  # noqa: F401  (its engine's start, once per process, is not the report's)
 
         made = []
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from reports import budget as budget_mod
-from reports.budget import TIB
+from reports.cost import cost
 
 FLAT = 0.05            # a change within ±5% is flat
 TOP = 20               # rows of each breakdown, and the top consumers
@@ -71,36 +71,6 @@ def _drop_scratch(store) -> None:
 def closed(month: str, tz_name: str, now: datetime) -> bool:
     _, end = budget_mod.month_bounds(month, budget_mod.zone(tz_name))
     return now >= end + CLOSE_GRACE
-
-
-def cost(total_bytes: int, steps: list, currency: str) -> dict | None:
-    """Tiered price: each step [upto_tib, price] prices the TiB of the month from the step
-    before up to upto_tib (0 or none: no upper end); TiB past the last step at its price."""
-    parsed = []
-    for s in steps or []:
-        if isinstance(s, str):
-            s = s.split(":")
-        upto, price = float(s[0] or 0), float(s[1])
-        parsed.append((upto if upto > 0 else float("inf"), price))
-    if not parsed:
-        return None
-    tib = total_bytes / TIB
-    lines, lower, amount = [], 0.0, 0.0
-    for upto, price in parsed:
-        part = max(0.0, min(tib, upto) - lower)
-        if part > 0:
-            lines.append({"from_tib": lower, "to_tib": None if upto == float("inf") else upto,
-                          "tib": round(part, 6), "price_per_tib": price, "amount": round(part * price, 2)})
-            amount += part * price
-        lower = upto
-        if tib <= upto:
-            break
-    if tib > lower:                                      # past the last step: its price
-        part = tib - lower
-        lines.append({"from_tib": lower, "to_tib": None, "tib": round(part, 6), "price_per_tib": parsed[-1][1],
-                      "amount": round(part * parsed[-1][1], 2)})
-        amount += part * parsed[-1][1]
-    return {"currency": currency, "amount": round(amount, 2), "steps": lines}
 
 
 def _breakdown(store, name: str, total: int, limit: int = TOP) -> list[dict]:

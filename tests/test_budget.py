@@ -13,7 +13,7 @@ import pytest
 from core.store import open_store
 from reports import budget
 from rules.rollup import roll_up
-from tests.detect_helpers import add_events, ev, settings
+from tests.detect_helpers import add_events, ev
 
 TIB = 1 << 40
 GIB = 1 << 30

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from core.settings import load
 from core.store import open_store
-from reports import archive, monthly, render, whatif
+from reports import archive, cost, monthly, render, whatif
 from rules.rollup import roll_up
 from tests.detect_helpers import add_events
 
@@ -105,11 +105,11 @@ def test_a_month_in_progress_is_partial_with_its_projection(store):
 def test_trend_and_tiered_cost():
     assert monthly.trend(105, 100) == "flat" and monthly.trend(106, 100) == "up"
     assert monthly.trend(94, 100) == "down" and monthly.trend(5, 0) == "new" and monthly.trend(0, 3) == "gone"
-    c = monthly.cost(15 * TIB, [[10, 90.0], [50, 80.0], [0, 70.0]], "EUR")
+    c = cost.cost(15 * TIB, [[10, 90.0], [50, 80.0], [0, 70.0]], "EUR")
     assert c["amount"] == 10 * 90 + 5 * 80 and c["currency"] == "EUR"
-    assert monthly.cost(70 * TIB, ["10:90", "50:80", "0:70"], "EUR")["amount"] == 900 + 40 * 80 + 20 * 70
-    assert monthly.cost(70 * TIB, [[10, 90.0]], "EUR")["amount"] == 900 + 60 * 90      # past the last step
-    assert monthly.cost(TIB, [], "EUR") is None
+    assert cost.cost(70 * TIB, ["10:90", "50:80", "0:70"], "EUR")["amount"] == 900 + 40 * 80 + 20 * 70
+    assert cost.cost(70 * TIB, [[10, 90.0]], "EUR")["amount"] == 900 + 60 * 90      # past the last step
+    assert cost.cost(TIB, [], "EUR") is None
 
 
 def test_decision_impact_per_day_before_and_after(store):
@@ -214,3 +214,9 @@ def test_an_as_number_with_several_names_gets_one_label_every_time(store):
     store.execute("update ip_info set asn = 64999, as_org = 'NET ' || ip")     # every address: its own name
     labels = {monthly.figures(store, "2026-11", "UTC", NOW)["breakdowns"]["asn"][0]["label"] for _ in range(5)}
     assert labels == {"AS64999 NET 198.51.100.1"}
+
+
+def test_a_bad_price_step_is_one_sentence():
+    for bad in (["10"], [[10]], [["x", 1]], "10:90"):
+        with pytest.raises(ValueError, match="price_per_tib: each step is"):
+            cost.cost(TIB, bad if isinstance(bad, list) else [bad, "x"], "EUR")
