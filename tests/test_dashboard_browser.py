@@ -100,6 +100,15 @@ def test_the_dashboard_in_chromium(dashboard, page):
     assert (f"{total / TIB:,.3f} TiB" if total >= TIB else f"{total / (1 << 30):,.2f} GiB") in caption
     page.screenshot(path=str(ARTIFACTS / "dashboard-top.png"), full_page=True)
 
+    # selecting the first row (its checkbox, drawn on the grid's canvas) opens the entity
+    grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    page.mouse.click(grid["x"] + 15, grid["y"] + 36 + 18)
+    biggest = top["rows"][0]["entity"]
+    page.get_by_role("heading", name=f"address {biggest}").wait_for(timeout=60_000)
+    assert f"value={biggest}" in page.url                 # a link to this view
+    entity = srv.get("/v1/stats/entity", kind="address", value=biggest)
+    assert metric(page, "GiB (7 days)") == str(round(entity["totals"]["bytes"] / (1 << 30), 2))
+
     # Decisions & audit: the count in force
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Decisions & audit", exact=True).click()
     page.get_by_role("heading", name="Decisions & audit").wait_for(timeout=60_000)
