@@ -71,8 +71,10 @@ def charts(fig: dict) -> dict[str, str]:
     """The charts as inline SVG: daily GiB by registry, cumulative TiB against the budget (and
     the projection with its band for a month in progress), the top images."""
     import altair as alt
-    import pandas as pd
-    daily = pd.DataFrame([{"day": d["day"], "registry": reg, "GiB": b / GIB}
+
+    def inline(rows):          # values in the spec: no pandas to import for three small charts
+        return alt.Data(values=rows)
+    daily = inline([{"day": d["day"], "registry": reg, "GiB": b / GIB}
                           for d in fig["daily"] for reg, b in d["registries"].items()]
                          or [{"day": fig["month"] + "-01", "registry": "(none)", "GiB": 0.0}])
     out = {"daily": alt.Chart(daily).mark_bar().encode(
@@ -83,23 +85,23 @@ def charts(fig: dict) -> dict[str, str]:
     for d in fig["daily"]:
         run += d["bytes"]
         cum.append({"day": d["day"], "TiB": run / TIB, "what": "month to date"})
-    layers = [alt.Chart(pd.DataFrame(cum or [{"day": fig["month"] + "-01", "TiB": 0.0, "what": "month to date"}]))
+    layers = [alt.Chart(inline(cum or [{"day": fig["month"] + "-01", "TiB": 0.0, "what": "month to date"}]))
               .mark_line(point=True).encode(x=alt.X("day:T", title="day"), y=alt.Y("TiB:Q", title="TiB"),
                                             color=alt.Color("what:N", title=""))]
     if fig["budget_bytes"]:
-        layers.append(alt.Chart(pd.DataFrame([{"budget": fig["budget_bytes"] / TIB}]))
+        layers.append(alt.Chart(inline([{"budget": fig["budget_bytes"] / TIB}]))
                       .mark_rule(color="#c0392b", strokeDash=[6, 3]).encode(y="budget:Q"))
     p = fig.get("projection")
     if fig["partial"] and p and cum:
         last = fig["month"] + f"-{fig['days_in_month']:02d}"
-        band = pd.DataFrame([{"day": cum[-1]["day"], "low": cum[-1]["TiB"], "high": cum[-1]["TiB"],
+        band = inline([{"day": cum[-1]["day"], "low": cum[-1]["TiB"], "high": cum[-1]["TiB"],
                               "TiB": cum[-1]["TiB"], "what": "projection"},
                              {"day": last, "low": p["low"] / TIB, "high": p["high"] / TIB,
                               "TiB": fig["projected_bytes"] / TIB, "what": "projection"}])
         layers.append(alt.Chart(band).mark_area(opacity=0.2, color="#7f8c8d").encode(x="day:T", y="low:Q", y2="high:Q"))
         layers.append(alt.Chart(band).mark_line(strokeDash=[4, 4]).encode(x="day:T", y="TiB:Q", color="what:N"))
     out["cumulative"] = alt.layer(*layers).properties(width=620, height=220, title="Month to date against the budget")
-    images = pd.DataFrame([{"image": r["key"], "GiB": r["bytes"] / GIB} for r in fig["breakdowns"]["image"][:10]]
+    images = inline([{"image": r["key"], "GiB": r["bytes"] / GIB} for r in fig["breakdowns"]["image"][:10]]
                           or [{"image": "(none)", "GiB": 0.0}])
     out["images"] = alt.Chart(images).mark_bar().encode(
         x=alt.X("GiB:Q"), y=alt.Y("image:N", sort="-x", title=None)).properties(width=520, height=200,
