@@ -233,3 +233,17 @@ def test_every_page_on_an_empty_database_says_what_to_do(empty, page, name):
     assert not at.error, [e.value for e in at.error]
     if name in ("overview", "traffic", "top", "review"):
         assert "pullwarden demo" in text and "sources" in text, text
+
+
+def test_no_server_or_a_bad_key_says_what_to_do(srv, page, monkeypatch):
+    from tests.enforcer_helpers import free_port
+
+    class Gone:
+        url, keys = f"http://127.0.0.1:{free_port()}", {"viewer": "pw_x"}
+    at = page(Gone, "overview")
+    assert any("cannot reach pullwarden" in e.value and "pullwarden serve" in e.value for e in at.error)
+
+    class BadKey:
+        url, keys = srv.url, {"viewer": "pw_not-a-key"}
+    at = page(BadKey, "traffic")
+    assert any("invalid API key" in e.value and "keys create" in e.value for e in at.error)
