@@ -75,7 +75,8 @@ def test_overview_shows_today_the_month_and_what_is_in_force(srv, page):
         == str(round(month / TIB, 3))
     assert "Projected month end (TiB)" in [m.label for m in at.metric]
     charts = specs(at)
-    assert len(charts) == 3 and "registry" in json.dumps(charts[0]) and "TiB" in json.dumps(charts[0])
+    assert len(charts) == 4                                # burn-up, daily by registry, requests, addresses
+    assert "budget TiB" in json.dumps(charts[0]) and "registry" in json.dumps(charts[1])
     assert "ingest lag" in " ".join(c.value for c in at.caption)
     assert not at.error
 

@@ -48,6 +48,11 @@ lag = o.get("ingest_lag_seconds")
 fresh = "no events yet" if lag is None else f"{lag / 60:.0f} min" if lag < 7200 else f"{lag / 3600:.1f} h"
 st.caption(f"Data freshness: newest event {o.get('latest_event') or '—'}, ingest lag {fresh} (at {o.get('now')} UTC).")
 
+if b and b.get("daily") and any(d["bytes"] for d in b["daily"]):
+    st.subheader("This month against the budget")
+    st.altair_chart(charts.burn_up(b["daily"], b.get("budget_bytes"), b.get("projected_bytes"), p.get("low"),
+                                   p.get("high"), b.get("end") or b["daily"][-1]["day"]).properties(height=220),
+                    width="stretch")
 if o.get("daily"):
     st.subheader("Daily TiB by registry (last 30 days)")
     st.altair_chart(charts.stacked_daily(o["daily"]), width="stretch")

@@ -23,6 +23,10 @@ if not rows and t.get("total_bytes") and by in ("asn", "country"):
     st.info(f"No {BY[by]} is known for these addresses: set `asn_db` / `country_db` to MaxMind-format databases "
             "(GeoLite2, DB-IP Lite or IPinfo Lite); ingest looks addresses up from then on.")
     st.stop()
+if not rows and t.get("total_bytes") and by == "user":
+    st.info("No pulls with a user name in this range: every client is anonymous (users come from the log's "
+            "$remote_user, set when the mirror asks for basic auth).")
+    st.stop()
 if not rows:
     st.info("Nobody in this range. " + ui.NO_TRAFFIC)
     st.stop()
