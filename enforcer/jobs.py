@@ -22,7 +22,7 @@ INGEST_SLICE = 32 << 20     # bytes of log per hold of the store (about 150,000 
 BACKLOG_WAIT = 1.0          # seconds a detection pass waits between looks at a backlog
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """The jobs' threads (and the reader threads they start, which inherit it) give way to the
     API's: on a small machine an ingest run or a detection pass busy on every core would
     otherwise sit in front of each poll, which must be answered in milliseconds."""
@@ -77,7 +77,7 @@ def ingest(services: Services) -> None:
     from ingest.pipeline import Ingester
     from rules.rollup import SERVE_BATCH, roll_up
     cfg = services.settings
-    _lower_priority()
+    lower_priority()
     try:
         while True:
             with services.lock:
@@ -103,7 +103,7 @@ def detection(services: Services, lower: bool = True):
     (not for a pass an admin asked for through the API, which runs on a request thread)."""
     cfg = services.settings
     if lower:
-        _lower_priority()
+        lower_priority()
     while True:
         with services.lock:
             if not services.backlog:
@@ -150,7 +150,7 @@ def _detect(services: Services, cfg):
 
 def prune(services: Services) -> None:
     from core.retention import prune as prune_store
-    _lower_priority()
+    lower_priority()
     with services.lock:
         done = prune_store(services.store, services.settings.keep_days, services.clock())
     if any(done.values()):
@@ -158,7 +158,7 @@ def prune(services: Services) -> None:
 
 
 def publish(services: Services) -> None:
-    _lower_priority()
+    lower_priority()
     services.publisher.refresh()
     services.save_cursors()
 
@@ -186,10 +186,10 @@ def start(services: Services) -> BackgroundScheduler:
     scheduler.add_job(_guarded(services, "prune", lambda: prune(services)), "interval", hours=24, id="prune",
                       name="prune", next_run_time=services.clock() + timedelta(minutes=10))
     from enforcer import budget_guard       # the budget guard, and the monthly report on the 1st (report_timezone)
-    scheduler.add_job(_guarded(services, "budget", lambda: (_lower_priority(), budget_guard.check(services))), "interval",
+    scheduler.add_job(_guarded(services, "budget", lambda: (lower_priority(), budget_guard.check(services))), "interval",
                       seconds=cfg.budget_check_interval, id="budget", name="budget",
                       next_run_time=services.clock() + timedelta(seconds=30))
-    scheduler.add_job(_guarded(services, "report", lambda: (_lower_priority(), budget_guard.monthly_report(services))), "cron", day=1,
+    scheduler.add_job(_guarded(services, "report", lambda: (lower_priority(), budget_guard.monthly_report(services))), "cron", day=1,
                       hour=1, minute=5, timezone=cfg.report_timezone or "UTC", id="report", name="report")
     scheduler.start()
     return scheduler

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -68,8 +69,11 @@ class Services:
     stopping: threading.Event = field(default_factory=threading.Event)    # the server is shutting down
     gate: "Gate" = field(default_factory=lambda: Gate())                 # analytics reads vs checkpoints
     reads: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))  # one at a time
+    analytics_pool: ThreadPoolExecutor = None                               # see read()
 
     def __post_init__(self):
+        from enforcer.jobs import lower_priority
+        self.analytics_pool = self.analytics_pool or ThreadPoolExecutor(1, "analytics", initializer=lower_priority)
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
                                                      self.settings.policy_max_age)
         self.keys = self.keys or KeyRing(self.store, self.lock)
@@ -89,6 +93,16 @@ class Services:
         memory) never wait for either."""
         with self.reads, self.gate.shared(), self.store.reading() as store:
             yield store
+
+    def read(self, fn):
+        """``fn(store)`` inside ``analytics()`` on the analytics thread, which runs at the jobs'
+        lower CPU priority: on a small machine a dashboard's month-wide aggregate would
+        otherwise take the core that the proxies' polls are answered on."""
+        return self.analytics_pool.submit(self._read, fn).result()
+
+    def _read(self, fn):
+        with self.analytics() as store:
+            return fn(store)
 
     def checkpoint(self) -> None:
         """Write the WAL into the file, with no analytics read running (see ``analytics``)."""

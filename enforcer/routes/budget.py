@@ -16,11 +16,12 @@ Month = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-
 
 
 def _status(services, month: str | None) -> dict:
-    with services.analytics() as store:
+    def run(store):
         try:
             return budget_mod.status(store, services.settings.report_timezone, services.clock(), month)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
+    return services.read(run)
 
 
 @router.get("/budget")
@@ -29,10 +30,9 @@ def budget(services: ServicesDep, who: ViewerKey, month: Month = None) -> dict:
     today, month to date, the projection to the month's end (linear and day-of-week, with a
     band and its method), days until the budget runs out, bytes a day still allowed, and the
     guard's level (with what it did or would do)."""
+    from reports import guard
     out = _status(services, month)
-    with services.analytics() as store:
-        from reports import guard
-        out["guard"] = {**out["guard"], **guard.remembered(store, out["month"])}
+    out["guard"] = {**out["guard"], **services.read(lambda store: guard.remembered(store, out["month"]))}
     return out
 
 
@@ -51,16 +51,18 @@ def whatif(services: ServicesDep, who: ViewerKey, month: Month = None,
     changes = {"requests_per_minute": rpm, "burst": burst,
                "window_bytes": None if window_gib is None else int(window_gib * (1 << 30)),
                "window_seconds": window_seconds}
-    with services.analytics() as store:
+    def run(store):
+        limits = changes
         if tier is not None:
             row = store.execute(f"select {', '.join(whatif_mod.LIMITS)} from tiers where name = ?", [tier])
             if not row:
                 raise HTTPException(404, f"no tier {tier!r}")
-            changes = {**dict(zip(whatif_mod.LIMITS, row[0])), **{k: v for k, v in changes.items() if v is not None}}
+            limits = {**dict(zip(whatif_mod.LIMITS, row[0])), **{k: v for k, v in changes.items() if v is not None}}
         try:
-            return whatif_mod.whatif(store, services.settings.report_timezone, services.clock(), changes, month)
+            return whatif_mod.whatif(store, services.settings.report_timezone, services.clock(), limits, month)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
+    return services.read(run)
 
 
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "html": "text/html; charset=utf-8",
@@ -72,8 +74,9 @@ def reports(services: ServicesDep, who: ViewerKey) -> list[dict]:
     """Months with data and their monthly reports (frozen: made once the month closed, with the
     sha256 of their inputs), newest first."""
     from reports import archive
-    with services.analytics() as store:
+    def run(store):
         return archive.listing(store, services.settings.report_timezone or "UTC")
+    return services.read(run)
 
 
 @router.get("/reports/{name}")
@@ -88,11 +91,10 @@ def report(services: ServicesDep, who: ViewerKey,
     def write(fn):
         with services.lock:
             fn(services.store)
-    with services.analytics() as store:         # the store only for the figures; rendering goes without
-        try:
-            prepared = archive.prepare(store, month, services.settings, services.clock())
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from None
+    try:                # the store only for the figures; rendering goes without
+        prepared = services.read(lambda store: archive.prepare(store, month, services.settings, services.clock()))
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
     r = archive.finish(prepared, write)
     return Response(r.outputs[kind], media_type=MEDIA[kind], headers={
         "Content-Disposition": f'inline; filename="{r.name(kind)}"', "X-Report-Frozen": str(r.frozen).lower(),

@@ -1,9 +1,9 @@
 """Read-only statistics for the dashboard and the command line (viewer keys): overview,
 traffic, top talkers, entities, explain, findings, decisions, rules, image lists and demand.
 
-Each read runs on a connection of its own, one at a time and never during a checkpoint
-(``services.analytics()``): it does not wait for an ingest run or a detection pass, and the
-proxies' polls, answered from memory, never wait for it.
+Each read runs on a connection of its own, on one thread at the jobs' lower CPU priority and
+never during a checkpoint (``services.read()``): it does not wait for an ingest run or a
+detection pass, and the proxies' polls, answered from memory, never wait for it.
 """
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ def _filters(registry, asn, country, family, image, address) -> queries.Filters:
 @router.get("/overview")
 def overview(services: ServicesDep, who: ViewerKey, days: Annotated[int, Query(ge=1, le=90)] = 30) -> dict:
     """Today, the last 30 days by registry, decisions in force, how fresh the data is."""
-    with services.analytics() as store:
+    def run(store):
         return queries.overview(store, services.clock(), days)
+    return services.read(run)
 
 
 @router.get("/days")
@@ -64,8 +65,9 @@ def days(services: ServicesDep, who: ViewerKey, start: When = None, end: When = 
         since, until = queries.parse_when(start), queries.parse_when(end)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    with services.analytics() as store:
+    def run(store):
         return queries.daily_totals(store, since, until)
+    return services.read(run)
 
 
 @router.get("/traffic")
@@ -77,13 +79,14 @@ def traffic(services: ServicesDep, who: ViewerKey, start: When = None, end: When
     """Requests, bytes, addresses and pulls per hour or day (event time), filtered, with the
     period before for comparison. Default: the 7 days up to the newest traffic, by hour up to
     3 days and by day beyond."""
-    with services.analytics() as store:
+    def run(store):
         s = _span(store, services, start, end, hours)
         chosen = bucket or ("hour" if s.end - s.start <= timedelta(days=3) else "day")
         try:
             return queries.traffic(store, s, chosen, _filters(registry, asn, country, family, image, address))
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+    return services.read(run)
 
 
 @router.get("/top")
@@ -95,12 +98,13 @@ def top(services: ServicesDep, who: ViewerKey,
         address: str | None = None) -> dict:
     """The biggest consumers: bytes, share, requests, pulls, addresses, bytes per address,
     repeat ratio."""
-    with services.analytics() as store:
+    def run(store):
         s = _span(store, services, start, end, hours)
         try:
             return queries.top(store, by, s, limit, _filters(registry, asn, country, family, image, address))
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+    return services.read(run)
 
 
 @router.get("/entity")
@@ -108,11 +112,12 @@ def entity(services: ServicesDep, who: ViewerKey, kind: Literal["address", "pref
            value: Annotated[str, Query(min_length=1, max_length=200)]) -> dict:
     """One address, /24 or /64, ASN or user: its 7-day hourly profile, images, clients,
     decisions past and present and allowlist status."""
-    with services.analytics() as store:
+    def run(store):
         try:
             return queries.entity(store, kind, value, services.clock())
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+    return services.read(run)
 
 
 @router.get("/explain")
@@ -122,7 +127,7 @@ def explain(services: ServicesDep, who: ViewerKey, target: Annotated[str, Query(
     from rules.engine import RuleError, load_rules
     from rules.explain import explain as run_explain
     cfg = services.settings
-    with services.analytics() as store:
+    def run(store):
         try:
             rules = load_rules(store, None, cfg.rules_dir or None)
             return run_explain(store, cfg, rules, target, services.clock(), roll=False)
@@ -130,16 +135,18 @@ def explain(services: ServicesDep, who: ViewerKey, target: Annotated[str, Query(
             raise HTTPException(500, f"the rules do not load: {exc}") from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+    return services.read(run)
 
 
 @router.get("/findings")
 def findings(services: ServicesDep, who: ViewerKey, limit: Annotated[int, Query(ge=1, le=5000)] = 200,
              rule: str | None = None) -> list[dict]:
     """What the rules found, newest pass first (tags and simulated rules too)."""
-    with services.analytics() as store:
+    def run(store):
         return store.records("""select now, rule, entity_kind, entity, action, simulated, reason from findings
                                 where $rule is null or rule = $rule order by now desc, rule limit $limit""",
                              {"rule": rule, "limit": limit})
+    return services.read(run)
 
 
 @router.get("/decisions")
@@ -154,7 +161,7 @@ def decisions(services: ServicesDep, who: ViewerKey, active: bool = False, held:
         raise HTTPException(422, "active and held exclude each other: a held decision is not in force")
     cond = ("revoked_at is null and until > $now and created_at <= $now and not simulated and held is null"
             if active else "revoked_at is null and until > $now and held is not null" if held else "$now is not null")
-    with services.analytics() as store:
+    def run(store):
         return store.records(f"""
             select id, seq, scope, value, effect, tier, rule, origin, reason, created_at, until,
                    revoked_at, simulated, held from decisions
@@ -164,6 +171,7 @@ def decisions(services: ServicesDep, who: ViewerKey, active: bool = False, held:
             order by seq desc limit $limit""",
             {"now": services.clock(), "rule": rule, "scope": scope, "value": value, "effect": effect,
              "origin": origin, "limit": limit})
+    return services.read(run)
 
 
 @router.get("/rules")
@@ -171,13 +179,13 @@ def rules(services: ServicesDep, who: ViewerKey, start: When = None, end: When =
     """Every rule loaded, with its hits over the range (default: the last 7 days of traffic)."""
     from rules.engine import RuleError, load_rules
     cfg = services.settings
-    with services.analytics() as store:
+    def run(store):
         s = _span(store, services, start, end)
         try:
-            loaded = load_rules(store, None, cfg.rules_dir or None)
+            return load_rules(store, None, cfg.rules_dir or None), queries.rule_hits(store, s)
         except RuleError as exc:
             raise HTTPException(500, f"the rules do not load: {exc}") from None
-        hits = queries.rule_hits(store, s)
+    loaded, hits = services.read(run)
     zero = {"findings": 0, "entities": 0, "decisions": 0, "active": 0}
     return [{"rule": r.name, "pack": r.pack, "entity": r.entity, "window": r.window, "action": r.action,
              "simulated": r.simulate, "where": r.where, "description": r.description,
@@ -192,9 +200,10 @@ def backtest(services: ServicesDep, who: ViewerKey, start: When = None, end: Whe
     from rules.backtest import backtest as run_backtest
     from rules.engine import load_rules
     cfg = services.settings
-    with services.analytics() as store:
+    def run(store):
         s = _span(store, services, start, end, days=1, longest=7)
         return run_backtest(store, cfg, load_rules(store, None, cfg.rules_dir or None), s.start, s.end, roll=False)
+    return services.read(run)
 
 
 def _lists(store) -> dict[str, list[dict]]:
@@ -207,8 +216,9 @@ def _lists(store) -> dict[str, list[dict]]:
 @router.get("/images")
 def images(services: ServicesDep, who: ViewerKey) -> dict:
     """The three image lists with their reasons."""
-    with services.analytics() as store:
+    def run(store):
         return _lists(store)
+    return services.read(run)
 
 
 def _refusal(image: str, lists: dict) -> tuple[dict, str, str]:
@@ -231,8 +241,7 @@ def image_match(services: ServicesDep, who: ViewerKey, image: Annotated[str, Que
         name = image_name(image.strip(), services.settings.default_registry)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    with services.analytics() as store:
-        hit, verdict, why = _refusal(name, _lists(store))
+    hit, verdict, why = _refusal(name, services.read(_lists))
     return {"image": name, **hit, "verdict": verdict, "why": why}
 
 
@@ -240,7 +249,7 @@ def image_match(services: ServicesDep, who: ViewerKey, image: Annotated[str, Que
 def demand(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None, limit: Limit = 50) -> list[dict]:
     """Images asked for that the lists refuse, most wanted first (by distinct addresses): what
     users otherwise file issues for by hand."""
-    with services.analytics() as store:
+    def run(store):
         s = _span(store, services, start, end, days=30)
         lists = _lists(store)
         if not lists["allowed"] and not lists["blocked"]:
@@ -254,12 +263,12 @@ def demand(services: ServicesDep, who: ViewerKey, start: When = None, end: When 
                 if len(out) >= limit:
                     break
         return out
+    return services.read(run)
 
 
 @router.get("/tiers")
 def tiers(services: ServicesDep, who: ViewerKey) -> dict:
     """The tiers as stored (`tiers list --json`), and which one anonymous and authenticated
     clients get (``default``, as the published policy says)."""
-    with services.analytics() as store:
-        out = queries.tier_table(store)
+    out = services.read(queries.tier_table)
     return {**out, "default": services.publisher.current.content["default_tiers"]}
