@@ -27,4 +27,5 @@ with st.sidebar:
     st.caption(f"API {c.url}" + (f" · {role} key" if role else ""))
     if st.button("Refresh", help="Read everything again from the API (figures are cached for 30 s)"):
         st.cache_data.clear()
+ui.flash()
 page.run()

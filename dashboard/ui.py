@@ -70,7 +70,16 @@ def act(label: str, method: str, path: str, body: dict, form_key: str) -> None:
             st.error(f"{e.message}\n\n{e.hint}")
             return
         st.cache_data.clear()
-        st.success(f"{label}: done (policy version {answer.get('policy_version')}), audited with your reason.")
+        # run the page again so that it shows the change; the message waits in the session
+        st.session_state["flash"] = f"{label}: done (policy version {answer.get('policy_version')}), audited with your reason."
+        st.rerun()
+
+
+def flash() -> None:
+    """The message of the action that made this run, once."""
+    message = st.session_state.pop("flash", None)
+    if message:
+        st.success(message)
 
 
 def viewer_note() -> None:
