@@ -51,7 +51,6 @@ BREAKDOWNS = {
 
 
 def _scratch(store, lo: datetime, hi: datetime, plo: datetime, phi: datetime) -> None:
-    p = {"lo": lo, "hi": hi}
     for prefix, (a, b) in (("_pw_", (lo, hi)), ("_pw_prev_", (plo, phi))):
         store.execute(f"""create or replace temp table {prefix}ipimg as
             select client_ip, registry, repository, sum(bytes)::hugeint as b, sum(requests)::hugeint as r
