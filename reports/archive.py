@@ -80,7 +80,8 @@ def prepare(store, month: str, cfg, now: datetime, refresh: bool = False) -> Pre
     fig = monthly.figures(store, month, tz, now, cfg.price_per_tib, cfg.price_currency)
     sha = inputs_sha256(fig)
     fig["inputs_sha256"] = sha
-    freeze = not fig["partial"] and monthly.closed(month, tz, now)
+    # a month with no traffic at all is not frozen: its logs may simply not be read yet
+    freeze = not fig["partial"] and monthly.closed(month, tz, now) and fig["requests"] > 0
     old = stored(store, month, tz) if freeze else None
     if old and (old.inputs_sha256 == sha or not refresh):
         old.stale = old.inputs_sha256 != sha

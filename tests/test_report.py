@@ -159,6 +159,8 @@ def test_a_closed_month_is_frozen_and_gives_the_same_bytes(store, tmp_path):
     partial = archive.build(store, "2026-12", c, NOW)
     assert partial.partial and not partial.frozen and store.value("select count(*) from reports") == 1
     assert [m["month"] for m in archive.listing(store, "UTC")] == ["2026-12", "2026-11", "2026-10"]
+    empty = archive.build(store, "2026-08", c, NOW)           # no logs read for it (yet): not frozen
+    assert not empty.frozen and json.loads(empty.outputs["json"])["total_bytes"] == 0
 
 
 def test_whatif_tightening_the_anonymous_tier_shows_fewer_bytes(store):
