@@ -29,7 +29,7 @@ CLOSE_GRACE = timedelta(hours=1)       # a month is closed an hour after its end
 # with its AS number and country (_ip). A breakdown is then a group-by over a few hundred thousand
 # rows, with exact address counts, instead of a pass over millions of hourly rows joined with
 # ip_info each time (30 M events: 12 s -> a few).
-SCRATCH = ("_pw_ipimg", "_pw_ip", "_pw_prev_ipimg", "_pw_prev_ip")
+SCRATCH = ("_pw_ipimg", "_pw_ip", "_pw_prev_img", "_pw_prev_ip")
 
 BREAKDOWNS = {
     # name: (table, key, label, addresses)
@@ -51,14 +51,23 @@ BREAKDOWNS = {
 
 
 def _scratch(store, lo: datetime, hi: datetime, plo: datetime, phi: datetime) -> None:
-    for prefix, (a, b) in (("_pw_", (lo, hi)), ("_pw_prev_", (plo, phi))):
-        store.execute(f"""create or replace temp table {prefix}ipimg as
-            select client_ip, registry, repository, sum(bytes)::hugeint as b, sum(requests)::hugeint as r
-            from facts_hourly where hour >= $lo and hour < $hi group by all""", {"lo": a, "hi": b})
-        store.execute(f"""create or replace temp table {prefix}ip as
-            select x.client_ip, i.asn, i.as_org, i.country, x.b, x.r, x.images
-            from (select client_ip, sum(b) as b, sum(r) as r, count(*) as images from {prefix}ipimg group by 1) x
-            left join ip_info i on i.ip = x.client_ip""")
+    store.execute("""create or replace temp table _pw_ipimg as
+        select client_ip, registry, repository, sum(bytes)::hugeint as b, sum(requests)::hugeint as r
+        from facts_hourly where hour >= $lo and hour < $hi group by all""", {"lo": lo, "hi": hi})
+    store.execute("""create or replace temp table _pw_ip as
+        select x.client_ip, i.asn, i.as_org, i.country, x.b, x.r, x.images
+        from (select client_ip, sum(b) as b, sum(r) as r, count(*) as images from _pw_ipimg group by 1) x
+        left join ip_info i on i.ip = x.client_ip""")
+    # the stretch of the month before, for the movers only: by image and by address (a group-by of
+    # a few thousand images and one of the addresses is cheaper than one of address x image)
+    p = {"lo": plo, "hi": phi}
+    store.execute("""create or replace temp table _pw_prev_img as
+        select registry, repository, sum(bytes)::hugeint as b from facts_hourly
+        where hour >= $lo and hour < $hi group by all""", p)
+    store.execute("""create or replace temp table _pw_prev_ip as
+        select x.client_ip, i.asn, x.b
+        from (select client_ip, sum(bytes)::hugeint as b from facts_hourly where hour >= $lo and hour < $hi
+              group by 1) x left join ip_info i on i.ip = x.client_ip""", p)
 
 
 def _drop_scratch(store) -> None:
@@ -170,7 +179,7 @@ def _tiers(store, lo: datetime, hi: datetime, total: int) -> list[dict]:
 
 def _movers(store, name: str) -> list[dict]:
     table, key, _, _ = BREAKDOWNS[name]
-    prev = table.replace("_pw_", "_pw_prev_")
+    prev = {"_pw_ipimg": "_pw_prev_img", "_pw_ip": "_pw_prev_ip"}[table]
     rows = store.execute(f"""
         with cur as (select {key} as k, sum(b)::hugeint as b from {table} group by 1),
              prev as (select {key} as k, sum(b)::hugeint as b from {prev} group by 1)
@@ -244,7 +253,9 @@ def figures(store, month: str, tz_name: str, now: datetime, prices: list | None 
     pmonth = budget_mod.previous_month(month)
     pstart, pend = budget_mod.month_bounds(pmonth, tz)
     status = budget_mod.status(store, tz_name, now, month)
-    same_point = min(pstart + (status["as_of"] - start), pend)
+    # a month in progress is compared with as long a stretch of the month before; a closed one
+    # with the whole month before (months differ in length)
+    same_point = min(pstart + (status["as_of"] - start), pend) if status["partial"] else pend
     _scratch(store, start, status["as_of"], pstart, same_point)
     try:
         return _figures(store, month, tz, status, start, end, pmonth, pstart, pend, same_point, prices, currency)

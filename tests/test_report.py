@@ -82,6 +82,15 @@ def test_figures_equal_sql_over_the_events(store, tmp_path):
                                         sum(bytes) from events where {nov} group by 1"""))
     octo = sql(store, "select sum(bytes) from events where ts >= '2026-10-01' and ts < '2026-11-01'")[0][0]
     assert fig["previous_month"]["total_bytes"] == octo and fig["previous_month"]["month"] == "2026-10"
+    movers = sql(store, """
+        with n as (select registry || '/' || repository k, sum(bytes) b from events
+                   where ts >= '2026-11-01' and ts < '2026-12-01' group by 1),
+             o as (select registry || '/' || repository k, sum(bytes) b from events
+                   where ts >= '2026-10-01' and ts < '2026-11-01' group by 1)
+        select coalesce(n.k, o.k), coalesce(n.b, 0), coalesce(o.b, 0) from n full join o using (k)
+        order by abs(coalesce(n.b, 0) - coalesce(o.b, 0)) desc, 1 limit 10""")
+    assert [(m["key"], m["bytes"], m["before"]) for m in fig["movers"]["image"]] == [tuple(r) for r in movers]
+    assert {m["trend"] for m in fig["movers"]["image"]} <= {"up", "down", "flat"}
     assert fig["units"].startswith("bytes; TiB = 2^40 bytes")
     # in Tokyo the month begins at 15:00 UTC on the last day of October
     tokyo = monthly.figures(store, "2026-11", "Asia/Tokyo", NOW)
