@@ -6,9 +6,9 @@ newest rolled-up hour and carry the projection (``partial``); a closed month's f
 those of the whole month, and its report is frozen (reports/archive.py).
 
 Comparisons: with the month before (whole), and with the same point of the month before (as
-long a stretch from its start as this month has had). A mover is an entity whose bytes changed
-by more than 5% of what they were (``FLAT``) between this month and the same stretch of the one
-before.
+long a stretch from its start as this month has had; a closed month: the whole month before).
+Movers are the entities whose bytes changed most against that stretch; a change within 5% of
+what they were (``FLAT``) is flat.
 """
 from __future__ import annotations
 
