@@ -13,6 +13,9 @@ monthly` does it in one process:
            inputs' hash; the stored bytes are given);
   partial  the month on the 20th, with the projection.
 
+With --month-before, October is there too (61 days, 61 M events): the comparisons and the movers
+then read the month before as a real report would.
+
 Each three times; median and worst. Target (issue 11): the month's report <= 10 s.
 """
 from __future__ import annotations
@@ -41,12 +44,12 @@ MONTH = "2026-11"
 START = datetime(2026, 11, 1)
 
 
-def build(db: Path, days: int, per_day: int) -> dict:
+def build(db: Path, days: int, per_day: int, before: int = 0) -> dict:
     """The month of events, enriched and rolled up (as bench_dashboard.py builds it); reused
     when already there."""
     from ingest.enrich import GeoDB, enrich_new
     from rules.rollup import roll_up
-    want = days * per_day
+    want = (days + before) * per_day
     store = open_store(str(db))
     try:
         if store.value("select count(*) from events") == want and store.value("select count(*) from rollup_state"):
@@ -56,10 +59,10 @@ def build(db: Path, days: int, per_day: int) -> dict:
             p.unlink(missing_ok=True)
         store = open_store(str(db))
         t = time.perf_counter()
-        for day in range(days):         # a day at a time: i * span overflows 64 bits for a month
+        for day in range(days + before):    # a day at a time: i * span overflows 64 bits for a month
             store.execute(GENERATE.replace("range($n) t(i)", "range($n * $day, $n * ($day + 1)) t(i)")
                           .replace("((i * $span) // $n)", "(((i - $n * $day) * $span) // $n)"),
-                          {"start": START + timedelta(days=day), "n": per_day, "day": day,
+                          {"start": START + timedelta(days=day - before), "n": per_day, "day": day,
                            "span": int(timedelta(days=1).total_seconds() * 1e6) - 1})
         generated = time.perf_counter() - t
         t = time.perf_counter()
@@ -90,11 +93,14 @@ def main() -> None:
     ap.add_argument("--events-per-day", type=int, default=1_000_000)
     ap.add_argument("--workdir", default="/tmp/pullwarden-bench-report")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--month-before", action="store_true",
+                    help="also October (31 days at the same rate), so that the comparisons and movers read a month "
+                         "before (in report-with-october.duckdb)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    db = Path(args.workdir) / "report.duckdb"
-    built = build(db, args.days, args.events_per_day)
+    db = Path(args.workdir) / ("report-with-october.duckdb" if args.month_before else "report.duckdb")
+    built = build(db, args.days, args.events_per_day, 31 if args.month_before else 0)
 
     from reports import archive
     cfg = load(None, {"db": str(db), "price_per_tib": [[10, 90.0], [50, 80.0], [0, 70.0]]}, environ={})
@@ -128,8 +134,8 @@ def main() -> None:
         print(json.dumps(out))
         return
     worst = max(closed_t["max_s"], frozen_t["max_s"], partial_t["max_s"])
-    print(f"monthly report benchmark: {built['events']:,} events over {args.days} days ({facts:,} hourly roll-up "
-          f"rows), {os.cpu_count()} CPUs")
+    print(f"monthly report benchmark: {built['events']:,} events over {args.days} days"
+          f"{' and the 31 before' if args.month_before else ''} ({facts:,} hourly roll-up rows), {os.cpu_count()} CPUs")
     print(f"  closed month, made and frozen:  median {closed_t['median_s']:5.2f} s  worst {closed_t['max_s']:5.2f} s")
     print(f"  closed month, frozen already:   median {frozen_t['median_s']:5.2f} s  worst {frozen_t['max_s']:5.2f} s  "
           f"same bytes: {same}")
