@@ -75,8 +75,10 @@ def local_store(cfg):
     from core.store import StoreBusy, StoreError, open_store
     try:
         return open_store(cfg.db)
-    except StoreBusy:
-        return None
+    except StoreBusy as e:
+        if cfg.api_url or server_url(cfg, None):
+            return None
+        fail(str(e))            # held, but not by a serve we can reach: say who holds it
     except StoreError as e:
         fail(str(e))
 

@@ -374,9 +374,9 @@ def image_requests(store, s: Span, limit: int) -> list[dict]:
                          {"start": s.start, "end": s.end, "limit": limit})
 
 
-def rule_hits(store, s: Span) -> dict[str, dict]:
+def rule_hits(store, s: Span, now: datetime) -> dict[str, dict]:
     """Per rule, over ``s`` (by detection time): findings, distinct entities found, decisions
-    made, decisions in force at the end of the span."""
+    made; and its decisions in force now."""
     found = {r["rule"]: r for r in store.records("""
         select rule, count(*) as findings, count(distinct entity) as entities from findings
         where now >= $start and now < $end group by rule""", {"start": s.start, "end": s.end})}
@@ -384,8 +384,8 @@ def rule_hits(store, s: Span) -> dict[str, dict]:
                                  and created_at >= $start and created_at < $end group by rule""",
                               {"start": s.start, "end": s.end}))
     active = dict(store.execute("""select rule, count(*) from decisions where rule is not null and revoked_at is null
-                                   and held is null and not simulated and until > $end and created_at <= $end
-                                   group by rule""", {"end": s.end}))
+                                   and held is null and not simulated and until > $now and created_at <= $now
+                                   group by rule""", {"now": now}))
     rules = set(found) | set(made) | set(active)
     return {r: {"findings": found.get(r, {}).get("findings", 0), "entities": found.get(r, {}).get("entities", 0),
                 "decisions": made.get(r, 0), "active": active.get(r, 0)} for r in rules}

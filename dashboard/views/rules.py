@@ -17,7 +17,7 @@ c = st.columns(4)
 c[0].metric("Rules", len(df), help=f"{int(df['simulated'].sum())} simulated (they find, but decide nothing)")
 c[1].metric("Findings", int(df["findings"].sum()))
 c[2].metric("Decisions", int(df["decisions"].sum()))
-c[3].metric("In force at the range's end", int(df["active"].sum()), help="decisions of these rules still in force when the range ends")
+c[3].metric("In force now", int(df["active"].sum()), help="decisions of these rules in force now")
 if not df["findings"].any():
     st.info("No rule found anything in this range. " + ui.NO_TRAFFIC)
 else:

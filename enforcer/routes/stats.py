@@ -176,13 +176,14 @@ def decisions(services: ServicesDep, who: ViewerKey, active: bool = False, held:
 
 @router.get("/rules")
 def rules(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None) -> list[dict]:
-    """Every rule loaded, with its hits over the range (default: the last 7 days of traffic)."""
+    """Every rule loaded, with its hits over the range (default: the last 7 days of traffic) and
+    its decisions in force now."""
     from rules.engine import RuleError, load_rules
     cfg = services.settings
     def run(store):
         s = _span(store, services, start, end)
         try:
-            return load_rules(store, None, cfg.rules_dir or None), queries.rule_hits(store, s)
+            return load_rules(store, None, cfg.rules_dir or None), queries.rule_hits(store, s, services.clock())
         except RuleError as exc:
             raise HTTPException(500, f"the rules do not load: {exc}") from None
     loaded, hits = services.read(run)
