@@ -186,6 +186,15 @@ def explain(cfg, target, as_json):
         click.echo(json.dumps(report, default=str))
         return
     click.echo(f"{report['entity_kind']} {report['target']} at {report['now']}")
+    if report.get("allowlisted"):
+        click.echo(f"  ALLOWLISTED: {report['allowlisted']} (no rule decides on it; bans and throttles skip it)")
+    for d in report.get("in_force") or []:
+        what = f"{d['effect']}:{d['tier']}" if d["tier"] else d["effect"]
+        state = f"HELD by the circuit breaker ({d['held']})" if d["held"] else "simulated" if d["simulated"] else "in force"
+        click.echo(f"  {state}: #{d['id']} {what} {d['scope']} {d['value']} until {d['until']} "
+                   f"[{d['rule'] or d['origin']}] {d['reason']}")
+    if not report.get("in_force"):
+        click.echo("  no decision in force")
     for v in report["verdicts"]:
         mark = "MATCH" if v["match"] else "-    "
         sim = " (simulated)" if v["simulated"] else ""

@@ -15,7 +15,7 @@ def prune(store, keep_days: int, now: datetime) -> dict[str, int]:
     done = {}
     store.execute("begin")
     try:
-        done["findings"] = store.value("delete from findings where now < ?", [cutoff])
+        done["findings"] = store.value("delete from findings where coalesce(last_seen, now) < ?", [cutoff])
         done["decisions"] = store.value("delete from decisions where coalesce(revoked_at, until) < ?", [cutoff])
         done["ingest_runs"] = store.value("delete from ingest_runs where started_at < ?", [cutoff])
         done["detect_runs"] = store.value("delete from detect_runs where ran_at < ?", [cutoff])

@@ -329,6 +329,15 @@ MIGRATIONS: list[str] = [
         primary key (month, timezone)
     );
     """,
+    # 8 → 9: a finding is recorded once per episode, not once per pass. A pass that finds what an
+    # earlier pass found for the same rule and entity, within the rule's window of it, updates
+    # that row (last_seen, passes, the newest numbers); with passes every minute a day-long
+    # storm was 1,440 rows of the same finding. `now` stays the time it was first found.
+    """
+    alter table findings add column last_seen timestamp;
+    alter table findings add column passes integer default 1;
+    update findings set last_seen = now, passes = 1;
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime
 
+from core.allowlist import Allowlist
 from rules import features
 from core.types import parse_duration
 from rules.engine import Rule
@@ -64,6 +65,30 @@ def explain(store, settings, rules: list[Rule], text: str, now: datetime, roll: 
     per_hour = dict(store.execute(f"""
         select hour, sum(requests) from facts_hourly where hour >= $s and hour < $e and {who} group by all""", p))
     hours = [start + (end - start) * i / 24 for i in range(24)]
+    allowed = Allowlist(store, now).covers("ip" if kind == "address" else "range", value)
     return {"target": value, "entity_kind": kind, "now": now, "prefix": prefix_of(value) if kind == "address" else value,
+            "in_force": in_force(store, kind, value, now), "allowlisted": allowed,
             "verdicts": verdicts, "top_images": top_images, "top_user_agents": top_uas,
             "hourly": [int(per_hour.get(h, 0)) for h in hours]}
+
+
+def in_force(store, kind: str, value: str, now: datetime) -> list[dict]:
+    """The decisions live at ``now`` that reach the entity, held ones included (marked): on the
+    address or prefix itself, a range around it, its AS number; for a prefix also the
+    addresses banned inside it. Manual ones say so (rule null, origin manual)."""
+    target = ipaddress.ip_network(value, strict=False)
+    asn = store.value("select cast(asn as varchar) from ip_info where ip = ?", [value]) if kind == "address" else None
+    rows = store.records("""
+        select id, scope, value, effect, tier, rule, origin, reason, created_at, until, held, simulated
+        from decisions where revoked_at is null and created_at <= $now and until > $now
+          and scope in ('ip', 'range', 'asn') order by created_at""", {"now": now})
+    out = []
+    for r in rows:
+        if r["scope"] == "asn":
+            hit = asn is not None and r["value"] == asn
+        else:
+            net = ipaddress.ip_network(r["value"], strict=False)
+            hit = net.version == target.version and (target.subnet_of(net) or net.subnet_of(target))
+        if hit:
+            out.append(r)
+    return out

@@ -260,19 +260,49 @@ def hits(store, bans: list[Decision], window: str, now: datetime) -> dict[tuple[
     return out
 
 
+def _record_findings(store, now: datetime, fs: list[Finding]) -> None:
+    """One row per episode: a finding that an earlier pass made within the rule's window of
+    now continues that row (newest numbers, last_seen, passes + 1); the others are new rows."""
+    p = {"now": now, "rule": [f.rule.name for f in fs], "kind": [f.rule.entity for f in fs],
+         "entity": [f.entity for f in fs], "window": [f.rule.window for f in fs],
+         "span": [int(parse_duration(f.rule.window).total_seconds()) for f in fs],
+         "action": [f.rule.action for f in fs], "simulated": [f.rule.simulate for f in fs],
+         "reason": [f.reason for f in fs], "evidence": [json.dumps(f.features, default=str) for f in fs]}
+    store.execute("""
+        create or replace temp table pass_findings as
+        select unnest($rule::varchar[]) as rule, unnest($kind::varchar[]) as kind, unnest($entity::varchar[]) as entity,
+               unnest($window::varchar[]) as window_name, unnest($span::integer[]) as span,
+               unnest($action::varchar[]) as action, unnest($simulated::boolean[]) as simulated,
+               unnest($reason::varchar[]) as reason, unnest($evidence::varchar[]) as evidence""",
+                  {k: v for k, v in p.items() if k != "now"})
+    continued = store.execute("""
+        update findings set last_seen = $now, passes = findings.passes + 1, reason = k.reason,
+                            evidence = k.evidence::json, action = k.action, simulated = k.simulated
+        from pass_findings k
+        where findings.rule = k.rule and findings.entity_kind = k.kind and findings.entity = k.entity
+          and findings.last_seen >= $now - to_seconds(k.span)
+        returning findings.rule, findings.entity_kind, findings.entity""", {"now": now})
+    store.execute("create or replace temp table continued_findings (rule varchar, kind varchar, entity varchar)")
+    if continued:
+        store.execute("""insert into continued_findings select unnest($r::varchar[]), unnest($k::varchar[]),
+                                                               unnest($e::varchar[])""",
+                      {"r": [c[0] for c in continued], "k": [c[1] for c in continued], "e": [c[2] for c in continued]})
+    store.execute("""
+        insert into findings (now, rule, entity_kind, entity, window_name, action, simulated, reason, evidence,
+                              last_seen, passes)
+        select $now, rule, kind, entity, window_name, action, simulated, reason, evidence::json, $now, 1
+        from pass_findings k
+        where not exists (select 1 from continued_findings c
+                          where c.rule = k.rule and c.kind = k.kind and c.entity = k.entity)""", {"now": now})
+    store.execute("drop table pass_findings")
+    store.execute("drop table continued_findings")
+
+
 def apply(store, result: PassResult) -> None:
     """Write the pass: findings, decisions (held ones with their reason), and an audit row per
     hold, so that the operator sees who held what and why."""
     if result.findings:
-        fs = result.findings
-        store.execute("""
-            insert into findings select $now, unnest($rule::varchar[]), unnest($kind::varchar[]),
-                unnest($entity::varchar[]), unnest($window::varchar[]), unnest($action::varchar[]),
-                unnest($simulated::boolean[]), unnest($reason::varchar[]), unnest($evidence::varchar[])::json""",
-            {"now": result.now, "rule": [f.rule.name for f in fs], "kind": [f.rule.entity for f in fs],
-             "entity": [f.entity for f in fs], "window": [f.rule.window for f in fs],
-             "action": [f.rule.action for f in fs], "simulated": [f.rule.simulate for f in fs],
-             "reason": [f.reason for f in fs], "evidence": [json.dumps(f.features, default=str) for f in fs]})
+        _record_findings(store, result.now, result.findings)
     if result.new:
         new = result.new
         ids = sorted(r[0] for r in store.execute("select nextval('decision_ids') from range(?)", [len(new)]))

@@ -45,6 +45,16 @@ def test_detect_decisions_explain_backtest_allow(workdir, monkeypatch):
     storm = next(v for v in exp["verdicts"] if v["rule"] == "ci-repull-storm")
     assert storm["match"] and storm["features"]["max_blob_downloads"] >= 20 and len(exp["hourly"]) == 24
     assert invoke("explain", "203.0.113.0/16").exit_code == 2
+    # the whole story: the decision in force with its id, rule and until, and no allowlist entry
+    [throttle] = [d for d in exp["in_force"] if not d["simulated"]]
+    assert (throttle["effect"], throttle["rule"], throttle["held"]) == ("throttle", "ci-repull-storm", None)
+    assert f"in force: #{throttle['id']} throttle:throttled ip 203.0.113.50 until" in text
+    assert exp["allowlisted"] is None and "ALLOWLISTED" not in text
+    scanner = invoke("explain", "198.18.0.66").output
+    assert scanner.count("in force: #") == 2 and "[tag-scanner]" in scanner and "[error-storm]" in scanner
+    manual = invoke("ban", "range", "198.18.0.0/24", "--reason", "by hand", "--duration", "1h")
+    assert manual.exit_code == 0, manual.output
+    assert "[manual] by hand" in invoke("explain", "198.18.0.66").output
 
     before = json.loads(invoke("decisions", "list", "--json").stdout)
     bt = json.loads(invoke("backtest", "--from", "2024-11-20T00:00", "--to", "2024-11-21T00:00", "--json").stdout)
@@ -58,6 +68,8 @@ def test_detect_decisions_explain_backtest_allow(workdir, monkeypatch):
     assert res.exit_code == 0 and "3 active decision(s) revoked" in res.output
     active = json.loads(invoke("decisions", "list", "--active", "--json").stdout)
     assert "203.0.113.50" not in {d["value"] for d in active}
+    text = invoke("explain", "203.0.113.50").output
+    assert "ALLOWLISTED: our own CI" in text and "no decision in force" in text
     assert json.loads(invoke("allow", "list", "--json").stdout)[0]["reason"] == "our own CI"
     assert invoke("allow", "remove", "ip", "203.0.113.50").exit_code == 0
     assert invoke("allow", "remove", "ip", "203.0.113.50").exit_code == 2

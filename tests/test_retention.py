@@ -27,7 +27,7 @@ def test_prune_before_the_replay_time_then_the_wall_clock(tmp_path):
     store = open_store(str(tmp_path / "db.duckdb"))
     add_events(store, [ev(NEWEST, "192.0.2.1"), ev(NEWEST - timedelta(days=200), "192.0.2.2")])
     for at in (NEWEST - timedelta(days=100), NEWEST - timedelta(days=5)):
-        store.execute("insert into findings values (?, 'r', 'address', '192.0.2.1', '24h', 'ban', false, 'x', null)",
+        store.execute("insert into findings (now, rule, entity_kind, entity, window_name, action, simulated, reason, evidence) values (?, 'r', 'address', '192.0.2.1', '24h', 'ban', false, 'x', null)",
                       [at])
     decision(store, "198.51.100.1", NEWEST - timedelta(days=120), NEWEST - timedelta(days=100))      # ended long ago
     decision(store, "198.51.100.2", NEWEST - timedelta(days=120), NEWEST + timedelta(days=1),

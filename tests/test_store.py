@@ -1,6 +1,8 @@
 """The schema: version 1 plus numbered migrations; an older database upgrades in place."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 
 from core import store as store_mod
@@ -16,13 +18,29 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
                    values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 8
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 9
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
     assert s.value("select count(*) from reports") == 0            # a table of migration 8
     s.close()
     s = open_store(path)                              # opening again changes nothing
     assert s.execute("select version from schema_version") == [(store_mod.VERSION,)]
+    s.close()
+
+
+def test_findings_of_a_version_8_database_become_episodes(tmp_path):
+    path = str(tmp_path / "v8.duckdb")
+    con = duckdb.connect(path)
+    con.execute(store_mod.SCHEMA)
+    for sql in store_mod.MIGRATIONS[:7]:
+        con.execute(sql)
+    con.execute("insert into schema_version values (8)")
+    con.execute("""insert into findings values ('2024-11-20 10:00:00', 'tag-scanner', 'address', '198.51.100.7',
+                                                '24h', 'ban', false, 'enumerated', '{}')""")
+    con.close()
+    s = open_store(path)
+    assert s.execute("select now, last_seen, passes from findings") == [
+        (datetime(2024, 11, 20, 10), datetime(2024, 11, 20, 10), 1)]
     s.close()
 
 

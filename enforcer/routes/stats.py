@@ -141,11 +141,12 @@ def explain(services: ServicesDep, who: ViewerKey, target: Annotated[str, Query(
 @router.get("/findings")
 def findings(services: ServicesDep, who: ViewerKey, limit: Annotated[int, Query(ge=1, le=5000)] = 200,
              rule: str | None = None) -> list[dict]:
-    """What the rules found, newest pass first (tags and simulated rules too)."""
+    """What the rules found, one row per episode (``now``: first found, ``last_seen`` and
+    ``passes``: how long it went on), most recently seen first (tags and simulated rules too)."""
     def run(store):
-        return store.records("""select now, rule, entity_kind, entity, action, simulated, reason from findings
-                                where $rule is null or rule = $rule order by now desc, rule limit $limit""",
-                             {"rule": rule, "limit": limit})
+        return store.records("""select now, last_seen, passes, rule, entity_kind, entity, action, simulated, reason
+                                from findings where $rule is null or rule = $rule
+                                order by last_seen desc, rule limit $limit""", {"rule": rule, "limit": limit})
     return services.read(run)
 
 
