@@ -47,6 +47,28 @@ FEATURES: tuple[Feature, ...] = (
                           "a cluster rollout 1–2."),
     Feature("hours_of_day", "Distinct hours of the day (0–23, UTC) with requests: 24 is a flat round-the-clock "
                             "profile, an office's working day shows 9–11."),
+    Feature("pull_hours", "Distinct hours of the day (0–23, UTC) with pulls: a relay serving others pulls in "
+                          "20–24, an office in its working day (9–11), a cluster at its rollouts (1–4). Unlike "
+                          "hours_of_day, a kubelet's HEAD checks all day do not count."),
+    Feature("quiet_share", "Share of the pulls made in the 8 quietest hours of the day (UTC hours, summed over "
+                           "the window's days): 0.33 is perfectly flat, round the clock; people's rhythm gives "
+                           "less (home users about 0.07, an office 0)."),
+    Feature("pull_days", "Distinct days (UTC) with pulls: in a 7d window, a relay pulls on all 7."),
+    Feature("registries", "Distinct registries (docker.io, ghcr.io, …) of the images requested."),
+    Feature("namespaces", "Distinct namespaces (registry/first path segment: docker.io/library, ghcr.io/actions) "
+                          "of the images requested: a relay serves many unrelated ones, a team a few."),
+    Feature("downloads_per_blob", "Blob downloads ÷ distinct blobs: like repeat_ratio, but by count, so it "
+                                  "holds when a log has no blob bytes (CRProxy redirecting blobs to storage)."),
+    Feature("redownload_hours", "Clock hours in which the entity downloaded a blob again (one it had downloaded "
+                                "earlier in the window, or twice in that hour): a relay without a cache or a CI "
+                                "job re-pulling all day show 20+, an office 11 at most, a cluster rollout 1–4, a "
+                                "pull-through cache 0 (not computed for images)."),
+    Feature("blobs_per_pull", "Blob GETs ÷ manifest GETs: what a pull goes on to fetch (a warm check fetches "
+                              "none, a client without a layer cache every layer)."),
+    Feature("asn_addresses", "Distinct addresses active in the entity's ASN in the window (0 without an ASN)."),
+    Feature("asn_share", "The entity's share of its ASN's bytes in the window (0–1)."),
+    Feature("fair_share", "The entity's bytes ÷ its ASN's bytes per active address: 1 is an average address of "
+                          "its network, 50 takes fifty addresses' worth (one heavy host inside an ISP, or a NAT)."),
     Feature("error_responses", "Responses 401, 403, 404, 429 or 5xx."),
     Feature("errors", "Responses 403, 404, 429 or 5xx (the operator's own error rule counts these)."),
     Feature("error_share", "error_responses ÷ requests."),
@@ -74,17 +96,35 @@ _KEY = {
 # Where each feature comes from: the aggregate over facts_hourly (`a`) or one of the parts
 # below, each a CTE and a join, included only when a rule needs one of its features.
 _PARTS = {
-    "blob": (("blobs", "repeat_ratio", "max_blob_downloads", "max_blob_bytes"),
+    "blob": (("blobs", "repeat_ratio", "max_blob_downloads", "max_blob_bytes", "downloads_per_blob"),
              """b as (select entity, blob, sum(downloads) as downloads, sum(bytes) as bytes
                      from ({blob_hourly}) group by all)""",
              """left join (select entity, count(*) as blobs, max(downloads) as max_blob_downloads,
-                           max(bytes) as max_blob_bytes, sum(bytes) / nullif(sum(bytes / downloads), 0) as repeat_ratio
+                           max(bytes) as max_blob_bytes, sum(bytes) / nullif(sum(bytes / downloads), 0) as repeat_ratio,
+                           sum(downloads) / count(*) as downloads_per_blob
                     from b where downloads > 0 group by all) bb using (entity)"""),
-    "image": (("images", "pulls_per_image", "max_image_pulls", "max_image_bytes"),
+    "image": (("images", "pulls_per_image", "max_image_pulls", "max_image_bytes", "registries", "namespaces"),
               """img as (select entity, registry, repository, sum(manifest_gets) as pulls, sum(bytes) as bytes
                          from f where repository is not null group by all)""",
               """left join (select entity, count(*) as images, max(pulls) as max_image_pulls,
-                            max(bytes) as max_image_bytes from img group by all) ii using (entity)"""),
+                            max(bytes) as max_image_bytes, count(distinct registry) as registries,
+                            count(distinct registry || '/' || split_part(repository, '/', 1)) as namespaces
+                            from img group by all) ii using (entity)"""),
+    "redownload": (("redownload_hours",),
+                   # an hour holds a re-download when it has more downloads than blobs first fetched in
+                   # it: two plain group-bys instead of a window over every (entity, blob, hour)
+                   """rdf as (select entity, min(hour) as hour from ({blob_hourly}) group by entity, blob),
+                      rdh as (select entity, hour, sum(downloads) as downloads from ({blob_hourly}) group by all)""",
+                   """left join (select rdh.entity, count(*) as redownload_hours from rdh
+                                 left join (select entity, hour, count(*) as first from rdf group by all) rf
+                                   using (entity, hour)
+                                 where rdh.downloads > coalesce(rf.first, 0) group by all) rd using (entity)"""),
+    "diurnal": (("quiet_share",),
+                "hod as (select entity, hour(hour) as h, sum(manifest_gets) as p from f group by all having p > 0)",
+                # an hour without pulls is one of the quietest: of n active hours, the n - 16 smallest count
+                """left join (select entity, case when count(*) > 16 then
+                                     list_sum(list_slice(list_sort(list(p)), 1, count(*) - 16)) / sum(p) else 0 end
+                                     as quiet from hod group by all) qq using (entity)"""),
     "ua": (("top_ua_share",),
            "ua as (select entity, user_agent, sum(requests) as r from f group by all)",
            "left join (select entity, max(r) as top from ua group by all) uu using (entity)"),
@@ -97,6 +137,11 @@ _PARTS = {
                        from (select entity, client_ip, sum(requests) as r from f group by all) who
                        join ip_info gi on gi.ip = who.client_ip group by all)""",
             "left join asn using (entity)"),
+    "fair": (("asn_addresses", "asn_share", "fair_share"),
+             """asn_total as (select gi.asn, sum(t.bytes) as bytes, count(distinct t.client_ip) as addresses
+                             from facts_hourly t join ip_info gi on gi.ip = t.client_ip
+                             where t.hour >= $start and t.hour < $end group by all)""",
+             "left join asn_total an on an.asn = asn.asn"),
     "prior": (("prior_decisions",),
               """prior as (select value as entity, count(*) as n from {decisions}
                            where scope = '{scope}' and not simulated and held is null
@@ -116,7 +161,16 @@ _SELECT = {
     "byte_share": "coalesce(a.bytes / nullif(total.bytes, 0), 0)", "asn": "asn.asn",
     "hosting": "case when list_contains($hosting::integer[], asn.asn) then 1 else 0 end",
     "prior_decisions": "coalesce(prior.n, 0)",
+    "downloads_per_blob": "coalesce(bb.downloads_per_blob, 0)",
+    "registries": "coalesce(ii.registries, 0)", "namespaces": "coalesce(ii.namespaces, 0)",
+    "redownload_hours": "coalesce(rd.redownload_hours, 0)", "quiet_share": "coalesce(qq.quiet, 0)",
+    "blobs_per_pull": "coalesce(a.blob_gets / nullif(a.pulls, 0), 0)",
+    "asn_addresses": "coalesce(an.addresses, 0)", "asn_share": "coalesce(a.bytes / nullif(an.bytes, 0), 0)",
+    "fair_share": "coalesce(a.bytes / nullif(an.bytes / an.addresses, 0), 0)",
 }
+# Parts that read another part's CTE or join.
+_REQUIRES = {"fair": "asn"}
+_NO_BLOBS = ("blob", "redownload")
 
 
 def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
@@ -135,8 +189,9 @@ def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
             "scope": SCOPE_OF.get(entity, "image")}
     wanted = set(NAMES if needed is None else needed)
     # blob rollups carry no image (only the digest's hash): an image has no blob features
-    parts = [p for p, (provides, _, _) in _PARTS.items()
-             if wanted & set(provides) and not (entity == "image" and p == "blob")]
+    chosen = {p for p, (provides, _, _) in _PARTS.items() if wanted & set(provides)}
+    chosen |= {_REQUIRES[p] for p in chosen if p in _REQUIRES}
+    parts = [p for p in _PARTS if p in chosen and not (entity == "image" and p in _NO_BLOBS)]
     ctes = "".join(",\n" + _PARTS[p][1].format(**fill) for p in parts)
     joins = "\n".join(_PARTS[p][2] for p in parts)
     provided = {n for p in parts for n in _PARTS[p][0]}
@@ -156,6 +211,8 @@ a as (
         sum(catalog + tags) as enum_requests, sum(with_xff) as with_xff,
         count(distinct hour) as active_hours, count(distinct hour(hour)) as hours_of_day,
         count(distinct hour) filter (where blob_gets > 0) as blob_hours,
+        count(distinct hour(hour)) filter (where manifest_gets > 0) as pull_hours,
+        count(distinct date_trunc('day', hour)) filter (where manifest_gets > 0) as pull_days,
         count(distinct f.user_agent) as ua_strings,
         count(distinct case when u.family = 'docker' then u.version end) as docker_versions,
         count(distinct coalesce(u.family, 'other')) as families,

@@ -1,10 +1,12 @@
 """Labelled synthetic mirror traffic: who pulled what, and whether a good rule pack should ban them.
 
     lines, actors = generate(days=2, seed=1)          # nginx ``main`` lines sorted by time, ground truth
+    lines, actors = generate(days=2, fmt="clf")       # the same requests as CRProxy logs them
 
 Each actor is one kind of client the operator meets (see ../shared/CONTEXT.md): abusive ones (a CI job
-re-pulling every blob every few minutes, a reseller, a scanner, an error storm, the CI pattern spread over
-an IPv4 /24 or an IPv6 /64) and heavy but legitimate ones that static thresholds also ban (an office NAT,
+re-pulling every blob every few minutes, a scanner, an error storm, the CI pattern spread over an IPv4 /24
+or an IPv6 /64, and three resellers: one relaying many clients' user agents, one built on an HTTP library
+that sends one user agent for all, a small one on a cloud VM) and heavy but legitimate ones that static thresholds also ban (an office NAT,
 a k8s cluster behind NAT, a hosted-CI fleet, a Harbor pull-through cache, a user fetching 50 GB of CUDA
 images, IPv6 privacy addresses, ordinary light users).
 
@@ -36,13 +38,17 @@ from datetime import datetime, timedelta, timezone
 TZ = timezone(timedelta(hours=8))
 DAY = 86400.0
 
-ABUSIVE_KINDS = ("ci-storm", "reseller", "scanner", "error-storm", "rotation-v4", "rotation-v6")
+ABUSIVE_KINDS = ("ci-storm", "reseller", "scanner", "error-storm", "rotation-v4", "rotation-v6", "lib-reseller",
+                 "small-reseller")
 LEGIT_KINDS = ("office-nat", "k8s-cluster", "hosted-ci", "harbor-cache", "ai-user", "privacy-v6", "light")
 KINDS = ABUSIVE_KINDS + LEGIT_KINDS
 
 # Parameters a test may want to compute expectations from (per actor, at intensity 1).
 CI_STORM_INTERVAL_MIN = (10, 20)      # minutes between runs of ci-storm and the rotation actors
 RESELLER_PULLS_PER_DAY = 1500
+LIB_RESELLER_PULLS_PER_DAY = 1000     # a reseller built on an HTTP library: one user agent for everyone
+SMALL_RESELLER_PULLS_PER_DAY = 300    # a few hundred a day, never fewer than SMALL_RESELLER_MIN_PULLS
+SMALL_RESELLER_MIN_PULLS = 150
 SCANNER_REPOS_PER_DAY = 800
 ERROR_STORM_ERRORS_PER_DAY = 450      # never fewer than ERROR_STORM_MIN_ERRORS, whatever the scale
 ERROR_STORM_MIN_ERRORS = 160
@@ -82,6 +88,11 @@ BLOCKS = {
     "hosted-ci": _minus("198.18.0.0/16", "198.18.0.0/20"),
     "reseller-45102": ["198.19.0.0/24"],
     "reseller-24940": ["198.19.96.0/24"],
+    "lib-reseller-24940": ["198.19.97.0/24"],
+    "lib-reseller-14061": ["198.19.66.0/24"],
+    "lib-reseller-4134": ["198.19.130.0/24"],
+    "small-reseller-14061": ["198.19.67.0/24"],
+    "small-reseller-24940": ["198.19.98.0/24"],
     "rotation-v4": _minus("198.19.0.0/18", "198.19.0.0/24"),      # one /24 per actor
     "scanner": ["198.19.64.0/24"],
     "error-storm": ["198.19.65.0/24"],
@@ -353,11 +364,15 @@ class Catalog:
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
-class _Log:
-    """Lines of nginx ``main`` format, kept only inside [t0, t1)."""
+FORMATS = ("main", "clf")
 
-    def __init__(self, t0: float, t1: float):
-        self.t0, self.t1 = t0, t1
+
+class _Log:
+    """Lines of nginx ``main`` format, or CRProxy's ``clf`` (no user agent, referer or forwarded-for),
+    kept only inside [t0, t1)."""
+
+    def __init__(self, t0: float, t1: float, fmt: str = "main"):
+        self.t0, self.t1, self.fmt = t0, t1, fmt
         self.rows: list[tuple[float, str]] = []
         self._stamps: dict[int, str] = {}
         self._uas: dict[str, str] = {}
@@ -374,10 +389,13 @@ class _Log:
             return
         s = int(t)
         stamp = self._stamps.get(s) or self._stamp(s)
+        who.seen[ip] = None
+        if self.fmt == "clf":
+            self.rows.append((t, f'{ip} - - [{stamp}] "{method} {path} HTTP/2.0" {status} {size}'))
+            return
         e = self._uas.get(ua)
         if e is None:
             e = self._uas[ua] = _esc(ua)
-        who.seen[ip] = None
         self.rows.append((t, f'{ip} - - [{stamp}] "{method} {path} HTTP/1.1" {status} {size} "-" "{e}" "{xff}"'))
 
 
@@ -558,6 +576,60 @@ def _reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
                 ua, client, xff = rng.choice(downstream)
                 img = rng.choices(images, cum_weights=icum)[0]
                 pull(ctx.log, rng, who, rng.uniform(w0, w1), ip, ua, img, client=client, xff=xff, bw=bw,
+                     warm=rng.random() < 0.1, fetch=0.85)
+        out.append(who)
+    return out
+
+
+def _lib_reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A reseller built on a generic HTTP library: one user agent for everything it relays, the
+    forwarded-for of its downstream clients on part of the requests, round the clock, no cache."""
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        asn = rng.choice([24940, 14061, 4134])       # hosting, or a server in a residential ISP
+        who = _Who(_name("lib-reseller", i), "lib-reseller", None, asn)
+        ip = _host(f"lib-reseller-{asn}", 20 + i)
+        ua = rng.choice(["Go-http-client/1.1", "Go-http-client/2.0", "python-requests/2.31.0",
+                         "python-requests/2.32.3"])
+        forwards = rng.uniform(0.15, 0.6)
+        downstream = [_host(rng.choice(["xff-4134", "xff-9808"]), rng.randrange(2000), scramble=True)
+                      for _ in range(rng.randint(80, 250))]
+        images = ctx.cat.pick(rng, rng.randint(40, 90), top=800)
+        icum = _cum([1 / (k + 1) ** 0.7 for k in range(len(images))])
+        bw = rng.uniform(100e6, 300e6)
+        for w0, w1 in ctx.windows():
+            for _ in range(round(LIB_RESELLER_PULLS_PER_DAY * intensity * (w1 - w0) / DAY)):
+                img = rng.choices(images, cum_weights=icum)[0]
+                xff = rng.choice(downstream) if rng.random() < forwards else "-"
+                pull(ctx.log, rng, who, rng.uniform(w0, w1), ip, ua, img, xff=xff, bw=bw, fetch=0.9)
+        out.append(who)
+    return out
+
+
+def _small_reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A small reseller on a cloud VM: a few hundred pulls a day for a handful of downstream
+    users, fewer than a busy office's, but flat over the day and the week."""
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        asn = rng.choice([14061, 24940])
+        who = _Who(_name("small-reseller", i), "small-reseller", None, asn)
+        ip = _host(f"small-reseller-{asn}", 20 + i)
+        downstream = []
+        for _ in range(rng.randint(3, 8)):
+            r = rng.random()
+            ua = _random_docker(rng) if r < 0.6 else _containerd(rng)
+            downstream.append((ua, "docker" if ua.startswith("docker/") else "containerd"))
+        images = ctx.cat.pick(rng, rng.randint(25, 45), top=800)
+        icum = _cum([1 / (k + 1) ** 0.5 for k in range(len(images))])
+        bw = rng.uniform(30e6, 100e6)
+        for w0, w1 in ctx.windows():
+            want = max(SMALL_RESELLER_MIN_PULLS, SMALL_RESELLER_PULLS_PER_DAY * intensity)
+            for _ in range(round(want * (w1 - w0) / DAY)):
+                ua, client = rng.choice(downstream)
+                img = rng.choices(images, cum_weights=icum)[0]
+                pull(ctx.log, rng, who, rng.uniform(w0, w1), ip, ua, img, client=client, bw=bw,
                      warm=rng.random() < 0.1, fetch=0.85)
         out.append(who)
     return out
@@ -838,6 +910,7 @@ def _light(ctx: _Ctx, scale: float) -> list[_Who]:
 
 SINGLE = {
     "ci-storm": _ci_storm, "reseller": _reseller, "scanner": _scanner, "error-storm": _error_storm,
+    "lib-reseller": _lib_reseller, "small-reseller": _small_reseller,
     "rotation-v4": lambda c, n, i: _rotation(c, "rotation-v4", n, i),
     "rotation-v6": lambda c, n, i: _rotation(c, "rotation-v6", n, i),
     "office-nat": _office_nat, "k8s-cluster": _k8s_cluster, "hosted-ci": _hosted_ci, "harbor-cache": _harbor,
@@ -847,8 +920,9 @@ SINGLE = {
 
 def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=timezone.utc), seed: int = 1,
              scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, variant: str = "",
-             until: datetime | None = None) -> tuple[list[str], list[Actor]]:
-    """Log lines sorted by time, and the actors that produced them. ``variant`` gives the actors
+             until: datetime | None = None, fmt: str = "main") -> tuple[list[str], list[Actor]]:
+    """Log lines sorted by time, and the actors that produced them. ``fmt`` is nginx ``main`` or
+    CRProxy's ``clf`` (the same requests, without user agents and forwarded-for). ``variant`` gives the actors
     other draws with the same catalog and addresses (the demo month: one variant per day);
     ``until`` drops the lines after it (a day that is not over yet), leaving the earlier ones
     exactly as they were."""
@@ -860,8 +934,10 @@ def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=time
     unknown = set(kinds or ()) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown kinds: {sorted(unknown)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
     t0 = start.timestamp()
-    log = _Log(t0, t0 + days * DAY)
+    log = _Log(t0, t0 + days * DAY, fmt)
     cat = Catalog(seed)
     whos: list[_Who] = []
     for kind in KINDS:                       # each kind draws from its own stream: filtering changes nothing else

@@ -1,6 +1,7 @@
 """The default pack against labelled synthetic traffic, with default settings, on a small mirror
-(about 480 addresses active a day) and a large one (about 2,700): it must catch the abusers and
-never ban heavy legitimate clients, while a broken site rule beside it (`requests > 0`) is held by
+(about 480 addresses active a day) and a large one (about 2,700), each as nginx `main` logs it and
+as CRProxy's `clf` (no user agent, no forwarded-for): it must catch the abusers — every reseller,
+banned at once or throttled and then banned — and never ban or throttle heavy legitimate clients, while a broken site rule beside it (`requests > 0`) is held by
 the circuit breaker and bans nobody; the operator's baseline, replayed beside it, bans some of
 the heavy legitimate clients."""
 from __future__ import annotations
@@ -19,6 +20,8 @@ from rules.detect import detect
 from enforcer.snapshot import Publisher
 from rules.engine import load_rules
 from tests.scenarios import ABUSIVE_KINDS, asn_networks, generate
+
+RESELLERS = {"reseller", "lib-reseller", "small-reseller"}
 from tests.test_enrich import build
 
 START = datetime(2024, 11, 18)
@@ -36,15 +39,17 @@ cases:
 """
 
 
-@pytest.fixture(scope="module", params=[0.5, 3.0], ids=["small-mirror", "large-mirror"])
+@pytest.fixture(scope="module", params=[(0.5, "main"), (3.0, "main"), (0.5, "clf"), (3.0, "clf")],
+                ids=["small-mirror", "large-mirror", "small-mirror-clf", "large-mirror-clf"])
 def world(tmp_path_factory, request):
+    scale, fmt = request.param
     w = tmp_path_factory.mktemp("scenarios")
-    lines, actors = generate(days=2, scale=request.param)
+    lines, actors = generate(days=2, scale=scale, fmt=fmt)
     (w / "access.log").write_text("\n".join(lines) + "\n")
     asn = build(w / "asn.mmdb", "GeoLite2-ASN", asn_networks())
     (w / "site").mkdir()
     (w / "site" / "broken.yml").write_text(BROKEN)
-    cfg = load(None, {"db": str(w / "db.duckdb"), "asn_db": str(asn), "format": "main", "rules_dir": str(w / "site")},
+    cfg = load(None, {"db": str(w / "db.duckdb"), "asn_db": str(asn), "format": fmt, "rules_dir": str(w / "site")},
                environ={})                    # default settings otherwise: breaker_share 0.02, breaker_floor 5
     store = open_store(cfg.db)
     report = Ingester(store, cfg).run([str(w / "access.log")])
@@ -75,9 +80,23 @@ def test_default_pack_catches_every_abuser_and_bans_no_legitimate_client(world):
     wrongly = {(a.name, rule) for value, effect, rule in rows if effect == "ban"
                for a in _owner(actors, value) if not a.abusive and a.kind != "light"}
     assert wrongly == set()
-    # heavy legitimate clients may be slowed down
-    throttled = {a.kind for value, effect, _ in rows if effect == "throttle" for a in _owner(actors, value)}
-    assert throttled <= set(ABUSIVE_KINDS) | {"office-nat", "ai-user", "harbor-cache", "hosted-ci", "k8s-cluster"}
+    # heavy legitimate clients may be slowed down, by heavy-user only
+    throttled = {(a.kind, rule) for value, effect, rule in rows if effect == "throttle"
+                 for a in _owner(actors, value) if not a.abusive}
+    assert {rule for _, rule in throttled} <= {"heavy-user"}
+    assert {kind for kind, _ in throttled} <= {"office-nat", "ai-user", "harbor-cache", "hosted-ci", "k8s-cluster"}
+
+
+def test_every_reseller_is_banned_at_once_or_throttled_and_then_banned(world):
+    store, _cfg, _rules, actors, _ = world
+    for a in actors:
+        if a.kind not in RESELLERS:
+            continue
+        steps = store.execute("""select rule, effect, created_at from decisions where value = ? and not simulated
+                                 and held is null order by created_at""", [a.addresses[0]])
+        bans = [s for s in steps if s[1] == "ban"]
+        assert bans, f"{a.name} ({a.kind}) not banned: {steps}"
+        assert all(s[1] == "throttle" for s in steps[:steps.index(bans[0])]), (a.name, steps)
 
 
 def test_a_broken_rule_is_held_and_bans_nobody_while_the_abusers_get_theirs(world):
