@@ -80,7 +80,14 @@ SETTINGS: tuple[Setting, ...] = (
             "`api_url` with `api_key`."),
     Setting("policy_max_age", int, 30, "Seconds a proxy may keep a policy before it polls again (the policy's max_age)."),
     Setting("ingest_interval", float, 10.0, "Seconds between tail-ingest runs of `sources` in serve."),
-    Setting("detect_interval", float, 300.0, "Seconds between detection passes in serve."),
+    Setting("detect_interval", float, 300.0,
+            "Seconds between full detection passes in serve: every entity judged, decisions in force extended, "
+            "the circuit breaker's whole view."),
+    Setting("detect_fresh_interval", float, 5.0,
+            "Inside serve, a fresh detection pass follows an ingest run that stored events, within this many seconds "
+            "(and at most this often): it judges only the entities with new events, each over its whole window, so "
+            "a ban follows the line that completes its evidence within about ingest_interval + this + the pass. "
+            "0: only the full passes of detect_interval."),
     Setting("serve_memory_mb", int, 64,
             "DuckDB's memory limit inside serve between detection passes (it spills to disk beyond it). DuckDB's "
             "RSS is about this plus 100 MB of its own (the library, the database, untracked allocations)."),

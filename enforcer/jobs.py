@@ -87,6 +87,8 @@ def ingest(services: Services) -> None:
                 if _wal_bytes(services.store) > WAL_CHECKPOINT:
                     services.checkpoint()
                 services.backlog = report.more         # set before the store is let go
+            if report.total("events"):
+                services.new_events.set()              # a fresh pass judges them (fresh_detection)
             if not report.more or services.stopping.is_set():
                 return
             time.sleep(0.01)        # long enough for a waiting thread to take the lock
@@ -95,45 +97,79 @@ def ingest(services: Services) -> None:
         raise
 
 
-def detection(services: Services, lower: bool = True):
+def detection(services: Services, lower: bool = True, fresh: bool = False):
     """One detection pass, then a new policy version if a decision changed; the pass's result
-    (None when the server stopped first). While a backlog is being read it waits: half a
-    backlog would be judged by half its traffic (and a day of 40,000 addresses squeezed into
-    the first slice needs more memory than a whole week). ``lower``: at the jobs' priority
-    (not for a pass an admin asked for through the API, which runs on a request thread)."""
+    (None when the server stopped first, or a fresh pass found nothing new). While a backlog is
+    being read it waits: half a backlog would be judged by half its traffic (and a day of 40,000
+    addresses squeezed into the first slice needs more memory than a whole week). ``lower``: at
+    the jobs' priority (not for a pass an admin asked for through the API, which runs on a
+    request thread). ``fresh``: only the entities with events since the last pass (see
+    rules.detect.Fresh); it is a full pass when none ran yet or the rules changed since."""
     cfg = services.settings
     if lower:
         lower_priority()
     while True:
         with services.lock:
             if not services.backlog:
-                result = _detect(services, cfg)
+                result = _detect(services, cfg, fresh)
                 break
         if services.stopping.wait(BACKLOG_WAIT):
             return None
+    if result is None:
+        return None
     services.publisher.publish()          # a new version only if a decision changed
+    p = services.passes
+    published = services.clock()
+    p.last.update(published_at=published,
+                  lag=(published - p.newest).total_seconds() if p.newest is not None else None)
     return result
 
 
-def _detect(services: Services, cfg):
-    """The pass itself, with the store held."""
-    from rules.detect import detect
+def fresh_detection(services: Services):
+    """The pass that follows an ingest run that stored events, at most every
+    detect_fresh_interval seconds (the job's interval): a ban follows the line that completes
+    its evidence within about ingest_interval + detect_fresh_interval + the pass itself, not
+    detect_interval. Nothing to do when ingest stored nothing since the last one began."""
+    if not services.new_events.is_set():
+        return None
+    services.new_events.clear()         # before the pass: events stored during it make the next one due
+    return detection(services, fresh=True)
+
+
+def rules_signature(rules) -> str:
+    """What decides a rule's findings and decisions: a change means a full pass is due."""
+    return repr(sorted((r.name, r.entity, r.window, r.where, r.action, r.simulate, r.duration,
+                        r.escalation_factor, r.escalation_cap) for r in rules))
+
+
+def _detect(services: Services, cfg, fresh: bool = False):
+    """The pass itself, with the store held; None for a fresh pass with nothing new to judge."""
+    from rules.detect import Fresh, detect, events_top
     from rules.engine import load_rules
     rules = load_rules(services.store, None, cfg.rules_dir or None)
-    # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
-    # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
-    # week of 6 M events run out of memory without it, and pass with it).
-    try:
-        services.checkpoint()
-    except duckdb.Error as e:     # the pass may still fit; it says so if not
-        log.warning("checkpoint before detection failed: %s", e)
+    p, signature, top = services.passes, rules_signature(rules), events_top(services.store)
+    if fresh and (p.upto is None or top == p.upto):
+        return None             # the full pass after the start comes first; or nothing new
+    if fresh and p.rules != signature:
+        fresh = False           # other rules: they judge every entity, the breaker sees all their bans
+    scope = Fresh(after=p.upto, upto=top, since=p.full_at) if fresh else None
+    started, now = time.monotonic(), services.clock()
+    if not fresh:
+        # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
+        # memory; a checkpoint makes them evictable (at 96 MB the feature queries over a
+        # week of 6 M events run out of memory without it, and pass with it). A fresh pass
+        # reads a few entities' rows and goes without: it follows every ingest run.
+        try:
+            services.checkpoint()
+        except duckdb.Error as e:     # the pass may still fit; it says so if not
+            log.warning("checkpoint before detection failed: %s", e)
     try:
         # more memory for the feature queries, given back afterwards (the server stays
         # small); a pass that does not fit is tried once more with twice as much
         for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
             services.store.execute(f"set memory_limit = '{int(mb)}MB'")
             try:
-                result = detect(services.store, cfg, rules, services.clock())
+                result = detect(services.store, cfg, rules, now, fresh=scope)
                 for h in result.held:       # the operator must hear of it: nothing else will
                     log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
                                 "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)
@@ -145,6 +181,14 @@ def _detect(services: Services, cfg):
                             "(raise the setting if this repeats)", mb, 2 * mb)
     finally:
         services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+    newest = services.store.value("select max(ts) from events where rowid > ? and rowid <= ?",
+                                  [-1 if p.upto is None else p.upto, top])
+    p.newest = max(filter(None, (p.newest, newest)), default=None)
+    p.upto = top
+    if not fresh:
+        p.full_at, p.rules = now, signature
+    p.last = {"kind": "fresh" if fresh else "full", "now": now, "seconds": time.monotonic() - started,
+              "findings": len(result.findings), "decisions": len(result.applied)}
     return result
 
 
@@ -181,6 +225,9 @@ def start(services: Services) -> BackgroundScheduler:
     scheduler.add_job(_guarded(services, "detect", lambda: detection(services)), "interval",
                       seconds=cfg.detect_interval, id="detect", name="detect",
                       next_run_time=services.clock() + timedelta(seconds=1))
+    if cfg.sources and cfg.detect_fresh_interval > 0:
+        scheduler.add_job(_guarded(services, "fresh", lambda: fresh_detection(services)), "interval",
+                          seconds=cfg.detect_fresh_interval, id="fresh", name="fresh")
     scheduler.add_job(_guarded(services, "publish", lambda: publish(services)), "interval",
                       seconds=cfg.publish_interval, id="publish", name="publish")
     scheduler.add_job(_guarded(services, "prune", lambda: prune(services)), "interval", hours=24, id="prune",

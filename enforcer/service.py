@@ -14,6 +14,16 @@ from enforcer.keys import Failures, KeyRing
 from enforcer.snapshot import Publisher
 
 
+@dataclass
+class Passes:
+    """What serve's detection passes have judged: where the next fresh pass starts, and what
+    /metrics says about the last pass. ``upto`` is None until the first full pass after a
+    start (only a full pass knows that everything before it was judged)."""
+    upto: int | None = None             # events' rowid the last pass judged up to
+    full_at: datetime | None = None     # `now` of the last full pass
+    rules: str | None = None            # the rules of the last full pass (a fresh pass needs the same)
+    newest: datetime | None = None      # the newest event time the last pass judged
+    last: dict = field(default_factory=dict)    # the last pass: kind, now, seconds, published_at, lag
 
 
 class Gate:
@@ -66,6 +76,8 @@ class Services:
     jobs: dict = field(default_factory=dict)                # job name -> {"ok": time, "error": text}
     cursors: dict = field(default_factory=dict)             # key id -> CrowdSec cursor version
     backlog: bool = False                                   # ingest is reading a backlog in slices
+    new_events: threading.Event = field(default_factory=threading.Event)  # ingest stored some: a fresh pass is due
+    passes: Passes = field(default_factory=Passes)                        # what detection judged, for the next pass
     stopping: threading.Event = field(default_factory=threading.Event)    # the server is shutting down
     gate: "Gate" = field(default_factory=lambda: Gate())                 # analytics reads vs checkpoints
     reads: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))  # one at a time

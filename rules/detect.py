@@ -1,8 +1,14 @@
-"""One detection pass: roll up, compute the features each rule needs, evaluate, decide."""
+"""One detection pass: roll up, compute the features each rule needs, evaluate, decide.
+
+A full pass judges every entity. A fresh pass (``detect(..., fresh=Fresh(...))``, what serve
+runs right after an ingest) judges only the entities with events since the last pass, each
+over its whole window, so what it finds for them is what a full pass would; it only adds
+decisions, and leaves extensions, and anything it cannot judge alone, to the next full pass."""
 from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from rules import features, policy
@@ -18,19 +24,28 @@ def latest_event_time(store) -> datetime | None:
     return store.value("select max(ts) from events")
 
 
-def find(store, rules: list[Rule], now: datetime, hosting) -> list[policy.Finding]:
-    """Every rule's findings at ``now``; features are computed once per (entity, window)."""
+def find(store, rules: list[Rule], now: datetime, hosting,
+         only: dict[str, list[str]] | None = None) -> list[policy.Finding]:
+    """Every rule's findings at ``now``; features are computed once per (entity, window).
+    ``only``: entity kind -> the entities to judge (a fresh pass); None judges all."""
     groups: dict[tuple[str, str], list[Rule]] = defaultdict(list)
     for r in rules:
         groups[(r.entity, r.window)].append(r)
     found = []
     cols = ["entity", *features.NAMES]
     for (entity, window), group in sorted(groups.items()):
+        keys = None if only is None else only.get(entity, [])
+        if keys is not None and not keys:
+            continue
         start, end = features.window_bounds(now, window)
         needed = set().union(*(r.uses for r in group)) | CORE
         sql = features.features_sql(entity, needed=needed)
+        if keys is not None:
+            # the filter on the grouping key reaches the scans of the rollups: the aggregates
+            # are computed for these entities only, each still over its whole window
+            sql = f"select * from ({sql}) where list_contains($only::varchar[], entity)"
         store.execute(f"create or replace temp table feat as {sql}",
-                      features.params(sql, start=start, end=end, hosting=list(hosting)))
+                      features.params(sql, start=start, end=end, hosting=list(hosting), only=keys))
         for rule in group:
             for row in store.execute(f"select * from feat where ({rule.where}) order by entity"):
                 values = dict(zip(cols, row))
@@ -40,13 +55,81 @@ def find(store, rules: list[Rule], now: datetime, hosting) -> list[policy.Findin
     return found
 
 
+@dataclass(frozen=True)
+class Fresh:
+    """A fresh pass: it judges the entities of the events stored after rowid ``after`` up to
+    ``upto`` (events are only appended), and ``since`` is the time of the last full pass."""
+    after: int
+    upto: int
+    since: datetime
+
+
+# The entities that events in a range of rowids belong to, per kind, keyed as features.py keys them.
+CHANGED = """
+    with e as (select distinct client_ip, remote_user, registry, repository from events
+               where rowid > $after and rowid <= $upto),
+    ips as (select distinct client_ip from e where client_ip is not null)
+    select 'address', client_ip from ips
+    union all select distinct 'prefix', px.prefix from ips join ip_prefix px on px.ip = ips.client_ip
+    union all select distinct 'asn', cast(gi.asn as varchar) from ips join ip_info gi on gi.ip = ips.client_ip
+              where gi.asn is not null
+    union all select distinct 'user', remote_user from e where remote_user is not null
+    union all select distinct 'image', registry || '/' || repository from e
+              where registry is not null and repository is not null
+"""
+
+
+def changed(store, after: int, upto: int) -> dict[str, list[str]]:
+    """Entity kind -> the entities with events stored after rowid ``after`` up to ``upto``."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for kind, value in store.execute(CHANGED, {"after": after, "upto": upto}):
+        out[kind].append(value)
+    return dict(out)
+
+
+def events_top(store) -> int:
+    """The rowid of the newest stored event (-1 when there is none)."""
+    top = store.value("select max(rowid) from events")
+    return -1 if top is None else top
+
+
+def leave_to_full_pass(store, result: policy.PassResult, since: datetime, floor: int) -> set[str]:
+    """Trim a fresh pass's result to what it may decide alone; returns the rules it deferred.
+    It adds decisions but extends none: the full pass extends, else a long episode would make a
+    new policy version every few seconds. The circuit breaker judges a rule's new bans against
+    each other, which a pass that sees a few entities cannot do alone: the new bans of a rule
+    that has bans held for an admin, or that would take the rule past ``floor`` bans made since
+    the last full pass, wait for the next full pass, which judges them together."""
+    result.extended = []
+    bans = Counter(d.rule for d in result.new if d.effect == "ban" and not d.simulated)
+    if not bans:
+        return set()
+    rows = store.execute("""
+        select rule, count(*) filter (where held is null and created_at > $since),
+               count(*) filter (where held is not null)
+        from decisions
+        where rule in (select unnest($rules::varchar[])) and effect = 'ban' and not simulated
+          and revoked_at is null and until > $now
+        group by rule""", {"rules": sorted(bans), "since": since, "now": result.now})
+    before = {rule: (made, held) for rule, made, held in rows}
+    deferred = {rule for rule, n in bans.items()
+                if before.get(rule, (0, 0))[1] or before.get(rule, (0, 0))[0] + n > floor}
+    result.new = [d for d in result.new if d.rule not in deferred]
+    result.held = [h for h in result.held if h.rule not in deferred]
+    return deferred
+
+
 def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True,
-           clock=time.time) -> policy.PassResult:
-    """Judge the windows that end at ``now``: the wall clock live, a pinned time in a replay."""
+           clock=time.time, fresh: Fresh | None = None) -> policy.PassResult:
+    """Judge the windows that end at ``now``: the wall clock live, a pinned time in a replay.
+    ``fresh``: judge only what changed (see Fresh and leave_to_full_pass)."""
     started = clock()
     roll_up(store)
-    found = find(store, rules, now, settings.hosting_asns)
+    only = None if fresh is None else changed(store, fresh.after, fresh.upto)
+    found = find(store, rules, now, settings.hosting_asns, only=only)
     result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor)
+    if fresh is not None:
+        leave_to_full_pass(store, result, fresh.since, settings.breaker_floor)
     if write:
         store.execute("begin")
         try:

@@ -1,6 +1,8 @@
 """/healthz (no key) and /metrics (Prometheus text)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from fastapi import APIRouter, Request, Response
 
 from enforcer.deps import AnyKey, ServicesDep, ViewerKey
@@ -57,10 +59,40 @@ def metrics(services: ServicesDep, who: ViewerKey) -> Response:
         "# TYPE pullwarden_polls_total counter",
     ]
     lines += [f'pullwarden_polls_total{{key="{name}"}} {n}' for name, n in sorted(services.polls.items())]
+    lines += _detection_lines(services.passes)
     lines += _budget_lines(services)
     for name, job in sorted(services.jobs.items()):
         lines.append(f'pullwarden_job_failing{{job="{name}"}} {1 if job.get("error") else 0}')
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def _epoch(t: datetime | None):
+    return "NaN" if t is None else t.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _detection_lines(p) -> list[str]:
+    """The last detection pass (enforcer.service.Passes); NaN before the first."""
+    last = p.last
+    lag = last.get("lag")
+    return [
+        "# HELP pullwarden_detection_lag_seconds When the last pass's decisions were published minus the newest "
+        "event it judged: how far the policy is behind the log.",
+        "# TYPE pullwarden_detection_lag_seconds gauge",
+        f"pullwarden_detection_lag_seconds {'NaN' if lag is None else round(lag, 3)}",
+        "# HELP pullwarden_detection_last_pass_timestamp_seconds When the last detection pass (fresh or full) ran.",
+        "# TYPE pullwarden_detection_last_pass_timestamp_seconds gauge",
+        f"pullwarden_detection_last_pass_timestamp_seconds {_epoch(last.get('now'))}",
+        "# HELP pullwarden_detection_newest_event_timestamp_seconds The newest event time the last pass judged.",
+        "# TYPE pullwarden_detection_newest_event_timestamp_seconds gauge",
+        f"pullwarden_detection_newest_event_timestamp_seconds {_epoch(p.newest)}",
+        "# HELP pullwarden_detection_last_full_pass_timestamp_seconds When the last full pass ran.",
+        "# TYPE pullwarden_detection_last_full_pass_timestamp_seconds gauge",
+        f"pullwarden_detection_last_full_pass_timestamp_seconds {_epoch(p.full_at)}",
+        "# HELP pullwarden_detection_pass_seconds How long the last pass took, by kind.",
+        "# TYPE pullwarden_detection_pass_seconds gauge",
+        f'pullwarden_detection_pass_seconds{{kind="{last.get("kind", "full")}"}} '
+        f'{round(last["seconds"], 3) if "seconds" in last else "NaN"}',
+    ]
 
 
 def _budget_lines(services) -> list[str]:
