@@ -712,19 +712,6 @@ def bench_crowdsec(args, workdir: Path, children: Children) -> dict:
         result["memory_after_import"] = proc_memory(proc.pid)
         say(f"  imported in {result['import_seconds']:.1f} s")
 
-        if args.dashboard_sessions:
-            say(f"pullwarden: wrk, /v1/policy 304 again, with {args.dashboard_sessions} dashboard sessions "
-                f"clicking through the pages ...")
-            sessions = DashboardSessions(base, viewer, args.dashboard_sessions, args.think)
-            sessions.start()
-            time.sleep(1)
-            result["policy_304_dashboard"] = wrk_run("pw-policy-dash", base + "/v1/policy", key, etag, args, d,
-                                                     children, proc.pid)
-            result["dashboard"] = sessions.stop()
-            say(f"  {result['policy_304_dashboard']['requests_per_second']:,.0f} requests/s, "
-                f"p99 {result['policy_304_dashboard']['p99_ms']:.2f} ms; {result['dashboard']['page_loads']} page "
-                f"loads, {result['dashboard']['error_count']} errors")
-
         first = curl_get(base + "/v1/decisions/stream?startup=true", key, d / "first.json")
         (d / "first.json").unlink()
         say(f"CrowdSec: one start-up pull for the cursor ({first['seconds']:.2f} s); "
