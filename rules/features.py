@@ -97,7 +97,7 @@ _KEY = {
 # below, each a CTE and a join, included only when a rule needs one of its features.
 _PARTS = {
     "blob": (("blobs", "repeat_ratio", "max_blob_downloads", "max_blob_bytes", "downloads_per_blob"),
-             """b as (select entity, blob, sum(downloads) as downloads, sum(bytes) as bytes
+             """b as (select entity, blob, sum(downloads) as downloads, sum(bytes) as bytes, min(hour) as first_hour
                      from ({blob_hourly}) group by all)""",
              """left join (select entity, count(*) as blobs, max(downloads) as max_blob_downloads,
                            max(bytes) as max_blob_bytes, sum(bytes) / nullif(sum(bytes / downloads), 0) as repeat_ratio,
@@ -112,19 +112,22 @@ _PARTS = {
                             from img group by all) ii using (entity)"""),
     "redownload": (("redownload_hours",),
                    # an hour holds a re-download when it has more downloads than blobs first fetched in
-                   # it: two plain group-bys instead of a window over every (entity, blob, hour)
-                   """rdf as (select entity, min(hour) as hour from ({blob_hourly}) group by entity, blob),
-                      rdh as (select entity, hour, sum(downloads) as downloads from ({blob_hourly}) group by all)""",
+                   # it: plain group-bys (one of them the blob part's) instead of a window over every
+                   # (entity, blob, hour)
+                   "rdh as (select entity, hour, sum(downloads) as downloads from ({blob_hourly}) group by all)",
                    """left join (select rdh.entity, count(*) as redownload_hours from rdh
-                                 left join (select entity, hour, count(*) as first from rdf group by all) rf
-                                   using (entity, hour)
+                                 left join (select entity, first_hour as hour, count(*) as first from b
+                                            where downloads > 0 group by all) rf using (entity, hour)
                                  where rdh.downloads > coalesce(rf.first, 0) group by all) rd using (entity)"""),
-    "diurnal": (("quiet_share",),
-                "hod as (select entity, hour(hour) as h, sum(manifest_gets) as p from f group by all having p > 0)",
+    "diurnal": (("pull_hours", "quiet_share", "pull_days"),
+                """ph as (select entity, hour, sum(manifest_gets) as p from f where manifest_gets > 0 group by all),
+                   hod as (select entity, hour(hour) as h, sum(p) as p from ph group by all)""",
                 # an hour without pulls is one of the quietest: of n active hours, the n - 16 smallest count
-                """left join (select entity, case when count(*) > 16 then
+                """left join (select entity, count(*) as pull_hours, case when count(*) > 16 then
                                      list_sum(list_slice(list_sort(list(p)), 1, count(*) - 16)) / sum(p) else 0 end
-                                     as quiet from hod group by all) qq using (entity)"""),
+                                     as quiet from hod group by all) qq using (entity)
+                   left join (select entity, count(distinct date_trunc('day', hour)) as pull_days from ph
+                              group by all) pd using (entity)"""),
     "ua": (("top_ua_share",),
            "ua as (select entity, user_agent, sum(requests) as r from f group by all)",
            "left join (select entity, max(r) as top from ua group by all) uu using (entity)"),
@@ -164,12 +167,13 @@ _SELECT = {
     "downloads_per_blob": "coalesce(bb.downloads_per_blob, 0)",
     "registries": "coalesce(ii.registries, 0)", "namespaces": "coalesce(ii.namespaces, 0)",
     "redownload_hours": "coalesce(rd.redownload_hours, 0)", "quiet_share": "coalesce(qq.quiet, 0)",
+    "pull_hours": "coalesce(qq.pull_hours, 0)", "pull_days": "coalesce(pd.pull_days, 0)",
     "blobs_per_pull": "coalesce(a.blob_gets / nullif(a.pulls, 0), 0)",
     "asn_addresses": "coalesce(an.addresses, 0)", "asn_share": "coalesce(a.bytes / nullif(an.bytes, 0), 0)",
     "fair_share": "coalesce(a.bytes / nullif(an.bytes / an.addresses, 0), 0)",
 }
 # Parts that read another part's CTE or join.
-_REQUIRES = {"fair": "asn"}
+_REQUIRES = {"fair": "asn", "redownload": "blob"}
 _NO_BLOBS = ("blob", "redownload")
 
 
@@ -211,8 +215,6 @@ a as (
         sum(catalog + tags) as enum_requests, sum(with_xff) as with_xff,
         count(distinct hour) as active_hours, count(distinct hour(hour)) as hours_of_day,
         count(distinct hour) filter (where blob_gets > 0) as blob_hours,
-        count(distinct hour(hour)) filter (where manifest_gets > 0) as pull_hours,
-        count(distinct date_trunc('day', hour)) filter (where manifest_gets > 0) as pull_days,
         count(distinct f.user_agent) as ua_strings,
         count(distinct case when u.family = 'docker' then u.version end) as docker_versions,
         count(distinct coalesce(u.family, 'other')) as families,

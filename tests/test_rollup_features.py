@@ -83,3 +83,45 @@ def test_feature_values(store):
     # the window ends with the hour that contains `now`: an hour later the first hour drops out
     later = {r["entity"]: r for r in features.compute(store, "address", "24h", T0 + timedelta(hours=24))}
     assert later[ip]["requests"] == 144 - 6
+
+
+def test_relay_shape_features(store):
+    """A relay (pulls every hour, many namespaces, the same blob again and again) beside an office
+    (a working day, each blob once per developer) and a pull-through cache (each blob once)."""
+    relay, office, cache = "203.0.113.9", "198.51.100.2", "192.0.2.3"
+    rows = []
+    for h in range(24):                                          # the relay: 24 hours, 2 pulls an hour
+        for k in range(2):
+            t = T0 + timedelta(hours=h, minutes=20 * k)
+            repo = f"ns{(2 * h + k) % 12}/app"                   # 12 namespaces, 12 images
+            rows += [ev(t, relay, "manifest", nbytes=1500, repo=repo, ua=None),
+                     ev(t, relay, digest=f"sha256:{(2 * h + k) % 3}", repo=repo, ua=None)]
+    rows += [ev(T0 + timedelta(hours=3), relay, "manifest", nbytes=1500, ua=None)] * 2  # hour 3: busier
+    for h in range(9, 19):                                       # the office: 09-18, a new blob each pull
+        t = T0 + timedelta(hours=h)
+        rows += [ev(t, office, "manifest", nbytes=1500), ev(t, office, digest=f"sha256:o{h}"),
+                 ev(t + timedelta(minutes=1), office, digest=f"sha256:o{h}")]   # twice in one hour: again
+    for h in range(24):
+        rows += [ev(T0 + timedelta(hours=h), cache, "manifest", nbytes=1500, repo=f"lib/i{h}"),
+                 ev(T0 + timedelta(hours=h), cache, digest=f"sha256:c{h}", repo=f"lib/i{h}")]
+    add_events(store, rows)
+    store.execute("insert into ip_info values (?, 24940, 'HETZNER-ONLINE', 'DE'), (?, 4134, 'CHINANET', 'CN'), "
+                  "(?, 4134, 'CHINANET', 'CN')", [relay, office, cache])
+    roll_up(store)
+    got = {r["entity"]: r for r in features.compute(store, "address", "24h", T0 + timedelta(hours=23),
+                                                    hosting=[24940])}
+    r, o, c = got[relay], got[office], got[cache]
+    assert (r["pull_hours"], r["pull_days"], r["images"], r["namespaces"], r["registries"]) == (24, 1, 13, 13, 1)
+    # 50 pulls; the 8 quietest hours (2 pulls each) hold 16 of them
+    assert r["quiet_share"] == pytest.approx(16 / 50) and o["quiet_share"] == 0
+    assert c["quiet_share"] == pytest.approx(1 / 3)             # this cache is flat: its blobs tell it apart
+    # the relay's three blobs: first fetched in hours 0 and 1, every later hour downloads one again
+    assert (r["redownload_hours"], r["downloads_per_blob"]) == (23, pytest.approx(48 / 3))
+    assert r["blobs_per_pull"] == pytest.approx(48 / 50) and r["hosting"] == 1
+    assert (o["pull_hours"], o["redownload_hours"], o["downloads_per_blob"]) == (10, 10, 2)
+    assert (c["pull_hours"], c["redownload_hours"], c["downloads_per_blob"], c["namespaces"]) == (24, 0, 1, 1)
+    # fair share: the office and the cache share one ASN; the relay is alone in its own
+    assert (r["asn_addresses"], r["asn_share"], r["fair_share"]) == (1, 1, 1)
+    total = o["bytes"] + c["bytes"]
+    assert o["asn_addresses"] == 2 and o["asn_share"] == pytest.approx(o["bytes"] / total)
+    assert o["fair_share"] == pytest.approx(o["bytes"] / (total / 2))
