@@ -6,6 +6,7 @@ over its whole window, so what it finds for them is what a full pass would; it o
 decisions, and leaves extensions, and anything it cannot judge alone, to the next full pass."""
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -93,13 +94,15 @@ def events_top(store) -> int:
     return -1 if top is None else top
 
 
-def leave_to_full_pass(store, result: policy.PassResult, since: datetime, floor: int) -> set[str]:
+def leave_to_full_pass(store, result: policy.PassResult, since: datetime, share: float, floor: int) -> set[str]:
     """Trim a fresh pass's result to what it may decide alone; returns the rules it deferred.
     It adds decisions but extends none: the full pass extends, else a long episode would make a
     new policy version every few seconds. The circuit breaker judges a rule's new bans against
-    each other, which a pass that sees a few entities cannot do alone: the new bans of a rule
-    that has bans held for an admin, or that would take the rule past ``floor`` bans made since
-    the last full pass, wait for the next full pass, which judges them together."""
+    each other, which a pass that sees a few entities cannot do alone: the fresh passes between
+    two full passes count as one pass. The new bans of a rule that has bans held for an admin,
+    or that would take the rule's bans made since the last full pass past what the breaker lets
+    one rule ban in a pass (``share`` of the addresses active in the last 24 h, at least
+    ``floor``), wait for the next full pass, which judges them together."""
     result.extended = []
     bans = Counter(d.rule for d in result.new if d.effect == "ban" and not d.simulated)
     if not bans:
@@ -112,8 +115,14 @@ def leave_to_full_pass(store, result: policy.PassResult, since: datetime, floor:
           and revoked_at is null and until > $now
         group by rule""", {"rules": sorted(bans), "since": since, "now": result.now})
     before = {rule: (made, held) for rule, made, held in rows}
+    allowed = floor
+    if any(before.get(rule, (0, 0))[0] + n > floor for rule, n in bans.items()):
+        day, end = features.window_bounds(result.now, "24h")
+        active = store.value("select count(distinct client_ip) from facts_hourly where hour >= ? and hour < ?",
+                             [day, end]) or 0
+        allowed = max(floor, math.floor(share * active))
     deferred = {rule for rule, n in bans.items()
-                if before.get(rule, (0, 0))[1] or before.get(rule, (0, 0))[0] + n > floor}
+                if before.get(rule, (0, 0))[1] or before.get(rule, (0, 0))[0] + n > allowed}
     result.new = [d for d in result.new if d.rule not in deferred]
     result.held = [h for h in result.held if h.rule not in deferred]
     return deferred
@@ -129,7 +138,7 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
     found = find(store, rules, now, settings.hosting_asns, only=only)
     result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor)
     if fresh is not None:
-        leave_to_full_pass(store, result, fresh.since, settings.breaker_floor)
+        leave_to_full_pass(store, result, fresh.since, settings.breaker_share, settings.breaker_floor)
     if write:
         store.execute("begin")
         try:
