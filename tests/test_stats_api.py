@@ -2,14 +2,20 @@
 events it comes from."""
 from __future__ import annotations
 
+import json
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
 
 from rules.rollup import roll_up
 from tests.detect_helpers import add_events, ev, storm
-from tests.enforcer_helpers import NOW, Enforcer
+from tests.enforcer_helpers import NOW, Enforcer, serving
 
 DAY1 = NOW.replace(hour=0) - timedelta(days=1)       # yesterday and today, before NOW (12:00)
 CI, OFFICE, V6 = "198.51.100.7", "198.51.100.20", "2001:db8::5"
@@ -167,24 +173,22 @@ def test_rules_and_decision_filters(api):
     assert too_long.status_code == 422
 
 
+def _samples(workdir):
+    """The committed nginx sample logs, ingested into the working directory's database."""
+    shutil.copytree(Path(__file__).parent.parent / "sample_logs" / "nginx-main", workdir / "logs")
+    run("ingest", "logs")
+
+
+def run(*args, env=None):
+    res = CliRunner().invoke(cli, list(args), env=env or {})
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
 def test_stats_and_explain_give_the_same_answer_through_a_running_server(workdir):
     """While serve holds the file, `stats` and `explain` are asked of its API (a viewer key)
     and print what they print locally."""
-    import json
-    import shutil
-    from pathlib import Path
-
-    from click.testing import CliRunner
-
-    from cli.main import cli
-    from tests.enforcer_helpers import serving
-    shutil.copytree(Path(__file__).parent.parent / "sample_logs" / "nginx-main", workdir / "logs")
-
-    def run(*args, env=None):
-        res = CliRunner().invoke(cli, list(args), env=env or {})
-        assert res.exit_code == 0, res.output
-        return res.stdout
-    run("ingest", "logs")
+    _samples(workdir)
     viewer = run("keys", "create", "--role", "viewer", "--name", "dash").strip()
     local = {"stats": json.loads(run("stats", "--json")), "range": run("stats", "--from", "2024-11-20", "--to", "2024-11-21"),
              "explain": json.loads(run("explain", "203.0.113.50", "--json"))}
@@ -204,21 +208,7 @@ def test_stats_and_explain_give_the_same_answer_through_a_running_server(workdir
 def test_every_reading_command_and_detect_work_through_a_running_server(workdir):
     """detect, prune, backtest, images list and tiers list while serve holds the file: through
     its API, with the same output as the same command run locally just before."""
-    import json
-    import shutil
-    from pathlib import Path
-
-    from click.testing import CliRunner
-
-    from cli.main import cli
-    from tests.enforcer_helpers import serving
-    shutil.copytree(Path(__file__).parent.parent / "sample_logs" / "nginx-main", workdir / "logs")
-
-    def run(*args, env=None):
-        res = CliRunner().invoke(cli, list(args), env=env or {})
-        assert res.exit_code == 0, res.output
-        return res.stdout
-    run("ingest", "logs")
+    _samples(workdir)
     admin = run("keys", "create", "--role", "admin", "--name", "ops").strip()
     run("images", "add", "blocked", "docker.io/evil/*", "--reason", "malware")
     window = ("--from", "2024-11-20T10:00", "--to", "2024-11-20T14:00")
