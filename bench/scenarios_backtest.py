@@ -88,10 +88,11 @@ def judge(actors, pack: dict) -> dict:
 def datasets(args):
     """(set, format, lines, actors, asn networks, start) for each scenario set and format."""
     from sample_logs import heldout, scenarios
-    lines, actors = scenarios.generate(days=2, seed=args.tuning_seed, scale=args.tuning_scale)
-    yield "tuning", "main", lines, actors, scenarios.asn_networks()
-    yield "tuning", "clf", [to_clf(x) for x in lines], actors, scenarios.asn_networks()
-    for fmt in ("main", "clf"):
+    if "tuning" in args.sets:
+        lines, actors = scenarios.generate(days=2, seed=args.tuning_seed, scale=args.tuning_scale)
+        yield "tuning", "main", lines, actors, scenarios.asn_networks()
+        yield "tuning", "clf", [to_clf(x) for x in lines], actors, scenarios.asn_networks()
+    for fmt in ("main", "clf") if "held-out" in args.sets else ():
         lines, actors = heldout.generate(days=2, seed=args.heldout_seed, scale=args.heldout_scale, fmt=fmt)
         yield "held-out", fmt, lines, actors, heldout.asn_networks()
 
@@ -179,6 +180,7 @@ def main() -> None:
     ap.add_argument("--tuning-scale", type=float, default=1.0)
     ap.add_argument("--heldout-seed", default="heldout-a")
     ap.add_argument("--heldout-scale", type=float, default=1.0)
+    ap.add_argument("--sets", nargs="+", choices=["tuning", "held-out"], default=["tuning", "held-out"])
     ap.add_argument("--verify-cli", action="store_true", help="run `pullwarden backtest --json` on each file and compare")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args()
