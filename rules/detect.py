@@ -68,7 +68,7 @@ class Fresh:
 # The entities that events in a range of rowids belong to, per kind, keyed as features.py keys them.
 CHANGED = """
     with e as (select distinct client_ip, remote_user, registry, repository from events
-               where rowid > $after and rowid <= $upto),
+               where rowid > $after and rowid <= $upto and ts >= $oldest),
     ips as (select distinct client_ip from e where client_ip is not null)
     select 'address', client_ip from ips
     union all select distinct 'prefix', px.prefix from ips join ip_prefix px on px.ip = ips.client_ip
@@ -80,10 +80,11 @@ CHANGED = """
 """
 
 
-def changed(store, after: int, upto: int) -> dict[str, list[str]]:
-    """Entity kind -> the entities with events stored after rowid ``after`` up to ``upto``."""
+def changed(store, after: int, upto: int, oldest: datetime) -> dict[str, list[str]]:
+    """Entity kind -> the entities with events stored after rowid ``after`` up to ``upto``, of
+    ``oldest`` or later: older events (a late rotated file) are in no window that ends now."""
     out: dict[str, list[str]] = defaultdict(list)
-    for kind, value in store.execute(CHANGED, {"after": after, "upto": upto}):
+    for kind, value in store.execute(CHANGED, {"after": after, "upto": upto, "oldest": oldest}):
         out[kind].append(value)
     return dict(out)
 
@@ -134,7 +135,10 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
     ``fresh``: judge only what changed (see Fresh and leave_to_full_pass)."""
     started = clock()
     roll_up(store)
-    only = None if fresh is None else changed(store, fresh.after, fresh.upto)
+    only = None
+    if fresh is not None:
+        oldest = min((features.window_bounds(now, r.window)[0] for r in rules), default=now)
+        only = changed(store, fresh.after, fresh.upto, oldest)
     found = find(store, rules, now, settings.hosting_asns, only=only)
     result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor)
     if fresh is not None:
