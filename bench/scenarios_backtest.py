@@ -145,6 +145,10 @@ def verify_cli(res: dict) -> str:
     return "same" if same else "DIFFERENT"
 
 
+def _of(n: int, total: int) -> str:
+    return f"{n} of {total}"
+
+
 def table(results: list[tuple[str, str, dict]]) -> str:
     head = (f"{'set':<9}{'log':<5}{'pack':<19}" + "".join(f"{g:>10}" for g, _ in GROUPS)
             + f"{'resellers banned':>18}{'legit banned':>14}{'legit thr.':>12}{'GiB saved/served':>19}")
@@ -152,7 +156,7 @@ def table(results: list[tuple[str, str, dict]]) -> str:
     notes = []
     for name, fmt, res in results:
         for pack, j in res["packs"].items():
-            cells = "".join(f"{'%d of %d' % j['groups'][g] if g in j['groups'] else '-':>10}" for g, _ in GROUPS)
+            cells = "".join(f"{_of(*j['groups'][g]) if g in j['groups'] else '-':>10}" for g, _ in GROUPS)
             rs = j["resellers"]
             banned = sum(s == "banned" for _, s in rs)
             thr = sum(s == "throttled only" for _, s in rs)
@@ -161,7 +165,7 @@ def table(results: list[tuple[str, str, dict]]) -> str:
             p = res["report"]["packs"][pack]
             saved = f"{p['bytes_saved'] / (1 << 30):.0f}/{res['report']['bytes'] / (1 << 30):.0f}"
             rows.append(f"{name:<9}{fmt:<5}{pack:<19}{cells}{r_cell:>18}"
-                        f"{'%d of %d' % (len(j['legit_banned']), n_legit):>14}{len(j['legit_throttled']):>12}"
+                        f"{_of(len(j['legit_banned']), n_legit):>14}{len(j['legit_throttled']):>12}"
                         f"{saved:>19}")
             missed = [f"{k}: {s}" for k, s in rs if s != "banned"]
             hit = sorted({n.split("-")[0] if n.startswith("light-") else n

@@ -74,10 +74,10 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
-START = datetime(2025, 3, 10, tzinfo=timezone.utc)       # a Monday
+START = datetime(2025, 3, 10, tzinfo=UTC)       # a Monday
 TZ = timezone(timedelta(hours=8))                          # the mirror logs Asia/Shanghai time
 DAY = 86400
 ABUSIVE = {"ci-repull": "throttle-or-ban", "tag-scanner": "ban", "error-storm": "throttle-or-ban",
@@ -172,9 +172,11 @@ HUGE = [
 ]
 TAIL_REGISTRIES = (["docker.io"] * 11 + ["ghcr.io"] * 3 + ["quay.io"] * 2 + ["gcr.io", "mcr.microsoft.com",
                                                                           "registry.k8s.io", "nvcr.io"])
-WORDS = ("atlas birch cobalt delta ember falcon garnet harbor iris juniper kepler lumen maple nimbus onyx "
-         "pylon quartz raven sierra tundra umber vortex willow xenon yonder zephyr agent api web worker "
-         "gateway proxy exporter operator sidecar runner builder db cache queue search auth billing").split()
+WORDS = ["atlas", "birch", "cobalt", "delta", "ember", "falcon", "garnet", "harbor", "iris", "juniper",
+         "kepler", "lumen", "maple", "nimbus", "onyx", "pylon", "quartz", "raven", "sierra", "tundra",
+         "umber", "vortex", "willow", "xenon", "yonder", "zephyr", "agent", "api", "web", "worker", "gateway",
+         "proxy", "exporter", "operator", "sidecar", "runner", "builder", "db", "cache", "queue", "search",
+         "auth", "billing"]
 
 
 def _image(rng, registry, repo, tag, mb, nlayers) -> Image:
@@ -623,7 +625,7 @@ def generate(days: int = 2, seed: str | int = "heldout-a", scale: float = 1.0, f
              start: datetime = START) -> tuple[list[str], list[Actor]]:
     """Log lines in ``fmt`` ('main' or 'clf') over ``days`` UTC days from ``start``, and the actors."""
     if start.tzinfo is None:
-        start = start.replace(tzinfo=timezone.utc)
+        start = start.replace(tzinfo=UTC)
     tr = Traffic()
     addr = Addresses(random.Random(f"pullwarden-heldout:{seed}:addresses"))
     actors = _abusers(tr, seed, days, addr) + _legit(tr, seed, days, start, scale, addr)
