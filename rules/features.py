@@ -51,8 +51,9 @@ FEATURES: tuple[Feature, ...] = (
                           "20–24, an office in its working day (9–11), a cluster at its rollouts (1–4). Unlike "
                           "hours_of_day, a kubelet's HEAD checks all day do not count."),
     Feature("quiet_share", "Share of the pulls made in the 8 quietest hours of the day (UTC hours, summed over "
-                           "the window's days): 0.33 is perfectly flat, round the clock; people's rhythm gives "
-                           "less (home users about 0.07, an office 0)."),
+                           "the window's days; the window's last hour, still under way live, left out): 0.33 "
+                           "is perfectly flat, round the clock; people's rhythm gives less (home users about "
+                           "0.07, an office 0)."),
     Feature("pull_days", "Distinct days (UTC) with pulls: in a 7d window, a relay pulls on all 7."),
     Feature("registries", "Distinct registries (docker.io, ghcr.io, …) of the images requested."),
     Feature("namespaces", "Distinct namespaces (registry/first path segment: docker.io/library, ghcr.io/actions) "
@@ -120,14 +121,22 @@ _PARTS = {
                                             where downloads > 0 group by all) rf using (entity, hour)
                                  where rdh.downloads > coalesce(rf.first, 0) group by all) rd using (entity)"""),
     "diurnal": (("pull_hours", "quiet_share", "pull_days"),
+                # the window's last hour is still under way when detection runs live: a few minutes of
+                # it would make a flat profile look quiet, so quiet_share leaves it out (23 of a
+                # 24h window's hours of the day are judged, all 24 in longer windows)
                 """ph as (select entity, hour, sum(manifest_gets) as p from f where manifest_gets > 0 group by all),
-                   hod as (select entity, hour(hour) as h, sum(p) as p from ph group by all)""",
-                # an hour without pulls is one of the quietest: of n active hours, the n - 16 smallest count
-                """left join (select entity, count(*) as pull_hours, case when count(*) > 16 then
-                                     list_sum(list_slice(list_sort(list(p)), 1, count(*) - 16)) / sum(p) else 0 end
-                                     as quiet from hod group by all) qq using (entity)
-                   left join (select entity, count(distinct date_trunc('day', hour)) as pull_days from ph
-                              group by all) pd using (entity)"""),
+                   hod as (select entity, hour(hour) as h, sum(p) as p from ph
+                           where hour < $end - interval 1 hour group by all)""",
+                # an hour without pulls is one of the quietest: of n active hours out of `slots` (the
+                # hours of the day judged), the n - (slots - 8) smallest count
+                """left join (select entity, count(distinct hour(hour)) as pull_hours,
+                                     count(distinct date_trunc('day', hour)) as pull_days
+                              from ph group by all) qh using (entity)
+                   left join (select entity, case when count(*) > slots - 8 then
+                                     list_sum(list_slice(list_sort(list(p)), 1, count(*) - (slots - 8))) / sum(p)
+                                     else 0 end as quiet
+                              from hod, (select least(24, date_diff('hour', $start, $end) - 1) as slots)
+                              group by entity, slots) qq using (entity)"""),
     "ua": (("top_ua_share",),
            "ua as (select entity, user_agent, sum(requests) as r from f group by all)",
            "left join (select entity, max(r) as top from ua group by all) uu using (entity)"),
@@ -167,7 +176,7 @@ _SELECT = {
     "downloads_per_blob": "coalesce(bb.downloads_per_blob, 0)",
     "registries": "coalesce(ii.registries, 0)", "namespaces": "coalesce(ii.namespaces, 0)",
     "redownload_hours": "coalesce(rd.redownload_hours, 0)", "quiet_share": "coalesce(qq.quiet, 0)",
-    "pull_hours": "coalesce(qq.pull_hours, 0)", "pull_days": "coalesce(pd.pull_days, 0)",
+    "pull_hours": "coalesce(qh.pull_hours, 0)", "pull_days": "coalesce(qh.pull_days, 0)",
     "blobs_per_pull": "coalesce(a.blob_gets / nullif(a.pulls, 0), 0)",
     "asn_addresses": "coalesce(an.addresses, 0)", "asn_share": "coalesce(a.bytes / nullif(an.bytes, 0), 0)",
     "fair_share": "coalesce(a.bytes / nullif(an.bytes / an.addresses, 0), 0)",

@@ -586,16 +586,16 @@ def _lib_reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
     forwarded-for of its downstream clients on part of the requests, round the clock, no cache."""
     out = []
     for i in range(n):
-        rng = ctx.rng
-        asn = rng.choice([24940, 14061, 4134])       # hosting, or a server in a residential ISP
+        rng, fixed = ctx.rng, ctx.fixed()           # the same server, software and customers every day
+        asn = fixed.choice([24940, 14061, 4134])     # hosting, or a server in a residential ISP
         who = _Who(_name("lib-reseller", i), "lib-reseller", None, asn)
         ip = _host(f"lib-reseller-{asn}", 20 + i)
-        ua = rng.choice(["Go-http-client/1.1", "Go-http-client/2.0", "python-requests/2.31.0",
-                         "python-requests/2.32.3"])
-        forwards = rng.uniform(0.15, 0.6)
-        downstream = [_host(rng.choice(["xff-4134", "xff-9808"]), rng.randrange(2000), scramble=True)
-                      for _ in range(rng.randint(80, 250))]
-        images = ctx.cat.pick(rng, rng.randint(40, 90), top=800)
+        ua = fixed.choice(["Go-http-client/1.1", "Go-http-client/2.0", "python-requests/2.31.0",
+                           "python-requests/2.32.3"])
+        forwards = fixed.uniform(0.15, 0.6)
+        downstream = [_host(fixed.choice(["xff-4134", "xff-9808"]), fixed.randrange(2000), scramble=True)
+                      for _ in range(fixed.randint(80, 250))]
+        images = ctx.cat.pick(fixed, fixed.randint(40, 90), top=800)
         icum = _cum([1 / (k + 1) ** 0.7 for k in range(len(images))])
         bw = rng.uniform(100e6, 300e6)
         for w0, w1 in ctx.windows():
@@ -612,16 +612,16 @@ def _small_reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
     users, fewer than a busy office's, but flat over the day and the week."""
     out = []
     for i in range(n):
-        rng = ctx.rng
-        asn = rng.choice([14061, 24940])
+        rng, fixed = ctx.rng, ctx.fixed()
+        asn = fixed.choice([14061, 24940])
         who = _Who(_name("small-reseller", i), "small-reseller", None, asn)
         ip = _host(f"small-reseller-{asn}", 20 + i)
         downstream = []
-        for _ in range(rng.randint(3, 8)):
-            r = rng.random()
-            ua = _random_docker(rng) if r < 0.6 else _containerd(rng)
+        for _ in range(fixed.randint(3, 8)):
+            r = fixed.random()
+            ua = _random_docker(fixed) if r < 0.6 else _containerd(fixed)
             downstream.append((ua, "docker" if ua.startswith("docker/") else "containerd"))
-        images = ctx.cat.pick(rng, rng.randint(25, 45), top=800)
+        images = ctx.cat.pick(fixed, fixed.randint(25, 45), top=800)
         icum = _cum([1 / (k + 1) ** 0.5 for k in range(len(images))])
         bw = rng.uniform(30e6, 100e6)
         for w0, w1 in ctx.windows():

@@ -11,8 +11,8 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from tests.conftest import write
-from tests.scenarios import (ABUSIVE_KINDS, CI_STORM_INTERVAL_MIN, ERROR_STORM_MIN_ERRORS, KINDS, asn_networks,
-                             generate)
+from tests.scenarios import (ABUSIVE_KINDS, CI_STORM_INTERVAL_MIN, ERROR_STORM_MIN_ERRORS, KINDS,
+                             SMALL_RESELLER_MIN_PULLS, asn_networks, generate)
 
 SCALE = 0.2
 START = datetime(2024, 11, 18, tzinfo=timezone.utc)
@@ -95,3 +95,29 @@ def test_generation_is_deterministic_and_kinds_are_independent():
     only, only_actors = scenario(kinds=frozenset({"ci-storm", "office-nat"}))
     mine = {ip for a in only_actors for ip in a.addresses}
     assert only == [line for line in lines if line.split(" ", 1)[0] in mine]
+
+
+def test_clf_is_the_same_requests_without_user_agent_referer_or_forwarded_for():
+    lines, actors = scenario()
+    clf, clf_actors = generate(days=1, start=START, seed=1, scale=SCALE, fmt="clf")
+    assert clf_actors == actors and len(clf) == len(lines)
+    for main, short in zip(lines, clf):          # main: the clf line, then "referer" "user agent" "forwarded-for"
+        assert main.startswith(short.replace(" HTTP/2.0\"", " HTTP/1.1\"") + ' "-" "'), (main, short)
+        assert short.count('"') == 2
+
+
+def test_the_resellers_that_a_user_agent_does_not_give_away(run, workdir):
+    """The generic-library reseller sends one user agent and forwards on part of its requests; the
+    small one keeps a few hundred pulls a day (never fewer than SMALL_RESELLER_MIN_PULLS) round the
+    clock on a hosting network."""
+    lines, actors = scenario(scale=0.2, kinds=frozenset({"lib-reseller", "small-reseller"}))
+    r = run(format="main")
+    r.ingest(write(workdir / "r.log", lines))
+    (lib,) = [a for a in actors if a.kind == "lib-reseller"]
+    (small,) = [a for a in actors if a.kind == "small-reseller"]
+    uas, with_xff, total = r.store.execute("""select count(distinct user_agent), count(forwarded_for), count(*)
+                                              from events where client_ip = ?""", [lib.addresses[0]])[0]
+    assert uas == 1 and 0.1 < with_xff / total < 0.7
+    pulls, hours = r.store.execute("""select count(*) filter (where kind = 'ping'), count(distinct hour(ts))
+                                      from events where client_ip = ?""", [small.addresses[0]])[0]   # GET /v2/
+    assert pulls >= SMALL_RESELLER_MIN_PULLS * 0.9 and hours == 24 and small.asn in (14061, 24940)
