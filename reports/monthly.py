@@ -33,7 +33,7 @@ SCRATCH = ("_pw_ipimg", "_pw_ip", "_pw_prev_img", "_pw_prev_ip")
 
 BREAKDOWNS = {
     # name: (table, key, label, addresses)
-    "registry": ("_pw_ipimg", "coalesce(registry, '(none)')", None, "count(distinct client_ip)"),
+    "registry": ("_pw_ipimg", "coalesce(registry, '(none)')", None, "count(distinct hash(client_ip))"),
     "image": ("_pw_ipimg", "coalesce(registry, '(none)') || '/' || coalesce(repository, '(none)')", None, "count(*)"),
     "asn": ("_pw_ip", "coalesce(cast(asn as varchar), 'unknown')",
             # min(), not any_value(): an AS number whose addresses carry different names must get the
@@ -45,7 +45,7 @@ BREAKDOWNS = {
     # of address x user agent is made
     "family": ("""(select f.client_ip, u.family, f.bytes as b, f.requests as r from facts_hourly f
                    left join user_agents u on u.user_agent = f.user_agent where f.hour >= $lo and f.hour < $hi)""",
-               "coalesce(family, 'unknown')", None, "count(distinct client_ip)"),
+               "coalesce(family, 'unknown')", None, "count(distinct hash(client_ip))"),
     "address": ("_pw_ip", "client_ip", None, "count(*)"),
 }
 
@@ -121,7 +121,7 @@ def _daily(store, lo: datetime, hi: datetime, tz: str) -> list[dict]:
               where hour >= $lo and hour < $hi group by all) x join {hour_day} d using (hour)
         group by 1, 2 order by 1, 2""", {**p, "lo": lo, "hi": hi})
     addresses = dict(store.execute(f"""
-        select d.day, count(distinct f.client_ip) from facts_hourly f join {hour_day} d using (hour)
+        select d.day, count(distinct hash(f.client_ip)) from facts_hourly f join {hour_day} d using (hour)
         where f.hour >= $lo and f.hour < $hi group by 1""", {**p, "lo": lo, "hi": hi}))
     days: dict[date, dict] = {}
     for d, reg, b, r in rows:
@@ -145,7 +145,7 @@ def _tiers(store, lo: datetime, hi: datetime, total: int) -> list[dict]:
                           and least(coalesce(revoked_at, until), until) > $lo""", {"lo": lo, "hi": hi}):
         rows = store.execute("""
             select case when remote_user is null then $anon else $auth end as tier, sum(bytes)::hugeint as b,
-                   sum(requests)::hugeint, count(distinct client_ip)
+                   sum(requests)::hugeint, count(distinct hash(client_ip))
             from facts_hourly where hour >= $lo and hour < $hi group by 1 order by b desc, tier""",
             {"lo": lo, "hi": hi, "anon": anon, "auth": auth})
         return [{"key": t, "label": t, "bytes": int(b or 0), "requests": int(r or 0), "addresses": a,
@@ -169,7 +169,7 @@ def _tiers(store, lo: datetime, hi: datetime, total: int) -> list[dict]:
              and k.hour >= d.t0 and k.hour < d.t1
             group by all)
         select coalesce(trim(l.label), case when f.remote_user is null then $anon else $auth end) as tier,
-               sum(f.bytes)::hugeint as b, sum(f.requests)::hugeint, count(distinct f.client_ip)
+               sum(f.bytes)::hugeint as b, sum(f.requests)::hugeint, count(distinct hash(f.client_ip))
         from f left join labelled l
           on l.hour = f.hour and l.client_ip = f.client_ip and l.remote_user is not distinct from f.remote_user
         group by 1 order by b desc, tier""", {"lo": lo, "hi": hi, "anon": anon, "auth": auth})
