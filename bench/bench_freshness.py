@@ -24,8 +24,10 @@ policy that a live `pullwarden serve` publishes, at default settings.
    judged and not throttled, one more pull with the current time: the time runs until the
    address is in the policy's `assignments` (throttle).
 
-Prints each episode, the median and the worst time against the 60 s target with PASS or MISS,
-the server's detection lag (/metrics) and its CPU use. Everything it starts is stopped at the
+Meanwhile a proxy polls GET /v1/policy with its ETag --poll-rate (20) times a second, and the
+304 answers are timed. Prints each episode, the median and the worst time against the 60 s
+target with PASS or MISS, the server's detection lag and last pass (/metrics), the 304 path's
+latency and the server's CPU use. Everything it starts is stopped at the
 end, on error or Ctrl-C too. The code measured is the code beside this script.
 """
 from __future__ import annotations
@@ -131,6 +133,44 @@ class Writer(threading.Thread):
         self.join(10)
 
 
+class Poller(threading.Thread):
+    """A proxy polling the policy with its ETag, `rate` times a second: the 304 path's latency
+    while the passes run (what the jobs' lower priority must protect)."""
+
+    def __init__(self, base: str, key: str, rate: float):
+        super().__init__(name="poller", daemon=True)
+        self.base, self.key, self.rate = base, key, rate
+        self.halt = threading.Event()
+        self.etag, self.latencies, self.fetches = "", [], 0
+
+    def run(self) -> None:
+        due = time.monotonic()
+        while not self.halt.is_set():
+            req = urllib.request.Request(self.base + "/v1/policy", headers={"X-Api-Key": self.key,
+                                                                             "If-None-Match": self.etag})
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    r.read()
+                    self.etag, self.fetches = r.headers.get("ETag", ""), self.fetches + 1
+            except urllib.error.HTTPError as e:
+                if e.code == 304:
+                    self.latencies.append(time.perf_counter() - t)
+            except OSError:
+                pass
+            due += 1 / self.rate
+            self.halt.wait(max(0.0, due - time.monotonic()))
+
+    def stop(self) -> dict:
+        self.halt.set()
+        self.join(15)
+        ms = sorted(x * 1000 for x in self.latencies)
+        if not ms:
+            return {"polls_304": 0}
+        return {"polls_304": len(ms), "fetches": self.fetches, "p50_ms": ms[len(ms) // 2],
+                "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))], "max_ms": ms[-1]}
+
+
 class Server:
     def __init__(self, base: str, proxy_key: str, viewer_key: str):
         self.base, self.proxy_key, self.viewer_key = base, proxy_key, viewer_key
@@ -140,8 +180,8 @@ class Server:
         req = urllib.request.Request(self.base + "/metrics", headers={"X-Api-Key": self.viewer_key})
         with urllib.request.urlopen(req, timeout=5) as r:
             text = r.read().decode()
-        return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(pullwarden_detection_\w+)(?:\{[^}]*\})? (\S+)$",
-                                                                      text, re.M)}
+        return {m.group(1) + (m.group(2) or ""): float(m.group(3))
+                for m in re.finditer(r"^(pullwarden_detection_\w+)(\{[^}]*\})? (\S+)$", text, re.M)}
 
     def judged_up_to(self) -> float:
         v = self.metrics().get("pullwarden_detection_newest_event_timestamp_seconds", float("nan"))
@@ -192,9 +232,11 @@ def episode(kind: str, n: int, server: Server, writer: Writer, rng: random.Rando
             raise BenchError(f"serve exited with {proc.returncode}; see {log}")
         time.sleep(0.1)
     took = time.time() - written
-    entry = server.policy[section][f"ip:{ip}"]
+    entry, m = server.policy[section][f"ip:{ip}"], server.metrics()
+    last = next(((k.split('"')[1], v) for k, v in m.items() if k.startswith("pullwarden_detection_pass_seconds")),
+                (None, None))
     return {"kind": kind, "address": ip, "seconds": took, "rule": entry["rule"],
-            "lag": server.metrics().get("pullwarden_detection_lag_seconds")}
+            "lag": m.get("pullwarden_detection_lag_seconds"), "last_pass": last[0], "last_pass_seconds": last[1]}
 
 
 def history(path: Path, lines: int, background: Background) -> None:
@@ -229,6 +271,7 @@ def bench(args, workdir: Path, children: Children) -> dict:
                           env=env, cwd=workdir)
     server = Server(base, keys["proxy"], keys["viewer"])
     writer = Writer(log, args.rate, background)
+    poller = Poller(base, keys["proxy"], args.poll_rate)
     result: dict = {"episodes": []}
     try:
         wait_for("serve /healthz", lambda: http_json(base + "/healthz"), proc, serve_log, 120)
@@ -237,6 +280,7 @@ def bench(args, workdir: Path, children: Children) -> dict:
                  proc, serve_log, 600)
         cpu0, t0 = proc_cpu_seconds(proc.pid), time.monotonic()
         writer.start()
+        poller.start()
         say(f"appending {args.rate} lines/s of background; {args.episodes} scanner and {args.storms} storm episodes")
         rng = random.Random(args.seed)
         kinds = ["scanner"] * args.episodes + ["storm"] * args.storms
@@ -245,11 +289,12 @@ def bench(args, workdir: Path, children: Children) -> dict:
             result["episodes"].append(e)
             shown = f"{e['seconds']:.1f} s" if e["seconds"] is not None else "no decision"
             say(f"  {n + 1}/{len(kinds)} {kind:7s} {e['address']:15s} {shown} ({e.get('rule', '-')}); "
-                f"detection lag {e.get('lag')}")
+                f"detection lag {e.get('lag')} s; last pass {e.get('last_pass')} {e.get('last_pass_seconds')} s")
         result["cpu_share"] = (proc_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
         result["lines_written"] = writer.lines
     finally:
         writer.stop()
+        result["policy_304"] = poller.stop() if poller.is_alive() else {"polls_304": 0}
         children.stop(proc)
     return result
 
@@ -262,6 +307,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=200, help="background lines/s appended meanwhile (default 200)")
     ap.add_argument("--history-lines", type=int, default=300_000,
                     help="background lines over the last 24 h, read as a backlog at the start (default 300,000)")
+    ap.add_argument("--poll-rate", type=float, default=20,
+                    help="policy polls/s with the current ETag meanwhile, timed (default 20)")
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--workdir", type=Path, default=None, help="default: a new temporary directory")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -303,6 +350,10 @@ def main() -> None:
     median = "-" if result["median_seconds"] is None else f"{result['median_seconds']:.1f} s"
     print(f"  median {median}, worst {worst}; target <= {TARGET_SECONDS:.0f} s over >= 5 episodes: "
           f"{'PASS' if result['pass'] else 'MISS'}")
+    p = result["policy_304"]
+    if p.get("polls_304"):
+        print(f"  meanwhile a proxy's policy polls: {p['polls_304']:,} answered 304, p50 {p['p50_ms']:.1f} ms, "
+              f"p99 {p['p99_ms']:.1f} ms, max {p['max_ms']:.1f} ms ({p['fetches']} new versions fetched)")
     print(f"  serve used {result['cpu_share']:.0%} of one core meanwhile; work dir {workdir}")
 
 

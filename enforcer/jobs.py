@@ -104,7 +104,7 @@ def detection(services: Services, lower: bool = True, fresh: bool = False):
     addresses squeezed into the first slice needs more memory than a whole week). ``lower``: at
     the jobs' priority (not for a pass an admin asked for through the API, which runs on a
     request thread). ``fresh``: only the entities with events since the last pass (see
-    rules.detect.Fresh); it is a full pass when none ran yet or the rules changed since."""
+    rules.detect.Fresh); none before the first full pass, and a full one when the rules changed."""
     cfg = services.settings
     if lower:
         lower_priority()
@@ -118,10 +118,7 @@ def detection(services: Services, lower: bool = True, fresh: bool = False):
     if result is None:
         return None
     services.publisher.publish()          # a new version only if a decision changed
-    p = services.passes
-    published = services.clock()
-    p.last.update(published_at=published,
-                  lag=(published - p.newest).total_seconds() if p.newest is not None else None)
+    services.passes.published(services.clock())
     return result
 
 
@@ -183,12 +180,7 @@ def _detect(services: Services, cfg, fresh: bool = False):
         services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
     newest = services.store.value("select max(ts) from events where rowid > ? and rowid <= ?",
                                   [-1 if p.upto is None else p.upto, top])
-    p.newest = max(filter(None, (p.newest, newest)), default=None)
-    p.upto = top
-    if not fresh:
-        p.full_at, p.rules = now, signature
-    p.last = {"kind": "fresh" if fresh else "full", "now": now, "seconds": time.monotonic() - started,
-              "findings": len(result.findings), "decisions": len(result.applied)}
+    p.judged(fresh, now, top, newest, signature, time.monotonic() - started)
     return result
 
 

@@ -25,6 +25,20 @@ class Passes:
     newest: datetime | None = None      # the newest event time the last pass judged
     last: dict = field(default_factory=dict)    # the last pass: kind, now, seconds, published_at, lag
 
+    def judged(self, fresh: bool, now: datetime, upto: int, newest: datetime | None, rules: str,
+               seconds: float) -> None:
+        """A pass at ``now`` judged the events up to rowid ``upto``, the newest of them at ``newest``."""
+        self.newest = max(filter(None, (self.newest, newest)), default=None)
+        self.upto = upto
+        if not fresh:
+            self.full_at, self.rules = now, rules
+        self.last = {"kind": "fresh" if fresh else "full", "now": now, "seconds": seconds}
+
+    def published(self, at: datetime) -> None:
+        """Its decisions are in the policy since ``at``."""
+        lag = (at - self.newest).total_seconds() if self.newest is not None else None
+        self.last.update(published_at=at, lag=lag)
+
 
 class Gate:
     """Many readers or one writer; a waiting writer goes first, so a steady stream of readers
