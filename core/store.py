@@ -338,6 +338,34 @@ MIGRATIONS: list[str] = [
     alter table findings add column passes integer default 1;
     update findings set last_seen = now, passes = 1;
     """,
+    # 9 → 10: object-storage access logs (S3, OSS, Cloudflare Logpush), one row per request to
+    # the store. Kept apart from events: a redirect-mode mirror's blob is a 307 in events and a
+    # download here, and what counts once is decided when the two are joined, not by ingest.
+    """
+    create table object_events (
+        ts timestamp not null,
+        client_ip varchar not null,          -- the address that downloaded (the store's remote IP)
+        source varchar not null,             -- the format: s3 oss logpush
+        bucket varchar,
+        operation varchar,                   -- REST.GET.OBJECT, GetObject; null in Logpush
+        method varchar,
+        status smallint,
+        bytes bigint,                        -- body bytes sent
+        object_size bigint,
+        object_key varchar,                  -- URL-decoded
+        registry varchar,                    -- from the referer's image, else the key's layout
+        repository varchar,
+        digest varchar,                      -- sha256:… of a blob (or manifest revision) key
+        requester_ip varchar,                -- the signed URL's referer=<client-ip>:<host>/<image>
+        requester_image varchar,             -- <host>/<image> from that referer
+        user_agent varchar,
+        host varchar,
+        uri varchar,                         -- request target, signatures and credentials scrubbed
+        referer varchar,                     -- the Referer header, scrubbed
+        request_id varchar,                  -- the store's request id (Logpush: RayID)
+        file_id integer not null
+    );
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import duckdb
 
-from ingest import formats, normalize
+from ingest import formats, normalize, objectlogs
 from ingest.enrich import GeoDB, enrich_new
 from ingest.sources import (FP_LEN, Chunk, SourceError, content_tail, discover, fingerprint, is_gzip,
                             read_chunks, read_head, scan, settled, unchanged)
@@ -72,6 +72,7 @@ class FileReport:
     events: int = 0
     rejects: int = 0
     proxy_events: int = 0
+    object_events: int = 0          # of `events`, the rows that went to object_events
     error: str | None = None
 
 
@@ -89,6 +90,7 @@ class IngestReport:
         lines = self.total("lines")
         return {"files": len(self.files), "lines": lines, "events": self.total("events"),
                 "rejected": self.total("rejects"), "proxy_events": self.total("proxy_events"),
+                "object_events": self.total("object_events"),
                 "seconds": round(self.seconds, 3),
                 "lines_per_second": round(lines / self.seconds) if self.seconds > 0 else 0,
                 "notices": self.notices, "per_file": [asdict(f) for f in self.files]}
@@ -154,15 +156,17 @@ class IngestError(Exception):
     """Nothing was written: a path, format or database problem found before reading."""
 
 
-def _format_of(value: str, json_fields: dict) -> formats.Format:
+def _format_of(value: str, json_fields: dict) -> formats.Format | objectlogs.ObjectFormat:
     """The format a file was first read with: a name, or the log_format string itself."""
+    if value in objectlogs.NAMES:
+        return objectlogs.get(value)
     if value in formats.NAMED:
         return formats.get_format(value, json_fields=json_fields)
     return formats.get_format(log_format=value)
 
 
-def _format_label(fmt: formats.Format) -> str:
-    return fmt.name if fmt.name in formats.NAMED else fmt.template
+def _format_label(fmt) -> str:
+    return fmt.name if fmt.name in formats.NAMED or fmt.name in objectlogs.NAMES else fmt.template
 
 
 def _sample(path: Path) -> list[str]:
@@ -184,11 +188,13 @@ class Ingester:
         self.progress = progress or (lambda n: None)
         self.clock = clock
         self.forced = None
-        if settings.log_format or settings.format != "auto":
+        if settings.format in objectlogs.NAMES and not settings.log_format:
+            self.forced = objectlogs.get(settings.format)
+        elif settings.log_format or settings.format != "auto":
             try:
                 self.forced = formats.get_format(settings.format, settings.log_format, settings.json_fields)
             except formats.FormatError as e:
-                raise IngestError(str(e)) from None
+                raise IngestError(f"{e}; object-storage logs: {', '.join(objectlogs.NAMES)}") from None
         try:
             self.geo = GeoDB(settings.asn_db, settings.country_db)
         except Exception as e:  # EnrichError carries the file name
@@ -198,6 +204,7 @@ class Ingester:
         self.params = {"hosts": [h.lower() for h in hosts], "host_registries": [hosts[h] for h in hosts],
                        "default_registry": settings.default_registry}
         normalize.install(store)
+        objectlogs.install(store)
 
     # -- planning: everything that can fail before a byte is written --------------------------
     def plan(self, patterns: list[str]) -> list[tuple[Path, dict | None, formats.Format]]:
@@ -232,7 +239,10 @@ class Ingester:
                 except SourceError as e:    # a .gz whose first KiB is whole but cut short before 64 KiB
                     self.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
                     continue
-                fmt = formats.sniff(self.store, sample, self.settings.json_fields)
+                # object-storage logs first: their test is strict, and a proxy format's is a
+                # count of lines it parses, which a store's line might pass
+                fmt = (objectlogs.sniff(self.store, sample)
+                       or formats.sniff(self.store, sample, self.settings.json_fields))
                 if fmt is None:
                     raise IngestError(f"{path}: no known format fits its first lines; "
                                       "pass --format or --log-format")
@@ -317,8 +327,8 @@ class Ingester:
             self.store.execute("""insert into ingest_runs (started_at, seconds, files, lines, events, rejects)
                                   values (?, ?, ?, ?, ?, ?)""",
                                [datetime.fromtimestamp(started, timezone.utc).replace(tzinfo=None), report.seconds,
-                                len(report.files), report.total("lines"), report.total("events"),
-                                report.total("rejects")])
+                                len(report.files), report.total("lines"),
+                                report.total("events") - report.total("object_events"), report.total("rejects")])
             self.store.execute("commit")
         finally:
             self._pool.shutdown()
@@ -337,7 +347,7 @@ class Ingester:
             return
         yield from prefetch(read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock()), tmp)
 
-    def _read_file(self, path: Path, fmt: formats.Format, rep: FileReport, tmp: Path, in_place: bool = True) -> None:
+    def _read_file(self, path: Path, fmt, rep: FileReport, tmp: Path, in_place: bool = True) -> None:
         head = read_head(path)
         now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
         # Match again: a file read earlier in this pass (access.log.1 before access.log.1.gz)
@@ -379,7 +389,7 @@ class Ingester:
             self.store.execute("begin")
             try:
                 try:
-                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
+                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept, fmt)
                 except (duckdb.InvalidInputException, duckdb.NotImplementedException):
                     # a line longer than the reader's limit: replace it (in a copy, never in
                     # the operator's file) by a marker that the format SQL rejects with its
@@ -389,7 +399,7 @@ class Ingester:
                     self.store.execute("rollback")
                     shorten_long_lines(chunk_file)
                     self.store.execute("begin")
-                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept)
+                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept, fmt)
                 if chunk.in_place and not unchanged(path, chunk.in_place):
                     raise _Woke()
                 self.store.execute("""
@@ -411,6 +421,7 @@ class Ingester:
             rep.events += counts["events"]
             rep.rejects += counts["rejects"]
             rep.proxy_events += counts["proxy"]
+            rep.object_events += counts["object"]
             self.progress(chunk.size)
             self._read += chunk.size
             if self.max_bytes and self._read >= self.max_bytes:
@@ -422,17 +433,25 @@ class Ingester:
                                [str(path.resolve()), st.st_size, st.st_mtime, file_id])
 
     def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int | Future,
-                    kept: int) -> dict:
-        params = {"src": src, "file_id": file_id, **self._trusted_peers(select, src), **self.params}
-        events = self.store.value(f"""
-            insert into events
-            with lines as ({LINES_FAST}), parsed as ({select})
-            {normalize.events_sql('parsed')}""", params)
+                    kept: int, fmt=None) -> dict:
+        if getattr(fmt, "object_store", False):
+            # an object store's rows: the store's remote IP is the client, no X-Forwarded-For
+            events = self.store.value(f"""
+                insert into object_events
+                with lines as ({LINES_FAST}), parsed as ({select})
+                {objectlogs.rows_sql('parsed')}""", {"src": src, "file_id": file_id, "source": fmt.name})
+        else:
+            params = {"src": src, "file_id": file_id, **self._trusted_peers(select, src), **self.params}
+            events = self.store.value(f"""
+                insert into events
+                with lines as ({LINES_FAST}), parsed as ({select})
+                {normalize.events_sql('parsed')}""", params)
         if isinstance(lines, Future):
             lines = lines.result()
             if lines is None:
                 raise _Woke()
-        counts = {"events": events, "rejects": 0, "proxy": 0, "kept": 0, "lines": lines}
+        counts = {"events": events, "rejects": 0, "proxy": 0, "kept": 0, "lines": lines,
+                  "object": events if getattr(fmt, "object_store", False) else 0}
         if events == lines:
             return counts
         self.store.execute(f"""
