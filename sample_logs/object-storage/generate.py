@@ -27,14 +27,14 @@ CLIENTS = ["198.51.100.10", "198.51.100.11", "203.0.113.50", "2001:db8:5:1::1"]
 UAS = ["containerd/v1.7.22", "docker/27.3.1 go/go1.22.7 os/linux arch/amd64", "cri-o/1.30.4 go/go1.22.5"]
 
 
-def downloads(rng: random.Random) -> list[dict]:
+def downloads(rng: random.Random, count: int = 24) -> list[dict]:
     out = []
-    for n in range(24):
+    for n in range(count):
         asker = rng.choice(CLIENTS)
         relayed = n % 8 == 5                      # handed on: another address fetches the link
         size = rng.randrange(2_000_000, 60_000_000)
         status = 403 if n == 17 else 200          # an expired link
-        out.append({"ts": START + timedelta(seconds=n * 150 + rng.randrange(100)),
+        out.append({"ts": START + timedelta(seconds=(n * 150 + rng.randrange(100)) * 24 // count),
                     "ip": "192.0.2.77" if relayed else asker, "asker": asker, "image": rng.choice(IMAGES),
                     "digest": f"{rng.getrandbits(256):064x}", "size": size,
                     "bytes": size if status == 200 else 243, "status": status, "ua": rng.choice(UAS),
@@ -50,7 +50,7 @@ def referer(d: dict) -> str:
     return quote(f"{d['asker']}:{d['image']}", safe="")
 
 
-def s3_lines(rng, rows) -> list[str]:
+def s3_lines(rng, rows, damaged: bool = True) -> list[str]:
     owner = "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"
     lines = []
     for d in rows:
@@ -66,6 +66,8 @@ def s3_lines(rng, rows) -> list[str]:
             f"{rng.randrange(50, 4000)} {rng.randrange(5, 40)} \"-\" \"{d['ua']}\" - "
             f"{rng.getrandbits(240):060x}= SigV4 TLS_AES_128_GCM_SHA256 QueryString "
             f"mirror-blobs.s3.us-east-1.amazonaws.com TLSv1.3 - -")
+    if not damaged:                                 # bench/bench_ingest.py: every line a download
+        return lines
     lines.insert(7, f"{owner} mirror-blobs [20/Nov/2024:10:17:00 +0000] 10.0.0.5 arn:aws:iam::123456789012:user/crproxy "
                     f"{rng.getrandbits(64):016X} REST.PUT.OBJECT {key(rows[0])} \"PUT /mirror-blobs/{key(rows[0])} HTTP/1.1\" "
                     "200 - - 4400000 310 25 \"-\" \"aws-sdk-go-v2/1.30.3\" - x= SigV4 TLS_AES_128_GCM_SHA256 AuthHeader "
@@ -74,7 +76,7 @@ def s3_lines(rng, rows) -> list[str]:
     return lines
 
 
-def oss_lines(rng, rows) -> list[str]:
+def oss_lines(rng, rows, damaged: bool = True) -> list[str]:
     lines = []
     for d in rows:
         expires = int(d["ts"].timestamp()) + 1200
@@ -89,11 +91,13 @@ def oss_lines(rng, rows) -> list[str]:
             f"\"mirror-blobs\" \"{quote(key(d), safe='')}\" {d['size']} {rng.randrange(5, 40)} "
             f"\"{'AccessDenied' if d['status'] == 403 else '-'}\" {rng.randrange(300, 900)} \"1657136103983691\" - \"-\" "
             "\"standard\" \"-\" \"-\" \"-\"")
+    if not damaged:
+        return lines
     lines.insert(5, lines[4].replace(f" {rows[4]['status']} ", " OK ", 1))   # a damaged status
     return lines
 
 
-def logpush_lines(rng, rows) -> list[str]:
+def logpush_lines(rng, rows, damaged: bool = True) -> list[str]:
     lines = []
     for d in rows:
         path = f"/{key(d)}"
@@ -104,8 +108,13 @@ def logpush_lines(rng, rows) -> list[str]:
             "ClientRequestReferer": "", "ClientRequestUserAgent": d["ua"],
             "EdgeResponseBytes": 0 if d["method"] == "HEAD" else d["bytes"], "EdgeResponseStatus": d["status"],
             "EdgeStartTimestamp": d["ts"].strftime("%Y-%m-%dT%H:%M:%SZ"), "RayID": f"{rng.getrandbits(64):016x}"}))
+    if not damaged:
+        return lines
     lines.insert(3, '{"ClientIP": "198.51.100.10", "EdgeStartTimestamp": ')   # cut short
     return lines
+
+
+WRITERS = {"s3": s3_lines, "oss": oss_lines, "logpush": logpush_lines}
 
 
 def main() -> None:
