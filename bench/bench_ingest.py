@@ -38,6 +38,11 @@ PYTHONPATH), with built-in settings only: the child runs in the work dir with an
 --config file and without PULLWARDEN_* variables, so no local pullwarden.toml or
 environment changes what is measured.
 
+Object-storage logs (issue 13): with --object-formats it also writes --lines lines of each
+of s3, oss and logpush (sample_logs/object-storage/generate.py, seeded, every line a blob
+download with a signed URL) and ingests each --repeat times the same way, into object_events;
+their lines/s are printed under the proxy format's.
+
 This is a benchmark run by hand, not a test, and it never fails on a MISS. With the
 defaults it takes under a minute on two cores, most of it GoAccess. Run it on an
 otherwise idle machine: for each run it shows the CPU seconds that other processes used
@@ -262,6 +267,23 @@ def run_goaccess(goaccess: str, log: Path, workdir: Path, lines: int) -> dict:
     return res
 
 
+def ensure_object_log(workdir: Path, fmt: str, lines: int) -> Path:
+    """--lines lines of an object-storage format, written once per size (seeded)."""
+    import importlib.util
+    path = workdir / f"object-{fmt}-{lines}.log"
+    if path.exists():
+        return path
+    spec = importlib.util.spec_from_file_location("object_samples", REPO / "sample_logs" / "object-storage" / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    say(f"writing {lines:,} lines of {fmt} ...")
+    rng = random.Random(13)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(gen.WRITERS[fmt](rng, gen.downloads(rng, lines), damaged=False)) + "\n")
+    tmp.rename(path)
+    return path
+
+
 def enrichment_summary(db: Path) -> dict:
     """What the last ingest stored, read afterwards (not timed)."""
     import duckdb
@@ -358,6 +380,9 @@ def print_table(result: dict) -> None:
     print()
     print(f"ratio pullwarden lines/s / goaccess lines/s (wall): best {r['best']:.2f}x, median {r['median']:.2f}x")
     print(f"pullwarden database after ingest: {pw['db_bytes'] / MB:,.1f} MB")
+    for fmt, d in result.get("object_formats", {}).items():
+        row(f"pullwarden {fmt} (wall)", d["seconds_best"], d["seconds_median"], d["lines_per_second_best"],
+            d["lines_per_second_median"], d["cpu_seconds_median"], d["peak_rss_bytes_median"], d["peak_rss_bytes_max"])
     e = result.get("enrichment")
     if e:
         print(f"stored: {e['events']:,} events, {e['distinct_client_ips']:,} client addresses, ip_info "
@@ -383,6 +408,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pullwarden-bench",
                     help="where the log, the geo databases, the DuckDB file and goaccess.html go "
                          "(default /tmp/pullwarden-bench); the log is reused from here")
+    ap.add_argument("--object-formats", action="store_true",
+                    help="also ingest --lines lines of each object-storage format (s3, oss, logpush)")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON object with every run instead of the table")
     args = ap.parse_args()
@@ -410,6 +437,20 @@ def main() -> None:
         say(f"run {i}/{args.repeat} goaccess:   {res['seconds']:.2f} s wall, {res['cpu_seconds']:.2f} s CPU, "
             f"{res['peak_rss_bytes'] / MB:,.0f} MB peak")
         ga_runs.append(res)
+
+    object_formats, object_warnings = {}, []
+    for fmt in ("s3", "oss", "logpush") if args.object_formats else ():
+        olog = ensure_object_log(workdir, fmt, args.lines)
+        count_lines(olog)
+        runs = []
+        for i in range(1, args.repeat + 1):
+            res = run_pullwarden(olog, workdir, asn_db, country_db, args.lines)
+            say(f"run {i}/{args.repeat} pullwarden {fmt}: {res['seconds']:.2f} s wall, {res['cpu_seconds']:.2f} s CPU")
+            runs.append(res)
+            if res["lines"] != args.lines or res["events"] != args.lines or res["rejected"]:
+                object_warnings.append(f"{fmt}: read {res['lines']:,} lines, stored {res['events']:,}, rejected "
+                                       f"{res['rejected']:,} of {args.lines:,}")
+        object_formats[fmt] = {**summarize(runs), "per_run": runs}
 
     import duckdb
     pw, ga = summarize(pw_runs), summarize(ga_runs)
@@ -447,6 +488,9 @@ def main() -> None:
     if not all(r["peak_rss_exact"] for r in pw_runs + ga_runs):
         warnings.append(f"{GNU_TIME} not found (apt-get install -y time): peak RSS figures are upper bounds "
                         "that may include this benchmark's own memory")
+    warnings += object_warnings
+    if object_formats:          # the last run was an object log's: ingest the proxy log again for the summary
+        run_pullwarden(log, workdir, asn_db, country_db, args.lines)
     enrichment = enrichment_summary(workdir / "bench.duckdb")
     if not enrichment["ip_info_with_asn"]:
         warnings.append("no address got an ASN: enrichment did no real lookups")
@@ -460,6 +504,7 @@ def main() -> None:
         "pullwarden": {**pw, "per_run": pw_runs},
         "goaccess": {**ga, "per_run": ga_runs},
         "ratio": ratio,
+        "object_formats": object_formats,
         "enrichment": enrichment,
         "targets": targets,
         "warnings": warnings,
