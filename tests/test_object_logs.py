@@ -174,3 +174,30 @@ def test_unknown_format_names_the_object_formats(run):
     r = run(format="gcs")
     with pytest.raises(IngestError, match="object-storage logs: s3, oss, logpush"):
         Ingester(r.store, r.cfg)
+
+
+@pytest.mark.parametrize("referer, ip, image, registry, repository", [
+    ("203.0.113.7:docker.io/library/nginx", "203.0.113.7", "docker.io/library/nginx", "docker.io", "library/nginx"),
+    ("203.0.113.7:docker.io/busybox", "203.0.113.7", "docker.io/busybox", "docker.io", "library/busybox"),
+    ("2001:db8::1:docker.io/library/nginx", "2001:db8::1", "docker.io/library/nginx", "docker.io", "library/nginx"),
+    ("[2001:DB8::1]:ghcr.io/a/b", "2001:db8::1", "ghcr.io/a/b", "ghcr.io", "a/b"),
+    ("10.0.0.1:registry.local:5000/team/app", "10.0.0.1", "registry.local:5000/team/app", "registry.local:5000", "team/app"),
+    ("::ffff:198.51.100.4:quay.io/x/y", "198.51.100.4", "quay.io/x/y", "quay.io", "x/y"),
+    ("999.1.1.1:docker.io/library/nginx", None, "docker.io/library/nginx", "docker.io", "library/nginx"),
+    ("nonsense", None, None, None, None),
+])
+def test_the_signed_urls_referer(referer, ip, image, registry, repository, run, tmp_path):
+    """CRProxy's referer=<client-ip>:<host>/<image>: the address as pullwarden spells it (an
+    address that is not one is dropped, never guessed), the image as registry/repository."""
+    from urllib.parse import quote
+    line = json.dumps({"ClientIP": "192.0.2.1", "EdgeStartTimestamp": "2024-11-20T10:00:00Z",
+                       "ClientRequestMethod": "GET", "EdgeResponseStatus": 200, "EdgeResponseBytes": 5,
+                       "ClientRequestURI": f"/b/data?X-Amz-Signature=abc&referer={quote(referer, safe='')}"})
+    log = tmp_path / "r.json"
+    log.write_text(line + "\n")
+    r = run()
+    r.ingest(log)
+    row = object_rows(r)[0]
+    assert (row["requester_ip"], row["requester_image"], row["registry"], row["repository"]) == (
+        ip, image, registry, repository)
+    assert row["uri"] == f"/b/data?X-Amz-Signature=[scrubbed]&referer={quote(referer, safe='')}"
