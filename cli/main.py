@@ -79,7 +79,7 @@ def cli():
 @cli.command()
 @click.argument("paths", nargs=-1)
 @click.option("--format", default=None,
-              help="auto (default: sniffed per file), combined, main, clf (CRProxy) or nginx-json.")
+              help="auto (default: sniffed per file), combined, main, clf (CRProxy), nginx-json, or an object store's access log: s3, oss, logpush.")
 @click.option("--log-format", default=None, help="An nginx log_format string, pasted from nginx.conf.")
 @click.option("--asn-db", default=None, help="MaxMind-format ASN database (env PULLWARDEN_ASN_DB).")
 @click.option("--country-db", default=None, help="MaxMind-format country database (env PULLWARDEN_COUNTRY_DB).")

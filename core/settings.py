@@ -29,7 +29,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("db", str, "./data/pullwarden.duckdb", "DuckDB file that holds events, rollups and decisions."),
     Setting("sources", list, [], "Log paths, directories or globs that ingest reads when no PATH is given."),
-    Setting("format", str, "auto", "Log format: auto, combined, main, clf, nginx-json."),
+    Setting("format", str, "auto", "Log format: auto, combined, main, clf, nginx-json; object-storage access logs: s3, oss, logpush."),
     Setting("log_format", str, "", "An nginx log_format string; overrides `format` when set."),
     Setting("default_registry", str, "docker.io",
             "Registry assumed for paths without one (/v2/library/nginx/...), as docker's registry-mirrors sends."),
