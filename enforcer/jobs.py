@@ -8,6 +8,7 @@ import threading
 import time
 import traceback
 from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -139,11 +140,23 @@ def rules_signature(rules) -> str:
                         r.escalation_factor, r.escalation_cap) for r in rules))
 
 
+def _rules(services: Services, cfg) -> list:
+    """The rules, read again when a rule file changed, was added or removed: a fresh pass
+    follows every ingest run, and reading them is ~40 ms of Python, holding the interpreter
+    the API's threads answer on."""
+    from rules.engine import PACKS, load_rules
+    folders = [PACKS] + ([Path(cfg.rules_dir)] if cfg.rules_dir else [])
+    stamp = tuple(sorted((str(f), st.st_mtime_ns, st.st_size) for folder in folders
+                         for f in folder.rglob("*.y*ml") if (st := f.stat())))
+    if services.passes.read is None or services.passes.read[0] != stamp:
+        services.passes.read = (stamp, load_rules(services.store, None, cfg.rules_dir or None))
+    return services.passes.read[1]
+
+
 def _detect(services: Services, cfg, fresh: bool = False):
     """The pass itself, with the store held; None for a fresh pass with nothing new to judge."""
     from rules.detect import Fresh, detect, events_top
-    from rules.engine import load_rules
-    rules = load_rules(services.store, None, cfg.rules_dir or None)
+    rules = _rules(services, cfg)
     p, signature, top = services.passes, rules_signature(rules), events_top(services.store)
     if fresh and (p.upto is None or top == p.upto):
         return None             # the full pass after the start comes first; or nothing new

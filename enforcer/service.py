@@ -24,6 +24,7 @@ class Passes:
     rules: str | None = None            # the rules of the last full pass (a fresh pass needs the same)
     newest: datetime | None = None      # the newest event time the last pass judged
     last: dict = field(default_factory=dict)    # the last pass: kind, now, seconds, published_at, lag
+    read: tuple | None = None           # (the rule files' stamp, the rules read from them)
 
     def judged(self, fresh: bool, now: datetime, upto: int, newest: datetime | None, rules: str,
                seconds: float) -> None:
