@@ -83,6 +83,16 @@ def _roll_up_slice(store, batch: int | None) -> int:
             select date_trunc('hour', ts), client_ip, remote_user, forwarded_for, count(*)
             from events where rowid > $lo and rowid <= $hi and forwarded_for is not null
             group by all""", p)
+        # IPv4 /24s in SQL (addresses are stored canonical: dotted quads); Python's ipaddress
+        # only for IPv6, where canonical text has no fixed shape: 165,000 new addresses took
+        # 2.1 s through ipaddress, half of a full pass over 6 M events
+        store.execute(r"""
+            insert into ip_prefix
+            select ip, regexp_replace(ip, '\.[0-9]+$', '.0/24') from (
+                select distinct client_ip as ip from events e where rowid > $lo and rowid <= $hi
+                  and not contains(client_ip, ':')
+                  and not exists (select 1 from ip_prefix p where p.ip = e.client_ip))
+            where regexp_full_match(ip, '[0-9]{1,3}(\.[0-9]{1,3}){3}')""", p)
         new_ips = [r[0] for r in store.execute("""
             select distinct client_ip from events e where rowid > $lo and rowid <= $hi
               and not exists (select 1 from ip_prefix p where p.ip = e.client_ip)""", p)]
