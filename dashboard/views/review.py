@@ -29,7 +29,8 @@ found = ui.get("/v1/stats/findings", limit=1000)
 if found is None:
     st.stop()
 if not found:
-    st.info("No findings yet: detection runs in serve every `detect_interval` seconds once there is traffic. "
+    st.info("No findings yet: serve judges new traffic within seconds of ingesting it (a fresh pass every "
+            "`detect_fresh_interval`) and everything every `detect_interval`. "
             + ui.NO_TRAFFIC)
     st.stop()
 show_simulated = st.toggle("Show simulated rules' findings", value=False, key="review-simulated")
