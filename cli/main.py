@@ -140,13 +140,18 @@ def _print_ingest(report, as_json: bool, quiet_if_empty: bool = False) -> None:
         return
     for notice in report.notices:
         click.echo(f"notice: {notice}", err=True)
+    # an object store's rows are counted among a file's events (lines = events + rejects +
+    # proxy lines), but they are not requests to the proxy: said apart
     for f in report.files:
         status = f"error: {f.error}" if f.error else (
-            f"{f.lines} lines, {f.events} events, {f.rejects} rejected"
-            + (f", {f.proxy_events} proxy log lines" if f.proxy_events else ""))
+            f"{f.lines} lines, "
+            + (f"{f.object_events} object-storage events" if f.object_events else f"{f.events} events")
+            + f", {f.rejects} rejected" + (f", {f.proxy_events} proxy log lines" if f.proxy_events else ""))
         click.echo(f"  {f.path} [{f.format if len(f.format) < 20 else 'custom'}]: {status}")
-    click.echo(f"files {d['files']}  lines {d['lines']}  events {d['events']}  rejected {d['rejected']}  "
-               f"proxy events {d['proxy_events']}  seconds {d['seconds']}  lines/s {d['lines_per_second']}")
+    click.echo(f"files {d['files']}  lines {d['lines']}  events {d['events'] - d['object_events']}  "
+               + (f"object-storage events {d['object_events']}  " if d["object_events"] else "")
+               + f"rejected {d['rejected']}  proxy events {d['proxy_events']}  seconds {d['seconds']}  "
+               f"lines/s {d['lines_per_second']}")
 
 
 @cli.command()

@@ -34,8 +34,13 @@ def is_gzip(path: Path) -> bool:
 
 
 # In a directory, the files that look like logs: access.log, access.log.1, access.log-20241120,
-# access.log.2.gz, *.json, *.jsonl. Named files and globs are always taken.
-_LOG_NAME = re.compile(r"\.log(?:[.-][\w.-]*)?$|\.gz$|\.jsonl?$|\.ndjson$")
+# access.log.2.gz, *.json, *.jsonl, and the names object stores give their log objects, which
+# have no suffix: S3 and OBS [prefix]2024-11-20-10-00-00-5C3E6F7A8B9C0D1E, OSS
+# [prefix]bucket2024-11-20-10-00-00-0001, Logpush 20241120T100000Z_20241120T110000Z_4f1c2a8e.
+# Named files and globs are always taken.
+_LOG_NAME = re.compile(r"\.log(?:[.-][\w.-]*)?$|\.gz$|\.jsonl?$|\.ndjson$"
+                       r"|\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-[0-9A-Za-z]{4,}$"
+                       r"|^\d{8}T\d{6}Z_\d{8}T\d{6}Z_[0-9a-f]+$")
 
 
 def _regular(path: Path) -> bool:
