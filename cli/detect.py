@@ -40,13 +40,11 @@ def detect(cfg, as_json):
     the time: `--now latest` (the newest ingested event) or `--now 2024-11-20T12:00`; a replay
     gives the verdicts the traffic got live.
     """
-    from cli.remote import call, local_store
+    from cli.remote import at_server_clock, call, local_store
     from rules.detect import detect as run_detect, latest_event_time, pass_report
     store = local_store(cfg)
     if store is None:
-        if cfg.now:
-            fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
-                 "needs the server stopped")
+        at_server_clock(cfg)
         out = call(cfg, "POST", "/v1/admin/detect", {})
     else:
         try:
@@ -126,11 +124,9 @@ def decisions_list(cfg, active, held, as_json):
 
 def _decisions_from_server(cfg, active: bool, held: bool) -> tuple[list[dict], datetime]:
     """While serve holds the file: its /v1/stats/decisions (a viewer key), at its wall clock."""
-    from cli.remote import call
+    from cli.remote import at_server_clock, call
     from core.clock import utcnow
-    if cfg.now:
-        fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
-             "needs the server stopped")
+    at_server_clock(cfg)
     rows = call(cfg, "GET", f"/v1/stats/decisions?active={str(active).lower()}&held={str(held).lower()}"
                             "&limit=100000")
     for r in rows:
@@ -164,14 +160,12 @@ def explain(cfg, target, as_json):
     """Why an address or range gets (or does not get) a decision: every rule's verdict with the
     numbers behind it, the top images and user agents, the hourly profile. While serve holds
     the file, asked of its API (a viewer key), at its wall clock."""
-    from cli.remote import call, local_store
+    from cli.remote import at_server_clock, call, local_store
     from rules.explain import explain as run_explain
     store = local_store(cfg)
     if store is None:
         from urllib.parse import quote
-        if cfg.now:
-            fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
-                 "needs the server stopped")
+        at_server_clock(cfg)
         report = call(cfg, "GET", f"/v1/stats/explain?target={quote(target, safe='')}")
     else:
         try:

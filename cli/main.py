@@ -198,13 +198,11 @@ def prune(cfg, as_json):
     """Delete findings, ended decisions and the run log older than `keep_days` before now
     (the wall clock, or the replay's `now`); events, roll-ups and the audit log stay. `serve`
     does this daily by itself."""
-    from cli.remote import call, local_store
+    from cli.remote import at_server_clock, call, local_store
     from core.retention import prune as prune_store
     store = local_store(cfg)
     if store is None:                   # serve holds the file: its prune, at its clock (an admin key)
-        if cfg.now:
-            fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
-                 "needs the server stopped")
+        at_server_clock(cfg)
         done = call(cfg, "POST", "/v1/admin/prune", {})
     else:
         try:

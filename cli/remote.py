@@ -42,6 +42,14 @@ def server_url(cfg, given: str | None) -> str | None:
         return None
 
 
+def at_server_clock(cfg) -> None:
+    """A command about to ask the running server, which judges at the wall clock: a replay's
+    pinned `now` cannot be honoured there, so it is refused rather than silently ignored."""
+    if cfg.now:
+        fail(f"{cfg.db} is held by a running server, which judges at the wall clock: a replay's `now` "
+             "needs the server stopped")
+
+
 def call(cfg, method: str, path: str, body: dict | None = None, api: str | None = None,
          key: str | None = None) -> dict | list:
     """One request to the running server; an error answer is one line and exit 2."""

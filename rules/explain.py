@@ -78,17 +78,18 @@ def in_force(store, kind: str, value: str, now: datetime) -> list[dict]:
     addresses banned inside it. Manual ones say so (rule null, origin manual)."""
     target = ipaddress.ip_network(value, strict=False)
     asn = store.value("select cast(asn as varchar) from ip_info where ip = ?", [value]) if kind == "address" else None
+    # an address's own bans by value in SQL (a mirror may have 100,000 of them); ranges, and a
+    # prefix's addresses, are compared as networks in Python
     rows = store.records("""
         select id, scope, value, effect, tier, rule, origin, reason, created_at, until, held, simulated
         from decisions where revoked_at is null and created_at <= $now and until > $now
-          and scope in ('ip', 'range', 'asn') order by created_at""", {"now": now})
-    out = []
-    for r in rows:
-        if r["scope"] == "asn":
-            hit = asn is not None and r["value"] == asn
-        else:
-            net = ipaddress.ip_network(r["value"], strict=False)
-            hit = net.version == target.version and (target.subnet_of(net) or net.subnet_of(target))
-        if hit:
-            out.append(r)
-    return out
+          and ((scope = 'ip' and ($kind = 'prefix' or value = $v)) or scope = 'range'
+               or (scope = 'asn' and value = $asn))
+        order by created_at""", {"now": now, "v": value, "asn": asn, "kind": kind})
+
+    def reaches(r) -> bool:
+        if r["scope"] == "asn" or (r["scope"] == "ip" and kind == "address"):
+            return True
+        net = ipaddress.ip_network(r["value"], strict=False)
+        return net.version == target.version and (target.subnet_of(net) or net.subnet_of(target))
+    return [r for r in rows if reaches(r)]

@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -22,7 +21,7 @@ from enforcer.service import Services
 from rules.detect import Fresh, detect, events_top
 from rules.engine import load_rules
 from tests.detect_helpers import add_events, ev, storm
-from tests.enforcer_helpers import NOW, Clock, free_port
+from tests.enforcer_helpers import NOW, Clock, free_port, in_thread
 
 STAMP = "%d/%b/%Y:%H:%M:%S +0000"
 
@@ -47,15 +46,6 @@ def enumeration(t: datetime, ip: str, n: int) -> str:
 def append(path, lines: list[str]) -> None:
     with open(path, "a") as f:
         f.write("".join(x + "\n" for x in lines))
-
-
-def in_thread(fn):
-    """Run a job as the scheduler would, on a thread of its own (jobs lower their priority)."""
-    out = {}
-    t = threading.Thread(target=lambda: out.update(result=fn()))
-    t.start()
-    t.join(60)
-    return out.get("result")
 
 
 @pytest.fixture

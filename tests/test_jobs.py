@@ -13,7 +13,7 @@ from core.store import open_store
 from enforcer import jobs
 from enforcer.service import Services
 from tests.detect_helpers import add_events, storm
-from tests.enforcer_helpers import Clock
+from tests.enforcer_helpers import Clock, in_thread
 
 
 @pytest.fixture
@@ -26,15 +26,6 @@ def services(tmp_path):
     add_events(store, storm("203.0.113.7", hours=3))
     yield s
     store.close()
-
-
-def in_thread(fn):
-    """Run a job as the scheduler would, on a thread of its own (jobs lower their priority)."""
-    out = {}
-    t = threading.Thread(target=lambda: out.update(result=fn()))
-    t.start()
-    t.join(60)
-    return out.get("result")
 
 
 def limit(services) -> str:
