@@ -366,6 +366,19 @@ MIGRATIONS: list[str] = [
         file_id integer not null
     );
     """,
+    # 10 → 11: redirected blobs joined to the requests that asked for them (rules/objectjoin.py).
+    # An object-store download is rolled up under the client that asked (not the address that
+    # fetched the signed URL), once; the hour's object-store bytes and the part of them that
+    # could not be joined to a request are kept apart so reports can say how much is which.
+    # relay_hourly: downloads of a client's signed URLs from outside its /24 or /64.
+    """
+    alter table facts_hourly add column object_bytes bigint default 0;
+    alter table facts_hourly add column unjoined_bytes bigint default 0;
+    create table relay_hourly (
+        hour timestamp not null, client_ip varchar not null, remote_user varchar, download_ip varchar not null,
+        downloads bigint, bytes bigint
+    );
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

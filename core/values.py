@@ -132,3 +132,14 @@ def why_not_ban(scope: str, value: str, widest: dict[int, int], protected: list[
         if mine_net.version == net.version and mine_net.overlaps(net):
             return f"{value} covers this server or a trusted proxy ({mine_net}): a ban there bans everyone behind it"
     return None
+
+
+def prefix_of(ip: str) -> str | None:
+    """The /24 of an IPv4 address, the /64 of an IPv6 one: where rotation happens, and what
+    counts as one client's own network."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    bits = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))

@@ -102,18 +102,23 @@ class GeoDB:
 
 def enrich_new(store, geo: GeoDB) -> dict[str, int]:
     """Classify new user agents and look up new addresses; returns how many of each."""
+    # object-store downloads are rolled up too (rules/objectjoin.py): their downloading and
+    # requesting addresses and user agents are looked up like the proxy's
     uas = [r[0] for r in store.execute("""
-        select distinct e.user_agent from events e
-        where e.user_agent is not null
-          and not exists (select 1 from user_agents u where u.user_agent = e.user_agent)""")]
+        select distinct ua from (select user_agent as ua from events
+                                 union all select user_agent from object_events) e
+        where ua is not null
+          and not exists (select 1 from user_agents u where u.user_agent = e.ua)""")]
     if uas:
         _insert_columns(store, "user_agents", [(ua, *classify(ua)) for ua in uas],
                         ["varchar", "varchar", "varchar", "varchar"])
     ips: list[str] = []
     if geo.configured:
         ips = [r[0] for r in store.execute("""
-            select distinct e.client_ip from events e
-            where not exists (select 1 from ip_info i where i.ip = e.client_ip)""")]
+            select distinct ip from (select client_ip as ip from events
+                                     union all select client_ip from object_events
+                                     union all select requester_ip from object_events) e
+            where ip is not null and not exists (select 1 from ip_info i where i.ip = e.ip)""")]
         rows = [(ip, *found) for ip in ips if (found := geo.lookup(ip)) is not None]
         if rows:
             _insert_columns(store, "ip_info", rows, ["varchar", "integer", "varchar", "varchar"])

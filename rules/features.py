@@ -70,6 +70,13 @@ FEATURES: tuple[Feature, ...] = (
     Feature("asn_share", "The entity's share of its ASN's bytes in the window (0–1)."),
     Feature("fair_share", "The entity's bytes ÷ its ASN's bytes per active address: 1 is an average address of "
                           "its network, 50 takes fifty addresses' worth (one heavy host inside an ISP, or a NAT)."),
+    Feature("relay_downloads", "Object-store downloads of the entity's signed URLs (redirect-mode mirrors: the "
+                               "URL's referer names who asked) fetched from an address outside its /24 or /64 "
+                               "and in another ASN: links handed on to someone else. A client whose IPv4 asks "
+                               "and IPv6 downloads, or a company with split egress, stays in its own ASN and "
+                               "does not count; neither do addresses without an ASN (no ASN database)."),
+    Feature("relay_addresses", "Distinct addresses that fetched those handed-on links."),
+    Feature("relay_bytes", "Bytes of those downloads."),
     Feature("error_responses", "Responses 401, 403, 404, 429 or 5xx."),
     Feature("errors", "Responses 403, 404, 429 or 5xx (the operator's own error rule counts these)."),
     Feature("error_share", "error_responses ÷ requests."),
@@ -154,6 +161,18 @@ _PARTS = {
                              from facts_hourly t join ip_info gi on gi.ip = t.client_ip
                              where t.hour >= $start and t.hour < $end group by all)""",
              "left join asn_total an on an.asn = asn.asn"),
+    # relay_hourly keeps every download from outside the asker's /24 or /64; same-ASN ones are
+    # its own network (split egress, IPv4 asks and IPv6 downloads) and left out here, so a
+    # refreshed ASN database judges the history again
+    "relay": (("relay_downloads", "relay_addresses", "relay_bytes"),
+              """rl as (select entity, sum(downloads) as downloads, count(distinct download_ip) as addresses,
+                               sum(r.bytes) as bytes
+                        from ({relay_hourly}) r
+                        join ip_info asker on asker.ip = r.client_ip
+                        join ip_info fetcher on fetcher.ip = r.download_ip
+                        where asker.asn is not null and fetcher.asn is not null and asker.asn <> fetcher.asn
+                        group by all)""",
+              "left join rl using (entity)"),
     "prior": (("prior_decisions",),
               """prior as (select value as entity, count(*) as n from {decisions}
                            where scope = '{scope}' and not simulated and held is null
@@ -173,6 +192,8 @@ _SELECT = {
     "byte_share": "coalesce(a.bytes / nullif(total.bytes, 0), 0)", "asn": "asn.asn",
     "hosting": "case when list_contains($hosting::integer[], asn.asn) then 1 else 0 end",
     "prior_decisions": "coalesce(prior.n, 0)",
+    "relay_downloads": "coalesce(rl.downloads, 0)", "relay_addresses": "coalesce(rl.addresses, 0)",
+    "relay_bytes": "coalesce(rl.bytes, 0)",
     "downloads_per_blob": "coalesce(bb.downloads_per_blob, 0)",
     "registries": "coalesce(ii.registries, 0)", "namespaces": "coalesce(ii.namespaces, 0)",
     "redownload_hours": "coalesce(rd.redownload_hours, 0)", "quiet_share": "coalesce(qq.quiet, 0)",
@@ -183,7 +204,7 @@ _SELECT = {
 }
 # Parts that read another part's CTE or join.
 _REQUIRES = {"fair": "asn", "redownload": "blob"}
-_NO_BLOBS = ("blob", "redownload")
+_NO_BLOBS = ("blob", "redownload", "relay")
 
 
 def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
@@ -198,10 +219,10 @@ def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
 
     xff = ("select null::varchar as entity, 0 as xff_values where false" if entity == "image" else
            f"select entity, count(distinct forwarded_for) as xff_values from ({scoped('xff_hourly')}) group by all")
-    fill = {"blob_hourly": scoped("blob_hourly"), "xff": xff, "decisions": decisions,
+    fill = {"blob_hourly": scoped("blob_hourly"), "relay_hourly": scoped("relay_hourly"), "xff": xff, "decisions": decisions,
             "scope": SCOPE_OF.get(entity, "image")}
     wanted = set(NAMES if needed is None else needed)
-    # blob rollups carry no image (only the digest's hash): an image has no blob features
+    # blob and relay rollups carry no image (only the digest's hash): an image has no blob features
     chosen = {p for p, (provides, _, _) in _PARTS.items() if wanted & set(provides)}
     chosen |= {_REQUIRES[p] for p in chosen if p in _REQUIRES}
     parts = [p for p in _PARTS if p in chosen and not (entity == "image" and p in _NO_BLOBS)]

@@ -7,20 +7,15 @@ feature queries sum them again, so a late event simply lands in its hour.
 """
 from __future__ import annotations
 
-import ipaddress
+from core.values import prefix_of
+from rules.objectjoin import roll_up_objects
 
 # A blob "download": the body was sent (200, 206) or handed to object storage (a 30x).
 DOWNLOAD = "kind = 'blob' and method = 'GET' and status between 200 and 399 and status <> 304"
-
-
-def prefix_of(ip: str) -> str | None:
-    """The /24 of an IPv4 address, the /64 of an IPv6 one: where rotation happens."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    bits = 24 if addr.version == 4 else 64
-    return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+# A blob handed to object storage: its few hundred bytes are the redirect's, not the blob's.
+# The blob's bytes are in the store's log and are counted from there (rules/objectjoin.py), so
+# a redirect adds a download but no bytes, and nothing is counted twice.
+REDIRECT = "kind = 'blob' and status between 300 and 399 and status <> 304"
 
 
 # Events rolled up per transaction inside serve: a backlog (the first start over a big log) is
@@ -33,10 +28,11 @@ SERVE_BATCH = 500_000
 
 def roll_up(store, batch: int | None = None) -> int:
     """Roll up the events added since the last pass, ``batch`` events per transaction (all
-    in one when None); returns how many."""
+    in one when None), then the object-store downloads joined to them; returns how many events."""
     done = 0
     while n := _roll_up_slice(store, batch):
         done += n
+    roll_up_objects(store, batch)
     return done
 
 
@@ -51,15 +47,17 @@ def _roll_up_slice(store, batch: int | None) -> int:
     p = {"lo": last, "hi": top}
     store.execute("begin")
     try:
-        store.execute("""
-            insert into facts_hourly
+        store.execute(f"""
+            insert into facts_hourly (hour, client_ip, user_agent, remote_user, registry, repository,
+                requests, manifest_gets, manifest_heads, blob_gets, bytes, blob_bytes,
+                s2xx, s3xx, s401, s403, s404, s429, s5xx, catalog, tags, with_xff)
             select date_trunc('hour', ts), client_ip, user_agent, remote_user, registry, repository,
                 count(*),
                 count(*) filter (where kind = 'manifest' and method = 'GET'),
                 count(*) filter (where kind = 'manifest' and method = 'HEAD'),
                 count(*) filter (where kind = 'blob' and method = 'GET'),
-                coalesce(sum(bytes), 0),
-                coalesce(sum(bytes) filter (where kind = 'blob'), 0),
+                coalesce(sum(bytes) filter (where not ({REDIRECT})), 0),
+                coalesce(sum(bytes) filter (where kind = 'blob' and not ({REDIRECT})), 0),
                 count(*) filter (where status between 200 and 299),
                 count(*) filter (where status between 300 and 399),
                 count(*) filter (where status = 401),
@@ -75,7 +73,7 @@ def _roll_up_slice(store, batch: int | None) -> int:
         store.execute(f"""
             insert into blob_hourly
             select date_trunc('hour', ts), client_ip, remote_user, hash(digest),
-                count(*), coalesce(sum(bytes), 0)
+                count(*), coalesce(sum(bytes) filter (where not ({REDIRECT})), 0)
             from events where rowid > $lo and rowid <= $hi and {DOWNLOAD} and digest is not null
             group by all""", p)
         store.execute("""

@@ -18,10 +18,11 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
                    values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 10
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 11
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
     assert s.value("select count(*) from reports") == 0            # a table of migration 8
+    assert s.value("select count(*) from relay_hourly") == 0       # a table of migration 11
     s.close()
     s = open_store(path)                              # opening again changes nothing
     assert s.execute("select version from schema_version") == [(store_mod.VERSION,)]
@@ -53,3 +54,19 @@ def test_a_newer_database_is_refused(tmp_path):
     import pytest
     with pytest.raises(RuntimeError, match="schema version 99, newer"):
         open_store(path)
+
+
+def test_roll_ups_of_a_version_10_database_keep_their_bytes_none_from_object_storage(tmp_path):
+    path = str(tmp_path / "v10.duckdb")
+    con = duckdb.connect(path)
+    con.execute(store_mod.SCHEMA)
+    for sql in store_mod.MIGRATIONS[:9]:
+        con.execute(sql)
+    con.execute("insert into schema_version values (10)")
+    con.execute("""insert into facts_hourly (hour, client_ip, requests, bytes, blob_bytes)
+                   values ('2024-11-20 10:00:00', '198.51.100.7', 3, 5000, 4000)""")
+    con.close()
+    s = open_store(path)
+    assert s.execute("select requests, bytes, blob_bytes, object_bytes, unjoined_bytes from facts_hourly") == [
+        (3, 5000, 4000, 0, 0)]
+    s.close()
