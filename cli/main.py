@@ -232,3 +232,4 @@ from cli import report as _report  # noqa: E402,F401  (pullwarden report monthly
 
 if __name__ == "__main__":
     main()
+from cli import export as _export  # noqa: E402,F401  (pullwarden export parquet)

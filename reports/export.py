@@ -1,0 +1,98 @@
+"""Events out of DuckDB as Hive-partitioned Parquet, one folder a day and registry:
+
+    DEST/day=2024-11-20/registry=docker.io/events_0.parquet
+
+for DuckDB (`read_parquet('DEST/**/*.parquet', hive_partitioning = true)`), ClickHouse, Trino
+or Spark once one node's DuckDB file is no longer where the history should live. Only plain
+Parquet types: ts is a TIMESTAMP (microseconds, UTC, no zone: every stage here works in UTC),
+counts and bytes BIGINT, status INTEGER, the rest strings; the day and the registry are in the
+folder names (Hive's `__HIVE_DEFAULT_PARTITION__` for events with no registry, `:` in a
+registry with a port written `%3A`), not in the files.
+
+A day is written whole into a staging folder beside DEST and then put in place of that day's
+folder: exporting a day again replaces it, never adds a second copy, and a reader sees the old
+day or the new one (for the moment between two renames, neither)."""
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+
+# Column by column, what the files hold: the event as stored, and beside it the address's AS
+# number, organisation and country and the client's family, so that a distributed engine
+# needs no dimension tables. file_id is left out: it means something only in this DuckDB file.
+SELECT = """
+    select e.ts, e.client_ip, e.peer_ip, e.forwarded_for, e.remote_user, e.method,
+           cast(e.status as integer) as status, e.bytes, e.request_time, e.user_agent, e.host,
+           e.cache_status, e.repository, e.kind, e.reference, e.digest, e.uri, e.location,
+           i.asn, i.as_org, i.country, u.family as client_family,
+           cast(e.ts as date) as day, e.registry
+    from events e
+    left join ip_info i on i.ip = e.client_ip
+    left join user_agents u on u.user_agent = e.user_agent
+    where e.ts >= $start and e.ts < $end
+"""
+
+
+def days_between(start: date, end: date) -> list[date]:
+    """The days of [start, end)."""
+    return [start + timedelta(days=n) for n in range((end - start).days)]
+
+
+def event_days(store) -> tuple[date, date] | None:
+    """The first and last day with events, or None."""
+    row = store.execute("select min(ts)::date, max(ts)::date from events")
+    return None if not row or row[0][0] is None else (row[0][0], row[0][1])
+
+
+def _staging(dest: Path, day: date, kind: str) -> Path:
+    """Beside DEST (a rename stays on one file system), never inside it: a reader's
+    DEST/**/*.parquet must not count a half-written day."""
+    return dest.parent / f".{dest.name}.{kind}-{day.isoformat()}"
+
+
+def export_day(store, dest: Path, day: date) -> dict:
+    """Write one day's events under DEST/day=DAY/, replacing what an earlier export wrote there.
+    Returns rows, bytes and files per registry as read back from the written files."""
+    dest = Path(dest)
+    if not dest.is_absolute():
+        raise ValueError(f"{dest}: give the destination as an absolute path")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging, old = _staging(dest, day, "staging"), _staging(dest, day, "old")
+    for leftover in (staging, old):         # a run killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
+    start = datetime.combine(day, datetime.min.time())
+    # The COPY target is a literal of the statement (it cannot be a bound parameter); it is
+    # quoted as a string literal, and the folder is one this function made.
+    target = "'" + str(staging).replace("'", "''") + "'"
+    store.execute(f"""copy ({SELECT}) to {target}
+                      (format parquet, compression zstd, partition_by (day, registry),
+                       filename_pattern 'events_{{i}}', write_partition_columns false)""",
+                  {"start": start, "end": start + timedelta(days=1)})
+    written = staging / f"day={day.isoformat()}"
+    registries: list[dict] = []
+    if written.is_dir():
+        glob = "'" + str(written).replace("'", "''") + "/**/*.parquet'"
+        registries = [{"registry": r, "rows": n, "bytes": int(b or 0), "files": f} for r, n, b, f in store.execute(f"""
+            select registry, count(*), sum(bytes), count(distinct filename)
+            from read_parquet({glob}, hive_partitioning = true, filename = true)
+            group by registry order by registry nulls first""")]
+    final = dest / f"day={day.isoformat()}"
+    if final.exists():
+        final.rename(old)
+    if written.is_dir():
+        written.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return {"day": day.isoformat(), "rows": sum(r["rows"] for r in registries),
+            "bytes": sum(r["bytes"] for r in registries), "files": sum(r["files"] for r in registries),
+            "registries": registries}
+
+
+def totals(days: list[dict], dest: Path, seconds: float) -> dict:
+    """One run's summary (what `export parquet --json` prints)."""
+    return {"dest": str(dest), "days": days, "rows": sum(d["rows"] for d in days),
+            "bytes": sum(d["bytes"] for d in days), "files": sum(d["files"] for d in days),
+            "seconds": round(seconds, 3)}
+
