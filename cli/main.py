@@ -161,10 +161,11 @@ def _print_ingest(report, as_json: bool, quiet_if_empty: bool = False) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_settings
 def stats(cfg, start, end, as_json):
-    """Totals per day and registry: requests, TiB served, unique client addresses. While serve
-    holds the file, read through its API (a viewer key: PULLWARDEN_API_KEY)."""
+    """Totals per day and registry: requests, TiB served, unique client addresses, and how
+    much came from object-storage logs (redirected blobs). Whole hours. While serve holds the
+    file, read through its API (a viewer key: PULLWARDEN_API_KEY)."""
     from cli.remote import call, local_store
-    from reports.queries import daily_totals, parse_when
+    from reports.queries import TIB, daily_totals, parse_when
     try:
         since, until = parse_when(start), parse_when(end)
     except ValueError as e:
@@ -175,7 +176,9 @@ def stats(cfg, start, end, as_json):
         query = urlencode({k: v for k, v in (("start", start), ("end", end)) if v})
         out = call(cfg, "GET", "/v1/stats/days" + (f"?{query}" if query else ""))
     else:
+        from rules.rollup import roll_up
         try:
+            roll_up(store)              # what was ingested since the last pass counts too
             out = daily_totals(store, since, until)
         finally:
             store.close()
@@ -188,6 +191,9 @@ def stats(cfg, start, end, as_json):
             click.echo(f"{d['day']:<12}{r['registry'] or '(none)':<24}{r['requests']:>12}{r['tib']:>12.6f}{r['unique_ips']:>12}")
         click.echo(f"{d['day']:<12}{'all':<24}{d['requests']:>12}{d['tib']:>12.6f}{d['unique_ips']:>12}")
     click.echo(f"{'total':<36}{out['requests']:>12}{out['tib']:>12.6f}{out['unique_ips']:>12}")
+    if out["object_bytes"]:
+        click.echo(f"from object-storage logs: {out['object_bytes'] / TIB:.6f} TiB ({out['object_share']:.1%} of the bytes),"
+                   f" of which not joined to a request: {out['unjoined_bytes'] / TIB:.6f} TiB")
 
 
 @cli.command()
@@ -196,8 +202,9 @@ def stats(cfg, start, end, as_json):
 @with_settings
 def prune(cfg, as_json):
     """Delete findings, ended decisions and the run log older than `keep_days` before now
-    (the wall clock, or the replay's `now`); events, roll-ups and the audit log stay. `serve`
-    does this daily by itself."""
+    (the wall clock, or the replay's `now`), and raw events older than `keep_events_days` (rolled
+    up first: reports and the dashboard read the roll-ups, which stay, as do frozen reports and
+    the audit log). `serve` does this daily by itself."""
     from cli.remote import at_server_clock, call, local_store
     from core.retention import prune as prune_store
     store = local_store(cfg)
@@ -206,7 +213,9 @@ def prune(cfg, as_json):
         done = call(cfg, "POST", "/v1/admin/prune", {})
     else:
         try:
-            done = prune_store(store, cfg.keep_days, run_now(cfg, store))
+            from rules.rollup import roll_up
+            roll_up(store)                  # events go only once counted in the roll-ups
+            done = prune_store(store, cfg.keep_days, run_now(cfg, store), cfg.keep_events_days)
         finally:
             store.close()
     if as_json:
@@ -228,8 +237,8 @@ def main() -> None:
 from cli import admin as _admin, demo as _demo, detect as _detect, serve as _serve  # noqa: E402,F401  (register commands)
 from cli import dashboard as _dashboard  # noqa: E402,F401
 from cli import report as _report  # noqa: E402,F401  (pullwarden report monthly)
+from cli import export as _export  # noqa: E402,F401  (pullwarden export parquet)
 
 
 if __name__ == "__main__":
     main()
-from cli import export as _export  # noqa: E402,F401  (pullwarden export parquet)

@@ -101,6 +101,9 @@ def monthly(cfg, month, out_dir, refresh, as_json):
         return
     click.echo(f"{month} ({fig['timezone']}): {fig['total_bytes'] / TIB:.3f} TiB of a {fig['budget_bytes'] / TIB:g} "
                f"TiB budget" + (f", projected {fig['projected_bytes'] / TIB:.3f} TiB (partial)" if fig["partial"] else ""))
+    if fig.get("object_bytes"):
+        click.echo(f"from object-storage logs: {fig['object_bytes'] / TIB:.3f} TiB ({fig['object_share']:.1%}), "
+                   f"not joined to a request: {fig['unjoined_bytes'] / TIB:.3f} TiB")
     if info["frozen"]:
         click.echo(f"frozen, inputs sha256 {fig['inputs_sha256']}")
     if info["stale"]:

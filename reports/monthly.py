@@ -272,6 +272,9 @@ def _figures(store, month, tz, status, start, end, pmonth, pstart, pend, same_po
                                  [pstart, pend]))
     prev_point = int(store.value("select coalesce(sum(bytes), 0)::hugeint from facts_hourly where hour >= ? and hour < ?",
                                  [pstart, same_point]))
+    objects, unjoined = (int(v) for v in store.execute(
+        """select coalesce(sum(object_bytes), 0)::hugeint, coalesce(sum(unjoined_bytes), 0)::hugeint
+           from facts_hourly where hour >= ? and hour < ?""", [start, as_of])[0])
     budget_bytes = status["budget_bytes"]
     projected = status["projected_bytes"]
     return {
@@ -281,6 +284,9 @@ def _figures(store, month, tz, status, start, end, pmonth, pstart, pend, same_po
         "partial": not is_closed, "as_of": as_of.isoformat(), "days_in_month": status["days_in_month"],
         "total_bytes": total, "budget_bytes": budget_bytes, "projected_bytes": projected,
         "requests": int(totals[0]), "addresses": totals[1],
+        # redirected blobs: bytes read from object-storage logs, and those not joined to a request
+        "object_bytes": objects, "unjoined_bytes": unjoined,
+        "object_share": round(objects / total, 6) if total else 0.0,
         "budget_share": round(total / budget_bytes, 6) if budget_bytes else None,
         "projection": status["projection"] if not is_closed else None,
         "guard": status["guard"],

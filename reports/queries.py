@@ -131,17 +131,26 @@ TIB = 1 << 40
 
 
 def daily_totals(store, start: datetime | None = None, end: datetime | None = None) -> dict:
-    """Requests, bytes and unique addresses per day and registry, from the events themselves
-    (exact even before a roll-up): what `pullwarden stats` prints."""
+    """Requests, bytes and unique addresses per day and registry, over whole hours of the
+    roll-up: what `pullwarden stats` prints. The roll-up, not the events: it is where a
+    redirected blob's object-store bytes are joined to the client that asked, and it outlives
+    the raw events (keep_events_days). ``object_bytes`` came from object-storage logs,
+    ``unjoined_bytes`` of them could not be joined to a request."""
     rows = store.execute("""
-        select cast(ts as date) as day, registry, grouping(cast(ts as date)) as g_day, grouping(registry) as g_reg,
-               count(*) as requests, coalesce(sum(bytes), 0) as bytes, count(distinct client_ip) as unique_ips
-        from events where ($start is null or ts >= $start) and ($end is null or ts < $end)
-        group by grouping sets ((cast(ts as date), registry), (cast(ts as date)), ())
+        select cast(hour as date) as day, registry, grouping(cast(hour as date)) as g_day, grouping(registry) as g_reg,
+               sum(requests)::bigint, sum(bytes)::bigint, count(distinct client_ip),
+               sum(object_bytes)::bigint, sum(unjoined_bytes)::bigint
+        from facts_hourly where ($start is null or hour >= $start) and ($end is null or hour < $end)
+        group by grouping sets ((cast(hour as date), registry), (cast(hour as date)), ())
         order by day nulls first, g_reg desc, registry nulls first""", {"start": start, "end": end})
-    out = {"start": start, "end": end, "requests": 0, "bytes": 0, "tib": 0.0, "unique_ips": 0, "days": []}
-    for day, registry, g_day, g_reg, requests, nbytes, ips in rows:
-        entry = {"requests": requests, "bytes": int(nbytes), "tib": round(nbytes / TIB, 6), "unique_ips": ips}
+    out = {"start": start, "end": end, "requests": 0, "bytes": 0, "tib": 0.0, "unique_ips": 0,
+           "object_bytes": 0, "unjoined_bytes": 0, "object_share": 0.0, "days": []}
+    for day, registry, g_day, g_reg, requests, nbytes, ips, obj, unjoined in rows:
+        if requests is None:            # the grand total of no rows
+            continue
+        entry = {"requests": requests, "bytes": nbytes, "tib": round(nbytes / TIB, 6), "unique_ips": ips,
+                 "object_bytes": obj, "unjoined_bytes": unjoined,
+                 "object_share": round(obj / nbytes, 6) if nbytes else 0.0}
         if g_day:
             out.update(entry)
         elif g_reg:
@@ -163,7 +172,8 @@ def overview(store, now: datetime, days: int = 30) -> dict:
         from facts_hourly where hour >= $since group by all order by day, registry""", {"since": since})
     totals = store.records("""
         select cast(hour as date) as day, sum(bytes)::bigint as bytes, sum(requests)::bigint as requests,
-               count(distinct hash(client_ip)) as addresses
+               count(distinct hash(client_ip)) as addresses, sum(object_bytes)::bigint as object_bytes,
+               sum(unjoined_bytes)::bigint as unjoined_bytes
         from facts_hourly where hour >= $since group by all order by day""", {"since": since})
     t = next((r for r in totals if r["day"] == today.date()), None)
     counts = dict(store.execute("""
@@ -173,7 +183,12 @@ def overview(store, now: datetime, days: int = 30) -> dict:
     return {"now": now, "latest_event": latest_event, "latest_hour": latest,
             "ingest_lag_seconds": (now - latest_event).total_seconds() if latest_event else None,
             "today": {"day": today.date(), "bytes": int(t["bytes"]) if t else 0,
-                      "requests": int(t["requests"]) if t else 0, "addresses": int(t["addresses"]) if t else 0},
+                      "requests": int(t["requests"]) if t else 0, "addresses": int(t["addresses"]) if t else 0,
+                      "object_bytes": int(t["object_bytes"]) if t else 0,
+                      "unjoined_bytes": int(t["unjoined_bytes"]) if t else 0},
+            "bytes": sum(int(r["bytes"]) for r in totals),
+            "object_bytes": sum(int(r["object_bytes"]) for r in totals),
+            "unjoined_bytes": sum(int(r["unjoined_bytes"]) for r in totals),
             "daily": daily, "daily_totals": totals,
             "in_force": {"bans": counts.get("ban", 0), "throttles": counts.get("throttle", 0),
                          "boosts": counts.get("boost", 0), "held": counts.get("held", 0)}}
@@ -197,7 +212,9 @@ def traffic(store, s: Span, bucket: str, filters: Filters) -> dict:
     def totals(period: Span) -> dict:
         return store.records(f"""
             select coalesce(sum(f.requests), 0)::bigint as requests, coalesce(sum(f.bytes), 0)::bigint as bytes,
-                   count(distinct hash(f.client_ip)) as addresses, coalesce(sum(f.manifest_gets), 0)::bigint as pulls
+                   count(distinct hash(f.client_ip)) as addresses, coalesce(sum(f.manifest_gets), 0)::bigint as pulls,
+                   coalesce(sum(f.object_bytes), 0)::bigint as object_bytes,
+                   coalesce(sum(f.unjoined_bytes), 0)::bigint as unjoined_bytes
             from facts_hourly f where f.hour >= $start and f.hour < $end {where}""",
                              {**p, "start": period.start, "end": period.end})[0]
     return {"bucket": bucket, "start": s.start, "end": s.end, "series": series(s), "previous": series(s.previous),

@@ -149,6 +149,9 @@ def to_html(fig: dict) -> str:
     summary = [["egress", tib(used)], ["budget", tib(budget)], ["share of the budget", share(fig["budget_share"])],
                ["requests", f"{fig['requests']:,}"], ["client addresses", f"{fig['addresses']:,}"],
                ["guard level", fig["guard"]["level"]]]
+    if fig.get("object_bytes"):         # a redirect-mode mirror: most bytes come from the store's log
+        summary += [["from object-storage logs", f"{tib(fig['object_bytes'])} ({share(fig['object_share'])})"],
+                    ["of those, not joined to a request", tib(fig["unjoined_bytes"])]]
     if fig["partial"] and fig["projection"]:
         p = fig["projection"]
         summary += [["projected at the month's end", f"{tib(fig['projected_bytes'])} ({p['headline']})"],

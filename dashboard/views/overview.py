@@ -47,6 +47,10 @@ c[3].metric("Bans / throttles in force", f"{f.get('bans', 0)} / {f.get('throttle
 lag = o.get("ingest_lag_seconds")
 fresh = "no events yet" if lag is None else f"{lag / 60:.0f} min" if lag < 7200 else f"{lag / 3600:.1f} h"
 st.caption(f"Data freshness: newest event {o.get('latest_event') or '—'}, ingest lag {fresh} (at {o.get('now')} UTC).")
+if o.get("object_bytes"):       # a redirect-mode mirror: the store's log holds most of the bytes
+    st.caption(f"Last 30 days: {o['bytes']:,} bytes served, {o['object_bytes']:,} of them from object-storage logs "
+               f"({o['object_bytes'] / o['bytes']:.1%}); {o['unjoined_bytes']:,} could not be joined to a request "
+               "and count for the address that downloaded.")
 
 if b and b.get("daily") and any(d["bytes"] for d in b["daily"]):
     st.subheader("This month against the budget")

@@ -59,8 +59,8 @@ def overview(services: ServicesDep, who: ViewerKey, days: Annotated[int, Query(g
 
 @router.get("/days")
 def days(services: ServicesDep, who: ViewerKey, start: When = None, end: When = None) -> dict:
-    """Totals per day and registry from the events (what `pullwarden stats` prints); by
-    default every day stored."""
+    """Totals per day and registry from the roll-up (what `pullwarden stats` prints), with the
+    bytes that came from object-storage logs; by default every day stored."""
     try:
         since, until = queries.parse_when(start), queries.parse_when(end)
     except ValueError as exc:
