@@ -186,8 +186,9 @@ def status(store, tz_name: str = "UTC", now: datetime | None = None, month: str 
         "projection": {**proj.as_dict(), **({} if partial else {"linear": used, "weekday": used, "low": used,
                                                                  "high": used})},
         "days_until_exhausted": None if until is None else round(until, 2),
+        # compared in days first: a trickle against a big budget lasts past the calendar's end
         "exhausted_on": (local(as_of + timedelta(days=until), tz).date().isoformat()
-                         if until is not None and as_of + timedelta(days=until) < end else None),
+                         if until is not None and until < left_days else None),
         "allowed_bytes_per_day": int(max(0, budget - used) / left_days) if left_days > 0 else 0,
         "daily": [{"day": d.isoformat(), "bytes": daily.get(d, 0)} for d in days if d <= today],
         "guard": guard,

@@ -261,3 +261,11 @@ def test_serve_schedules_the_guard_and_the_report_of_the_1st(api):
     with api.services.lock:
         (j,) = api.store.execute("select json from reports where month = '2026-11' and timezone = 'Europe/Berlin'")[0]
     assert json.loads(j)["total_bytes"] == 30 * GIB and not json.loads(j)["partial"]
+
+
+def test_a_mirror_far_below_its_budget_is_not_exhausted_this_month(store):
+    # a new mirror's first few hundred KiB: at that pace the stock 100 TiB last millions of
+    # days, a date past the calendar's end, which failed serve's budget job at every check
+    fill(store, day_events({date(2026, 11, 10): 300 << 10}))
+    s = budget.status(store, "UTC")
+    assert s["days_until_exhausted"] > 1e6 and s["exhausted_on"] is None
