@@ -18,6 +18,9 @@ def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
     from enforcer.app import create_app
     from enforcer.jobs import configure_store, start
     from enforcer.service import Services
+    if cfg.replica_of:                  # no store, no jobs: the writer's published policy
+        from enforcer.replica import run
+        return run(cfg, lambda line: click.echo(line, err=True))
     if cfg.now:
         fail(f"serve runs on the wall clock; `now` = {cfg.now!r} ({cfg.origin['now']}) is for replaying old logs "
              "with the other commands: unset it")
@@ -30,6 +33,9 @@ def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
     scheduler = start(services)
     for name, seconds, fn in extra_jobs:
         scheduler.add_job(fn, "interval", seconds=seconds, id=name, name=name)
+    if cfg.publish_dir:                 # every version also into the replicas' folder
+        from enforcer.replica import attach
+        attach(services, scheduler, cfg)
     from cli import remote
     click.echo(f"{banner}pullwarden serving on http://{cfg.host}:{cfg.port} (pid {os.getpid()}, db {cfg.db})", err=True)
     remote.announce(cfg.db, f"http://{cfg.host}:{cfg.port}")
@@ -51,6 +57,11 @@ def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
 @cli.command()
 @click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (default 8080).")
+@click.option("--publish-dir", default=None, metavar="DIR",
+              help="Also write each policy version into DIR for read-only replicas (setting publish_dir).")
+@click.option("--replica-of", default=None, metavar="DIR",
+              help="Serve as a read-only replica: the policy a writer publishes into DIR, no DuckDB file "
+              "(setting replica_of).")
 @with_settings
 def serve(cfg):
     """Run the enforcer API and the scheduled jobs (tail-ingest `sources`, detect, publish) in

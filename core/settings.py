@@ -100,6 +100,13 @@ SETTINGS: tuple[Setting, ...] = (
             "16 MiB chunks cost about 40 MB more peak RSS than 4 MiB, for about 10% more lines/s."),
     Setting("serve_duckdb_threads", int, 1,
             "DuckDB's threads inside serve: the jobs leave the other cores to the API, whose latency matters more."),
+    Setting("publish_dir", str, "",
+            "The writer: a folder (shared with the replicas, e.g. NFS or synced) into which serve writes each "
+            "policy version and its proxy keys' hashes, atomically, for `serve --replica-of`. Empty: none."),
+    Setting("replica_of", str, "",
+            "Run serve as a read-only replica of the writer whose publish_dir this is: no DuckDB file, no jobs; "
+            "/v1/policy, /v1/check and the CrowdSec stream from that folder, reloaded within a second of a "
+            "change; admin and statistics routes answer 409 naming the writer."),
     Setting("publish_interval", float, 5.0,
             "Seconds between policy rebuilds in serve (expiries show up within this time)."),
     Setting("keep_days", int, 90,

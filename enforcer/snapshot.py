@@ -257,6 +257,8 @@ class Publisher:
         self.current: Version | None = None
         # banned ranges published in pieces around allowlisted networks: range key -> piece keys
         self.carved: dict[str, list[str]] = {}
+        # called with each new version, inside the lock (in order): the replicas' folder
+        self.listeners: list[Callable[[Version], None]] = []
 
     def publish(self) -> Version:
         """A new version if anything changed since the current one, else the current one."""
@@ -264,8 +266,14 @@ class Publisher:
             now = self.clock()
             before = self.current
             version = self._first(now) if before is None else self._next(now)
-            if version is not before and _trim is not None:
-                _trim(0)
+            if version is not before:
+                if _trim is not None:
+                    _trim(0)
+                for listener in self.listeners:
+                    try:
+                        listener(version)
+                    except Exception as e:      # the version is in force here; a listener retries
+                        log.error("after publishing version %s: %s", version.version, e)
             return version
 
     def _first(self, now: datetime) -> Version:

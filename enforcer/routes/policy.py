@@ -92,6 +92,15 @@ def _rank(e) -> tuple:
     return _SPECIFIC[e.scope], width, e.effect != "throttle"
 
 
+def asn_of(services, addr) -> str | None:
+    """An address's AS number: the writer has it from the ingested ip_info; a read-only replica,
+    which has no store, looks it up in its own asn_db (enforcer/replica.py)."""
+    if services.store is None:
+        return services.asn_of(addr)
+    with services.store.reading() as store:
+        return store.value("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
+
+
 @router.get("/check", response_model=Verdict)
 def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: str | None = None,
           user: str | None = None) -> dict:
@@ -107,12 +116,19 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
         raise HTTPException(422, f"not an address: {ip!r}") from None
     if addr is not None and addr.version == 6 and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
-    asn = None
-    if addr is not None:
-        with services.store.reading() as store:
-            asn = store.value("select cast(asn as varchar) from ip_info where ip = ?", [str(addr)])
+    asn = asn_of(services, addr) if addr is not None else None
+    # a replica without asn_db cannot tell an address's AS number: said, never silently ignored
+    blind = addr is not None and asn is None and services.store is None
+    if blind:
+        blind = version.cache.get("asn entries")
+        if blind is None:           # once per version: 100,000 bans are not read on every request
+            blind = version.cache["asn entries"] = any(k.startswith("asn:") for s in ("bans", "assignments")
+                                                       for k in policy[s])
 
     def verdict(allowed: bool, tier: str | None, why: list[str]) -> dict:
+        if blind:
+            why = [*why, "AS-number decisions not applied: this read-only replica has no asn_db to look the "
+                         "address up in"]
         return {"allowed": allowed, "tier": tier, "limits": policy["tiers"].get(tier) if tier else None,
                 "why": why, "policy_version": version.version}
     images = policy["images"]
