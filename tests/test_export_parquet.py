@@ -61,6 +61,12 @@ def test_export_reads_back_to_the_same_rows_and_a_reexport_replaces(workdir):
     write_log(logs / "a.log", 6000, "2024-11-20T00:00:00+00:00", 1)
     write_log(logs / "b.log", 6000, "2024-11-23T00:00:00+00:00", 2)
     invoke("ingest", str(logs), "--json")
+    # registries as folder names: a port, and characters Hive escapes
+    con = duckdb.connect(str(workdir / "data" / "pullwarden.duckdb"))
+    con.execute("""insert into events (ts, client_ip, peer_ip, kind, registry, bytes, file_id) values
+                   ('2024-11-21 10:00', '192.0.2.1', '192.0.2.1', 'blob', 'reg.example.com:5000', 7, 0),
+                   ('2024-11-21 11:00', '192.0.2.1', '192.0.2.1', 'blob', 'we#ird/../reg=%', 9, 0)""")
+    con.close()
     dest = workdir / "lake"
 
     out = invoke("export", "parquet", "--since", "2024-11-19", str(dest), "--json")
@@ -75,7 +81,8 @@ def test_export_reads_back_to_the_same_rows_and_a_reexport_replaces(workdir):
     back = per_day_and_registry(read, parquet(dest))
     assert back == stored and len({r[0] for r in back}) >= 4 and len({r[1] for r in back}) >= 5
     assert None in {r[1] for r in back}           # the /v2/ ping has no registry
-    assert out["rows"] == sum(r[2] for r in stored) == 12000
+    assert out["rows"] == sum(r[2] for r in stored) == 12002
+    assert {"reg.example.com:5000", "we#ird/../reg=%"} <= {r[1] for r in back}
     assert out["bytes"] == sum(r[3] for r in stored)
 
     # every column as stored, row for row (a multiset: nothing lost, nothing twice)
