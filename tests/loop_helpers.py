@@ -31,7 +31,7 @@ BINARIES = ("docker-registry", "skopeo", "nginx", "curl")
 needs_loop = pytest.mark.skipif(
     not all(shutil.which(b) for b in BINARIES),
     reason=f"needs {', '.join(b for b in BINARIES if not shutil.which(b))} (.ci/run installs docker-registry, "
-           "skopeo and nginx-light)")
+           "skopeo, curl and nginx-light)")
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

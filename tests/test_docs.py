@@ -13,7 +13,7 @@ def test_every_setting_is_documented():
 
 def test_readme_test_command_is_what_ci_runs():
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
-    command = "(dpkg -s nginx-light chromium chromium-driver libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core docker-registry skopeo >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y nginx-light chromium chromium-driver libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core docker-registry skopeo)) && pip install -e '.[test]' && python -m pytest"
+    command = "(dpkg -s nginx-light chromium chromium-driver libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core docker-registry skopeo curl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y nginx-light chromium chromium-driver libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core docker-registry skopeo curl)) && pip install -e '.[test]' && python -m pytest"
     assert command in README and command in ci
 
 
