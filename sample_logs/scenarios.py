@@ -2,6 +2,7 @@
 
     lines, actors = generate(days=2, seed=1)          # nginx ``main`` lines sorted by time, ground truth
     lines, actors = generate(days=2, fmt="clf")       # the same requests as CRProxy logs them
+    lines, objects, actors, truth = generate_redirect(days=7, stores=("s3", "oss"))   # blobs 307'd to a bucket
 
 Each actor is one kind of client the operator meets (see ../shared/CONTEXT.md): abusive ones (a CI job
 re-pulling every blob every few minutes, a scanner, an error storm, the CI pattern spread over an IPv4 /24
@@ -31,9 +32,12 @@ import hashlib
 import ipaddress
 import math
 import random
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+
+from sample_logs.objectstores import WRITERS, request_id
 
 TZ = timezone(timedelta(hours=8))
 DAY = 86400.0
@@ -105,9 +109,18 @@ BLOCKS = {
     "ai-user": ["198.19.224.0/24"],
     "xff-9808": ["198.19.228.0/22"],
     "light-9808": _minus("198.19.224.0/19", "198.19.224.0/21"),
+    # redirect mode only (generate_redirect): /24s no other kind draws from
+    "redirect-relay": ["198.19.99.0/24"],                         # a reseller's VM (24940)
+    "relay-customers-4134": ["198.19.131.0/24"],                  # its customers, in home ASNs
+    "relay-customers-4837": ["198.19.194.0/24"],
+    "relay-customers-9808": ["198.19.226.0/24"],
+    "split-v6-4837": ["198.19.193.0/24"],                         # a dual-stack client's IPv4
+    "corp-ask-9808": ["198.19.225.0/24"],                         # a company's proxy egress ...
+    "corp-egress-9808": ["198.19.227.0/24"],                      # ... and its workers' egress
+    "direct-read-4837": ["198.19.195.0/24"],                      # reads of the bucket, no 307
 }
 # Per-kind IPv6 /64 numbers (the 16 bits after the ASN's /48).
-V6_SUBNETS = {"rotation-v6": 0x100, "privacy-v6": 0x200, "light": 0x1000}
+V6_SUBNETS = {"rotation-v6": 0x100, "privacy-v6": 0x200, "split-egress-v6": 0x300, "light": 0x1000}
 NEIGHBOUR_HOST = 250          # the light user living in the first rotation-v4 /24; rotation uses .2-.239
 
 
@@ -167,6 +180,7 @@ class Actor:
     addresses: list[str]  # every client address it used
     prefix: str | None   # for rotation/privacy actors: the /24 or /64 it lives in (CIDR string), else None
     asn: int | None      # the ASN its addresses belong to (see asn_networks())
+    relayed_to: list[str] = field(default_factory=list)   # redirect mode: others who fetched its signed URLs
 
 
 @dataclass
@@ -176,9 +190,14 @@ class _Who:
     prefix: str | None
     asn: int | None
     seen: dict = field(default_factory=dict)      # addresses in first-use order
+    # redirect mode: who fetches the signed URL this actor's address asked for (rng, asking address) -> address;
+    # None: the asking address itself
+    fetch: object = None
+    relayed: dict = field(default_factory=dict)   # addresses outside the actor that fetched its URLs
 
     def actor(self) -> Actor:
-        return Actor(self.name, self.kind, self.kind in ABUSIVE_KINDS, list(self.seen), self.prefix, self.asn)
+        return Actor(self.name, self.kind, self.kind in ABUSIVE_KINDS or self.kind in REDIRECT_ABUSIVE,
+                     list(self.seen), self.prefix, self.asn, list(self.relayed))
 
 
 # ---------------------------------------------------------------------------------------------- user agents
@@ -377,6 +396,9 @@ class _Log:
         self._stamps: dict[int, str] = {}
         self._uas: dict[str, str] = {}
 
+    def kind_started(self, seed, kind: str) -> None:
+        """The next lines are ``kind``'s (the redirect mode draws its choices per kind)."""
+
     def _stamp(self, s: int) -> str:
         d = datetime.fromtimestamp(s, TZ)
         out = f"{d.day:02d}/{_MONTHS[d.month - 1]}/{d.year}:{d.hour:02d}:{d.minute:02d}:{d.second:02d} +0800"
@@ -384,7 +406,8 @@ class _Log:
         return out
 
     def add(self, t: float, who: _Who, ip: str, method: str, path: str, status: int, size: int, ua: str,
-            xff: str = "-") -> None:
+            xff: str = "-", started: float | None = None) -> None:
+        """``started``: when a blob GET began (``t`` is when it ended); only the redirect mode uses it."""
         if not self.t0 <= t < self.t1:
             return
         s = int(t)
@@ -426,7 +449,7 @@ def pull(log: _Log, rng: random.Random, who: _Who, t: float, ip: str, ua: str, i
     for d, size in blobs:
         lane = lanes.index(min(lanes))
         end = lanes[lane] + rng.uniform(0.01, 0.08) + size / bw * rng.uniform(0.8, 1.25)
-        log.add(end, who, ip, "GET", path + d, 200, size, ua, xff)
+        log.add(end, who, ip, "GET", path + d, 200, size, ua, xff, started=lanes[lane])
         lanes[lane] = end
     return max(lanes)
 
@@ -918,6 +941,21 @@ SINGLE = {
 }
 
 
+def _play(log: _Log, cat: Catalog, seed, order, kinds, scales, variant: str = "") -> list[_Who]:
+    """Every wanted kind's actors, in ``order``, writing to ``log``."""
+    whos: list[_Who] = []
+    for kind in order:                       # each kind draws from its own stream: filtering changes nothing else
+        if kinds is not None and kind not in kinds:
+            continue
+        ctx = _Ctx(random.Random(f"{seed}:{kind}{variant}"), log, cat, log.t0, log.t1,
+                   random.Random(f"{seed}:{kind}") if variant else None)
+        log.kind_started(seed, kind)
+        sc = scales.get(kind, 1.0)
+        n = max(1, round(sc))
+        whos += _light(ctx, sc) if kind == "light" else SINGLE[kind](ctx, n, sc / n)
+    return whos
+
+
 def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=timezone.utc), seed: int = 1,
              scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, variant: str = "",
              until: datetime | None = None, fmt: str = "main") -> tuple[list[str], list[Actor]]:
@@ -939,15 +977,7 @@ def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=time
     t0 = start.timestamp()
     log = _Log(t0, t0 + days * DAY, fmt)
     cat = Catalog(seed)
-    whos: list[_Who] = []
-    for kind in KINDS:                       # each kind draws from its own stream: filtering changes nothing else
-        if kinds is not None and kind not in kinds:
-            continue
-        ctx = _Ctx(random.Random(f"{seed}:{kind}{variant}"), log, cat, log.t0, log.t1,
-                   random.Random(f"{seed}:{kind}") if variant else None)
-        sc = scales.get(kind, 1.0)
-        n = max(1, round(sc))
-        whos += _light(ctx, sc) if kind == "light" else SINGLE[kind](ctx, n, sc / n)
+    whos = _play(log, cat, seed, KINDS, kinds, scales, variant)
     rows = log.rows
     if until is not None:
         rows = [r for r in rows if r[0] < until.timestamp()]
@@ -956,6 +986,283 @@ def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=time
         rows[k] = line
     log.rows = []
     return rows, [w.actor() for w in whos]
+
+
+# ---------------------------------------------------------------------------------------------- redirect mode
+
+REDIRECT_KINDS = ("redirect-relay", "split-egress-v6", "split-egress-corp", "direct-read")
+REDIRECT_ABUSIVE = ("redirect-relay",)
+STORES = ("s3", "oss", "logpush")
+OLD_PROXY_SHARE = 0.10        # downloads whose signed URL came from an older proxy node: no referer in it
+RANGE_SHARE = 0.15            # downloads split into 2-5 Range requests (206), as podman and some SDKs do
+RELAY_PULLS_PER_DAY = 200     # never fewer than RELAY_MIN_PULLS, whatever the scale
+RELAY_MIN_PULLS = 40
+RELAY_SELF_SHARE = 0.15       # the links a relay fetches itself (its own cache); the rest go to its customers
+SPLIT_V6_PULLS_PER_DAY = 8    # cold pulls: 20+ downloads a day from its IPv6, past any per-day threshold
+CORP_DEVELOPERS = 40
+DIRECT_READS_PER_DAY = 3
+MIRROR_ADDRESS = "10.20.0.5"  # the mirror itself, filling the bucket
+SDK_UA = {"s3": "aws-sdk-go-v2/1.30.3", "oss": "aliyun-sdk-go/3.0.2", "logpush": "aws-sdk-go-v2/1.30.3"}
+
+
+@dataclass
+class Truth:
+    """What a redirect-mode mirror really served, from the generator's side of the wire."""
+    served: dict[str, int]        # per requesting address: its proxy bytes (redirects left out) + the object
+    #                               bytes of the signed URLs it asked for (a direct read: the downloading address)
+    proxy_bytes: int              # the proxy log's bytes, redirects left out
+    redirect_bytes: int           # the 307s' own bytes (not served bytes)
+    object_bytes: int             # the store logs' GET 200/206 bytes
+    unjoined_bytes: int           # of those, direct reads of the bucket (no 307 anywhere near)
+    rows: dict[str, list[dict]]   # per store, one row per line of ``objects[store]`` (see sample_logs/objectstores.py)
+
+
+class Redirected(tuple):
+    """(lines, objects, actors, truth): the proxy log, each store's log lines, the actors, the truth."""
+    __slots__ = ()
+
+    def __new__(cls, lines, objects, actors, truth):
+        return super().__new__(cls, (lines, objects, actors, truth))
+
+    lines = property(lambda self: self[0])
+    objects = property(lambda self: self[1])
+    actors = property(lambda self: self[2])
+    truth = property(lambda self: self[3])
+
+
+def _store_of(address: str, stores: tuple) -> str:
+    """The bucket a client's signed URLs point at: one per region, so fixed per asking address."""
+    return stores[zlib.crc32(address.encode()) % len(stores)]
+
+
+class _RedirectLog(_Log):
+    """A redirect-mode mirror: every blob GET is answered with a 307 to a signed URL (a few hundred
+    bytes; nginx does not log the Location) at the moment it starts, and the download that follows
+    seconds later is a row of the object store's log."""
+
+    def __init__(self, t0: float, t1: float, fmt: str, stores: tuple):
+        super().__init__(t0, t1, fmt)
+        self.stores = stores
+        self.rng = random.Random()
+        self.rows: list[tuple[float, str]] = []
+        self.objects: list[dict] = []
+        self.redirects: dict[str, list[float]] = {}     # digest -> 307 times
+        self.filled: set[tuple[str, str]] = set()       # (store, digest) already in the bucket
+        self.served: dict[str, int] = {}
+        self.proxy_bytes = self.redirect_bytes = 0
+
+    def kind_started(self, seed, kind: str) -> None:
+        self.rng = random.Random(f"{seed}:{kind}:redirect")
+
+    def add(self, t, who, ip, method, path, status, size, ua, xff="-", started=None) -> None:
+        blob = method == "GET" and status == 200 and "/blobs/sha256:" in path
+        if blob and started is not None:
+            t = started + self.rng.uniform(0.01, 0.05)
+        if not self.t0 <= t < self.t1:
+            return
+        if not blob:
+            self.served[ip] = self.served.get(ip, 0) + size
+            self.proxy_bytes += size
+            super().add(t, who, ip, method, path, status, size, ua, xff)
+            return
+        rng = self.rng
+        body = rng.randrange(300, 900)
+        self.redirect_bytes += body
+        self.served.setdefault(ip, 0)
+        super().add(t, who, ip, method, path, 307, body, ua, xff)
+        image, _, digest = path[len("/v2/"):].partition("/blobs/sha256:")
+        self.redirects.setdefault(digest, []).append(t)
+        store = _store_of(ip, self.stores)
+        if (store, digest) not in self.filled:          # the first pull: the mirror fills the bucket
+            self.filled.add((store, digest))
+            self._row(store, t - rng.uniform(0.2, 2), MIRROR_ADDRESS, None, image, digest, size, 0, 200,
+                      SDK_UA[store], "PUT")
+        dl, own = who.fetch(rng, ip) if who.fetch else (ip, True)
+        (who.seen if own else who.relayed)[dl] = None
+        asker = None if dl == ip and rng.random() < OLD_PROXY_SHARE else ip
+        self.download(store, t + rng.uniform(0.3, 8), dl, asker, image, digest, size, ua)
+        self.served[ip] += size
+
+    def download(self, store, t, ip, asker, image, digest, size, ua, unsigned=False) -> None:
+        """One blob fetched from the store: one GET, or a few Range requests whose parts add up to it."""
+        rng = self.rng
+        if size > 4_000_000 and rng.random() < RANGE_SHARE:
+            cuts = sorted(rng.sample(range(1, size), rng.randint(1, 4)))
+            for a, b in zip([0, *cuts], [*cuts, size]):
+                self._row(store, t + rng.uniform(0, 0.8), ip, asker, image, digest, size, b - a, 206, ua, "GET",
+                          unsigned)
+        else:
+            self._row(store, t, ip, asker, image, digest, size, size, 200, ua, "GET", unsigned)
+
+    def _row(self, store, t, ip, asker, image, digest, size, nbytes, status, ua, method, unsigned=False):
+        self.objects.append({"store": store, "t": t, "ts": datetime.fromtimestamp(int(t), UTC), "ip": ip,
+                             "asker": asker, "image": image, "digest": digest, "size": size, "bytes": nbytes,
+                             "status": status, "ua": ua, "method": method, "unsigned": unsigned,
+                             "rid": request_id(self.rng, store)})
+
+
+def _redirect_relay(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        who = _Who(_name("redirect-relay", i), "redirect-relay", None, 24940)
+        ip = _host("redirect-relay", 20 + i)
+        customers = sorted({_host(f"relay-customers-{asn}", rng.randrange(254), scramble=True)
+                            for asn in rng.choices(RESIDENTIAL, k=rng.randint(25, 45))})
+
+        def fetch(r, asker, customers=customers):
+            return (asker, True) if r.random() < RELAY_SELF_SHARE else (r.choice(customers), False)
+        who.fetch = fetch
+        ua = _containerd(fixed)
+        images = ctx.cat.pick(fixed, fixed.randint(30, 60), top=600)
+        bw = rng.uniform(100e6, 300e6)
+        for w0, w1 in ctx.windows():                  # round the clock, for whoever buys
+            for _ in range(round(max(RELAY_MIN_PULLS, RELAY_PULLS_PER_DAY * intensity) * (w1 - w0) / DAY)):
+                pull(ctx.log, rng, who, rng.uniform(w0, w1), ip, ua, rng.choice(images), client="containerd", bw=bw)
+        out.append(who)
+    return out
+
+
+def _split_v6(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A dual-stack build host: the mirror has only an A record, the bucket an AAAA too, so its IPv4
+    asks and its IPv6 downloads (same ASN, another family: never the same /24 or /64)."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        who = _Who(_name("split-egress-v6", i), "split-egress-v6", None, 4837)
+        ip = _host("split-v6-4837", 10 + i)
+        v6 = _in64(_slash64(4837, V6_SUBNETS["split-egress-v6"] + i), fixed.getrandbits(64))
+        who.fetch = lambda r, asker, v6=v6: (v6, True)
+        ua = _random_docker(fixed)
+        images = ctx.cat.pick(fixed, fixed.randint(15, 25), top=300)
+        for midnight, _weekend in ctx.days():
+            t = midnight
+            for _ in range(max(6, round(SPLIT_V6_PULLS_PER_DAY * intensity))):   # cold builds: no layer cache
+                t = max(t, _at(rng, midnight, H_LIGHT))
+                t = pull(ctx.log, rng, who, t, ip, ua, rng.choice(images), bw=rng.uniform(20e6, 80e6)) + 30
+        out.append(who)
+    return out
+
+
+def _split_corp(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A company whose registry traffic leaves by its proxy's egress /24 and whose big downloads
+    by another /24 of the same ISP (policy routing)."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        who = _Who(_name("split-egress-corp", i), "split-egress-corp", None, 9808)
+        ip = _host("corp-ask-9808", 10 + i)
+        egress = [_host("corp-egress-9808", 10 + 4 * i + k) for k in range(4)]
+        who.fetch = lambda r, asker, egress=egress: (r.choice(egress), True)
+        devs = sorted({_random_docker(fixed, desktop=0.45) for _ in range(max(5, round(CORP_DEVELOPERS * intensity)))})
+        images = ctx.cat.pick(fixed, fixed.randint(40, 80), top=500)
+        have: set[str] = set()
+        bw = rng.uniform(20e6, 60e6)
+        for midnight, weekend in ctx.days():
+            for ua in devs:
+                if weekend and rng.random() > 0.1:
+                    continue
+                t = _at(rng, midnight, H_WORK)
+                for img in rng.sample(images, rng.randint(1, 4)):
+                    t = pull(ctx.log, rng, who, t, ip, ua, img, warm=img.index in have and rng.random() < 0.5,
+                             bw=bw) + rng.uniform(5, 600)
+                    if ctx.t0 <= t < ctx.t1:
+                        have.add(img.index)
+        out.append(who)
+    return out
+
+
+SINGLE.update({"redirect-relay": _redirect_relay, "split-egress-v6": _split_v6, "split-egress-corp": _split_corp})
+
+
+def _direct_reads(log: _RedirectLog, cat: Catalog, seed, scale: float) -> _Who:
+    """Someone reading the bucket with no signed URL and no 307 for that blob near it: the download
+    can be joined to nobody and counts for the downloading address."""
+    rng = random.Random(f"{seed}:direct-read")
+    log.rng = rng
+    who = _Who("direct-read", "direct-read", None, 4837)
+    per_day = max(1, round(DIRECT_READS_PER_DAY * scale))
+    k = 0
+    t = log.t0
+    while t < log.t1:
+        for _ in range(round(per_day * min(DAY, log.t1 - t) / DAY) or 1):
+            at = rng.uniform(t, min(t + DAY, log.t1) - 60)
+            while True:
+                img = rng.choice(cat.images[:300])
+                digest, size = rng.choice(img.blobs)
+                digest = digest.removeprefix("sha256:")
+                if all(not at - 1800 <= r <= at + 600 for r in log.redirects.get(digest, ())):
+                    break
+            ip = _host("direct-read-4837", 10 + k % 3)
+            k += 1
+            who.seen[ip] = None
+            log.download(_store_of(ip, log.stores), at, ip, None, img.name, digest, size, "curl/8.5.0", unsigned=True)
+            log.served[ip] = log.served.get(ip, 0) + size
+        t += DAY
+    return who
+
+
+def _expired(log: _RedirectLog, seed) -> None:
+    """Now and then a client retries a signed URL after it expired: 403, not a download."""
+    rng = random.Random(f"{seed}:expired")
+    gets = [o for o in log.objects if o["method"] == "GET" and o["status"] == 200 and o["asker"]]
+    for o in rng.sample(gets, min(len(gets), max(1, round((log.t1 - log.t0) / DAY)))):
+        t = o["t"] + rng.uniform(1300, 3000)
+        log.rng = rng
+        log._row(o["store"], t, o["ip"], o["asker"], o["image"], o["digest"], o["size"], 243, 403, o["ua"], "GET")
+
+
+def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=UTC), seed: int = 1,
+                      scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, fmt: str = "main",
+                      stores: tuple[str, ...] = ("s3", "oss")) -> Redirected:
+    """A redirect-mode mirror (CRProxy with a blob cache in object storage): the same clients as
+    ``generate`` (same seed, same requests) plus the kinds only this mode has — ``redirect-relay``
+    (a reseller asking from one address and handing the signed URLs to customers in other ASNs:
+    should be banned), ``split-egress-v6`` (IPv4 asks, IPv6 downloads, same ASN), ``split-egress-corp``
+    (asks from one /24, downloads from another of the same ASN) and ``direct-read`` (a few reads of
+    the bucket with no 307: unjoined) — none of them to ban but the relay.
+
+    Every blob GET becomes a 307 with a few hundred bytes, stamped when it starts; the download
+    starts 0.3-8 s later in the store that serves the asking address (its region: one of
+    ``stores``, s3 / oss / logpush, fixed per address), sometimes as 2-5 Range requests (206) whose
+    parts add up to the blob. The signed URL carries ``referer=<asking ip>:<host>/<image>``, except
+    for the ~10% signed by an older proxy node (the client downloads them itself). The stores' logs
+    also hold the mirror's own PUT of each blob it caches and a few 403s for expired links.
+
+    Returns ``(lines, objects, actors, truth)``: proxy lines sorted by time, ``{store: lines}``
+    sorted by time, the actors, and a ``Truth``."""
+    scales = scale if isinstance(scale, dict) else dict.fromkeys(KINDS + REDIRECT_KINDS, scale)
+    order = KINDS + REDIRECT_KINDS
+    if min(scales.get(k, 1.0) for k in order) <= 0 or days <= 0:
+        raise ValueError("days and scale must be positive")
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    unknown = set(kinds or ()) - set(order)
+    if unknown:
+        raise ValueError(f"unknown kinds: {sorted(unknown)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
+    if not stores or set(stores) - set(STORES):
+        raise ValueError(f"stores are some of {', '.join(STORES)}")
+    t0 = start.timestamp()
+    log = _RedirectLog(t0, t0 + days * DAY, fmt, tuple(stores))
+    cat = Catalog(seed)
+    whos = _play(log, cat, seed, order[:-1], kinds, scales)
+    if kinds is None or "direct-read" in kinds:
+        whos.append(_direct_reads(log, cat, seed, scales.get("direct-read", 1.0)))
+    _expired(log, seed)
+    log.rows.sort(key=lambda r: r[0])
+    lines = [line for _t, line in log.rows]
+    objects, rows = {}, {}
+    for store in stores:
+        rows[store] = sorted((o for o in log.objects if o["store"] == store), key=lambda o: o["t"])
+        objects[store] = WRITERS[store](random.Random(f"{seed}:{store}:lines"), rows[store], damaged=False)
+    gets = [o for o in log.objects if o["method"] == "GET" and o["status"] in (200, 206)]
+    truth = Truth(served=log.served, proxy_bytes=log.proxy_bytes, redirect_bytes=log.redirect_bytes,
+                  object_bytes=sum(o["bytes"] for o in gets),
+                  unjoined_bytes=sum(o["bytes"] for o in gets if o["asker"] is None and o["unsigned"]),
+                  rows=rows)
+    return Redirected(lines, objects, [w.actor() for w in whos], truth)
 
 
 if __name__ == "__main__":       # volumes: python sample_logs/scenarios.py [days] [scale]

@@ -52,17 +52,23 @@ def test_ingest_the_committed_samples(workdir):
     out = json.loads(res.stdout)
     formats = {Path(f["path"]).name: f["format"] for f in out["per_file"]}
     # the object stores' log objects too, whose names have no suffix
+    # and the redirect-mode mirror's day (sample_logs/redirect-mode/): an hourly log object a store
+    redirect = SAMPLES / "redirect-mode"
+    hourly = {p.name: store for store in ("s3", "oss") for p in (redirect / store).rglob("*") if p.is_file()}
+    redirect_rows = sum(len(p.read_text().splitlines()) for store in ("s3", "oss")
+                        for p in (redirect / store).rglob("*") if p.is_file())
     assert formats == {"crproxy.log": "clf", "access.log.1": "combined", "access.log.2.gz": "combined",
                        "access.json": "nginx-json", "access.log": "main",
                        "2024-11-20-10-00-00-5C3E6F7A8B9C0D1E": "s3",
                        "MyLog-mirror-blobs2024-11-20-10-00-00-0001": "oss",
-                       "20241120T100000Z_20241120T110000Z_4f1c2a8e": "logpush"}
-    assert out["events"] > 3000 and out["proxy_events"] > 0 and out["object_events"] == 73
+                       "20241120T100000Z_20241120T110000Z_4f1c2a8e": "logpush", **hourly}
+    assert len(hourly) > 20 and len(out["per_file"]) == 9 + len(hourly)
+    assert out["events"] > 3000 and out["proxy_events"] > 0 and out["object_events"] == 73 + redirect_rows
     assert out["lines"] == out["events"] + out["rejected"] + out["proxy_events"]
     text = invoke("ingest", "samples").output          # read already: nothing new, said per file
     assert "object-storage events" not in text
     fresh = invoke("ingest", "samples", "--db", "other.duckdb").output
-    assert "24 object-storage events, 1 rejected" in fresh and "object-storage events 73" in fresh
+    assert "24 object-storage events, 1 rejected" in fresh and f"object-storage events {73 + redirect_rows}" in fresh
 
 
 def test_missing_path_is_one_line_error_and_nothing_written(workdir):

@@ -14,11 +14,20 @@ and one damaged line. The files are named as the stores name them (no .log suffi
 """
 from __future__ import annotations
 
-import json
 import random
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+
+# The line writers live in sample_logs/objectstores.py (the scenario generator's redirect mode
+# writes the same formats); tests load this file by path and call them from here.
+from sample_logs.objectstores import (  # noqa: F401
+    WRITERS,
+    key,
+    logpush_lines,
+    oss_lines,
+    referer,
+    s3_lines,
+)
 
 HERE = Path(__file__).parent
 START = datetime(2024, 11, 20, 10, 0, tzinfo=UTC)
@@ -40,81 +49,6 @@ def downloads(rng: random.Random, count: int = 24) -> list[dict]:
                     "bytes": size if status == 200 else 243, "status": status, "ua": rng.choice(UAS),
                     "method": "HEAD" if n == 9 else "GET"})
     return out
-
-
-def key(d: dict) -> str:
-    return f"docker/registry/v2/blobs/sha256/{d['digest'][:2]}/{d['digest']}/data"
-
-
-def referer(d: dict) -> str:
-    return quote(f"{d['asker']}:{d['image']}", safe="")
-
-
-def s3_lines(rng, rows, damaged: bool = True) -> list[str]:
-    owner = "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"
-    lines = []
-    for d in rows:
-        q = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20241120%2Fus-east-1%2Fs3%2F"
-             f"aws4_request&X-Amz-Date=20241120T100000Z&X-Amz-Expires=1200&X-Amz-SignedHeaders=host"
-             f"&referer={referer(d)}&X-Amz-Signature={rng.getrandbits(256):064x}")
-        op = "REST.HEAD.OBJECT" if d["method"] == "HEAD" else "REST.GET.OBJECT"
-        sent = "-" if d["method"] == "HEAD" else d["bytes"]
-        err = "AccessDenied" if d["status"] == 403 else "-"
-        lines.append(
-            f"{owner} mirror-blobs [{d['ts']:%d/%b/%Y:%H:%M:%S +0000}] {d['ip']} - {rng.getrandbits(64):016X} {op} "
-            f"{key(d)} \"{d['method']} /mirror-blobs/{key(d)}?{q} HTTP/1.1\" {d['status']} {err} {sent} {d['size']} "
-            f"{rng.randrange(50, 4000)} {rng.randrange(5, 40)} \"-\" \"{d['ua']}\" - "
-            f"{rng.getrandbits(240):060x}= SigV4 TLS_AES_128_GCM_SHA256 QueryString "
-            f"mirror-blobs.s3.us-east-1.amazonaws.com TLSv1.3 - -")
-    if not damaged:                                 # bench/bench_ingest.py: every line a download
-        return lines
-    lines.insert(7, f"{owner} mirror-blobs [20/Nov/2024:10:17:00 +0000] 10.0.0.5 arn:aws:iam::123456789012:user/crproxy "
-                    f"{rng.getrandbits(64):016X} REST.PUT.OBJECT {key(rows[0])} \"PUT /mirror-blobs/{key(rows[0])} HTTP/1.1\" "
-                    "200 - - 4400000 310 25 \"-\" \"aws-sdk-go-v2/1.30.3\" - x= SigV4 TLS_AES_128_GCM_SHA256 AuthHeader "
-                    "mirror-blobs.s3.us-east-1.amazonaws.com TLSv1.3 - -")
-    lines.insert(12, lines[11][:120])               # a record cut short
-    return lines
-
-
-def oss_lines(rng, rows, damaged: bool = True) -> list[str]:
-    lines = []
-    for d in rows:
-        expires = int(d["ts"].timestamp()) + 1200
-        q = (f"OSSAccessKeyId=LTAI5tEXAMPLEKEYID&Expires={expires}&referer={referer(d)}"
-             f"&Signature={quote(f'{rng.getrandbits(160):x}', safe='')}")
-        op = "HeadObject" if d["method"] == "HEAD" else "GetObject"
-        local = d["ts"].astimezone(timezone(timedelta(hours=8)))
-        lines.append(
-            f"{d['ip']} - - [{local:%d/%b/%Y:%H:%M:%S +0800}] \"{d['method']} /{key(d)}?{q} HTTP/1.1\" {d['status']} "
-            f"{0 if d['method'] == 'HEAD' else d['bytes']} {rng.randrange(50, 4000)} \"-\" \"{d['ua']}\" "
-            f"\"mirror-blobs.oss-cn-hangzhou.aliyuncs.com\" \"{rng.getrandbits(96):024X}\" \"true\" \"-\" \"{op}\" "
-            f"\"mirror-blobs\" \"{quote(key(d), safe='')}\" {d['size']} {rng.randrange(5, 40)} "
-            f"\"{'AccessDenied' if d['status'] == 403 else '-'}\" {rng.randrange(300, 900)} \"1657136103983691\" - \"-\" "
-            "\"standard\" \"-\" \"-\" \"-\"")
-    if not damaged:
-        return lines
-    lines.insert(5, lines[4].replace(f" {rows[4]['status']} ", " OK ", 1))   # a damaged status
-    return lines
-
-
-def logpush_lines(rng, rows, damaged: bool = True) -> list[str]:
-    lines = []
-    for d in rows:
-        path = f"/{key(d)}"
-        lines.append(json.dumps({
-            "ClientIP": d["ip"], "ClientRequestHost": "blobs.mirror.example", "ClientRequestMethod": d["method"],
-            "ClientRequestPath": path,
-            "ClientRequestURI": f"{path}?referer={referer(d)}&X-Amz-Expires=1200&X-Amz-Signature={rng.getrandbits(256):064x}",
-            "ClientRequestReferer": "", "ClientRequestUserAgent": d["ua"],
-            "EdgeResponseBytes": 0 if d["method"] == "HEAD" else d["bytes"], "EdgeResponseStatus": d["status"],
-            "EdgeStartTimestamp": d["ts"].strftime("%Y-%m-%dT%H:%M:%SZ"), "RayID": f"{rng.getrandbits(64):016x}"}))
-    if not damaged:
-        return lines
-    lines.insert(3, '{"ClientIP": "198.51.100.10", "EdgeStartTimestamp": ')   # cut short
-    return lines
-
-
-WRITERS = {"s3": s3_lines, "oss": oss_lines, "logpush": logpush_lines}
 
 
 def main() -> None:
