@@ -271,3 +271,30 @@ def test_the_committed_sample_is_what_its_script_writes(tmp_path):
         assert again.read_bytes() == path.read_bytes(), path
     written = {p.relative_to(tmp_path / "copy") for p in (tmp_path / "copy").rglob("*") if p.is_file()}
     assert written == {p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.is_file()}
+
+
+def test_crproxy_s_own_log_gives_the_same_bytes(tmp_path):
+    """CRProxy's gorilla log (clf: no user agent, no referer) in front of the bucket: the same join."""
+    lines, objects, _actors, truth = generate_redirect(days=1, start=START, seed=11, scale=0.05, fmt="clf",
+                                                       kinds={"light", "k8s-cluster", "redirect-relay",
+                                                              "split-egress-v6", "direct-read"},
+                                                       stores=("logpush",))
+    assert all('" 307 ' in x for x in lines if "/blobs/" in x)
+    write_logs(tmp_path / "logs", lines, objects)
+    asn = build(tmp_path / "asn.mmdb", "GeoLite2-ASN", asn_networks())
+    db = tmp_path / "db.duckdb"
+    out = json.loads(invoke("ingest", tmp_path / "logs", "--db", db, "--asn-db", asn, "--json").stdout)
+    assert {f["format"] for f in out["per_file"]} == {"clf", "logpush"} and out["rejected"] == 0
+    detect_daily(db, START, 1)
+    s = stats(db)
+    assert (s["bytes"], s["object_bytes"], s["unjoined_bytes"]) == \
+        (truth.proxy_bytes + truth.object_bytes, truth.object_bytes, truth.unjoined_bytes)
+    from core.store import open_store
+    from reports import queries
+    store = open_store(str(db))
+    try:
+        span = queries.Span(START.replace(tzinfo=None), START.replace(tzinfo=None) + timedelta(days=2))
+        served = {r["entity"]: r["bytes"] for r in queries.top(store, "address", span, 1000)["rows"]}
+    finally:
+        store.close()
+    assert served == truth.served, differences(served, truth.served)
