@@ -284,3 +284,43 @@ def test_links_point_at_files_and_the_readme_links_docs():
     assert "(docs/deployment.md)" in readme and "(docs/scale-out.md)" in readme
     for path in re.findall(r"`((?:tests|bench)/[\w/.-]+\.py)`", DEPLOYMENT + SCALE_OUT):
         assert (ROOT / path).exists(), path
+
+
+def test_logs_copied_as_rsync_copies_them_are_stored_once(workdir):
+    """scale-out.md: a node's folder copied again and again, each copy a temporary file renamed
+    over the one before (a new inode), through a rotation: every line once."""
+    from tests.test_export_parquet import write_log
+    node, copy = workdir / "node-a", workdir / "mirror-logs" / "node-a"
+    node.mkdir()
+    copy.mkdir(parents=True)
+    write_log(workdir / "day1.log", 3000, "2024-11-20T00:00:00+00:00", 11)
+    write_log(workdir / "day2.log", 800, "2024-11-23T00:00:00+00:00", 12)
+    lines = (workdir / "day1.log").read_text().splitlines(keepends=True)
+
+    def rsync():
+        for f in node.iterdir():
+            tmp = copy / f".{f.name}.tmp"
+            shutil.copy2(f, tmp)
+            os.replace(tmp, copy / f.name)
+
+    cfg = load(None, {"db": str(workdir / "central.duckdb")}, environ={})
+    store = open_store(cfg.db)
+    try:
+        def sync_and_ingest():
+            rsync()
+            Ingester(store, cfg).run([str(copy / "mirror.log*")])
+        (node / "mirror.log").write_text("".join(lines[:1000]))
+        sync_and_ingest()
+        with open(node / "mirror.log", "a") as f:          # nginx appends
+            f.write("".join(lines[1000:2200]))
+        sync_and_ingest()
+        sync_and_ingest()                                  # copied again with nothing new
+        with open(node / "mirror.log", "a") as f:
+            f.write("".join(lines[2200:]))
+        os.rename(node / "mirror.log", node / "mirror.log.1")      # logrotate
+        shutil.copy(workdir / "day2.log", node / "mirror.log")
+        sync_and_ingest()
+        assert store.value("select count(*) from events") == 3800
+        assert store.value("select count(*) from rejects") == 0
+    finally:
+        store.close()
