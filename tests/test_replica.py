@@ -174,3 +174,46 @@ def test_a_replica_gives_deltas_only_over_versions_it_has_seen(tmp_path):
     assert rp.changes(3) is None and rp.changes(0) is None and rp.changes(4)["upsert"]["bans"] == []
     publish(2, [])                                   # a folder going back: refused, the current kept
     assert not rp.load() and "went back" in rp.error and rp.current.version == 4
+
+
+def test_a_replica_matches_as_numbers_with_its_asn_db(tmp_path):
+    """The writer matches AS-number decisions through ip_info; a replica through its asn_db, and
+    without one it says what it could not apply."""
+    import hashlib
+
+    from fastapi.testclient import TestClient
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    from core.settings import load
+    from enforcer.replica import ReplicaServices, create_replica_app
+    from enforcer.snapshot import Entry, render
+
+    w = MMDBWriter(ip_version=6, database_type="GeoLite2-ASN", ipv4_compatible=True)
+    w.insert_network(IPSet(["198.51.100.0/24"]), {"autonomous_system_number": 64500,
+                                                  "autonomous_system_organization": "EXAMPLE-CLOUD"})
+    w.to_db_file(str(tmp_path / "asn.mmdb"))
+    folder = tmp_path / "policy"
+    folder.mkdir()
+    content = {"allowlist": [], "assignments": {}, "default_tiers": {"anonymous": "anonymous"},
+               "images": {"allowed": [], "blocked": [], "unlimited": []}, "tiers": {"anonymous": {}},
+               "bans": {"asn:64500": Entry("asn:64500", 7, "2030-01-01T00:00:00", "hoster", "manual")}}
+    body, _ = render({"version": 3, "generated_at": "2026-12-01T00:00:00", "max_age": 30}, content)
+    (folder / "policy-3.json.gz").write_bytes(body)
+    key = "pw_test-proxy-key"
+    (folder / "current.json").write_text(json.dumps({
+        "version": 3, "policy": "policy-3.json.gz", "writer": "http://writer:8080",
+        "keys": [{"key_hash": hashlib.sha256(key.encode()).hexdigest(), "id": 1, "name": "edge", "role": "proxy"}]}))
+
+    def check(asn_db: str, ip: str) -> dict:
+        services = ReplicaServices(load(None, {"asn_db": asn_db}, environ={}), folder)
+        assert services.publisher.load()
+        with TestClient(create_replica_app(services)) as client:
+            return client.get("/v1/check", params={"ip": ip}, headers={"X-Api-Key": key}).json()
+
+    banned = check(str(tmp_path / "asn.mmdb"), "198.51.100.9")
+    assert banned["allowed"] is False and "asn 64500" in banned["why"][0]
+    elsewhere = check(str(tmp_path / "asn.mmdb"), "192.0.2.1")
+    assert elsewhere["allowed"] is True and not any("AS-number" in w for w in elsewhere["why"])
+    blind = check("", "198.51.100.9")
+    assert blind["allowed"] is True and "no asn_db" in blind["why"][-1]

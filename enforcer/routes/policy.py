@@ -118,7 +118,7 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
         addr = addr.ipv4_mapped
     asn = asn_of(services, addr) if addr is not None else None
     # a replica without asn_db cannot tell an address's AS number: said, never silently ignored
-    blind = addr is not None and asn is None and services.store is None
+    blind = addr is not None and services.store is None and services.geo is None
     if blind:
         blind = version.cache.get("asn entries")
         if blind is None:           # once per version: 100,000 bans are not read on every request
