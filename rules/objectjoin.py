@@ -85,32 +85,45 @@ create temp table pw_joined as
 with o as (
     select rowid as rid, * from object_events n
     where rowid > $lo and rowid <= $hi and method = 'GET' and status in (200, 206) and bytes > 0
-      and (request_id is null or not exists (
-            select 1 from object_events d
-            where d.ts >= $tlo and d.ts <= $thi and d.request_id = n.request_id and d.ts = n.ts
-              and d.source = n.source and d.rowid < n.rowid))
+      and not exists (select 1 from object_events d
+                      where d.rowid <= $lo and d.ts >= $tlo and d.ts <= $thi
+                        and d.request_id = n.request_id and d.ts = n.ts and d.source = n.source)
+    qualify request_id is null or row_number() over (partition by source, request_id, ts order by rowid) = 1
 ),
 r as (
-    select client_ip, user_agent, remote_user, registry, repository, digest, ts from events
+    select client_ip, user_agent, remote_user, registry, repository, digest, ts,
+        floor(epoch(ts) / $join)::bigint as slot
+    from events
     where ts >= $tlo and ts <= $thi and kind = 'blob' and method = 'GET'
       and status between 300 and 399 and status <> 304 and digest is not null
 ),
+-- a download's candidate 307s are in the time slots (a window long each) its window touches:
+-- joining on (digest, slot) keeps a popular blob's pairs to its redirects of those minutes,
+-- not every redirect of that blob in the batch
+os as (
+    select rid, digest, ts, client_ip, requester_ip,
+        unnest(range(floor((epoch(ts) - $join) / $join)::bigint, floor((epoch(ts) + $skew) / $join)::bigint + 1)) as slot
+    from o
+),
+-- the best 307 per download: the smallest struct, compared field by field (one from the
+-- downloading address first, then the nearest, then the lowest address: the same on every run)
 m as (
-    select o.rid, r.client_ip, r.user_agent, r.remote_user, r.registry, r.repository,
-        row_number() over (partition by o.rid
-                           order by (r.client_ip = o.client_ip) desc, abs(epoch(o.ts) - epoch(r.ts)), r.client_ip) as k
-    from o join r on r.digest = o.digest
-        and r.ts >= o.ts - to_seconds($join) and r.ts <= o.ts + to_seconds($skew)
-        and (o.requester_ip is null or r.client_ip = o.requester_ip)
+    select os.rid, min({'other': r.client_ip <> os.client_ip, 'gap': abs(epoch(os.ts) - epoch(r.ts)),
+                        'client_ip': r.client_ip, 'user_agent': r.user_agent, 'remote_user': r.remote_user,
+                        'registry': r.registry, 'repository': r.repository}) as b
+    from os join r on r.digest = os.digest and r.slot = os.slot
+        and r.ts >= os.ts - to_seconds($join) and r.ts <= os.ts + to_seconds($skew)
+        and (os.requester_ip is null or r.client_ip = os.requester_ip)
+    group by os.rid
 )
 select o.ts, o.client_ip as download_ip, o.digest, o.bytes,
-    coalesce(m.client_ip, o.requester_ip, o.client_ip) as who,
-    coalesce(m.user_agent, o.user_agent) as user_agent, m.remote_user,
-    coalesce(m.registry, o.registry) as registry, coalesce(m.repository, o.repository) as repository,
+    coalesce(m.b.client_ip, o.requester_ip, o.client_ip) as who,
+    coalesce(m.b.user_agent, o.user_agent) as user_agent, m.b.remote_user as remote_user,
+    coalesce(m.b.registry, o.registry) as registry, coalesce(m.b.repository, o.repository) as repository,
     m.rid is not null as asked,
     m.rid is null and o.requester_ip is null as unjoined,
     o.requester_ip is not null as referred
-from o left join m on m.rid = o.rid and m.k = 1
+from o left join m on m.rid = o.rid
 """
 
 

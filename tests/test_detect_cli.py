@@ -27,7 +27,10 @@ def test_detect_decisions_explain_backtest_allow(workdir, monkeypatch):
     assert enforced == {("ci-repull-storm", "203.0.113.50"), ("tag-scanner", "198.18.0.66"),
                         ("error-storm", "198.18.0.66")}
     none = {"total": 0, "enforced": 0, "held": 0, "simulated": 0, "held_by_rule": {}}
-    assert out["summary"] == {"findings": 7, "new": {**none, "total": 7, "enforced": 3, "simulated": 4},
+    # the baseline's volume rule also finds the CI job: with the object-storage samples' downloads it
+    # asked for (joined by their signed URLs' referer) it went past 10 GiB a day
+    assert ("baseline-ip-volume", "203.0.113.50") in found
+    assert out["summary"] == {"findings": 8, "new": {**none, "total": 8, "enforced": 3, "simulated": 5},
                               "extended": none, "allowlisted": 0, "unbanned": 0}
 
     again = json.loads(invoke("detect", "--json").stdout)          # same data, same time: nothing new
@@ -64,8 +67,8 @@ def test_detect_decisions_explain_backtest_allow(workdir, monkeypatch):
     assert json.loads(invoke("decisions", "list", "--json").stdout) == before   # backtest wrote none
 
     res = invoke("allow", "add", "ip", "203.0.113.50", "--reason", "our own CI")
-    # the throttle, and the two simulated baseline bans
-    assert res.exit_code == 0 and "3 active decision(s) revoked" in res.output
+    # the throttle, and the three simulated baseline bans (blob repeats, image repeats, volume)
+    assert res.exit_code == 0 and "4 active decision(s) revoked" in res.output
     active = json.loads(invoke("decisions", "list", "--active", "--json").stdout)
     assert "203.0.113.50" not in {d["value"] for d in active}
     text = invoke("explain", "203.0.113.50").output
@@ -105,8 +108,8 @@ def test_the_summary_counts_each_decision_once_as_enforced_held_or_simulated(wor
     monkeypatch.setenv("PULLWARDEN_NOW", "latest")
     res = invoke("detect")
     assert res.exit_code == 0 and "HELD" not in res.stdout
-    assert res.stdout.endswith("findings 7  new decisions 7: 3 enforced, 4 simulated  extended 0\n")
-    assert invoke("detect").stdout.endswith("findings 7  new decisions 0  extended 0\n")
+    assert res.stdout.endswith("findings 8  new decisions 8: 3 enforced, 5 simulated  extended 0\n")
+    assert invoke("detect").stdout.endswith("findings 8  new decisions 0  extended 0\n")
 
     (workdir / "site").mkdir()
     (workdir / "site" / "broken.yml").write_text(BROKEN)
