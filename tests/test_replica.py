@@ -92,6 +92,14 @@ def test_a_replica_follows_the_writer(workdir):
         changes = httpx.get(replica + "/v1/policy/changes", params={"since": v0}, headers=P).json()
         assert [b["value"] for b in changes["upsert"]["bans"]] == ["203.0.113.7"]
 
+        # an agent pointed at the replica writes the proxies' files from it
+        out = workdir / "agent-out"
+        agent = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "agent", "--api", replica,
+                                "--key", proxy, "--out", str(out), "--once"], env=ENV, capture_output=True, text=True)
+        assert agent.returncode == 0, agent.stderr
+        assert "203.0.113.7" in (out / "block-ips.csv").read_text()
+        assert "203.0.113.7" in (out / "nginx-pullwarden-http.conf").read_text()
+
         # the very bytes the writer serves, under the same ETags: a proxy may move between them
         for enc in ("gzip", "identity"):
             w = httpx.get(writer + "/v1/policy", headers={**P, "Accept-Encoding": enc})
