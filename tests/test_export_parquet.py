@@ -75,7 +75,7 @@ def test_export_reads_back_to_the_same_rows_and_a_reexport_replaces(workdir):
     assert out["days"][0]["rows"] == 0 and not (dest / "day=2024-11-19").exists()
 
     con = duckdb.connect(str(workdir / "data" / "pullwarden.duckdb"), read_only=True)
-    stored = per_day_and_registry(con, f"select ts::date as day, registry, bytes from events")
+    stored = per_day_and_registry(con, "select ts::date as day, registry, bytes from events")
     con.close()
     read = duckdb.connect()
     back = per_day_and_registry(read, parquet(dest))
