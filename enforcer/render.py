@@ -172,6 +172,14 @@ def nginx(policy: dict) -> dict[str, str]:
             "geo $pullwarden_throttled {", *throttle_geo, "}",
             "geo $pullwarden_allowlisted {", "    default 0;", *(f"    {a} 1;" for a in sorted(set(allowed), key=lambda n: (n.version, n))), "}",
             "map $pullwarden_tier $pullwarden_banned { banned 1; default 0; }"]
+    # the ban's reason, for the client to read in the 403 (docker prints the body); one per
+    # network, the first by its text when two rules ban the same one
+    reasons: dict = {}
+    for e in sorted(policy["bans"].values(), key=lambda e: str(e["reason"])):
+        if e["scope"] in ("ip", "range") and (n := _network(e["value"])) is not None:
+            reasons.setdefault(n, _one_line(e["reason"]))
+    http += ["geo $pullwarden_reason {", '    default "";',
+             *(f"    {n} {_q(reasons[n])};" for n in sorted(reasons, key=lambda n: (n.version, n))), "}"]
     users = sorted(e["value"] for e in policy["bans"].values() if e["scope"] == "user")
     # a user is known to nginx only by HTTP basic auth ($remote_user); an allowlisted address
     # is never banned, so the key carries both
@@ -189,9 +197,9 @@ def nginx(policy: dict) -> dict[str, str]:
     http += ['map "$pullwarden_image_unlimited:$pullwarden_throttled:$pullwarden_tier" $pullwarden_effective_tier {',
              "    default $pullwarden_tier;", '    "~^1:0:(?!banned$)" unlimited;', "}"]
     location = ["# pullwarden: include in the location that proxies /v2/",
-                "if ($pullwarden_banned) { return 403; }",
-                "if ($pullwarden_user_banned) { return 403; }",
-                "if ($pullwarden_image_refused) { return 403; }"]
+                'if ($pullwarden_banned) { return 403 "banned by the mirror: $pullwarden_reason\\n"; }',
+                'if ($pullwarden_user_banned) { return 403 "this user is banned by the mirror\\n"; }',
+                'if ($pullwarden_image_refused) { return 403 "this image is not served by the mirror\\n"; }']
     rates = []
     for name, t in sorted(tiers.items()):
         zone = _zone(name)

@@ -183,3 +183,31 @@ def test_a_quote_in_a_reason_reaches_crproxy_as_one_csv_record(api):
     assert files["block-ips.csv"] == '203.0.113.9,"rotation, ""quoted"" reason"\n'
     assert files["allows.txt"] == "*\n" and files["privileged-images.txt"] == "pullwarden.invalid/no-image\n"
     assert files["crproxy-flags.txt"] == "--ips-speed-limit=20Gi/2h\n"
+
+
+@needs_nginx
+def test_nginx_tells_a_banned_client_why(api, tmp_path):
+    install(api, {"decisions": [("ban", "ip", "203.0.113.9", None), ("ban", "range", "198.51.100.0/24", None)],
+                  "allow": [], "blocked": ["docker.io/library/busybox"], "allowed": [], "unlimited": []})
+    policy = json.loads(gzip.decompress(api.services.publisher.publish().body))
+    files = render(policy, warn=lambda m: None)
+    port = free_port()
+    servers = f"""server {{
+        listen 127.0.0.1:{port};
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Forwarded-For;
+        location /v2/ {{
+            include {tmp_path}/location.conf;
+            return 200 "ok";
+        }}
+    }}"""
+    with nginx(tmp_path, files, servers, port), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as proxy:
+        # docker shows the body of a refusal: the ban's reason, quotes and all, on one line, as
+        # /v1/check gives it
+        for ip in ("203.0.113.9", "198.51.100.77"):
+            r = proxy.get("/v2/", headers={"X-Forwarded-For": ip})
+            assert (r.status_code, r.text) == (403, 'banned by the mirror: rotation, "quoted" reason\n')
+            assert " ".join(check(api, ip)["why"][0].split()).endswith(': rotation, "quoted" reason')
+        r = proxy.get("/v2/docker.io/library/busybox/manifests/latest", headers={"X-Forwarded-For": "192.0.2.1"})
+        assert (r.status_code, r.text) == (403, "this image is not served by the mirror\n")
+        assert proxy.get("/v2/", headers={"X-Forwarded-For": "192.0.2.1"}).text == "ok"

@@ -190,7 +190,8 @@ def test_the_loop_with_real_components(tmp_path):
                 r = scanner.request(f"/v2/docker.io/scan/repo{n}/tags/list")
                 n += 1
                 if r.status == 403:
-                    assert r.tier == "banned"
+                    # the reason is in the body, where docker shows it
+                    assert r.tier == "banned" and r.body.startswith(b"banned by the mirror: enumerated "), r.body
                     scan_refused = r.done - scan_complete
                 else:
                     assert r.status == 404 and r.tier == "anonymous"
