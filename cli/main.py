@@ -202,9 +202,10 @@ def stats(cfg, start, end, as_json):
 @with_settings
 def prune(cfg, as_json):
     """Delete findings, ended decisions and the run log older than `keep_days` before now
-    (the wall clock, or the replay's `now`), and raw events older than `keep_events_days` (rolled
-    up first: reports and the dashboard read the roll-ups, which stay, as do frozen reports and
-    the audit log). `serve` does this daily by itself."""
+    (the wall clock, or the replay's `now`), raw events older than `keep_events_days` (rolled up
+    first: reports and the dashboard read the roll-ups) and roll-ups older than
+    `keep_rollups_days` (frozen reports and the audit log stay). `serve` does this daily by
+    itself."""
     from cli.remote import at_server_clock, call, local_store
     from core.retention import prune as prune_store
     store = local_store(cfg)
@@ -215,7 +216,8 @@ def prune(cfg, as_json):
         try:
             from rules.rollup import roll_up
             roll_up(store)                  # events go only once counted in the roll-ups
-            done = prune_store(store, cfg.keep_days, run_now(cfg, store), cfg.keep_events_days)
+            done = prune_store(store, cfg.keep_days, run_now(cfg, store), cfg.keep_events_days,
+                                cfg.keep_rollups_days)
         finally:
             store.close()
     if as_json:

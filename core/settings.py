@@ -111,8 +111,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between policy rebuilds in serve (expiries show up within this time)."),
     Setting("keep_days", int, 90,
             "Days of findings and ended decisions (by event time), and of the ingest and detection run log, that "
-            "are kept (at least 8: recidive looks back 7 days); `pullwarden prune`, and daily in serve. Events, "
-            "roll-ups and the audit log are kept whole."),
+            "are kept (at least 8: recidive looks back 7 days); `pullwarden prune`, and daily in serve. Frozen "
+            "reports and the audit log are kept whole; raw events go by keep_events_days, roll-ups by "
+            "keep_rollups_days."),
+    Setting("keep_events_days", int, 35,
+            "Days of raw events (events, object_events, proxy_events; by event time) that are kept: 35 covers a "
+            "month's report and a week of detection windows. Older ones are deleted by `pullwarden prune` and "
+            "daily in serve, and only once rolled up: reports, the dashboard and detection read the hourly "
+            "roll-ups, kept for keep_rollups_days (`stats` reads events, so it covers these days only)."),
+    Setting("keep_rollups_days", int, 400,
+            "Days of hourly roll-ups (what the dashboard, the reports and detection read) that are kept: 400 keeps "
+            "a year and its month before for comparisons. A month whose roll-ups are gone is served from its "
+            "frozen report (serve freezes each month's on the 1st); older ones are deleted by `pullwarden prune` "
+            "and daily in serve."),
     Setting("report_timezone", str, "UTC",
             "Time zone (IANA name, e.g. Europe/Berlin) in which the budget's months and days begin: the budget "
             "status, the guard and the monthly report. Days are cut at whole hours (the hourly roll-up)."),

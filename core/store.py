@@ -140,7 +140,8 @@ create table if not exists ingest_runs (
 # Numbered migrations: MIGRATIONS[n] upgrades a database at version n + 1 to n + 2.
 MIGRATIONS: list[str] = [
     # 1 → 2: detection. Rollups are append-only partial aggregates of the events after a
-    # watermark (events' rowid): exact, incremental, and re-aggregated by the feature queries.
+    # watermark (events' rowid until migration 12, their seq since; the column keeps its name):
+    # exact, incremental, and re-aggregated by the feature queries.
     """
     create table rollup_state (name varchar primary key, last_rowid bigint not null);
 
@@ -378,6 +379,26 @@ MIGRATIONS: list[str] = [
         hour timestamp not null, client_ip varchar not null, remote_user varchar, download_ip varchar not null,
         downloads bigint, bytes bigint
     );
+    """,
+    # 11 → 12: raw events are deleted after keep_events_days (core/retention.py), so the roll-ups'
+    # watermark can no longer be DuckDB's rowid: a checkpoint after a delete merges thinned row
+    # groups and renumbers the rows after them (2,000,000 events, 90% deleted: the largest rowid
+    # fell from 1,999,999 to 1,549,999), and the next events would get rowids under the
+    # watermark and never be rolled up. seq is given at insert by a sequence and never changes.
+    # Rows from before keep their rowid as seq (rollup_state.last_rowid already counts in
+    # those), and each sequence is moved past the largest of them.
+    """
+    create sequence event_seq start 1;
+    alter table events add column seq bigint;
+    update events set seq = rowid;
+    select max(nextval('event_seq')) from range((select coalesce(max(rowid) + 1, 0) from events));
+    alter table events alter column seq set default nextval('event_seq');
+
+    create sequence object_event_seq start 1;
+    alter table object_events add column seq bigint;
+    update object_events set seq = rowid;
+    select max(nextval('object_event_seq')) from range((select coalesce(max(rowid) + 1, 0) from object_events));
+    alter table object_events alter column seq set default nextval('object_event_seq');
     """,
 ]
 VERSION = 1 + len(MIGRATIONS)

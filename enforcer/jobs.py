@@ -191,19 +191,31 @@ def _detect(services: Services, cfg, fresh: bool = False):
                             "(raise the setting if this repeats)", mb, 2 * mb)
     finally:
         services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
-    newest = services.store.value("select max(ts) from events where rowid > ? and rowid <= ?",
+    newest = services.store.value("select max(ts) from events where seq > ? and seq <= ?",
                                   [-1 if p.upto is None else p.upto, top])
     p.judged(fresh, now, top, newest, signature, time.monotonic() - started)
     return result
 
 
-def prune(services: Services) -> None:
+def prune(services: Services, lower: bool = True) -> dict[str, int]:
+    """Roll up, then delete what retention lets go (core/retention.py) at the server's clock, and
+    checkpoint: the deleted rows' blocks are free for new events only once a checkpoint wrote
+    the deletes, and the file stops growing when they are reused. ``lower``: at the jobs'
+    priority (not for the admin's prune through the API, on a request thread)."""
     from core.retention import prune as prune_store
-    lower_priority()
+    from rules.rollup import SERVE_BATCH, roll_up
+    cfg = services.settings
+    if lower:
+        lower_priority()
     with services.lock:
-        done = prune_store(services.store, services.settings.keep_days, services.clock())
+        roll_up(services.store, SERVE_BATCH)
+        done = prune_store(services.store, cfg.keep_days, services.clock(), cfg.keep_events_days,
+                           cfg.keep_rollups_days)
+        if any(done.values()):
+            services.checkpoint()
     if any(done.values()):
         log.info("pruned %s", ", ".join(f"{n} {table}" for table, n in done.items() if n))
+    return done
 
 
 def publish(services: Services) -> None:
@@ -221,26 +233,32 @@ class _NotBusy(logging.Filter):
 
 
 def start(services: Services) -> BackgroundScheduler:
+    """The jobs, on APScheduler's wall-clock timer (their first runs are wall-clock times, whatever
+    ``services.clock`` reads); with a simulated clock (serve --clock-start) the daily prune runs
+    once a simulated day."""
+    from core.clock import utcnow
     cfg = services.settings
+    wall = utcnow()
+    day = 86400.0 / getattr(services.clock, "rate", 1.0)
     logging.getLogger("apscheduler.scheduler").addFilter(_NotBusy())
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     if cfg.sources:
         scheduler.add_job(_guarded(services, "ingest", lambda: ingest(services)), "interval",
-                          seconds=cfg.ingest_interval, id="ingest", name="ingest", next_run_time=services.clock())
+                          seconds=cfg.ingest_interval, id="ingest", name="ingest", next_run_time=wall)
     scheduler.add_job(_guarded(services, "detect", lambda: detection(services)), "interval",
                       seconds=cfg.detect_interval, id="detect", name="detect",
-                      next_run_time=services.clock() + timedelta(seconds=1))
+                      next_run_time=wall + timedelta(seconds=1))
     if cfg.sources and cfg.detect_fresh_interval > 0:
         scheduler.add_job(_guarded(services, "fresh", lambda: fresh_detection(services)), "interval",
                           seconds=cfg.detect_fresh_interval, id="fresh", name="fresh")
     scheduler.add_job(_guarded(services, "publish", lambda: publish(services)), "interval",
                       seconds=cfg.publish_interval, id="publish", name="publish")
-    scheduler.add_job(_guarded(services, "prune", lambda: prune(services)), "interval", hours=24, id="prune",
-                      name="prune", next_run_time=services.clock() + timedelta(minutes=10))
+    scheduler.add_job(_guarded(services, "prune", lambda: prune(services)), "interval", seconds=day, id="prune",
+                      name="prune", next_run_time=wall + timedelta(seconds=min(600.0, day)))
     from enforcer import budget_guard       # the budget guard, and the monthly report on the 1st (report_timezone)
     scheduler.add_job(_guarded(services, "budget", lambda: (lower_priority(), budget_guard.check(services))), "interval",
                       seconds=cfg.budget_check_interval, id="budget", name="budget",
-                      next_run_time=services.clock() + timedelta(seconds=30))
+                      next_run_time=wall + timedelta(seconds=30))
     scheduler.add_job(_guarded(services, "report", lambda: (lower_priority(), budget_guard.monthly_report(services))), "cron", day=1,
                       hour=1, minute=5, timezone=cfg.report_timezone or "UTC", id="report", name="report")
     scheduler.start()

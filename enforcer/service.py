@@ -19,7 +19,7 @@ class Passes:
     """What serve's detection passes have judged: where the next fresh pass starts, and what
     /metrics says about the last pass. ``upto`` is None until the first full pass after a
     start (only a full pass knows that everything before it was judged)."""
-    upto: int | None = None             # events' rowid the last pass judged up to
+    upto: int | None = None             # events' seq the last pass judged up to
     full_at: datetime | None = None     # `now` of the last full pass
     rules: str | None = None            # the rules of the last full pass (a fresh pass needs the same)
     newest: datetime | None = None      # the newest event time the last pass judged
@@ -28,7 +28,7 @@ class Passes:
 
     def judged(self, fresh: bool, now: datetime, upto: int, newest: datetime | None, rules: str,
                seconds: float) -> None:
-        """A pass at ``now`` judged the events up to rowid ``upto``, the newest of them at ``newest``."""
+        """A pass at ``now`` judged the events up to seq ``upto``, the newest of them at ``newest``."""
         self.newest = max(filter(None, (self.newest, newest)), default=None)
         self.upto = upto
         if not fresh:

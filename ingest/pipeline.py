@@ -437,13 +437,13 @@ class Ingester:
         if getattr(fmt, "object_store", False):
             # an object store's rows: the store's remote IP is the client, no X-Forwarded-For
             events = self.store.value(f"""
-                insert into object_events
+                insert into object_events by name      -- seq: the table's sequence (migration 12)
                 with lines as ({LINES_FAST}), parsed as ({select})
                 {objectlogs.rows_sql('parsed')}""", {"src": src, "file_id": file_id, "source": fmt.name})
         else:
             params = {"src": src, "file_id": file_id, **self._trusted_peers(select, src), **self.params}
             events = self.store.value(f"""
-                insert into events
+                insert into events by name             -- seq: the table's sequence, the roll-ups' watermark
                 with lines as ({LINES_FAST}), parsed as ({select})
                 {normalize.events_sql('parsed')}""", params)
         if isinstance(lines, Future):

@@ -82,8 +82,13 @@ def prepare(store, month: str, cfg, now: datetime, refresh: bool = False) -> Pre
     fig["inputs_sha256"] = sha
     # a month with no traffic at all is not frozen: its logs may simply not be read yet
     freeze = not fig["partial"] and monthly.closed(month, tz, now) and fig["requests"] > 0
-    old = stored(store, month, tz) if freeze else None
-    if old and (old.inputs_sha256 == sha or not refresh):
+    # no roll-ups left for the month (keep_rollups_days): its frozen report is all there is, and
+    # an empty one never replaces it, --refresh or not
+    gone = fig["requests"] == 0
+    old = stored(store, month, tz) if freeze or gone else None
+    if old and gone:
+        old.stale = False
+    elif old and (old.inputs_sha256 == sha or not refresh):
         old.stale = old.inputs_sha256 != sha
     else:
         old = None

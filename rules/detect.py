@@ -69,17 +69,18 @@ def find(store, rules: list[Rule], now: datetime, hosting,
 
 @dataclass(frozen=True)
 class Fresh:
-    """A fresh pass: it judges the entities of the events stored after rowid ``after`` up to
-    ``upto`` (events are only appended), and ``since`` is the time of the last full pass."""
+    """A fresh pass: it judges the entities of the events stored after seq ``after`` up to
+    ``upto`` (the events' insertion order, migration 12), and ``since`` is the time of the last
+    full pass."""
     after: int
     upto: int
     since: datetime
 
 
-# The entities that events in a range of rowids belong to, per kind, keyed as features.py keys them.
+# The entities that events in a range of seq belong to, per kind, keyed as features.py keys them.
 CHANGED = """
     with e as (select distinct client_ip, remote_user, registry, repository from events
-               where rowid > $after and rowid <= $upto and ts >= $oldest),
+               where seq > $after and seq <= $upto and ts >= $oldest),
     ips as (select distinct client_ip from e where client_ip is not null)
     select 'address', client_ip from ips
     union all select distinct 'prefix', px.prefix from ips join ip_prefix px on px.ip = ips.client_ip
@@ -92,7 +93,7 @@ CHANGED = """
 
 
 def changed(store, after: int, upto: int, oldest: datetime) -> dict[str, list[str]]:
-    """Entity kind -> the entities with events stored after rowid ``after`` up to ``upto``, of
+    """Entity kind -> the entities with events stored after seq ``after`` up to ``upto``, of
     ``oldest`` or later: older events (a late rotated file) are in no window that ends now."""
     out: dict[str, list[str]] = defaultdict(list)
     for kind, value in store.execute(CHANGED, {"after": after, "upto": upto, "oldest": oldest}):
@@ -101,8 +102,8 @@ def changed(store, after: int, upto: int, oldest: datetime) -> dict[str, list[st
 
 
 def events_top(store) -> int:
-    """The rowid of the newest stored event (-1 when there is none)."""
-    top = store.value("select max(rowid) from events")
+    """The seq of the newest stored event (-1 when there is none)."""
+    top = store.value("select max(seq) from events")
     return -1 if top is None else top
 
 

@@ -1,8 +1,9 @@
 """Events → hourly rollups, incrementally.
 
-The watermark is the events table's rowid (events are only ever appended), not event
-time: CRProxy writes lines out of order and rotated files arrive late, and both must still
-be counted exactly once. Each pass appends partial aggregates of the new events; the
+The watermark is the events' seq (a sequence given at insert, migration 12), not event time:
+CRProxy writes lines out of order and rotated files arrive late, and both must still be
+counted exactly once. Not DuckDB's rowid: old events are deleted (keep_events_days), and a
+checkpoint then renumbers the rows after them. Each pass appends partial aggregates of the new events; the
 feature queries sum them again, so a late event simply lands in its hour.
 """
 from __future__ import annotations
@@ -39,12 +40,16 @@ def roll_up(store, batch: int | None = None) -> int:
 def _roll_up_slice(store, batch: int | None) -> int:
     last = store.value("select last_rowid from rollup_state where name = 'events'")
     last = -1 if last is None else last
-    top = store.value("select max(rowid) from events")
+    top = store.value("select max(seq) from events")
     if top is None or top <= last:
         return 0
     if batch:
-        top = min(top, last + batch)
+        # seq has gaps (a rolled-back chunk's numbers are not given again): the batch'th new
+        # event's seq, not last + batch
+        top = store.value("select max(seq) from (select seq from events where seq > ? order by seq limit ?)",
+                          [last, batch])
     p = {"lo": last, "hi": top}
+    n = store.value("select count(*) from events where seq > $lo and seq <= $hi", p)
     store.execute("begin")
     try:
         store.execute(f"""
@@ -68,18 +73,18 @@ def _roll_up_slice(store, batch: int | None) -> int:
                 count(*) filter (where kind = 'catalog'),
                 count(*) filter (where kind = 'tags'),
                 count(forwarded_for)
-            from events where rowid > $lo and rowid <= $hi
+            from events where seq > $lo and seq <= $hi
             group by all""", p)
         store.execute(f"""
             insert into blob_hourly
             select date_trunc('hour', ts), client_ip, remote_user, hash(digest),
                 count(*), coalesce(sum(bytes) filter (where not ({REDIRECT})), 0)
-            from events where rowid > $lo and rowid <= $hi and {DOWNLOAD} and digest is not null
+            from events where seq > $lo and seq <= $hi and {DOWNLOAD} and digest is not null
             group by all""", p)
         store.execute("""
             insert into xff_hourly
             select date_trunc('hour', ts), client_ip, remote_user, forwarded_for, count(*)
-            from events where rowid > $lo and rowid <= $hi and forwarded_for is not null
+            from events where seq > $lo and seq <= $hi and forwarded_for is not null
             group by all""", p)
         # IPv4 /24s in SQL (addresses are stored canonical: dotted quads); Python's ipaddress
         # only for IPv6, where canonical text has no fixed shape: 165,000 new addresses took
@@ -87,12 +92,12 @@ def _roll_up_slice(store, batch: int | None) -> int:
         store.execute(r"""
             insert into ip_prefix
             select ip, regexp_replace(ip, '\.[0-9]+$', '.0/24') from (
-                select distinct client_ip as ip from events e where rowid > $lo and rowid <= $hi
+                select distinct client_ip as ip from events e where seq > $lo and seq <= $hi
                   and not contains(client_ip, ':')
                   and not exists (select 1 from ip_prefix p where p.ip = e.client_ip))
             where regexp_full_match(ip, '[0-9]{1,3}(\.[0-9]{1,3}){3}')""", p)
         new_ips = [r[0] for r in store.execute("""
-            select distinct client_ip from events e where rowid > $lo and rowid <= $hi
+            select distinct client_ip from events e where seq > $lo and seq <= $hi
               and not exists (select 1 from ip_prefix p where p.ip = e.client_ip)""", p)]
         pairs = [(ip, prefix_of(ip)) for ip in new_ips]
         pairs = [(ip, pre) for ip, pre in pairs if pre]
@@ -104,4 +109,4 @@ def _roll_up_slice(store, batch: int | None) -> int:
     except BaseException:
         store.execute("rollback")
         raise
-    return top - last
+    return n

@@ -18,11 +18,12 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
                    values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 11
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 12
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
     assert s.value("select count(*) from reports") == 0            # a table of migration 8
     assert s.value("select count(*) from relay_hourly") == 0       # a table of migration 11
+    assert s.value("select seq from events") == 0                  # migration 12: its rowid
     s.close()
     s = open_store(path)                              # opening again changes nothing
     assert s.execute("select version from schema_version") == [(store_mod.VERSION,)]
@@ -69,4 +70,35 @@ def test_roll_ups_of_a_version_10_database_keep_their_bytes_none_from_object_sto
     s = open_store(path)
     assert s.execute("select requests, bytes, blob_bytes, object_bytes, unjoined_bytes from facts_hourly") == [
         (3, 5000, 4000, 0, 0)]
+    s.close()
+
+
+def test_a_previous_release_database_keeps_its_watermark_and_rolls_up_only_what_is_new(tmp_path):
+    """What the release before migration 12 left behind (schema 11): events rolled up to a rowid
+    watermark, and some after it. The upgrade gives every event its rowid as seq, so the
+    watermark still means what it meant, and the next events are numbered after all of them."""
+    from rules.rollup import roll_up
+    from tests.detect_helpers import T0, add_events, ev
+    path = str(tmp_path / "v11.duckdb")
+    con = duckdb.connect(path)
+    con.execute(store_mod.SCHEMA)
+    for sql in store_mod.MIGRATIONS[:10]:
+        con.execute(sql)
+    con.execute("insert into schema_version values (11)")
+    con.execute("""insert into events (ts, client_ip, peer_ip, kind, method, status, bytes, file_id)
+                   select ?::timestamp + to_minutes(range), '198.51.100.' || (range % 7), '198.51.100.1', 'manifest',
+                          'GET', 200, 1000, 1 from range(5000)""", [T0])
+    con.execute("""insert into object_events (ts, client_ip, source, method, status, bytes, file_id)
+                   values (?, '203.0.113.9', 's3', 'GET', 200, 10, 2)""", [T0])
+    con.execute("insert into rollup_state values ('events', 2999)")     # rowids 0..2999 were rolled up
+    con.close()
+    s = open_store(path)
+    assert s.value("select max(version) from schema_version") == 12
+    assert s.execute("select count(*), min(seq), max(seq), count(distinct seq) from events") == [(5000, 0, 4999, 5000)]
+    assert s.value("select seq from object_events") == 0
+    assert roll_up(s) == 2000                         # rowids 3000..4999, as the old release would have
+    add_events(s, [ev(T0, "192.0.2.1"), ev(T0, "192.0.2.2")])
+    assert s.value("select min(seq) from events where client_ip like '192.0.2.%'") > 4999
+    assert roll_up(s) == 2
+    assert s.value("select sum(requests) from facts_hourly where client_ip <> '203.0.113.9'") == 2002
     s.close()

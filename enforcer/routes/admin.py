@@ -236,7 +236,7 @@ def detect_now(services: ServicesDep, who: AdminKey) -> dict:
 
 @router.post("/prune")
 def prune_now(services: ServicesDep, who: AdminKey) -> dict:
-    """Delete findings, ended decisions and the run log older than keep_days (serve does it daily)."""
-    from core.retention import prune
-    with services.lock:
-        return prune(services.store, services.settings.keep_days, services.clock())
+    """Delete findings, ended decisions and the run log older than keep_days, and raw events older
+    than keep_events_days once rolled up (serve does it daily)."""
+    from enforcer.jobs import prune
+    return prune(services, lower=False)

@@ -34,7 +34,9 @@ def metrics(services: ServicesDep, who: ViewerKey) -> Response:
     with services.store.reading() as store:
         lag = store.value("select epoch(?::timestamp) - epoch(max(ts)) from events", [services.clock()])
         run = store.execute("select lines, seconds, rejects from ingest_runs order by run_id desc limit 1")
-        rejects = store.value("select coalesce(sum(rejects), 0) from files")
+        rejects, lines_read, stored = store.execute(
+            "select coalesce(sum(rejects), 0), coalesce(sum(lines), 0), coalesce(sum(events), 0) from files")[0]
+        kept = store.value("select count(*) from events")
     content = services.publisher.current.content
     lines = [
         "# HELP pullwarden_ingest_lag_seconds Wall clock minus the newest event's time.",
@@ -46,6 +48,15 @@ def metrics(services: ServicesDep, who: ViewerKey) -> Response:
         "# HELP pullwarden_ingest_rejects_total Lines that could not be parsed.",
         "# TYPE pullwarden_ingest_rejects_total counter",
         f"pullwarden_ingest_rejects_total {rejects}",
+        "# HELP pullwarden_ingest_lines_total Log lines read, ever.",
+        "# TYPE pullwarden_ingest_lines_total counter",
+        f"pullwarden_ingest_lines_total {lines_read}",
+        "# HELP pullwarden_ingest_events_total Events stored (in events or object_events), ever: not lowered by retention.",
+        "# TYPE pullwarden_ingest_events_total counter",
+        f"pullwarden_ingest_events_total {stored}",
+        "# HELP pullwarden_events Proxy events kept now (keep_events_days).",
+        "# TYPE pullwarden_events gauge",
+        f"pullwarden_events {kept}",
         "# HELP pullwarden_policy_version The published policy's version.",
         "# TYPE pullwarden_policy_version gauge",
         f"pullwarden_policy_version {services.publisher.current.version}",
