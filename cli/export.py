@@ -77,7 +77,9 @@ def parquet(cfg, dest, since, until, as_json):
         click.echo(json.dumps(out))
         return
     for d in out["days"]:
-        if d["rows"]:
+        if d.get("kept"):
+            click.echo(f"  {d['day']}: kept as exported before ({d['rows']} events): {d['kept']}")
+        elif d["rows"]:
             click.echo(f"  {d['day']}: {d['rows']} events, {d['bytes']} bytes, "
                        f"{len(d['registries'])} registries, {d['files']} files")
     click.echo(f"exported {out['rows']} events of {len(days)} day(s) to {out['dest']} in {out['seconds']} s")

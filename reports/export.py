@@ -11,7 +11,8 @@ registry with a port written `%3A`), not in the files.
 
 A day is written whole into a staging folder beside DEST and then put in place of that day's
 folder: exporting a day again replaces it, never adds a second copy, and a reader sees the old
-day or the new one (for the moment between two renames, neither).
+day or the new one (for the moment between two renames, neither). A day the store now holds
+fewer events of than the export (retention deleted raw events) keeps its earlier export.
 
 One COPY per day and registry into the folder DuckDB's PARTITION_BY would name, not one
 COPY ... PARTITION_BY (day, registry): inside serve DuckDB has 64 MB (serve_memory_mb), and a
@@ -96,15 +97,36 @@ def export_day(store, dest: Path, day: date) -> dict:
         rows, nbytes = store.execute(f"select count(*), sum(bytes) from read_parquet({_literal(target)})")[0]
         registries.append({"registry": registry, "rows": rows, "bytes": int(nbytes or 0), "files": 1})
     final = dest / f"day={day.isoformat()}"
+    before = _summary(store, final) if final.is_dir() else []
+    if sum(r["rows"] for r in registries) < sum(r["rows"] for r in before):
+        # Events are only ever added, except by retention (keep_events_days, cut at a time of
+        # day): a day the store now holds less of was exported whole before, and stays so.
+        shutil.rmtree(staging, ignore_errors=True)
+        return _result(day, before, kept="the store holds fewer of this day's events than the export (raw "
+                                         "events deleted by keep_events_days): the earlier export is kept")
     if final.exists():
         final.rename(old)
     if written.is_dir():
         written.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
-    return {"day": day.isoformat(), "rows": sum(r["rows"] for r in registries),
-            "bytes": sum(r["bytes"] for r in registries), "files": sum(r["files"] for r in registries),
-            "registries": registries}
+    return _result(day, registries)
+
+
+def _summary(store, folder: Path) -> list[dict]:
+    """Rows, bytes and files per registry of an exported day's folder."""
+    glob = _literal(folder / "**" / "*.parquet")
+    return [{"registry": r, "rows": n, "bytes": int(b or 0), "files": f} for r, n, b, f in store.execute(f"""
+        select registry, count(*), sum(bytes), count(distinct filename)
+        from read_parquet({glob}, hive_partitioning = true, filename = true)
+        group by registry order by registry nulls first""")]
+
+
+def _result(day: date, registries: list[dict], kept: str | None = None) -> dict:
+    out = {"day": day.isoformat(), "rows": sum(r["rows"] for r in registries),
+           "bytes": sum(r["bytes"] for r in registries), "files": sum(r["files"] for r in registries),
+           "registries": registries}
+    return {**out, "kept": kept} if kept else out
 
 
 def totals(days: list[dict], dest: Path, seconds: float) -> dict:

@@ -124,6 +124,18 @@ def test_export_reads_back_to_the_same_rows_and_a_reexport_replaces(workdir):
     con.close()
     assert per_day_and_registry(read, parquet(dest) + " where day < '2024-11-25'") == stored
 
+    # retention deletes raw events at a time of day: the days it cut into, exported again, keep
+    # their whole export (the same rows); a day past the cut is still replaced
+    whole = per_day_and_registry(read, parquet(dest))
+    con = duckdb.connect(str(workdir / "data" / "pullwarden.duckdb"))
+    con.execute("delete from events where ts < '2024-11-21 12:00'")
+    con.close()
+    pruned = invoke("export", "parquet", "--since", "2024-11-20", "--until", "2024-11-23", str(dest), "--json")
+    assert [bool(d.get("kept")) for d in pruned["days"]] == [True, True, False]
+    assert per_day_and_registry(read, parquet(dest)) == whole
+    res = CliRunner().invoke(cli, ["export", "parquet", "--since", "2024-11-20", "--until", "2024-11-21", str(dest)])
+    assert "2024-11-20: kept as exported before" in res.stdout
+
 
 def test_export_through_the_running_server(workdir):
     """serve holds the file: the command asks it day by day (an admin key) and the server writes."""
