@@ -120,17 +120,21 @@ def why_not_ban(scope: str, value: str, widest: dict[int, int], protected: list[
                         ("unspecified", "is_unspecified"), ("multicast", "is_multicast")):
         if getattr(first, test) or getattr(net.broadcast_address, test):
             return f"{value} is {label}: no client comes from there"
-    ours = set(own_addresses())
+    return covers_ours(net, protected, value)
+
+
+def covers_ours(net, protected=(), name: str | None = None) -> str | None:
+    """Why banning or throttling ``net`` would hit everyone (it covers this server's own
+    addresses or a trusted proxy: the address a misconfigured log gives every client), or None."""
+    ours = {ipaddress.ip_network(a) for a in own_addresses()}
     for p in protected:
         try:
             ours.add(ipaddress.ip_network(str(p).strip(), strict=False))
         except ValueError:
             continue
-    for mine in ours:
-        mine_net = mine if isinstance(mine, (ipaddress.IPv4Network, ipaddress.IPv6Network)) \
-            else ipaddress.ip_network(mine)
-        if mine_net.version == net.version and mine_net.overlaps(net):
-            return f"{value} covers this server or a trusted proxy ({mine_net}): a ban there bans everyone behind it"
+    for mine in sorted(ours, key=lambda n: (n.version, n)):
+        if mine.version == net.version and mine.overlaps(net):
+            return f"{name or net} covers this server or a trusted proxy ({mine}): a ban there bans everyone behind it"
     return None
 
 

@@ -276,13 +276,17 @@ def deployment(folder: str = "/etc/pullwarden") -> dict[str, str]:
         # set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For;
         location /v2/ {{
             include {folder}/nginx-pullwarden-location.conf;
+            # CRProxy --behind takes the client from the first X-Forwarded-For hop: set it (not
+            # appended to, so a client cannot choose it), or CRProxy's per-address byte budget
+            # counts every client as nginx's own address
+            proxy_set_header X-Forwarded-For $remote_addr;
             proxy_pass http://127.0.0.1:8081;      # CRProxy, or the registry
         }}
     }}
 }}"""
     # CRProxy serves /internal/api/* on its one listen address, without authentication: it
     # listens on loopback, and nginx passes on /v2/ only
-    crproxy_cmd = (f"crproxy --address 127.0.0.1:8081 --enable-internal-api \\\n"
+    crproxy_cmd = (f"crproxy --address 127.0.0.1:8081 --behind --enable-internal-api \\\n"
                    f"    --allow-image-list-from-file {folder}/allows.txt \\\n"
                    f"    --privileged-image-list-from-file {folder}/privileged-images.txt \\\n"
                    f"    --block-ip-list-from-file {folder}/block-ips.csv \\\n"

@@ -152,7 +152,8 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
         oldest = min((features.window_bounds(now, r.window)[0] for r in rules), default=now)
         only = changed(store, fresh.after, fresh.upto, oldest)
     found = find(store, rules, now, settings.hosting_asns, only=only)
-    result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor)
+    result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor,
+                         protected=[settings.host, *settings.trusted_proxies])
     if fresh is not None:
         leave_to_full_pass(store, result, fresh.since, settings.breaker_share, settings.breaker_floor)
     if write:

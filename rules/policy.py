@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from core.allowlist import Allowlist, net as _net
 from core.types import Decision, parse_duration
+from core.values import covers_ours
 from rules.engine import Rule
 from rules.features import SCOPE_OF, window_bounds
 
@@ -56,8 +57,10 @@ class PassResult:
         return "; ".join(f"{h.rule}: {h.reason}" for h in self.held) or None
 
 
-def plan(store, findings: list[Finding], now: datetime, breaker_share: float, breaker_floor: int) -> PassResult:
-    """What this pass would change, without writing anything."""
+def plan(store, findings: list[Finding], now: datetime, breaker_share: float, breaker_floor: int,
+         protected=()) -> PassResult:
+    """What this pass would change, without writing anything. ``protected``: our own addresses
+    and ranges besides the host's (settings host, trusted_proxies)."""
     result = PassResult(now, findings)
     allow = Allowlist(store, now)
     wanted: list[tuple[Finding, str]] = []
@@ -97,7 +100,7 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
                 result.extended.append(d)
             continue
         result.new.append(d)
-    result.held = _breaker(store, result, still_held, breaker_share, breaker_floor)
+    result.held = _ours(result, protected) + _breaker(store, result, still_held, breaker_share, breaker_floor)
     return result
 
 
@@ -162,6 +165,20 @@ def _history(store, wanted: list[tuple[Finding, str]], now: datetime) -> list[tu
     return [r[1:] for r in rows]
 
 
+def _ours(result: PassResult, protected) -> list[Hold]:
+    """A rule's new ban or throttle on this server or a trusted proxy is held: when the proxy's
+    log gives every client the load balancer's address (a missing real_ip or --behind), that
+    address is the heaviest client there is, and banning it would ban everyone."""
+    holds = []
+    for d in result.new:
+        net = _net(d.value) if d.scope in ("ip", "range") and not d.simulated else None
+        why = covers_ours(net, protected) if net is not None else None
+        if why:
+            d.held = why
+            holds.append(Hold(d.rule, why, [d]))
+    return holds
+
+
 # The widest range a rule may ban, by IP version: a wider one is held whatever the numbers.
 WIDEST = {4: 16, 6: 32}
 
@@ -176,7 +193,7 @@ def _breaker(store, result: PassResult, still_held: list[Decision], share: float
     holds: list[Hold] = []
     judged: dict[str, list[Decision]] = defaultdict(list)
     for d in result.new:
-        if d.effect != "ban" or d.simulated:
+        if d.effect != "ban" or d.simulated or d.held:
             continue
         net = _net(d.value) if d.scope == "range" else None
         if net and net.prefixlen < WIDEST[net.version]:

@@ -38,8 +38,8 @@ def test_the_command_line_lists_approves_and_drops_held_decisions(workdir, monke
             "last 24h; one rule may ban 5 in a pass: 2% of them, at least 5); approve with "
             "`pullwarden decisions approve --rule broken-everyone --reason ...`") in res.stdout
     # each new decision counted once: enforced, held (per rule) or simulated
-    assert ("findings 52  new decisions 52: 3 enforced, 45 held by the circuit breaker (rule broken-everyone: 45), "
-            "4 simulated  extended 0\n") in res.stdout
+    assert ("findings 53  new decisions 53: 3 enforced, 45 held by the circuit breaker (rule broken-everyone: 45), "
+            "5 simulated  extended 0\n") in res.stdout
     held = json.loads(invoke("decisions", "list", "--held", "--json").stdout)
     assert len(held) == 45 and {d["rule"] for d in held} == {"broken-everyone"}
     assert all(d["held"].startswith("the rule would hit 45 of the 45") for d in held)
@@ -135,3 +135,26 @@ def test_the_api_never_enforces_held_decisions_and_admins_approve_or_drop_them(a
     audit = httpx.get(api.url + "/v1/admin/audit", headers=admin).json()
     assert sorted((e["actor"], e["action"], json.loads(e["details"])["ids"], e["reason"]) for e in audit) == [
         ("admin", "approve held", [a], "scraper"), ("admin", "drop held", [b], "typo")]
+
+
+def test_a_rule_never_bans_or_throttles_a_trusted_proxy_or_this_server(tmp_path):
+    """When the log gives every client the load balancer's address (real_ip or --behind
+    missing), that address is the heaviest client there is: the rule's decision is held, with
+    the reason, and the storm of an ordinary address beside it is enforced."""
+    from rules.detect import detect
+    from rules.engine import load_rules
+    from tests.detect_helpers import T0, add_events, settings, storm
+    store = open_store(str(tmp_path / "db.duckdb"))
+    cfg = settings(db=str(tmp_path / "db.duckdb"), trusted_proxies=["10.0.0.0/30"])
+    add_events(store, storm("10.0.0.2", hours=24) + storm("127.0.0.1", hours=24) + storm("203.0.113.9", hours=24))
+    result = detect(store, cfg, load_rules(store, ["default"]), T0 + timedelta(hours=24))
+    made = {d.value: d for d in result.new if d.rule == "ci-repull-storm"}
+    assert set(made) == {"10.0.0.2", "127.0.0.1", "203.0.113.9"}
+    assert made["10.0.0.2"].held == ("10.0.0.2/32 covers this server or a trusted proxy (10.0.0.0/30): "
+                                     "a ban there bans everyone behind it")
+    assert made["127.0.0.1"].held.startswith("127.0.0.1/32 covers this server or a trusted proxy (127.0.0.1/32)")
+    assert made["203.0.113.9"].held is None
+    in_force = store.execute("""select value from decisions where held is null and not simulated
+                                and revoked_at is null""")
+    assert in_force == [("203.0.113.9",)]
+    store.close()
