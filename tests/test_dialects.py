@@ -96,6 +96,20 @@ def install(api, p: dict) -> dict:
     return json.loads(gzip.decompress(api.services.publisher.publish().body))
 
 
+def server_block(folder, port: int, body: str) -> str:
+    """nginx on loopback with the include, taking the client from X-Forwarded-For (as behind a
+    load balancer), answering 200 with ``body`` whatever the include lets through."""
+    return f"""server {{
+        listen 127.0.0.1:{port};
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Forwarded-For;
+        location /v2/ {{
+            include {folder}/location.conf;
+            return 200 {body};
+        }}
+    }}"""
+
+
 def check(api, ip, image=None, user=None) -> dict:
     params = {k: v for k, v in (("ip", ip), ("image", image), ("user", user)) if v}
     return api.client.get("/v1/check", params=params).json()
@@ -130,15 +144,7 @@ def test_every_dialect_says_what_check_says(api, tmp_path_factory, p):
     files = render(policy, warn=lambda m: None)
     folder = tmp_path_factory.mktemp("nginx")
     port = free_port()
-    servers = f"""server {{
-        listen 127.0.0.1:{port};
-        set_real_ip_from 127.0.0.1;
-        real_ip_header X-Forwarded-For;
-        location /v2/ {{
-            include {folder}/location.conf;
-            return 200 "$pullwarden_effective_tier";
-        }}
-    }}"""
+    servers = server_block(folder, port, '"$pullwarden_effective_tier"')
     bouncer = StreamClient(api.keys["proxy"], lapi_url=api.url + "/", interval=1)
     bouncer.cycle("true")
     disagreements = []
@@ -192,15 +198,7 @@ def test_nginx_tells_a_banned_client_why(api, tmp_path):
     policy = json.loads(gzip.decompress(api.services.publisher.publish().body))
     files = render(policy, warn=lambda m: None)
     port = free_port()
-    servers = f"""server {{
-        listen 127.0.0.1:{port};
-        set_real_ip_from 127.0.0.1;
-        real_ip_header X-Forwarded-For;
-        location /v2/ {{
-            include {tmp_path}/location.conf;
-            return 200 "ok";
-        }}
-    }}"""
+    servers = server_block(tmp_path, port, '"ok"')
     with nginx(tmp_path, files, servers, port), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as proxy:
         # docker shows the body of a refusal: the ban's reason, quotes and all, on one line, as
         # /v1/check gives it
