@@ -40,13 +40,15 @@ def roll_up_objects(store, batch: int | None = None) -> int:
 def _slice(store, batch: int | None) -> int:
     last = store.value("select last_rowid from rollup_state where name = 'object_events'")
     last = -1 if last is None else last
-    top = store.value("select max(rowid) from object_events")
+    top = store.value("select max(seq) from object_events")
     if top is None or top <= last:
         return 0
     if batch:
-        top = min(top, last + batch)
-    lo_ts, hi_ts = store.execute("select min(ts), max(ts) from object_events where rowid > ? and rowid <= ?",
-                                 [last, top])[0]
+        # seq has gaps (a rolled-back chunk's numbers are not given again): the batch'th new row's
+        top = store.value("select max(seq) from (select seq from object_events where seq > ? order by seq limit ?)",
+                          [last, batch])
+    n, lo_ts, hi_ts = store.execute("select count(*), min(ts), max(ts) from object_events where seq > ? and seq <= ?",
+                                    [last, top])[0]
     p = {"lo": last, "hi": top, "tlo": lo_ts - timedelta(seconds=JOIN_SECONDS),
          "thi": hi_ts + timedelta(seconds=SKEW_SECONDS), "join": JOIN_SECONDS, "skew": SKEW_SECONDS}
     store.execute("begin")
@@ -74,7 +76,7 @@ def _slice(store, batch: int | None) -> int:
     except BaseException:
         store.execute("rollback")
         raise
-    return top - last
+    return n
 
 
 # One row per new download, with who it is counted for. `asked`: a 307 in the proxy's log
@@ -83,12 +85,12 @@ def _slice(store, batch: int | None) -> int:
 _JOINED = """
 create temp table pw_joined as
 with o as (
-    select rowid as rid, * from object_events n
-    where rowid > $lo and rowid <= $hi and method = 'GET' and status in (200, 206) and bytes > 0
+    select seq as rid, * from object_events n
+    where seq > $lo and seq <= $hi and method = 'GET' and status in (200, 206) and bytes > 0
       and not exists (select 1 from object_events d
-                      where d.rowid <= $lo and d.ts >= $tlo and d.ts <= $thi
+                      where d.seq <= $lo and d.ts >= $tlo and d.ts <= $thi
                         and d.request_id = n.request_id and d.ts = n.ts and d.source = n.source)
-    qualify request_id is null or row_number() over (partition by source, request_id, ts order by rowid) = 1
+    qualify request_id is null or row_number() over (partition by source, request_id, ts order by seq) = 1
 ),
 r as (
     select client_ip, user_agent, remote_user, registry, repository, digest, ts,

@@ -64,8 +64,20 @@ def test_events_go_only_once_rolled_up_and_only_before_the_cutoff(run):
     assert (done["events"], done["proxy_events"], done["object_events"]) == (0, 1, 0)
     roll_up(r.store)
     assert prune(r.store, 90, NOW, keep_events_days=35)["events"] == 2
+    # object-store rows likewise, by their own watermark (rules/objectjoin.py)
+    r.store.execute("""insert into object_events (ts, client_ip, source, method, status, bytes, digest, file_id)
+                       values (?, '203.0.113.9', 's3', 'GET', 200, 10, 'sha256:aa', 2),
+                              (?, '203.0.113.9', 's3', 'GET', 200, 20, 'sha256:aa', 2)""", [old, new])
+    assert prune(r.store, 90, NOW, keep_events_days=35)["object_events"] == 0
+    roll_up(r.store)
+    assert prune(r.store, 90, NOW, keep_events_days=35)["object_events"] == 1
+    r.store.execute("checkpoint")
+    r.store.execute("""insert into object_events (ts, client_ip, source, method, status, bytes, digest, file_id)
+                       values (?, '203.0.113.9', 's3', 'GET', 200, 40, 'sha256:aa', 2)""", [new])
+    roll_up(r.store)
+    assert r.store.value("select sum(object_bytes) from facts_hourly") == 70
     assert r.store.value("select count(*) from events") == 1
-    assert r.store.value("select sum(requests) from facts_hourly") == 3     # the roll-ups keep counting them
+    assert r.store.value("select sum(requests) from facts_hourly where client_ip like '192.0.2.%'") == 3   # still counted
     assert prune(r.store, 90, NOW, keep_events_days=1)["events"] == 0       # never under 8 days: detection's week
     assert "events" not in prune(r.store, 90, NOW)                          # None: events kept whole
 
