@@ -240,6 +240,7 @@ from cli import admin as _admin, demo as _demo, detect as _detect, serve as _ser
 from cli import dashboard as _dashboard  # noqa: E402,F401
 from cli import report as _report  # noqa: E402,F401  (pullwarden report monthly)
 from cli import export as _export  # noqa: E402,F401  (pullwarden export parquet)
+from cli import backup as _backup  # noqa: E402,F401  (pullwarden backup, restore)
 
 
 if __name__ == "__main__":

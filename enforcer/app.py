@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from enforcer.deps import CrowdSecForbidden, crowdsec_forbidden
-from enforcer.routes import admin, budget, crowdsec, export, health, keys, policy, stats
+from enforcer.routes import admin, backup, budget, crowdsec, export, health, keys, policy, stats
 from enforcer.service import Services
 
 
@@ -15,7 +15,7 @@ def create_app(services: Services) -> FastAPI:
                   description="Policy for registry-mirror proxies: bans, rate tiers, image lists.")
     app.state.services = services
     app.add_exception_handler(CrowdSecForbidden, crowdsec_forbidden)
-    for module in (health, policy, crowdsec, admin, export, keys, stats, budget):
+    for module in (health, policy, crowdsec, admin, export, backup, keys, stats, budget):
         app.include_router(module.router)
     app.include_router(stats.whoami_router)
     return app

@@ -1,0 +1,46 @@
+"""POST /v1/admin/backup: a copy of the whole database written by the server while it runs, for
+`pullwarden backup DEST` while serve holds the DuckDB file (core/backup.py: one read transaction,
+so ingest, detection and admin changes go on meanwhile)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from enforcer.changes import audit
+from enforcer.deps import AdminKey, ServicesDep
+
+router = APIRouter(prefix="/v1/admin/backup", tags=["admin"])
+
+
+class BackupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dest: str = Field(min_length=2, max_length=4096, description="a new file's absolute path on the server's file system")
+
+
+class BackupOut(BaseModel):
+    path: str
+    bytes: int
+    seconds: float
+    schema_version: int
+    rows: dict[str, int]
+
+
+@router.post("", response_model=BackupOut, status_code=201)
+def make_backup(services: ServicesDep, who: AdminKey, body: BackupIn) -> dict:
+    """Copy the database to DEST, a file that must not exist yet; the server's file system, the
+    server's user. On the analytics thread: it never waits for an ingest run, and no checkpoint
+    runs during it. Audited: an admin key makes the server write a file."""
+    from core.backup import backup
+    dest = Path(body.dest)
+    if not dest.is_absolute() or ".." in dest.parts:
+        raise HTTPException(422, f"{body.dest}: give the destination as an absolute path without '..'")
+    try:
+        done = services.read(lambda store: backup(store, dest))
+    except (OSError, FileExistsError) as e:
+        raise HTTPException(422, str(e)) from None
+    with services.lock:
+        audit(services.store, who.name, "backup", str(dest), {"bytes": done["bytes"], "rows": done["rows"]},
+              None, services.clock())
+    return done
