@@ -10,7 +10,7 @@ import click
 from cli.main import cli, fail, open_or_fail, with_settings
 
 
-def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
+def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
     import sys
 
     import uvicorn
@@ -29,7 +29,7 @@ def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
     # A job thread busy in Python (a policy rebuild, a detection pass's planning) would hold the
     # GIL for the default 5 ms at a time, and every request would wait that long per switch.
     sys.setswitchinterval(0.0005)
-    services = Services(store, cfg)
+    services = Services(store, cfg, **({"clock": clock} if clock else {}))
     scheduler = start(services)
     for name, seconds, fn in extra_jobs:
         scheduler.add_job(fn, "interval", seconds=seconds, id=name, name=name)
@@ -62,11 +62,31 @@ def _serve(cfg, banner: str = "", extra_jobs=()) -> None:
 @click.option("--replica-of", default=None, metavar="DIR",
               help="Serve as a read-only replica: the policy a writer publishes into DIR, no DuckDB file "
               "(setting replica_of).")
+@click.option("--clock-start", metavar="TIME", default=None,
+              help="Soak tests and demos only, never a live mirror: serve runs on a simulated clock that reads TIME "
+              "(ISO 8601, UTC) at --clock-origin and runs --clock-rate times faster than the wall clock, so that "
+              "days of detection and retention pass in minutes (bench/soak.py). Every job and answer follows it.")
+@click.option("--clock-rate", type=float, default=1.0, show_default=True,
+              help="With --clock-start: simulated seconds per wall-clock second (2880: a day every 30 s). The "
+              "daily prune then runs every simulated day.")
+@click.option("--clock-origin", type=float, default=None, metavar="UNIX_TIME",
+              help="With --clock-start: the wall-clock instant (Unix seconds) at which the simulated clock reads "
+              "TIME (default: when serve starts), so that a log writer can follow the same clock.")
 @with_settings
-def serve(cfg):
-    """Run the enforcer API and the scheduled jobs (tail-ingest `sources`, detect, publish) in
-    one process, which owns the DuckDB file while it runs."""
-    _serve(cfg)
+def serve(cfg, clock_start, clock_rate, clock_origin):
+    """Run the enforcer API and the scheduled jobs (tail-ingest `sources`, detect, publish, prune
+    daily) in one process, which owns the DuckDB file while it runs. Live, it runs on the wall
+    clock; --clock-start gives it a simulated one for soak tests."""
+    clock = None
+    if clock_start is not None:
+        from core.clock import Simulated, parse_time
+        try:
+            clock = Simulated(parse_time(clock_start), clock_rate, clock_origin)
+        except ValueError as e:
+            fail(f"--clock-start/--clock-rate: {e}")
+    elif clock_rate != 1.0 or clock_origin is not None:
+        fail("--clock-rate and --clock-origin shape a simulated clock: give --clock-start too")
+    _serve(cfg, clock=clock)
 
 
 @cli.command()

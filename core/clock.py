@@ -5,7 +5,8 @@ command of the replay uses, so `detect`, `decisions list --active`, revocations 
 rows agree."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 
 LATEST = "latest"
 
@@ -39,3 +40,20 @@ def resolve(setting: str, store=None) -> datetime:
 
 def is_replay(setting: str) -> bool:
     return bool(setting)
+
+
+class Simulated:
+    """A clock that reads ``start`` at the wall-clock instant ``origin`` (Unix seconds) and runs
+    ``rate`` times faster than the wall clock: `pullwarden serve --clock-start`, for soak tests
+    and demos that need days to pass in minutes (bench/soak.py). A log writer that knows the
+    same three numbers stamps its lines with the same time. Never for a live mirror: detection,
+    expiries, the audit log and retention all follow it."""
+
+    def __init__(self, start: datetime, rate: float = 1.0, origin: float | None = None):
+        if rate <= 0:
+            raise ValueError(f"the clock's rate must be above 0, not {rate}")
+        self.start, self.rate = start, float(rate)
+        self.origin = time.time() if origin is None else float(origin)
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=(time.time() - self.origin) * self.rate)

@@ -111,3 +111,17 @@ def test_a_months_report_outlives_its_events_then_its_roll_ups(tmp_path):
     assert archive.build(s, "2026-10", c, later, refresh=True).outputs == first.outputs   # never an empty one
     assert "2026-10" in [m["month"] for m in archive.listing(s, "UTC")]
     s.close()
+
+
+def test_a_simulated_clock_for_soak_tests_and_serve_refuses_half_of_one(workdir):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from core.clock import Simulated
+    clock = Simulated(datetime(2026, 1, 1), 86400, origin=time.time() - 2)     # a day a second, 2 s ago
+    assert datetime(2026, 1, 3) <= clock() < datetime(2026, 1, 3, 12)
+    assert clock.rate == 86400
+    res = CliRunner().invoke(cli, ["serve", "--clock-rate", "10"])
+    assert res.exit_code == 2 and "give --clock-start too" in res.output
+    res = CliRunner().invoke(cli, ["serve", "--clock-start", "2026-01-01", "--clock-rate", "0"])
+    assert res.exit_code == 2 and "above 0" in res.output
