@@ -434,18 +434,26 @@ class Ingester:
 
     def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int | Future,
                     kept: int, fmt=None) -> dict:
+        # seq, the roll-ups' watermark (migration 12), is one number a chunk, taken from the
+        # table's sequence: a nextval for every row made the load half as fast again (200,000
+        # lines: 1.2-1.4 s -> 1.9-2.0 s), and the roll-ups only need "added after"
         if getattr(fmt, "object_store", False):
             # an object store's rows: the store's remote IP is the client, no X-Forwarded-For
+            seq = self.store.value("select nextval('object_event_seq')")
             events = self.store.value(f"""
-                insert into object_events by name      -- seq: the table's sequence (migration 12)
-                with lines as ({LINES_FAST}), parsed as ({select})
-                {objectlogs.rows_sql('parsed')}""", {"src": src, "file_id": file_id, "source": fmt.name})
+                insert into object_events by name
+                select *, $seq::bigint as seq from (
+                    with lines as ({LINES_FAST}), parsed as ({select})
+                    {objectlogs.rows_sql('parsed')})""",
+                {"src": src, "file_id": file_id, "source": fmt.name, "seq": seq})
         else:
             params = {"src": src, "file_id": file_id, **self._trusted_peers(select, src), **self.params}
+            seq = self.store.value("select nextval('event_seq')")
             events = self.store.value(f"""
-                insert into events by name             -- seq: the table's sequence, the roll-ups' watermark
-                with lines as ({LINES_FAST}), parsed as ({select})
-                {normalize.events_sql('parsed')}""", params)
+                insert into events by name
+                select *, $seq::bigint as seq from (
+                    with lines as ({LINES_FAST}), parsed as ({select})
+                    {normalize.events_sql('parsed')})""", {**params, "seq": seq})
         if isinstance(lines, Future):
             lines = lines.result()
             if lines is None:

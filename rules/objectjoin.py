@@ -85,12 +85,12 @@ def _slice(store, batch: int | None) -> int:
 _JOINED = """
 create temp table pw_joined as
 with o as (
-    select seq as rid, * from object_events n
+    select rowid as rid, * from object_events n
     where seq > $lo and seq <= $hi and method = 'GET' and status in (200, 206) and bytes > 0
       and not exists (select 1 from object_events d
                       where d.seq <= $lo and d.ts >= $tlo and d.ts <= $thi
                         and d.request_id = n.request_id and d.ts = n.ts and d.source = n.source)
-    qualify request_id is null or row_number() over (partition by source, request_id, ts order by seq) = 1
+    qualify request_id is null or row_number() over (partition by source, request_id, ts order by seq, rowid) = 1
 ),
 r as (
     select client_ip, user_agent, remote_user, registry, repository, digest, ts,
