@@ -118,7 +118,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Days of raw events (events, object_events, proxy_events; by event time) that are kept: 35 covers a "
             "month's report and a week of detection windows. Older ones are deleted by `pullwarden prune` and "
             "daily in serve, and only once rolled up: reports, the dashboard and detection read the hourly "
-            "roll-ups, kept for keep_rollups_days (`stats` reads events, so it covers these days only)."),
+            "roll-ups, kept for keep_rollups_days (so does `stats`)."),
     Setting("keep_rollups_days", int, 400,
             "Days of hourly roll-ups (what the dashboard, the reports and detection read) that are kept: 400 keeps "
             "a year and its month before for comparisons. A month whose roll-ups are gone is served from its "
