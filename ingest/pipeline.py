@@ -24,8 +24,8 @@ import duckdb
 
 from ingest import formats, normalize, objectlogs
 from ingest.enrich import GeoDB, enrich_new
-from ingest.sources import (FP_LEN, Chunk, SourceError, content_tail, discover, fingerprint, is_gzip,
-                            read_chunks, read_head, scan, settled, unchanged)
+from ingest.sources import (Chunk, FP_LEN, Moved, SourceError, content_tail, discover, fingerprint, is_gzip,
+                            pin, read_chunks, read_head, scan, settled, unchanged)
 
 SNIFF_BYTES = 64 * 1024
 IN_PLACE_MAX = 8 << 30      # a settled file up to this size is loaded in one transaction
@@ -221,14 +221,14 @@ class Ingester:
             if is_gzip(path) and self._archive_done(path):
                 continue
             try:
-                head = read_head(path)
+                head, here = pin(path)
             except SourceError as e:
                 self.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
                 continue
             if not head:
                 continue
             # (a .gz is checked against the row when it is read: here that would decompress it twice)
-            record, _ = self._match(head, path, verify=not is_gzip(path))
+            record, _ = self._match(head, path, here, verify=not is_gzip(path))
             if self.forced:
                 fmt = self.forced
             elif record:
@@ -254,9 +254,10 @@ class Ingester:
         return bool(self.store.value("select count(*) from archives_read where path = ? and size = ? and mtime = ?",
                                      [str(path.resolve()), st.st_size, st.st_mtime]))
 
-    def _match(self, head: bytes, path: Path, verify: bool = True) -> tuple[dict | None, dict | None]:
+    def _match(self, head: bytes, path: Path, here: tuple, verify: bool = True) -> tuple[dict | None, dict | None]:
         """The row of the file whose content ``head`` starts (None for a new file), and a row
         that starts alike but that this file is not the rest of (for a notice), or None.
+        ``here``: the (device, inode) the head was read from (sources.pin).
 
         Same first bytes are not enough: two nodes' logs may start with the same lines. A row
         is this file's when it is the same file (device and inode: a renamed, rotated log), or
@@ -268,7 +269,6 @@ class Ingester:
         rows = self.store.execute(f"select {', '.join(cols)} from files where fp_len <= ? order by fp_len desc",
                                   [len(head)])
         found = [rec for row in rows if fingerprint(head[:(rec := dict(zip(cols, row)))["fp_len"]]) == rec["fingerprint"]]
-        here = _identity(path)
         same = [rec for rec in found if (rec["dev"], rec["inode"]) == here]
         moved = [rec for rec in found if rec not in same
                  and (rec["inode"] is None or is_gzip(path) or not self._still_there(rec))]
@@ -288,9 +288,8 @@ class Ingester:
         """Whether the file a row knows is still at its path and still starts as it did."""
         path = Path(rec["path"])
         try:
-            if _identity(path) != (rec["dev"], rec["inode"]):
-                return False
-            return fingerprint(read_head(path)[:rec["fp_len"]]) == rec["fingerprint"]
+            head, here = pin(path)
+            return here == (rec["dev"], rec["inode"]) and fingerprint(head[:rec["fp_len"]]) == rec["fingerprint"]
         except (OSError, SourceError):
             return False
 
@@ -317,6 +316,8 @@ class Ingester:
                 report.files.append(rep)
                 try:
                     self._read_file(path, fmt, rep, tmp)
+                except Moved:
+                    report.more = True      # rotated under us: the next pass reads it by its new name
                 except SourceError as e:
                     rep.error = str(e)
             report.more = report.more or self._more
@@ -335,35 +336,40 @@ class Ingester:
             shutil.rmtree(tmp, ignore_errors=True)
         return report
 
-    def _chunks(self, path: Path, offset: int, tmp: Path, in_place: bool = True) -> Iterator[tuple[Chunk, Path]]:
+    def _chunks(self, path: Path, offset: int, tmp: Path, in_place: bool = True,
+                expect: tuple | None = None) -> Iterator[tuple[Chunk, Path]]:
         """A settled file is read in place in one go; anything else (a live log, an append,
-        a .gz, bytes that need sanitizing) is copied chunk by chunk."""
+        a .gz, bytes that need sanitizing) is copied chunk by chunk. ``expect``: the file's
+        (device, inode) when it was identified; another file at the path raises Moved."""
         stamp = settled(path, offset, self.clock(), self.in_place_max) if in_place else None
+        if stamp and expect is not None and not is_gzip(path) and _identity(path) != tuple(expect):
+            raise Moved(f"{path}: rotated while it was read: left for the next pass")
         if stamp:
             # the scan runs beside DuckDB's load; _load_chunk waits for it before deciding
             lines = self._pool.submit(scan, path)
             tail = content_tail(path, stamp[0]) or b""      # a changed file is caught by unchanged()
             yield Chunk(b"", stamp[0], lines, size=stamp[0], in_place=stamp, tail=tail), path
             return
-        yield from prefetch(read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock()), tmp)
+        yield from prefetch(read_chunks(path, offset, self.settings.chunk_mb << 20, now=self.clock(),
+                                        expect=None if is_gzip(path) else expect), tmp)
 
     def _read_file(self, path: Path, fmt, rep: FileReport, tmp: Path, in_place: bool = True) -> None:
-        head = read_head(path)
+        head, here = pin(path)
         now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
         # Match again: a file read earlier in this pass (access.log.1 before access.log.1.gz)
         # may have created or advanced the row that this one shares.
-        record, lookalike = self._match(head, path)
+        record, lookalike = self._match(head, path, here)
         # Never read a look-alike from the other file's offset (its first lines would be lost):
         # it is read from the start, and said so unless it is simply the new log at a rotated path.
         # (An inode alone proves nothing: a deleted file's inode is given to the next new file.)
         if lookalike is not None and lookalike["path"] == str(path):
-            if (lookalike["dev"], lookalike["inode"]) == _identity(path):
+            if (lookalike["dev"], lookalike["inode"]) == here:
                 self._notices.append(f"{path}: no longer holds what was read of it (truncated and written "
                                      "again): read from the start")
         elif lookalike is not None:
             self._notices.append(f"{path}: starts like {lookalike['path']} (read before) but is not the rest "
                                  "of it: read as a file of its own")
-        ident = _identity(path) if not is_gzip(path) else (None, None)
+        ident = here if not is_gzip(path) else (None, None)
         if record is None:
             file_id = self.store.value("""
                 insert into files (path, fingerprint, fp_len, compressed, format, first_seen, last_read, dev, inode,
@@ -385,7 +391,7 @@ class Ingester:
         select = normalize.checked(fmt.select_sql())
         kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
         line = self.store.value("select lines from files where file_id = ?", [file_id])
-        for chunk, chunk_file in self._chunks(path, offset, tmp, in_place):
+        for chunk, chunk_file in self._chunks(path, offset, tmp, in_place, expect=here):
             self.store.execute("begin")
             try:
                 try:

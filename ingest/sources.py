@@ -96,6 +96,34 @@ def read_head(path: Path, size: int = FP_LEN) -> bytes:
         raise SourceError(f"{path}: cannot read: {e}") from None
 
 
+class Moved(SourceError):
+    """The file at a path is no longer the one that was identified there (rotated in between):
+    it is left for the next pass, which finds each file under its new name."""
+
+
+def pin(path: Path) -> tuple[bytes, tuple]:
+    """The first bytes and the (device, inode) of the file at ``path``, from one open file:
+    read by path one after the other, a rotation in between (numbered rotation renames every
+    file at once) gave one file's first bytes another file's identity, and its lines were read
+    again as a new file's."""
+    if is_gzip(path):
+        st = _stat(path)
+        return read_head(path), (st.st_dev, st.st_ino)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            return f.read(FP_LEN), (st.st_dev, st.st_ino)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read: {e}") from None
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read: {e}") from None
+
+
 def content_tail(path: Path, offset: int) -> bytes | None:
     """The TAIL_LEN bytes of content just before ``offset`` (fewer near the start), or None
     when the content ends before ``offset``. One small read for a plain file; a .gz is
@@ -154,14 +182,19 @@ def sanitize(data: bytes) -> bytes:
     return data
 
 
-def read_chunks(path: Path, offset: int, chunk_bytes: int, now: float | None = None) -> Iterator[Chunk]:
+def read_chunks(path: Path, offset: int, chunk_bytes: int, now: float | None = None,
+                expect: tuple | None = None) -> Iterator[Chunk]:
     """Yield complete lines from ``offset`` on. A trailing line without newline is taken only
-    from a finished file: a .gz, or one that has not changed for IDLE_SECONDS."""
+    from a finished file: a .gz, or one that has not changed for IDLE_SECONDS. ``expect``: the
+    (device, inode) the file was identified by; another file at the path raises Moved."""
     compressed = is_gzip(path)
     opener = gzip.open if compressed else open
     try:
         idle = compressed or (now or time.time()) - path.stat().st_mtime >= IDLE_SECONDS
         with opener(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if expect is not None and (st.st_dev, st.st_ino) != tuple(expect):
+                raise Moved(f"{path}: rotated while it was read: left for the next pass")
             # from a little before the offset: each chunk carries the bytes that end it
             start = max(0, offset - TAIL_LEN)
             if compressed:

@@ -128,3 +128,47 @@ def test_a_row_from_before_the_tail_check_still_resumes(run, workdir):
     assert r.ingest(log).total("lines") == 5
     assert r.store.value("select tail_fp is not null from files")       # filled in by the read
     assert stored(r) == {"10.9.9.9": 30, "192.0.2.1": 15}
+
+
+@pytest.mark.parametrize("when", ["after it is identified", "before it is identified"])
+def test_numbered_rotation_in_the_middle_of_a_pass_stores_every_line_once(run, workdir, monkeypatch, when):
+    """logrotate's numbered rotation renames every file at once (access.log -> .1 -> .2). Done
+    while a pass goes from file to file, a path holds another file than the one planned there,
+    or than the one identified a moment before: each file must still be read from its own
+    offset, under whatever name it has when it is read."""
+    from ingest.pipeline import Ingester
+    folder = workdir / "logs"
+    folder.mkdir()
+    log = folder / "access.log"
+    log.write_text(lines("192.0.2.1", 0, 40))
+    (folder / "access.log.1").write_text(lines("192.0.2.2", 0, 50))
+    r = run()
+    r.ingest(folder)                                            # both read: 40 + 50
+    log.write_text(log.read_text() + lines("192.0.2.1", 40, 60))   # the live log grows by 20
+
+    def rotate():
+        os.rename(folder / "access.log.1", folder / "access.log.2")
+        os.rename(log, folder / "access.log.1")
+        log.write_text(lines("192.0.2.3", 0, 100))                 # a new live log, longer than the old offset
+    rotated, calls = [], []
+    real = Ingester._match
+
+    def match(self, head, path, here, verify=True):
+        # the first call for access.log is the plan's, the second the read's, its first bytes
+        # just taken
+        calls.append(path.name)
+        reading = path.name == "access.log" and calls.count("access.log") == 2
+        if when == "before it is identified" and reading:
+            rotated.append(path)
+            rotate()
+        found = real(self, head, path, here, verify)
+        if when == "after it is identified" and reading:
+            rotated.append(path)
+            rotate()
+        return found
+    monkeypatch.setattr(Ingester, "_match", match)
+    first = r.ingest(folder)
+    assert rotated
+    r.ingest(folder)                                            # the next pass reads what was left
+    r.ingest(folder)
+    assert stored(r) == {"192.0.2.1": 60, "192.0.2.2": 50, "192.0.2.3": 100}, first
