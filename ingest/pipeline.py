@@ -284,6 +284,13 @@ class Ingester:
         tail = content_tail(path, rec["read_offset"])
         return tail is not None and fingerprint(tail) == rec["tail_fp"]
 
+    @staticmethod
+    def _identity_now(path: Path) -> tuple | None:
+        try:
+            return _identity(path)
+        except OSError:
+            return None
+
     def _still_there(self, rec: dict) -> bool:
         """Whether the file a row knows is still at its path and still starts as it did."""
         path = Path(rec["path"])
@@ -359,6 +366,10 @@ class Ingester:
         # Match again: a file read earlier in this pass (access.log.1 before access.log.1.gz)
         # may have created or advanced the row that this one shares.
         record, lookalike = self._match(head, path, here)
+        # matching reads the bytes before a row's offset by path: a rotation meanwhile compared
+        # another file's bytes, and this one would be taken for a new file and read again
+        if not is_gzip(path) and self._identity_now(path) != here:
+            raise Moved(f"{path}: rotated while it was read: left for the next pass")
         # Never read a look-alike from the other file's offset (its first lines would be lost):
         # it is read from the start, and said so unless it is simply the new log at a rotated path.
         # (An inode alone proves nothing: a deleted file's inode is given to the next new file.)

@@ -130,7 +130,7 @@ def test_a_row_from_before_the_tail_check_still_resumes(run, workdir):
     assert stored(r) == {"10.9.9.9": 30, "192.0.2.1": 15}
 
 
-@pytest.mark.parametrize("when", ["after it is identified", "before it is identified"])
+@pytest.mark.parametrize("when", ["after it is identified", "before it is identified", "while it is matched"])
 def test_numbered_rotation_in_the_middle_of_a_pass_stores_every_line_once(run, workdir, monkeypatch, when):
     """logrotate's numbered rotation renames every file at once (access.log -> .1 -> .2). Done
     while a pass goes from file to file, a path holds another file than the one planned there,
@@ -167,8 +167,23 @@ def test_numbered_rotation_in_the_middle_of_a_pass_stores_every_line_once(run, w
             rotate()
         return found
     monkeypatch.setattr(Ingester, "_match", match)
+    real_continues = Ingester._continues
+
+    def continues(self, rec, path):
+        # between the file's first bytes (taken from the open file) and the bytes before the
+        # row's offset (read by path)
+        if when == "while it is matched" and path.name == "access.log" and calls.count("access.log") == 2 \
+                and not rotated:
+            rotated.append(path)
+            rotate()
+        return real_continues(self, rec, path)
+    monkeypatch.setattr(Ingester, "_continues", continues)
     first = r.ingest(folder)
     assert rotated
     r.ingest(folder)                                            # the next pass reads what was left
     r.ingest(folder)
     assert stored(r) == {"192.0.2.1": 60, "192.0.2.2": 50, "192.0.2.3": 100}, first
+    # one row a file: a second row for a file (the same first bytes and inode) read from 0
+    # would store it again, as soon as it came first in the match
+    assert r.store.value("""select count(*) from (select fingerprint, inode from files
+                            group by all having count(*) > 1)""") == 0
