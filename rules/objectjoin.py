@@ -24,6 +24,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from core.values import prefix_of
+from rules.watermark import advance, pending
 
 JOIN_SECONDS = 600     # a signed URL's life: CRProxy and the stores' SDKs sign for 10-20 minutes
 SKEW_SECONDS = 60      # the proxy's and the store's clocks, and a 307 stamped when it ended
@@ -38,15 +39,10 @@ def roll_up_objects(store, batch: int | None = None) -> int:
 
 
 def _slice(store, batch: int | None) -> int:
-    last = store.value("select last_rowid from rollup_state where name = 'object_events'")
-    last = -1 if last is None else last
-    top = store.value("select max(seq) from object_events")
-    if top is None or top <= last:
+    todo = pending(store, "object_events", batch)
+    if todo is None:
         return 0
-    if batch:
-        # seq has gaps (a rolled-back chunk's numbers are not given again): the batch'th new row's
-        top = store.value("select max(seq) from (select seq from object_events where seq > ? order by seq limit ?)",
-                          [last, batch])
+    last, top = todo
     n, lo_ts, hi_ts = store.execute("select count(*), min(ts), max(ts) from object_events where seq > ? and seq <= ?",
                                     [last, top])[0]
     p = {"lo": last, "hi": top, "tlo": lo_ts - timedelta(seconds=JOIN_SECONDS),
@@ -71,7 +67,7 @@ def _slice(store, batch: int | None) -> int:
             from pw_joined where digest is not null group by all""")
         _relays(store)
         store.execute("drop table pw_joined")
-        store.execute("insert or replace into rollup_state values ('object_events', $hi)", {"hi": top})
+        advance(store, "object_events", top)
         store.execute("commit")
     except BaseException:
         store.execute("rollback")
@@ -135,7 +131,7 @@ def _relays(store) -> None:
     when the ASN database may have been refreshed. Only the URL's own referer says who asked:
     a download matched to someone's 307 by time and blob alone is no evidence against them."""
     pairs = store.execute("select distinct who, download_ip from pw_joined where referred and who <> download_ip")
-    apart = [(w, d) for w, d in pairs if prefix_of(w) is None or prefix_of(w) != prefix_of(d)]
+    apart = [(w, d) for w, d in pairs if (own := prefix_of(w)) is None or own != prefix_of(d)]
     if not apart:
         return
     store.execute("""

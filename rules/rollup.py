@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from core.values import prefix_of
 from rules.objectjoin import roll_up_objects
+from rules.watermark import advance, pending
 
 # A blob "download": the body was sent (200, 206) or handed to object storage (a 30x).
 DOWNLOAD = "kind = 'blob' and method = 'GET' and status between 200 and 399 and status <> 304"
@@ -38,16 +39,10 @@ def roll_up(store, batch: int | None = None) -> int:
 
 
 def _roll_up_slice(store, batch: int | None) -> int:
-    last = store.value("select last_rowid from rollup_state where name = 'events'")
-    last = -1 if last is None else last
-    top = store.value("select max(seq) from events")
-    if top is None or top <= last:
+    todo = pending(store, "events", batch)
+    if todo is None:
         return 0
-    if batch:
-        # seq has gaps (a rolled-back chunk's numbers are not given again): the batch'th new
-        # event's seq, not last + batch
-        top = store.value("select max(seq) from (select seq from events where seq > ? order by seq limit ?)",
-                          [last, batch])
+    last, top = todo
     p = {"lo": last, "hi": top}
     n = store.value("select count(*) from events where seq > $lo and seq <= $hi", p)
     store.execute("begin")
@@ -104,7 +99,7 @@ def _roll_up_slice(store, batch: int | None) -> int:
         if pairs:
             store.execute("insert into ip_prefix select unnest($1::varchar[]), unnest($2::varchar[])",
                           [[a for a, _ in pairs], [b for _, b in pairs]])
-        store.execute("""insert or replace into rollup_state values ('events', $hi)""", {"hi": top})
+        advance(store, "events", top)
         store.execute("commit")
     except BaseException:
         store.execute("rollback")

@@ -956,6 +956,21 @@ def _play(log: _Log, cat: Catalog, seed, order, kinds, scales, variant: str = ""
     return whos
 
 
+def _checked(days, start: datetime, scale, kinds, fmt: str, order) -> dict[str, float]:
+    """The scale of each kind of ``order``, once the arguments are known to make sense."""
+    scales = scale if isinstance(scale, dict) else dict.fromkeys(order, scale)
+    if min(scales.get(k, 1.0) for k in order) <= 0 or days <= 0:
+        raise ValueError("days and scale must be positive")
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    unknown = set(kinds or ()) - set(order)
+    if unknown:
+        raise ValueError(f"unknown kinds: {sorted(unknown)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
+    return scales
+
+
 def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=timezone.utc), seed: int = 1,
              scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, variant: str = "",
              until: datetime | None = None, fmt: str = "main") -> tuple[list[str], list[Actor]]:
@@ -964,16 +979,7 @@ def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=time
     other draws with the same catalog and addresses (the demo month: one variant per day);
     ``until`` drops the lines after it (a day that is not over yet), leaving the earlier ones
     exactly as they were."""
-    scales = scale if isinstance(scale, dict) else dict.fromkeys(KINDS, scale)
-    if min(scales.get(k, 1.0) for k in KINDS) <= 0 or days <= 0:
-        raise ValueError("days and scale must be positive")
-    if start.tzinfo is None:
-        raise ValueError("start must be timezone-aware")
-    unknown = set(kinds or ()) - set(KINDS)
-    if unknown:
-        raise ValueError(f"unknown kinds: {sorted(unknown)}")
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
+    scales = _checked(days, start, scale, kinds, fmt, KINDS)
     t0 = start.timestamp()
     log = _Log(t0, t0 + days * DAY, fmt)
     cat = Catalog(seed)
@@ -1231,17 +1237,8 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
 
     Returns ``(lines, objects, actors, truth)``: proxy lines sorted by time, ``{store: lines}``
     sorted by time, the actors, and a ``Truth``."""
-    scales = scale if isinstance(scale, dict) else dict.fromkeys(KINDS + REDIRECT_KINDS, scale)
     order = KINDS + REDIRECT_KINDS
-    if min(scales.get(k, 1.0) for k in order) <= 0 or days <= 0:
-        raise ValueError("days and scale must be positive")
-    if start.tzinfo is None:
-        raise ValueError("start must be timezone-aware")
-    unknown = set(kinds or ()) - set(order)
-    if unknown:
-        raise ValueError(f"unknown kinds: {sorted(unknown)}")
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
+    scales = _checked(days, start, scale, kinds, fmt, order)
     if not stores or set(stores) - set(STORES):
         raise ValueError(f"stores are some of {', '.join(STORES)}")
     t0 = start.timestamp()

@@ -77,12 +77,13 @@ class Enforcer:
 
 
 @contextmanager
-def serving(workdir):
-    """`pullwarden serve` on the working directory's database, up and answering; its URL."""
+def serving(workdir, *args, clean_exit: bool = False):
+    """`pullwarden serve` (with ``args``) on the working directory's database, up and answering;
+    its URL. ``clean_exit``: its exit status once stopped must be 0."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port)],
-                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port),
+                             *args], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 30
@@ -91,12 +92,15 @@ def serving(workdir):
                 if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
+                if proc.poll() is not None:
+                    raise AssertionError(f"serve {args} exited: {proc.stderr.read()}") from None
                 assert time.time() < deadline, "serve did not start"
-                time.sleep(0.2)
+                time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        status = proc.wait(timeout=30)
+    assert not clean_exit or status == 0
 
 
 def in_thread(fn):

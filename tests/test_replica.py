@@ -9,13 +9,12 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 
 import httpx
 from click.testing import CliRunner
 
 from cli.main import cli
-from tests.enforcer_helpers import free_port
+from tests.enforcer_helpers import serving
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
 
@@ -24,29 +23,6 @@ def key(role: str, name: str) -> str:
     res = CliRunner().invoke(cli, ["keys", "create", "--role", role, "--name", name, "--json"])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout)["key"]
-
-
-@contextmanager
-def serving(cwd, *args):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port),
-                             *args], cwd=cwd, env=ENV, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"serve {args} did not start: {proc.stderr.read() if proc.poll() is not None else ''}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
 
 
 def until(fn, seconds: float = 10.0):
@@ -65,8 +41,8 @@ def test_a_replica_follows_the_writer(workdir):
     shared = workdir / "shared"
     elsewhere = workdir / "replica-home"            # no database there, and none is made
     elsewhere.mkdir()
-    with serving(workdir, "--publish-dir", str(shared)) as writer, \
-            serving(elsewhere, "--replica-of", str(shared)) as replica:
+    with serving(workdir, "--publish-dir", str(shared), clean_exit=True) as writer, \
+            serving(elsewhere, "--replica-of", str(shared), clean_exit=True) as replica:
         P, A = {"X-Api-Key": proxy}, {"X-Api-Key": admin}
         health = httpx.get(replica + "/healthz").json()
         assert health["role"] == "replica" and health["writer"] == writer
