@@ -36,7 +36,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host_registries", dict, {},
             "Host → registry map for one-host-per-registry mirrors, e.g. {\"docker.m.example.io\" = \"docker.io\"}."),
     Setting("trusted_proxies", list, [],
-            "Addresses or CIDRs of our own load balancers: only for them the first X-Forwarded-For hop is the client."),
+            "Addresses or CIDRs of our own load balancers: from them the client is the rightmost X-Forwarded-For "
+            "hop that is not one of them (nginx realip with real_ip_recursive on)."),
     Setting("json_fields", dict, {},
             "nginx-json field names, event field → JSON key, e.g. {time = \"ts\", remote_addr = \"ip\"}."),
     Setting("asn_db", str, "", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite or IPinfo Lite)."),
