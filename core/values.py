@@ -121,13 +121,23 @@ NO_CLIENT = [(label, ipaddress.ip_network(n)) for label, nets in (
     ("broadcast", ("255.255.255.255/32",))) for n in nets]
 
 
+_SPANS = [(label, special, int(special.network_address), int(special.broadcast_address))
+          for label, special in NO_CLIENT]
+
+
 def no_client(net, name: str | None = None) -> str | None:
-    """Why no client comes from ``net`` (it is, or reaches into, loopback, link-local,
-    unspecified, multicast or broadcast space), or None."""
-    net = _unmapped(net)
-    for label, special in NO_CLIENT:
-        if special.version == net.version and special.overlaps(net):
-            if net.subnet_of(special):
+    """Why no client comes from ``net`` (a network or one address: it is, or reaches into,
+    loopback, link-local, unspecified, multicast or broadcast space), or None. Compared as
+    integers: ingest asks it of every distinct X-Forwarded-For hop."""
+    if isinstance(net, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        net = net.ipv4_mapped or net if net.version == 6 else net
+        lo = hi = int(net)
+    else:
+        net = _unmapped(net)
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+    for label, special, first, last in _SPANS:
+        if special.version == net.version and lo <= last and first <= hi:
+            if first <= lo and hi <= last:
                 return f"{name or net} is {label}: no client comes from there"
             return f"{name or net} reaches {label} addresses ({special}): no client comes from there"
     return None

@@ -25,10 +25,15 @@ from functools import lru_cache
 from core import values
 
 
-@lru_cache(maxsize=65536)
 def hop_address(hop: str | None) -> str | None:
     """The address in one X-Forwarded-For hop (`1.2.3.4`, `1.2.3.4:5678`, `[2001:db8::1]:443`,
     `::ffff:1.2.3.4`), canonical, or None when it is not one."""
+    found = _hop(hop)
+    return found[0] if found else None
+
+
+def _hop(hop: str | None) -> tuple[str, bool] | None:
+    """(the canonical address in a hop, whether no client comes from it), or None."""
     if not hop:
         return None
     text = hop.strip()
@@ -36,6 +41,12 @@ def hop_address(hop: str | None) -> str | None:
         text = text[1:].split("]", 1)[0]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
+    return _address(text)
+
+
+# A hop with its port is new on every connection; the address without it repeats: parsed once.
+@lru_cache(maxsize=65536)
+def _address(text: str) -> tuple[str, bool] | None:
     if "%" in text:         # a zone (fe80::1%eth0) names an interface of the proxy, not a client
         return None
     try:
@@ -44,7 +55,7 @@ def hop_address(hop: str | None) -> str | None:
         return None
     if addr.version == 6 and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
-    return str(addr)
+    return str(addr), values.no_client(addr) is not None
 
 
 class Chain:
@@ -77,13 +88,14 @@ class Chain:
         for hop in reversed([h for h in forwarded_for.split(",") if h.strip()]):
             if not self.trusts(here):
                 break
-            ip = hop_address(hop)
-            if ip is None or (not self.trusts(ip) and no_client(ip)):
+            found = _hop(hop)
+            if found is None or (found[1] and not self.trusts(found[0])):
                 break       # the chain is broken here: the proxy that reported this hop is charged
-            here = ip
+            here = found[0]
         return here
 
 
-@lru_cache(maxsize=65536)
 def no_client(ip: str) -> bool:
-    return values.no_client(ipaddress.ip_network(ip)) is not None
+    """Whether no client comes from this canonical address."""
+    found = _address(ip)
+    return bool(found and found[1])
