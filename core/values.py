@@ -3,10 +3,12 @@ parsed into its one canonical spelling or refused with the reason. Shared by the
 (API and command line) and the allowlist, so that a value is judged the same wherever it
 enters.
 
-Some values parse but must not be banned: the whole address space, ranges wider than the
-configured limit, loopback, link-local, unspecified and multicast addresses, and the server's
-own addresses (with our load balancers, `trusted_proxies`: banning one of those bans everyone
-behind it). Those need `force`, and the caller audits that it was forced.
+Some values parse but must not be banned or throttled: the whole address space, ranges wider
+than the configured limit, addresses no client comes from (loopback, link-local, unspecified,
+multicast, broadcast), and the server's own addresses (with our load balancers,
+`trusted_proxies`: banning one of those bans everyone behind it). A manual decision there needs
+`force`, and the caller audits that it was forced; a rule's is held (rules/policy.py), and
+ingest never charges a forwarded hop no client comes from (ingest/forwarded.py).
 """
 from __future__ import annotations
 
