@@ -68,7 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("now", str, "",
             "The time this run judges at: empty for the wall clock (live work), `latest` for the newest ingested "
             "event, or an ISO 8601 time (UTC unless it has an offset). Set it to replay old logs: every command of "
-            "the replay (detect, decisions list, explain, allow, ban, unban, prune) then agrees on it."),
+            "the replay (detect, decisions list, explain, allow, ban, unban, prune) then agrees on it. detect and "
+            "admin changes refuse a time more than 5 minutes ahead of the wall clock."),
     Setting("host", str, "127.0.0.1", "Address `pullwarden serve` listens on."),
     Setting("port", int, 8080, "Port `pullwarden serve` listens on."),
     Setting("api_url", str, "",
