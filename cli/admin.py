@@ -13,6 +13,16 @@ from cli.detect import decisions
 
 
 SCOPE = click.Choice(["ip", "range", "asn", "user"])
+FORCE_HELP = ("{verb} anyway a range wider than widest_ipv4/widest_ipv6, loopback, link-local, unspecified or "
+              "multicast space, this server or a trusted proxy (the audit log says it was forced).")
+
+
+def _guard(cfg) -> dict:
+    from enforcer.changes import guard
+    try:
+        return guard(cfg)
+    except ValueError as e:
+        fail(str(e))
 
 
 @cli.command()
@@ -20,17 +30,12 @@ SCOPE = click.Choice(["ip", "range", "asn", "user"])
 @click.argument("value")
 @click.option("--duration", default="24h", show_default=True, help="30m, 24h, 7d… (at most 3650d)")
 @click.option("--reason", required=True)
-@click.option("--force", is_flag=True, help="Ban anyway a range wider than widest_ipv4/widest_ipv6, loopback, "
-              "link-local, this server or a trusted proxy (the audit log says it was forced).")
+@click.option("--force", is_flag=True, help=FORCE_HELP.format(verb="Ban"))
 @with_settings
 def ban(cfg, scope, value, duration, reason, force):
     """Ban an address, range, ASN or user by hand. An allowlisted one is refused."""
-    from enforcer.changes import add_decision, guard
-    try:
-        limits = guard(cfg)
-    except ValueError as e:
-        fail(str(e))
-    new = apply_change(cfg, add_decision, scope, value, 'ban', duration, reason, guard=limits, force=force,
+    from enforcer.changes import add_decision
+    new = apply_change(cfg, add_decision, scope, value, 'ban', duration, reason, guard=_guard(cfg), force=force,
                   remote=("POST", "/v1/admin/bans", {"scope": scope, "value": value, "duration": duration,
                                                      "reason": reason, "force": force}, lambda r: r["id"]))
     click.echo(f"decision #{new}")
@@ -99,13 +104,17 @@ def decisions_drop(cfg, ids, rule, reason):
 @click.option("--tier", required=True, help="throttled, heavy, authenticated, unlimited, or one of yours.")
 @click.option("--duration", default="24h", show_default=True)
 @click.option("--reason", required=True)
+@click.option("--force", is_flag=True, help=FORCE_HELP.format(verb="Assign"))
 @with_settings
-def assign(cfg, scope, value, tier, duration, reason):
-    """Put an entity in a tier (a throttle, or a boost for a generous tier)."""
+def assign(cfg, scope, value, tier, duration, reason, force):
+    """Put an entity in a tier (a throttle, or a boost for a generous tier). The same guard as
+    a ban's: the whole address space never, and our own or no client's addresses with --force."""
     from enforcer.changes import add_decision, assignment_effect
     new = apply_change(cfg, add_decision, scope, value, assignment_effect(tier), duration, reason, tier=tier,
+                  guard=_guard(cfg), force=force,
                   remote=("POST", "/v1/admin/assignments", {"scope": scope, "value": value, "duration": duration,
-                                                            "reason": reason, "tier": tier}, lambda r: r["id"]))
+                                                            "reason": reason, "tier": tier, "force": force},
+                          lambda r: r["id"]))
     click.echo(f"decision #{new}")
 
 

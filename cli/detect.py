@@ -49,7 +49,7 @@ def detect(cfg, as_json):
     else:
         try:
             rules = _rules(store, cfg)
-            at = run_now(cfg, store)
+            at = run_now(cfg, store, enforced=True)
             latest = latest_event_time(store)
             if not as_json and not cfg.now and latest is not None and at - latest > timedelta(days=1):
                 click.echo(f"notice: the newest event is from {latest:%Y-%m-%d %H:%M} UTC, {(at - latest).days} "

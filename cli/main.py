@@ -43,11 +43,14 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def run_now(cfg, store):
-    """This run's one `now`: the wall clock, or the replay time the `now` setting pins."""
-    from core.clock import resolve
+def run_now(cfg, store, enforced: bool = False):
+    """This run's one `now`: the wall clock, or the replay time the `now` setting pins.
+    ``enforced``: the run writes what a live serve enforces, so a time in the future is refused
+    (core.clock.enforceable)."""
+    from core.clock import enforceable, resolve
     try:
-        return resolve(cfg.now, store)
+        now = resolve(cfg.now, store)
+        return enforceable(now) if enforced else now
     except ValueError as e:
         fail(str(e))
 

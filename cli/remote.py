@@ -102,7 +102,7 @@ def apply_change(cfg, fn, *args, remote: tuple | None = None, **kwargs):
         from cli.main import open_or_fail
         store = open_or_fail(cfg.db)        # says who holds the file and exits (or opens it, let go since)
     try:
-        return fn(store, actor(), *args, now=run_now(cfg, store), **kwargs)
+        return fn(store, actor(), *args, now=run_now(cfg, store, enforced=True), **kwargs)
     except (ValueError, LookupError) as e:
         fail(str(e))
     finally:

@@ -38,6 +38,27 @@ def resolve(setting: str, store=None) -> datetime:
     return parse_time(setting)
 
 
+# How far a pinned `now` may run ahead of the wall clock: two hosts' clocks a little apart.
+AHEAD = timedelta(minutes=5)
+
+
+def enforceable(now: datetime, wall: datetime | None = None) -> datetime:
+    """``now``, for work that writes what a live serve enforces (a ban, an assignment, any
+    admin change, detection's decisions); ValueError when it is more than AHEAD past the wall
+    clock. serve enforces at the wall clock whatever `now` a decision was made at: one made in
+    2030 "for 1h" would be in force at once until 2030, and not among the active decisions a
+    listing at the wall clock shows."""
+    wall = wall or utcnow()
+    if now - wall > AHEAD:
+        ahead = now - wall
+        span = f"{ahead.days} day(s)" if ahead.days else f"{ahead.seconds // 60} minutes"
+        raise ValueError(f"now = {now:%Y-%m-%d %H:%M} is {span} ahead of the wall clock ({wall:%Y-%m-%d %H:%M} "
+                         f"UTC): what is written at that time would be enforced by serve at once, until then; a "
+                         f"replay's `now` (--now, PULLWARDEN_NOW, now = in pullwarden.toml) is at most "
+                         f"{AHEAD.seconds // 60} minutes ahead: unset it to act now")
+    return now
+
+
 def is_replay(setting: str) -> bool:
     return bool(setting)
 

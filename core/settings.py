@@ -36,7 +36,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host_registries", dict, {},
             "Host → registry map for one-host-per-registry mirrors, e.g. {\"docker.m.example.io\" = \"docker.io\"}."),
     Setting("trusted_proxies", list, [],
-            "Addresses or CIDRs of our own load balancers: only for them the first X-Forwarded-For hop is the client."),
+            "Addresses or CIDRs of our own load balancers: from them the client is the rightmost X-Forwarded-For "
+            "hop that is not one of them (nginx realip with real_ip_recursive on)."),
     Setting("json_fields", dict, {},
             "nginx-json field names, event field → JSON key, e.g. {time = \"ts\", remote_addr = \"ip\"}."),
     Setting("asn_db", str, "", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite or IPinfo Lite)."),
@@ -67,7 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("now", str, "",
             "The time this run judges at: empty for the wall clock (live work), `latest` for the newest ingested "
             "event, or an ISO 8601 time (UTC unless it has an offset). Set it to replay old logs: every command of "
-            "the replay (detect, decisions list, explain, allow, ban, unban, prune) then agrees on it."),
+            "the replay (detect, decisions list, explain, allow, ban, unban, prune) then agrees on it. detect and "
+            "admin changes refuse a time more than 5 minutes ahead of the wall clock."),
     Setting("host", str, "127.0.0.1", "Address `pullwarden serve` listens on."),
     Setting("port", int, 8080, "Port `pullwarden serve` listens on."),
     Setting("api_url", str, "",

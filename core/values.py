@@ -3,10 +3,12 @@ parsed into its one canonical spelling or refused with the reason. Shared by the
 (API and command line) and the allowlist, so that a value is judged the same wherever it
 enters.
 
-Some values parse but must not be banned: the whole address space, ranges wider than the
-configured limit, loopback, link-local, unspecified and multicast addresses, and the server's
-own addresses (with our load balancers, `trusted_proxies`: banning one of those bans everyone
-behind it). Those need `force`, and the caller audits that it was forced.
+Some values parse but must not be banned or throttled: the whole address space, ranges wider
+than the configured limit, addresses no client comes from (loopback, link-local, unspecified,
+multicast, broadcast), and the server's own addresses (with our load balancers,
+`trusted_proxies`: banning one of those bans everyone behind it). A manual decision there needs
+`force`, and the caller audits that it was forced; a rule's is held (rules/policy.py), and
+ingest never charges a forwarded hop no client comes from (ingest/forwarded.py).
 """
 from __future__ import annotations
 
@@ -106,24 +108,62 @@ def too_wide(net, widest: dict[int, int]) -> str | None:
     return None
 
 
-def why_not_ban(scope: str, value: str, widest: dict[int, int], protected: list[str] = ()) -> str | None:
-    """Why a ban on this canonical value needs `force`, or None. ``protected``: addresses and
-    ranges of our own (the server's listen address, trusted_proxies)."""
+# What a decision does, for the sentences that refuse or hold one.
+VERB = {"ban": ("ban", "bans", "banned"), "throttle": ("throttle", "throttles", "throttled"),
+        "boost": ("boost", "boosts", "boosted")}
+
+# Ranges no client connects from (RFC 6890): an X-Forwarded-For header or a misconfigured log
+# can name them, a packet from the internet cannot. A decision there stops nobody, and the
+# loopback ones are this host.
+NO_CLIENT = [(label, ipaddress.ip_network(n)) for label, nets in (
+    ("unspecified", ("0.0.0.0/8", "::/128")),           # 0.0.0.0/8 is "this network": never a source
+    ("loopback", ("127.0.0.0/8", "::1/128")),
+    ("link-local", ("169.254.0.0/16", "fe80::/10")),
+    ("multicast", ("224.0.0.0/4", "ff00::/8")),
+    ("broadcast", ("255.255.255.255/32",))) for n in nets]
+
+
+_SPANS = [(label, special, int(special.network_address), int(special.broadcast_address))
+          for label, special in NO_CLIENT]
+
+
+def no_client(net, name: str | None = None) -> str | None:
+    """Why no client comes from ``net`` (a network or one address: it is, or reaches into,
+    loopback, link-local, unspecified, multicast or broadcast space), or None. Compared as
+    integers: ingest asks it of every distinct X-Forwarded-For hop."""
+    if isinstance(net, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        net = net.ipv4_mapped or net if net.version == 6 else net
+        lo = hi = int(net)
+    else:
+        net = _unmapped(net)
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+    for label, special, first, last in _SPANS:
+        if special.version == net.version and lo <= last and first <= hi:
+            if first <= lo and hi <= last:
+                return f"{name or net} is {label}: no client comes from there"
+            return f"{name or net} reaches {label} addresses ({special}): no client comes from there"
+    return None
+
+
+def why_not_ban(scope: str, value: str, widest: dict[int, int], protected: list[str] = (),
+                effect: str = "ban") -> str | None:
+    """Why a ban (or a throttle, a boost: ``effect``) on this canonical value needs `force`, or
+    None. ``protected``: addresses and ranges of our own (the server's listen address,
+    trusted_proxies)."""
     if scope not in ("ip", "range"):
         return None
     net = ipaddress.ip_network(value, strict=False)
     wide = too_wide(net, widest) if scope == "range" else None
-    if wide:
-        return wide
-    first = net.network_address
-    for label, test in (("loopback", "is_loopback"), ("link-local", "is_link_local"),
-                        ("unspecified", "is_unspecified"), ("multicast", "is_multicast")):
-        if getattr(first, test) or getattr(net.broadcast_address, test):
-            return f"{value} is {label}: no client comes from there"
-    return covers_ours(net, protected, value)
+    return wide or why_held(net, protected, value, effect)
 
 
-def covers_ours(net, protected=(), name: str | None = None) -> str | None:
+def why_held(net, protected=(), name: str | None = None, effect: str = "ban") -> str | None:
+    """Why a decision on ``net`` must not be in force without a person's say: no client comes
+    from there, or it is ours. The one guard for manual bans and throttles and for rules."""
+    return no_client(net, name) or covers_ours(net, protected, name, effect)
+
+
+def covers_ours(net, protected=(), name: str | None = None, effect: str = "ban") -> str | None:
     """Why banning or throttling ``net`` would hit everyone (it covers this server's own
     addresses or a trusted proxy: the address a misconfigured log gives every client), or None."""
     ours = {ipaddress.ip_network(a) for a in own_addresses()}
@@ -132,9 +172,11 @@ def covers_ours(net, protected=(), name: str | None = None) -> str | None:
             ours.add(ipaddress.ip_network(str(p).strip(), strict=False))
         except ValueError:
             continue
+    noun, verb, _ = VERB[effect]
     for mine in sorted(ours, key=lambda n: (n.version, n)):
         if mine.version == net.version and mine.overlaps(net):
-            return f"{name or net} covers this server or a trusted proxy ({mine}): a ban there bans everyone behind it"
+            return (f"{name or net} covers this server or a trusted proxy ({mine}): a {noun} there {verb} "
+                    "everyone behind it")
     return None
 
 

@@ -60,22 +60,25 @@ def _tier_exists(store, tier: str | None) -> bool:
 def add_decision(store, actor: str, scope: str, value: str, effect: str, duration: str, reason: str,
                  now: datetime, tier: str | None = None, guard: dict = STOCK_GUARD, force: bool = False) -> int:
     """A manual ban, or a tier assignment (throttle, or boost for a generous tier). A ban the
-    allowlist covers is refused; one on a range too wide, on loopback or link-local, on this
-    server or a trusted proxy needs ``force``, and the audit row says it was forced."""
+    allowlist covers is refused. A ban or an assignment on the whole address space is refused;
+    one on a range too wide, on loopback, link-local, unspecified or multicast space, on this
+    server or a trusted proxy needs ``force``, and the audit row says it was forced: a throttle
+    on everyone (0.0.0.0/1 and 128.0.0.0/1) or on the load balancer every client arrives from
+    slows every client as surely as a ban stops them."""
     value = canonical(scope, value)
     span = seconds(duration)
     if effect != "ban" and not _tier_exists(store, tier):
         raise ValueError(f"unknown tier {tier!r}")
+    noun, _, done = values.VERB[effect]
     if scope == "range" and (whole := values.network(value)).prefixlen == 0:
-        raise ValueError(f"{whole} is the whole IPv{whole.version} address space: never banned")
-    forced = None
+        raise ValueError(f"{whole} is the whole IPv{whole.version} address space: never {done}")
     if effect == "ban":
         covered = Allowlist(store, now).covers(scope, value)
         if covered:
             raise ValueError(f"{scope} {value} is allowlisted ({covered}): remove the allowlist entry first")
-        forced = values.why_not_ban(scope, value, guard["widest"], guard["protected"])
-        if forced and not force:
-            raise ValueError(f"{forced}; refused (--force, or \"force\": true, with a reason, to ban it anyway)")
+    forced = values.why_not_ban(scope, value, guard["widest"], guard["protected"], effect)
+    if forced and not force:
+        raise ValueError(f"{forced}; refused (--force, or \"force\": true, with a reason, to {noun} it anyway)")
     new_id = store.value("""
         insert into decisions (seq, scope, value, effect, tier, rule, origin, reason, evidence, created_at, until)
         values (nextval('decision_seq'), ?, ?, ?, ?, null, 'manual', ?, ?, ?, ?) returning id""",

@@ -272,13 +272,14 @@ def deployment(folder: str = "/etc/pullwarden") -> dict[str, str]:
         listen 443 ssl;
         ssl_certificate /etc/ssl/mirror.crt;
         ssl_certificate_key /etc/ssl/mirror.key;
-        # behind a load balancer, the client is the first X-Forwarded-For hop:
-        # set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For;
+        # behind a load balancer: the client is the rightmost X-Forwarded-For address that is
+        # not a balancer of ours (the left end is what the client sent):
+        # set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;
         location /v2/ {{
             include {folder}/nginx-pullwarden-location.conf;
-            # CRProxy --behind takes the client from the first X-Forwarded-For hop: set it (not
-            # appended to, so a client cannot choose it), or CRProxy's per-address byte budget
-            # counts every client as nginx's own address
+            # CRProxy --behind takes the client from the first X-Forwarded-For hop, unchecked:
+            # set it to the address nginx settled on (appended to, the client would choose it),
+            # or CRProxy's per-address byte budget counts every client as nginx's own address
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_pass http://127.0.0.1:8081;      # CRProxy, or the registry
         }}

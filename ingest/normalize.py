@@ -129,9 +129,10 @@ from ({select})"""
 def events_sql(parsed: str) -> str:
     """SELECT of event rows (the events table's columns, in order) over a format's SELECT.
 
-    Parameters: $file_id, $trusted (peers whose X-Forwarded-For we believe), $hops and $hop_ips
-    (first hops that are addresses, and those addresses), $hosts and
-    $host_registries (host → registry), $default_registry.
+    Parameters: $file_id; $xff_peer, $xff and $xff_client: for a line from one of our own
+    proxies (peer and raw X-Forwarded-For), the address it charges when that is not the peer
+    (ingest/forwarded.py walks the header); $hosts and $host_registries (host → registry),
+    $default_registry.
     """
     methods = ", ".join(f"'{m}'" for m in METHODS)
     return f"""
@@ -187,15 +188,14 @@ from (
                     from (
                         select ts, status, bytes, request_time, forwarded_for, cache_status, location,
                             remote_user, user_agent, uri, request, peer_ip,
-                            -- the first hop only from our own proxies, and only when it parsed as an
-                            -- address (checked in Python: $hops -> $hop_ips)
-                            case when forwarded_for is not null and list_contains($trusted::varchar[], peer_ip)
-                                 then coalesce(($hop_ips::varchar[])[list_position($hops::varchar[],
-                                               trim(split_part(forwarded_for, ',', 1)))], peer_ip)
-                                 else peer_ip end as client_ip,
+                            -- the peer, or for our own proxies the hop walked to in Python
+                            coalesce(xff_client, peer_ip) as client_ip,
                             lower(host) as host,
                             case when method in ({methods}) then method end as method
-                        from (select *, pw_unmap(peer) as peer_ip from parsed where dest = 'event')
+                        from (select *, pw_unmap(peer) as peer_ip from parsed where dest = 'event') p
+                        left join (select unnest($xff_peer::varchar[]) as xff_peer, unnest($xff::varchar[]) as xff_raw,
+                                          unnest($xff_client::varchar[]) as xff_client) walked
+                               on walked.xff_peer = p.peer_ip and walked.xff_raw = p.forwarded_for
                     )
                 )
             )

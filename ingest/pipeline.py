@@ -7,7 +7,6 @@ core); a chunk that has rejects is parsed a second time, numbered, for those alo
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import queue
 import shutil
@@ -22,7 +21,7 @@ from typing import Callable, Iterator
 
 import duckdb
 
-from ingest import formats, normalize, objectlogs
+from ingest import formats, forwarded, normalize, objectlogs
 from ingest.enrich import GeoDB, enrich_new
 from ingest.sources import (Chunk, FP_LEN, Moved, SourceError, content_tail, discover, fingerprint, is_gzip,
                             pin, read_chunks, read_head, scan, settled, unchanged)
@@ -199,7 +198,7 @@ class Ingester:
             self.geo = GeoDB(settings.asn_db, settings.country_db)
         except Exception as e:  # EnrichError carries the file name
             raise IngestError(str(e)) from None
-        self.trusted = [ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies]
+        self.chain = forwarded.Chain(settings.trusted_proxies)
         hosts = settings.host_registries
         self.params = {"hosts": [h.lower() for h in hosts], "host_registries": [hosts[h] for h in hosts],
                        "default_registry": settings.default_registry}
@@ -505,50 +504,21 @@ class Ingester:
         return counts
 
     def _trusted_peers(self, select: str, src: str) -> dict:
-        """Peers of this chunk that are our own proxies, and the X-Forwarded-For first hops they
-        passed on that really are addresses (a client writes that header itself: a port, junk or
-        a quote must never become a client address). CIDR matching and address parsing are done
-        here, over the few distinct values, rather than per row in SQL."""
-        out = {"trusted": [], "hops": [], "hop_ips": []}
-        if not self.trusted:
+        """For each (peer, X-Forwarded-For) of this chunk whose peer is one of our own proxies,
+        the address the line charges (ingest/forwarded.py: the rightmost hop that is not ours;
+        a client writes the left end of that header itself). Walked here, over the distinct
+        values, rather than per row in SQL; the rows find theirs by a join."""
+        out = {"xff_peer": [], "xff": [], "xff_client": []}
+        if not self.chain.nets:
             return out
         rows = self.store.execute(f"""
             with lines as ({LINES_FAST}), parsed as ({select})
-            select distinct pw_unmap(peer), trim(split_part(forwarded_for, ',', 1))
-            from parsed where dest = 'event'""", {"src": src})
-        trusted: set[str] = set()
-        for peer, hop in rows:
-            try:
-                addr = ipaddress.ip_address(peer)
-            except ValueError:
-                continue
-            if not any(addr in net for net in self.trusted if net.version == addr.version):
-                continue
-            trusted.add(peer)
-            ip = client_address(hop)
-            if ip and hop not in out["hops"]:
-                out["hops"].append(hop)
-                out["hop_ips"].append(ip)
-        out["trusted"] = sorted(trusted)
+            select distinct pw_unmap(peer), forwarded_for
+            from parsed where dest = 'event' and forwarded_for is not null""", {"src": src})
+        for peer, forwarded_for in rows:
+            client = self.chain.client(peer, forwarded_for)
+            if client != peer:
+                out["xff_peer"].append(peer)
+                out["xff"].append(forwarded_for)
+                out["xff_client"].append(client)
         return out
-
-
-def client_address(hop: str | None) -> str | None:
-    """The address in an X-Forwarded-For hop (`1.2.3.4`, `1.2.3.4:5678`, `[2001:db8::1]:443`,
-    `::ffff:1.2.3.4`), canonical, or None when it is not one."""
-    if not hop:
-        return None
-    text = hop.strip()
-    if text.startswith("["):
-        text = text[1:].split("]", 1)[0]
-    elif text.count(":") == 1:
-        text = text.split(":", 1)[0]
-    if "%" in text:         # a zone (fe80::1%eth0) names an interface of the proxy, not a client
-        return None
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if addr.version == 6 and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return str(addr)

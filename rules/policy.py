@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from core.allowlist import Allowlist, net as _net
 from core.types import Decision, parse_duration
-from core.values import covers_ours
+from core.values import why_held
 from rules.engine import Rule
 from rules.features import SCOPE_OF, window_bounds
 
@@ -168,11 +168,14 @@ def _history(store, wanted: list[tuple[Finding, str]], now: datetime) -> list[tu
 def _ours(result: PassResult, protected) -> list[Hold]:
     """A rule's new ban or throttle on this server or a trusted proxy is held: when the proxy's
     log gives every client the load balancer's address (a missing real_ip or --behind), that
-    address is the heaviest client there is, and banning it would ban everyone."""
+    address is the heaviest client there is, and banning it would ban everyone. So is one on an
+    address no client comes from (loopback, link-local, unspecified, multicast): a log or a
+    header that names one is wrong, and a decision there stops nobody. The same guard as a
+    manual ban's (core.values.why_held), with the reason."""
     holds = []
     for d in result.new:
         net = _net(d.value) if d.scope in ("ip", "range") and not d.simulated else None
-        why = covers_ours(net, protected) if net is not None else None
+        why = why_held(net, protected, effect=d.effect) if net is not None else None
         if why:
             d.held = why
             holds.append(Hold(d.rule, why, [d]))

@@ -2,8 +2,8 @@
 (docker-registry, Debian's build of distribution 2.8), images written as OCI layouts and pushed
 with skopeo, nginx as the mirror in front of it with the agent's include and the stock `main`
 access log, `pullwarden serve` tailing that log, and `pullwarden agent` writing the include and
-reloading nginx. Clients are curl bound to their own loopback address (127.0.0.0/8 is all
-local) and skopeo. Every process listens on loopback only, runs in its own process group and
+reloading nginx. Clients are curl behind a load balancer on loopback that names them in
+X-Forwarded-For (nginx's realip takes it, as behind a real one), and skopeo. Every process listens on loopback only, runs in its own process group and
 is stopped with that group when its block ends, whether the test passed or not."""
 from __future__ import annotations
 
@@ -259,6 +259,11 @@ http {{
     proxy_max_temp_file_size 0;
     server {{
         listen {HOST}:{port};
+        # the clients come through a load balancer on loopback that appends the address it saw
+        # (the README's deployment behind one): nginx takes the rightmost untrusted hop
+        set_real_ip_from 127.0.0.0/8;
+        real_ip_header X-Forwarded-For;
+        real_ip_recursive on;
         location /v2/ {{
             include {include}/nginx-pullwarden-location.conf;
             add_header X-Pullwarden-Tier $pullwarden_effective_tier always;
@@ -301,7 +306,10 @@ class Response:
 
 
 class Client:
-    """curl bound to one loopback source address: nginx sees that address as the client."""
+    """curl as one client behind a load balancer: it connects from loopback and the header the
+    balancer would append names ``address``, which nginx (realip) then sees as the client. A
+    loopback address of its own would do for nginx, but no rule acts on loopback (no client
+    comes from there): the clients have addresses of the benchmarking range, 198.18.0.0/15."""
 
     def __init__(self, address: str, port: int, workdir: Path):
         self.address, self.base = address, f"http://{HOST}:{port}"
@@ -311,7 +319,7 @@ class Client:
 
     def request(self, path: str, method: str = "GET", accept: str | None = None) -> Response:
         body, head = self.dir / "body", self.dir / "headers"
-        cmd = ["curl", "-s", "-S", "--interface", self.address, "--max-time", "15", "-o", str(body),
+        cmd = ["curl", "-s", "-S", "-H", f"X-Forwarded-For: {self.address}", "--max-time", "15", "-o", str(body),
                "-D", str(head), "-w", "%{http_code}"]
         cmd += ["--head"] if method == "HEAD" else []
         cmd += ["-H", f"Accept: {accept}"] if accept else []

@@ -121,7 +121,7 @@ def test_main_format_round_trip(mem_store, ua, reg, name, tag, status, size, hea
         with lines as (select 1 as line_no, $line as line), parsed as ({fmt.select_sql()})
         select client_ip, method, status, bytes, user_agent, registry, repository, kind, reference, ts
         from ({normalize.events_sql('parsed')})""",
-        {"line": line, "file_id": 1, "trusted": [], "hops": [], "hop_ips": [], "hosts": [], "host_registries": [],
+        {"line": line, "file_id": 1, "xff_peer": [], "xff": [], "xff_client": [], "hosts": [], "host_registries": [],
          "default_registry": "docker.io"})
     assert len(rows) == 1, line
     client, m, s, b, got_ua, got_reg, got_repo, kind, ref, ts = rows[0]

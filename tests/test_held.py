@@ -150,9 +150,10 @@ def test_a_rule_never_bans_or_throttles_a_trusted_proxy_or_this_server(tmp_path)
     result = detect(store, cfg, load_rules(store, ["default"]), T0 + timedelta(hours=24))
     made = {d.value: d for d in result.new if d.rule == "ci-repull-storm"}
     assert set(made) == {"10.0.0.2", "127.0.0.1", "203.0.113.9"}
+    # ci-repull-storm throttles: the reason says what the decision would have done
     assert made["10.0.0.2"].held == ("10.0.0.2/32 covers this server or a trusted proxy (10.0.0.0/30): "
-                                     "a ban there bans everyone behind it")
-    assert made["127.0.0.1"].held.startswith("127.0.0.1/32 covers this server or a trusted proxy (127.0.0.1/32)")
+                                     "a throttle there throttles everyone behind it")
+    assert made["127.0.0.1"].held == "127.0.0.1/32 is loopback: no client comes from there"
     assert made["203.0.113.9"].held is None
     in_force = store.execute("""select value from decisions where held is null and not simulated
                                 and revoked_at is null""")

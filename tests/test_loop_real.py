@@ -7,8 +7,9 @@ nginx, and the client's next request is refused or throttled.
 - nginx is the mirror in front of it: the README's deployment (the agent's two includes), the
   stock `main` access log, CRProxy's prefix paths (`/v2/docker.io/library/alpine/…` →
   the registry's `/v2/library/alpine/…`), and a header showing the tier it applied.
-- Clients are curl bound to their own loopback addresses (nginx sees 127.0.x.21), each in its own
-  /24 so that no range rule mixes them, and skopeo (which cannot choose its address: 127.0.0.1).
+- Clients are curl behind a load balancer that names them in X-Forwarded-For (nginx's realip
+  sees 198.18.x.21: rules never act on loopback, where no client comes from), each in its own
+  /24 so that no range rule mixes them, and skopeo (no header: nginx sees 127.0.0.1).
   Three ordinary clients pull both images; a scanner lists the tags of many repositories; a CI
   storm re-pulls one image without a layer cache.
 - serve runs at default intervals and tiers (the anonymous tier in force: 300 requests a
@@ -57,8 +58,8 @@ from tests.loop_helpers import (
 TARGET_SECONDS = 60.0
 ARTIFACT = Path(__file__).parent / "artifacts" / "loop.txt"
 SITE_RULES = Path(__file__).parent / "loop_rules"
-ORDINARY = ["127.0.10.21", "127.0.11.21", "127.0.12.21"]
-SCANNER, STORM = "127.0.30.21", "127.0.20.21"
+ORDINARY = ["198.18.10.21", "198.18.11.21", "198.18.12.21"]
+SCANNER, STORM = "198.18.30.21", "198.18.20.21"
 SCANS = 50                  # rule tag-scanner (shipped): enum_requests >= 50 and enum_share >= 0.5
 STORM_PULLS = 20            # tests/loop_rules/ci-repull-storm.yml: max_blob_downloads >= 20
 

@@ -28,8 +28,9 @@ class DecisionIn(Body):
     duration: str = Field(default="24h", pattern=r"^\d{1,6}[smhd]$")
     reason: Reason
     tier: str | None = Field(default=None, max_length=50)
-    force: bool = Field(default=False, description="ban a range wider than the limit, loopback, link-local, this "
-                                                   "server or a trusted proxy anyway (audited)")
+    force: bool = Field(default=False, description="ban or throttle anyway a range wider than the limit, loopback, "
+                                                   "link-local, unspecified or multicast space, this server or a "
+                                                   "trusted proxy (audited)")
 
 
 class ReasonIn(Body):
@@ -71,7 +72,8 @@ def add_ban(services: ServicesDep, who: AdminKey, body: DecisionIn) -> dict:
 def add_assignment(services: ServicesDep, who: AdminKey, body: DecisionIn) -> dict:
     """Put an entity in a tier: `throttled`, `heavy`, or a generous one (a boost)."""
     new_id, version = _apply(services, changes.add_decision, who.name, body.scope, body.value,
-                             changes.assignment_effect(body.tier or ""), body.duration, body.reason, tier=body.tier)
+                             changes.assignment_effect(body.tier or ""), body.duration, body.reason, tier=body.tier,
+                             guard=changes.guard(services.settings), force=body.force)
     return {"id": new_id, "policy_version": version}
 
 
