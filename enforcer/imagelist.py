@@ -43,8 +43,14 @@ def image_name(image: str, default_registry: str = "docker.io") -> str:
     first = image.split("/", 1)[0]
     if "/" not in image or not looks_like_host(first):
         image = f"{default_registry}/{image}"
-    host, name = _split(image)
-    host = host.lower()
+    return _normal(*_split(image))
+
+
+def _normal(host: str, name: str) -> str:
+    """`host/name` as CRProxy matches it: the host lower-cased and without the trailing dot of a
+    fully qualified name (`ghcr.io.` is ghcr.io), `library/` added to one-segment docker.io names."""
+    hostname, port = _port(host.lower())
+    host = hostname.removesuffix(".") + (f":{port}" if port else "")
     if host == "docker.io" and "/" not in name:
         name = f"library/{name}"
     return f"{host}/{name}"
@@ -62,7 +68,8 @@ def canonical_pattern(pattern: str) -> str:
         raise ValueError(f"{pattern!r} names a host alone, which CRProxy never matches against an image: "
                          f"write {p}/** for everything on it")
     host, path = _split(p)
-    host = host.lower()
+    hostname, port = _port(host.lower())
+    host = hostname.removesuffix(".") + (f":{port}" if port else "")
     if not host or not path or "//" in p or p.endswith("/"):
         raise ValueError(f"{pattern!r}: a pattern is host/path, e.g. docker.io/library/nginx")
     if "@" in path or ":" in path:
@@ -164,3 +171,150 @@ def regex(pattern: str) -> str:
         else:
             out.append("[^/]+" if i == len(pp) - 1 else "[^/]*")
     return f"^{host}/{ahead}{''.join(out)}$"
+
+
+# ---- a request's image, as the proxy reads it -------------------------------------------------
+#
+# A registry takes the name from the front of the path and the route from its end: the reference
+# is the last segment, so a name may itself hold a `manifests` or `blobs` segment
+# (/v2/ghcr.io/org/blobs/tool/blobs/sha256:… is ghcr.io/org/blobs/tool). The route is
+# one of these, and which one is fixed by the last two or three segments: a path splits one way.
+ROUTE = r"/(?:manifests/[^/?]+|blobs/[^/?]+|blobs/uploads/[^/?]*|tags/list|referrers/[^/?]+)"
+_REQUEST = re.compile(rf"/v2/([^?]+){ROUTE}")
+# containerd's mirror request names the registry as `?ns=docker.io`; only a value that is a host
+_NS = re.compile(r"[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost")
+
+
+def request_image(uri: str, registry: str) -> str | None:
+    """The image a request for ``uri`` (the path and query as sent) names, or None (the ping,
+    a token, anything that is not a registry route). The registry comes from the path when its
+    first segment is a host (CRProxy's prefix style), else from `?ns=` (containerd), else it is
+    ``registry``: the one the request's Host stands for (host_registries), or default_registry
+    (docker's registry-mirrors sends Docker Hub paths without one)."""
+    path, _, query = uri.partition("?")
+    m = _REQUEST.fullmatch(path)
+    if m is None:
+        return None
+    name = m.group(1)
+    first, _, rest = name.partition("/")
+    if rest and looks_like_host(first):
+        return _normal(first, rest)
+    ns = next((p[3:] for p in query.split("&") if p.startswith("ns=")), None) if query else None
+    if ns is not None and _NS.fullmatch(ns):
+        registry = ns
+    return _normal(registry, name)
+
+
+def _host_part(ph: str, stop: str) -> str:
+    """A PCRE for a registry host hostmatcher's ``ph`` takes, in text that ends the host at one
+    of the ``stop`` characters: any case, a trailing dot, any port unless the pattern names one."""
+    name, port = _port(ph.lower())
+    port = f":{port}" if port else "(?::[0-9]+)?"
+    other = f"[^{re.escape(stop)}]"
+    if name == "*":
+        return f"{other}+"
+    if name.startswith("*.") or name.startswith("."):
+        return f"(?i:{other}*" + re.escape("." + name.lstrip("*.")) + r")\.?" + port
+    return f"(?i:(?:{other}*\\.)?" + re.escape(name) + r")\.?" + port
+
+
+def _consume(pp: str, prefix: str):
+    """hostmatcher's walk of pattern path ``pp`` over a name that begins with ``prefix`` (ends with
+    '/'): ('rest', pattern left) once the prefix is read, ('ends', text) when a `**` is reached
+    in it (the name must then end with the text), or None when the prefix already fails."""
+    i = j = 0
+    while i < len(pp) and j < len(prefix):
+        if pp[i] == "*":
+            if pp[i + 1:i + 2] == "*":
+                return "ends", pp[i + 2:]
+            i, j = i + 1, prefix.find("/", j)
+        elif pp[i] == prefix[j]:
+            i, j = i + 1, j + 1
+        else:
+            return None
+    return ("rest", pp[i:]) if j == len(prefix) and i < len(pp) else None
+
+
+def _ends_with(text: str, prefix: str, tail: str) -> str | None:
+    """A lookahead at the start of a name (one segment when ``prefix`` is set) for "prefix + name
+    ends with ``text``"; None when it cannot."""
+    if "/" not in text:
+        return f"(?=[^?]*{re.escape(text)}{tail})"
+    if not prefix:
+        return f"(?=[^?]*{re.escape(text)}{tail})"
+    head, _, last = text.rpartition("/")
+    if "/" in head or not last or not prefix[:-1].endswith(head):
+        return None
+    return f"(?={re.escape(last)}{tail})"
+
+
+def _name_part(pp: str, tail: str, prefix: str = "") -> str | None:
+    """A PCRE for the names hostmatcher's pattern path ``pp`` takes, followed by ``tail``;
+    with ``prefix``, for one-segment names that it takes once ``prefix`` is put before them
+    (docker.io's `library/`). None when no name can match."""
+    if prefix:
+        walked = _consume(pp, prefix)
+        if walked is None:
+            return None
+        if walked[0] == "ends":
+            ahead = _ends_with(walked[1], prefix, tail) if walked[1] else ""
+            return None if ahead is None else f"(?=[^/?]+{tail}){ahead}[^/?]+"
+        pp = walked[1]
+        out, ahead = [f"(?=[^/?]+{tail})"], ""
+    else:
+        out, ahead = [], ""
+    if "*" not in pp:
+        return "".join(out) + re.escape(pp)
+    for i, c in enumerate(pp):
+        if c != "*":
+            out.append(re.escape(c))
+        elif pp[i + 1:i + 2] == "*":
+            rest = pp[i + 2:]
+            if rest:
+                ahead = _ends_with(rest, prefix, tail)
+                if ahead is None:
+                    return None
+            out.append("[^?]+")
+            break
+        else:
+            out.append("[^/?]+" if i == len(pp) - 1 else "[^/?]*")
+    return ahead + "".join(out)
+
+
+_END = r"(?:\?|$)"
+_HOSTLIKE = r"(?:[^/?]*[.:][^/?]*|localhost)"
+_DOCKER = r"(?i:docker\.io)\.?"
+_FIRST_NS = r"\?(?:(?!ns=)[^&]*&)*ns="
+_NS_HOST = r"(?=(?:[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost)(?:&|$))"
+# the query names no registry: no `ns=`, or the first one's value is not a host
+_NO_NS = rf"(?:$|\?(?:(?!ns=)[^&]*&)*(?:(?!ns=)[^&]*$|ns=(?!(?:[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost)(?:&|$))))"
+
+
+def request_regex(pattern: str) -> str:
+    """A PCRE, without a capturing group (a map's captures would overwrite the $1 of the
+    location that uses it), that matches "<registry of the Host> <request URI>" exactly when
+    request_image() of that request is an image ``pattern`` matches, as matches() decides."""
+    tail = ROUTE + _END
+    if pattern == "*":
+        return rf"^[^ ]* /v2/[^?]+{tail}"
+    ph, pp = _split(pattern)
+    takes_docker = _host_matches(ph, "docker.io")
+    name = _name_part(pp, tail)
+    lib = _name_part(pp, tail, "library/") if takes_docker else None
+    one_docker = f"{_DOCKER}/[^/?]+{tail}"
+    not_prefix = rf"(?!{_HOSTLIKE}/[^?]+{tail})"
+    forms = []
+    if name is not None:
+        # CRProxy's prefix style: /v2/<host>/<name>/…
+        forms.append(rf"[^ ]* /v2/(?={_HOSTLIKE}/)(?!{one_docker}){_host_part(ph, '/?')}/{name}{ROUTE}{_END}")
+        # no host in the path: the registry from ?ns=, else the Host's
+        forms.append(rf"[^ ]* /v2/{not_prefix}(?![^/?]+{ROUTE}{_FIRST_NS}{_DOCKER}(?:&|$)){name}{ROUTE}"
+                     rf"{_FIRST_NS}{_NS_HOST}{_host_part(ph, '&')}(?:&|$)")
+        forms.append(rf"(?!{_DOCKER} /v2/[^/?]+{ROUTE}{_NO_NS}){_host_part(ph, ' ')} /v2/{not_prefix}{name}{ROUTE}{_NO_NS}")
+    if lib is not None:
+        forms.append(rf"[^ ]* /v2/{_DOCKER}/{lib}{ROUTE}{_END}")
+        forms.append(rf"[^ ]* /v2/{lib}{ROUTE}{_FIRST_NS}{_DOCKER}(?:&|$)")
+        forms.append(rf"{_DOCKER} /v2/{lib}{ROUTE}{_NO_NS}")
+    if not forms:
+        return "^(?!)"
+    return "^(?:" + "|".join(forms) + ")"

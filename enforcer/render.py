@@ -17,9 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import re
 import sys
 
-from enforcer.imagelist import regex
+from enforcer.imagelist import ROUTE, request_regex
+from enforcer.snapshot import REQUESTS
 
 RANGE_EXPAND_MAX = 256      # CRProxy's block list takes exact addresses: small ranges are expanded
 # CRProxy refuses an empty list, and a missing file at a restart: the list of no images is one
@@ -116,13 +118,34 @@ def _zone(name: str) -> str:
     return name.replace("-", "_")
 
 
-# The request's image as CRProxy reads it from a prefix-style path (/v2/<host>/<name>/manifests/…):
-# `library/` added to one-segment docker.io names. A path without a registry host names none.
-IMAGE_MAP = r"""map $uri $pullwarden_image {
-    default "";
-    "~^/v2/docker\.io/([^/]+)/(?:manifests|blobs|tags)/" "docker.io/library/$1";
-    "~^/v2/([^/]*[.:][^/]*|localhost)/(.+?)/(?:manifests|blobs|tags)/" "$1/$2";
-}"""
+# A request's image is read from the request as the client sent it ($request_uri, $host), never
+# from $uri, which a rewrite changes; and by regular expressions without a capturing group,
+# since a map's captures overwrite the $1…$9 of the location that evaluates it. The key is
+# "<registry of the Host> <request URI>" for a registry route, "odd" for a /v2/ path the
+# upstream reads otherwise than nginx ($request_uri is not decoded, a registry decodes a
+# percent escape and may resolve a dot segment), "" for anything else (the ping, a token).
+ODD_PATH = r"^/v2/[^?]*(?:%|//|/\.\.?(?:/|\?|$))"
+IMAGE_PATH = rf"^/v2/[^?]+{ROUTE}(?:\?|$)"
+
+
+def _requests(policy: dict) -> dict:
+    return {**REQUESTS, **(policy.get("requests") or {})}
+
+
+def _request_maps(policy: dict) -> list[str]:
+    reading = _requests(policy)
+    hosts = sorted(reading["host_registries"].items())
+    return ["map $host $pullwarden_host_registry {", f"    default {_q(reading['default_registry'])};",
+            *(f"    {_q(h.lower())} {_q(r)};" for h, r in hosts), "}",
+            "map $request_uri $pullwarden_image_key {", '    default "";', f"    {_q('~' + ODD_PATH)} odd;",
+            f"    {_q('~' + IMAGE_PATH)} \"$pullwarden_host_registry $request_uri\";", "}"]
+
+
+def _users_regex(users: list[str], prefix: str) -> list[str]:
+    """Case-sensitive regular expressions for exact names, as /v1/check compares them (a map's
+    exact keys are compared without case), a few hundred names to one."""
+    return [_q("~^" + prefix + "(?:" + "|".join(re.escape(u) for u in users[i:i + 200]) + ")$")
+            for i in range(0, len(users), 200)]
 
 
 def _address_layers(policy: dict) -> tuple[list, list, list]:
@@ -140,7 +163,10 @@ def _inside(net, others) -> bool:
 
 
 def nginx(policy: dict) -> dict[str, str]:
-    tiers, default = policy["tiers"], policy["default_tiers"]["anonymous"]
+    tiers, defaults = policy["tiers"], policy["default_tiers"]
+    authenticated = defaults.get("authenticated", defaults["anonymous"])
+    # "-": no assignment covers the address, the default tier for who asks applies
+    default = "-"
     bans, assigned, allowed = _address_layers(policy)
     # geo takes the longest prefix, which is how /v1/check ranks too (an address beats its
     # range); what geo cannot rank is said by leaving entries out: a tier inside a banned range
@@ -168,10 +194,18 @@ def nginx(policy: dict) -> dict[str, str]:
     # no version number in the files: a new version that changes nothing nginx enforces
     # gives the same bytes, and the agent neither rewrites nor reloads
     http = ["# pullwarden: include inside http {}",
-            "geo $pullwarden_tier {", *tier_geo, "}",
+            "geo $pullwarden_address_tier {", *tier_geo, "}",
             "geo $pullwarden_throttled {", *throttle_geo, "}",
             "geo $pullwarden_allowlisted {", "    default 0;", *(f"    {a} 1;" for a in sorted(set(allowed), key=lambda n: (n.version, n))), "}",
             "map $pullwarden_tier $pullwarden_banned { banned 1; default 0; }"]
+    # who is logged in: nginx sees a basic-auth user ($remote_user) or a bearer token, and
+    # checks neither; only an upstream that refuses bad credentials makes them mean something
+    http += ['map "$remote_user:$http_authorization" $pullwarden_authenticated {', "    default 0;",
+             *(['    "~^(?:[^:]+:|:(?i:bearer) +[^ ])" 1;'] if _requests(policy)["upstream_checks_credentials"] else []),
+             "}",
+             'map "$pullwarden_address_tier:$pullwarden_authenticated" $pullwarden_tier {',
+             "    default $pullwarden_address_tier;",
+             f"    -:0 {defaults['anonymous']};", f"    -:1 {authenticated};", "}"]
     # the ban's reason, for the client to read in the 403 (docker prints the body); one per
     # network, the first by its text when two rules ban the same one
     reasons: dict = {}
@@ -184,20 +218,23 @@ def nginx(policy: dict) -> dict[str, str]:
     # a user is known to nginx only by HTTP basic auth ($remote_user); an allowlisted address
     # is never banned, so the key carries both
     http += ['map "$pullwarden_allowlisted:$remote_user" $pullwarden_user_banned {', "    default 0;",
-             *(f"    {_q('0:' + u)} 1;" for u in users), "}"]
+             *(f"    {r} 1;" for r in _users_regex(users, "0:")), "}"]
     images = policy["images"]
-    http.append(IMAGE_MAP)
-    http += ["map $pullwarden_image $pullwarden_image_refused {", '    "" 0;',
-             *(f"    {_q('~' + regex(p))} 1;" for p in _sorted(images["blocked"])),
-             *(f"    {_q('~' + regex(p))} 0;" for p in _sorted(images["allowed"])),
+    listed = bool(images["blocked"] or images["allowed"])
+    http += _request_maps(policy)
+    http += ["map $pullwarden_image_key $pullwarden_image_refused {", '    "" 0;', f"    odd {int(listed)};",
+             *(f"    {_q('~' + request_regex(p))} 1;" for p in _sorted(images["blocked"])),
+             *(f"    {_q('~' + request_regex(p))} 0;" for p in _sorted(images["allowed"])),
              f"    default {1 if images['allowed'] else 0};", "}"]
-    http += ["map $pullwarden_image $pullwarden_image_unlimited {", "    default 0;",
-             *(f"    {_q('~' + regex(p))} 1;" for p in _sorted(images["unlimited"])), "}"]
+    http += ["map $pullwarden_image_key $pullwarden_image_unlimited {", "    default 0;",
+             *(f"    {_q('~' + request_regex(p))} 1;" for p in _sorted(images["unlimited"])), "}"]
     # an unlimited image lifts the limits unless the address is throttled; a ban stays a ban
     http += ['map "$pullwarden_image_unlimited:$pullwarden_throttled:$pullwarden_tier" $pullwarden_effective_tier {',
              "    default $pullwarden_tier;", '    "~^1:0:(?!banned$)" unlimited;', "}"]
-    location = ["# pullwarden: include in the location that proxies /v2/",
-                'if ($pullwarden_banned) { return 403 "banned by the mirror: $pullwarden_reason\\n"; }',
+    # the refusals are the rewrite module's, at the server level: they run before a location
+    # is chosen, so no rewrite in a location (`rewrite … break` ends the rewrite directives that
+    # follow it) can skip them; the limits apply to every location that sets none of its own
+    location = ['if ($pullwarden_banned) { return 403 "banned by the mirror: $pullwarden_reason\\n"; }',
                 'if ($pullwarden_user_banned) { return 403 "this user is banned by the mirror\\n"; }',
                 'if ($pullwarden_image_refused) { return 403 "this image is not served by the mirror\\n"; }']
     rates = []
@@ -224,7 +261,14 @@ def nginx(policy: dict) -> dict[str, str]:
         http += ["map $pullwarden_effective_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
         location.append("limit_rate $pullwarden_rate;")
     return {"nginx-pullwarden-http.conf": "\n".join(http) + "\n",
-            "nginx-pullwarden-location.conf": "\n".join(location) + "\n"}
+            "nginx-pullwarden-server.conf": "\n".join([SERVER_HEAD, *location]) + "\n",
+            "nginx-pullwarden-location.conf": "\n".join([LOCATION_HEAD, *location]) + "\n"}
+
+
+SERVER_HEAD = ("# pullwarden: include as the first line of every server {} that serves /v2/, before any rewrite,\n"
+               "# return or break of the server's own (those end the server's rewrite directives that follow)")
+LOCATION_HEAD = ("# pullwarden: the server include's lines, for a location with limit_req or limit_conn of its own\n"
+                 "# (then the server's are not inherited); before any rewrite in the location")
 
 
 # ---- what no file can say -------------------------------------------------------------------
@@ -246,8 +290,13 @@ def unexpressed(policy: dict) -> list[str]:
         notes.append(f"{scopes['asn']} AS-number ban(s): only /v1/check enforces them (no AS number in nginx or "
                      "CRProxy; the CrowdSec stream sends them with scopes=as)")
     if scopes.get("user"):
-        notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only); "
-                     "CRProxy and the CrowdSec stream have no users")
+        notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only; a "
+                     "bearer token names no user nginx can read); CRProxy and the CrowdSec stream have no users")
+    tiers = policy["default_tiers"]
+    if tiers.get("authenticated", tiers["anonymous"]) != tiers["anonymous"] and not _requests(policy)["upstream_checks_credentials"]:
+        notes.append(f"nginx gives requests with credentials the anonymous default tier ({tiers['anonymous']}), "
+                     f"not the authenticated one ({tiers['authenticated']}): it cannot check a password or a "
+                     "token; set upstream_checks_credentials where the upstream refuses bad ones")
     users = sum(1 for e in policy["assignments"].values() if e["scope"] == "user")
     asns = sum(1 for e in policy["assignments"].values() if e["scope"] == "asn")
     if users or asns:
