@@ -261,14 +261,21 @@ def nginx(policy: dict) -> dict[str, str]:
         http += ["map $pullwarden_effective_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
         location.append("limit_rate $pullwarden_rate;")
     return {"nginx-pullwarden-http.conf": "\n".join(http) + "\n",
-            "nginx-pullwarden-server.conf": "\n".join([SERVER_HEAD, *location]) + "\n",
+            "nginx-pullwarden-server.conf": "\n".join([SERVER_HEAD, EVALUATED, *location]) + "\n",
             "nginx-pullwarden-location.conf": "\n".join([LOCATION_HEAD, *location]) + "\n"}
 
 
 SERVER_HEAD = ("# pullwarden: include as the first line of every server {} that serves /v2/, before any rewrite,\n"
                "# return or break of the server's own (those end the server's rewrite directives that follow)")
-LOCATION_HEAD = ("# pullwarden: the server include's lines, for a location with limit_req or limit_conn of its own\n"
-                 "# (then the server's are not inherited); before any rewrite in the location")
+# Every regular expression nginx matches resets $1…$9 (ngx_http_regex_exec sets r->ncaptures on
+# any match, with or without groups), and a map is evaluated when a variable is first read. Read
+# here, before a location is chosen, every variable is cached for the request, and a location's
+# own captures, taken after, stay its own.
+EVALUATED = 'set $pullwarden_evaluated "$pullwarden_effective_tier:$pullwarden_image_refused:$pullwarden_user_banned";'
+LOCATION_HEAD = ("# pullwarden: the server include's checks and limits, for a location with limit_req or limit_conn of\n"
+                 "# its own (then the server's are not inherited). Alone, without the server include, it must come\n"
+                 "# before any rewrite in the location, and the location's captures must be named: its maps'\n"
+                 "# regular expressions reset $1...$9")
 
 
 # ---- what no file can say -------------------------------------------------------------------
