@@ -325,6 +325,9 @@ def deployment(folder: str = "/etc/pullwarden") -> dict[str, str]:
     nginx_conf = f"""http {{
     include {folder}/nginx-pullwarden-http.conf;
     server {{
+        # first: the refusals run before any location is chosen, from the request as the client
+        # sent it, whatever the locations below rewrite
+        include {folder}/nginx-pullwarden-server.conf;
         listen 443 ssl;
         ssl_certificate /etc/ssl/mirror.crt;
         ssl_certificate_key /etc/ssl/mirror.key;
@@ -332,7 +335,6 @@ def deployment(folder: str = "/etc/pullwarden") -> dict[str, str]:
         # not a balancer of ours (the left end is what the client sent):
         # set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;
         location /v2/ {{
-            include {folder}/nginx-pullwarden-location.conf;
             # CRProxy --behind takes the client from the first X-Forwarded-For hop, unchecked:
             # set it to the address nginx settled on (appended to, the client would choose it),
             # or CRProxy's per-address byte budget counts every client as nginx's own address
