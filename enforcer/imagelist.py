@@ -16,7 +16,9 @@ names. Read at hostmatcher 92cb567 ("Fix path match"), the rules are:
   nothing until it is written `docker.io/library/busybox`.
 
 Patterns are canonicalized on the way in, refused when CRProxy could never match them, and
-matched here (for /v1/check) and rendered as regular expressions (for nginx) by the same rules.
+matched here (for /v1/check) and rendered as regular expressions over the request (for nginx,
+request_regex) by the same rules. A request's image is read once, request_image, as nginx's
+regular expressions read it.
 """
 from __future__ import annotations
 
@@ -141,36 +143,6 @@ def matches(pattern: str, image: str) -> bool:
     ph, pp = _split(pattern)
     host, name = _split(image_name(image))
     return _host_matches(ph.lower(), host) and _path_matches(pp, name)
-
-
-def regex(pattern: str) -> str:
-    """The same test as a PCRE over `host/name` (nginx `map`), anchored."""
-    if pattern == "*":
-        return "^.+$"
-    ph, pp = _split(pattern)
-    name, port = _port(ph.lower())
-    port = f":{port}" if port else "(?::[0-9]+)?"
-    if name == "*":
-        host = "[^/]+"
-    elif name.startswith("*.") or name.startswith("."):
-        host = r"[^/]*\." + re.escape(name.lstrip("*.")) + port
-    else:
-        host = r"(?:[^/]*\.)?" + re.escape(name) + port
-    if "*" not in pp:
-        return f"^{host}/{re.escape(pp)}$"
-    out, ahead = [], ""
-    for i, c in enumerate(pp):
-        if c != "*":
-            out.append(re.escape(c))
-        elif pp[i + 1:i + 2] == "*":
-            rest = pp[i + 2:]
-            if rest:            # hostmatcher then asks whether the whole name ends with the rest
-                ahead = f"(?=.*{re.escape(rest)}$)"
-            out.append(".+")    # and only gets there with at least one byte left
-            break
-        else:
-            out.append("[^/]+" if i == len(pp) - 1 else "[^/]*")
-    return f"^{host}/{ahead}{''.join(out)}$"
 
 
 # ---- a request's image, as the proxy reads it -------------------------------------------------
