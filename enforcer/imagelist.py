@@ -222,19 +222,17 @@ def _ends_with(text: str, prefix: str, tail: str) -> str | None:
 
 def _name_part(pp: str, tail: str, prefix: str = "") -> str | None:
     """A PCRE for the names hostmatcher's pattern path ``pp`` takes, followed by ``tail``;
-    with ``prefix``, for one-segment names that it takes once ``prefix`` is put before them
-    (docker.io's `library/`). None when no name can match."""
+    with ``prefix``, for one-segment names (the request's form says so) that it takes once
+    ``prefix`` is put before them (docker.io's `library/`). None when no name can match."""
     if prefix:
         walked = _consume(pp, prefix)
         if walked is None:
             return None
         if walked[0] == "ends":
             ahead = _ends_with(walked[1], prefix, tail) if walked[1] else ""
-            return None if ahead is None else f"(?=[^/?]+{tail}){ahead}[^/?]+"
+            return None if ahead is None else f"{ahead}[^/?]+"
         pp = walked[1]
-        out, ahead = [f"(?=[^/?]+{tail})"], ""
-    else:
-        out, ahead = [], ""
+    out, ahead = [], ""
     if "*" not in pp:
         return "".join(out) + re.escape(pp)
     for i, c in enumerate(pp):
@@ -254,39 +252,54 @@ def _name_part(pp: str, tail: str, prefix: str = "") -> str | None:
 
 
 _END = r"(?:\?|$)"
+_TAIL = ROUTE + _END
 _HOSTLIKE = r"(?:[^/?]*[.:][^/?]*|localhost)"
 _DOCKER = r"(?i:docker\.io)\.?"
 _FIRST_NS = r"\?(?:(?!ns=)[^&]*&)*ns="
-_NS_HOST = r"(?=(?:[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost)(?:&|$))"
-# the query names no registry: no `ns=`, or the first one's value is not a host
-_NO_NS = rf"(?:$|\?(?:(?!ns=)[^&]*&)*(?:(?!ns=)[^&]*$|ns=(?!(?:[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost)(?:&|$))))"
+_NS_HOST = r"(?:[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost)(?:&|$)"
+# A request's form, told once per request (the first that matches), so that each pattern's
+# expression needs no look at the others: its first letter rules out every other form.
+#   odd  a /v2/ path the upstream reads otherwise than nginx (see render.ODD_PATH), set by render
+#   L    /v2/docker.io/<one segment>/…: docker.io's library/ name in CRProxy's prefix style
+#   P    /v2/<host>/<name>/…: CRProxy's prefix style
+#   M, N no host in the path, the registry in containerd's ?ns= (M: docker.io, one segment)
+#   O, B no host, no ?ns=: the Host's registry, before the URI (O: one segment, which is
+#        library/<name> when that registry is docker.io)
+FORMS = [
+    ("L", rf"^/v2/{_DOCKER}/[^/?]+{_TAIL}"),
+    ("P", rf"^/v2/{_HOSTLIKE}/[^?]+{_TAIL}"),
+    ("M", rf"^/v2/[^/?]+{ROUTE}{_FIRST_NS}{_DOCKER}(?:&|$)"),
+    ("N", rf"^/v2/[^?]+{ROUTE}{_FIRST_NS}{_NS_HOST}"),
+    ("O", rf"^/v2/[^/?]+{_TAIL}"),
+    ("B", rf"^/v2/[^?]+{_TAIL}"),
+]
+
+
+def request_key(uri: str, registry: str) -> str:
+    """What nginx's `$pullwarden_image_key` is for a request (render writes FORMS as its map):
+    the form's letter, the Host's registry for O and B, and the URI; "" when it names no image."""
+    for letter, form in FORMS:
+        if re.match(form, uri):
+            return f"{letter} {registry} {uri}" if letter in "OB" else f"{letter} {uri}"
+    return ""
 
 
 def request_regex(pattern: str) -> str:
     """A PCRE, without a capturing group (a map's captures would overwrite the $1 of the
-    location that uses it), that matches "<registry of the Host> <request URI>" exactly when
-    request_image() of that request is an image ``pattern`` matches, as matches() decides."""
-    tail = ROUTE + _END
+    location that uses it), that matches request_key() of a request exactly when
+    request_image() of it is an image ``pattern`` matches, as matches() decides."""
     if pattern == "*":
-        return rf"^[^ ]* /v2/[^?]+{tail}"
+        return "^[LPMNOB] "
     ph, pp = _split(pattern)
-    takes_docker = _host_matches(ph, "docker.io")
-    name = _name_part(pp, tail)
-    lib = _name_part(pp, tail, "library/") if takes_docker else None
-    one_docker = f"{_DOCKER}/[^/?]+{tail}"
-    not_prefix = rf"(?!{_HOSTLIKE}/[^?]+{tail})"
+    name = _name_part(pp, _TAIL)
+    lib = _name_part(pp, _TAIL, "library/") if _host_matches(ph, "docker.io") else None
     forms = []
-    if name is not None:
-        # CRProxy's prefix style: /v2/<host>/<name>/…
-        forms.append(rf"[^ ]* /v2/(?={_HOSTLIKE}/)(?!{one_docker}){_host_part(ph, '/?')}/{name}{ROUTE}{_END}")
-        # no host in the path: the registry from ?ns=, else the Host's
-        forms.append(rf"[^ ]* /v2/{not_prefix}(?![^/?]+{ROUTE}{_FIRST_NS}{_DOCKER}(?:&|$)){name}{ROUTE}"
-                     rf"{_FIRST_NS}{_NS_HOST}{_host_part(ph, '&')}(?:&|$)")
-        forms.append(rf"(?!{_DOCKER} /v2/[^/?]+{ROUTE}{_NO_NS}){_host_part(ph, ' ')} /v2/{not_prefix}{name}{ROUTE}{_NO_NS}")
     if lib is not None:
-        forms.append(rf"[^ ]* /v2/{_DOCKER}/{lib}{ROUTE}{_END}")
-        forms.append(rf"[^ ]* /v2/{lib}{ROUTE}{_FIRST_NS}{_DOCKER}(?:&|$)")
-        forms.append(rf"{_DOCKER} /v2/{lib}{ROUTE}{_NO_NS}")
-    if not forms:
-        return "^(?!)"
-    return "^(?:" + "|".join(forms) + ")"
+        forms += [rf"L /v2/[^/?]+/{lib}{_TAIL}", rf"M /v2/{lib}{ROUTE}\?", rf"O {_DOCKER} /v2/{lib}{_TAIL}"]
+    if name is not None:
+        # the route and the end of the path after the name: where a name ends is then fixed
+        forms += [rf"P /v2/{_host_part(ph, '/?')}/{name}{_TAIL}",
+                  rf"N /v2/{name}{ROUTE}{_FIRST_NS}{_host_part(ph, '&')}(?:&|$)",
+                  rf"O (?!{_DOCKER} ){_host_part(ph, ' ')} /v2/{name}{_TAIL}",
+                  rf"B {_host_part(ph, ' ')} /v2/{name}{_TAIL}"]
+    return "^(?:" + "|".join(forms) + ")" if forms else "^(?!)"

@@ -20,7 +20,7 @@ import ipaddress
 import re
 import sys
 
-from enforcer.imagelist import ROUTE, request_regex
+from enforcer.imagelist import FORMS, request_regex
 from enforcer.snapshot import REQUESTS
 
 RANGE_EXPAND_MAX = 256      # CRProxy's block list takes exact addresses: small ranges are expanded
@@ -121,11 +121,10 @@ def _zone(name: str) -> str:
 # A request's image is read from the request as the client sent it ($request_uri, $host), never
 # from $uri, which a rewrite changes; and by regular expressions without a capturing group,
 # since a map's captures overwrite the $1…$9 of the location that evaluates it. The key is
-# "<registry of the Host> <request URI>" for a registry route, "odd" for a /v2/ path the
+# the request's form and URI (imagelist.request_key) for a registry route, "odd" for a /v2/ path the
 # upstream reads otherwise than nginx ($request_uri is not decoded, a registry decodes a
 # percent escape and may resolve a dot segment), "" for anything else (the ping, a token).
 ODD_PATH = r"^/v2/[^?]*(?:%|//|/\.\.?(?:/|\?|$))"
-IMAGE_PATH = rf"^/v2/[^?]+{ROUTE}(?:\?|$)"
 
 
 def _requests(policy: dict) -> dict:
@@ -138,7 +137,9 @@ def _request_maps(policy: dict) -> list[str]:
     return ["map $host $pullwarden_host_registry {", f"    default {_q(reading['default_registry'])};",
             *(f"    {_q(h.lower())} {_q(r)};" for h, r in hosts), "}",
             "map $request_uri $pullwarden_image_key {", '    default "";', f"    {_q('~' + ODD_PATH)} odd;",
-            f"    {_q('~' + IMAGE_PATH)} \"$pullwarden_host_registry $request_uri\";", "}"]
+            *(f"    {_q('~' + form)} " + _q(f"{letter} $pullwarden_host_registry $request_uri" if letter in "OB"
+                                           else f"{letter} $request_uri") + ";" for letter, form in FORMS),
+            "}"]
 
 
 def _users_regex(users: list[str], prefix: str) -> list[str]:

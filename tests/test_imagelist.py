@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enforcer.imagelist import canonical_pattern, image_name, matches, request_image, request_regex
+from enforcer.imagelist import (canonical_pattern, image_name, matches, request_image, request_key,
+                                request_regex)
 
 CASES = [
     ("docker.io/library/*", "docker.io/library/nginx", True),
@@ -42,7 +43,8 @@ CASES = [
 def test_crproxy_patterns(pattern, image, expected):
     assert matches(pattern, image) is expected
     # nginx's map says the same of a request for it
-    assert bool(re.match(request_regex(pattern), f"quay.io /v2/{image_name(image)}/manifests/latest")) is expected
+    request = request_key(f"/v2/{image_name(image)}/manifests/latest", "quay.io")
+    assert bool(re.match(request_regex(pattern), request)) is expected
 
 
 @pytest.mark.parametrize("typed, stored", [
@@ -73,7 +75,7 @@ def test_the_nginx_regex_and_check_agree_on_any_pattern_and_name(pattern, name):
         p = canonical_pattern(f"quay.io/{pattern}")
     except ValueError:
         return
-    request = f"quay.io /v2/{name}/manifests/latest"
+    request = request_key(f"/v2/quay.io/{name}/manifests/latest", "docker.io")
     assert bool(re.match(request_regex(p), request)) is matches(p, f"quay.io/{name}"), (p, name)
 
 
@@ -116,7 +118,7 @@ REQUEST_PATTERNS = ["docker.io/library/*", "docker.io/library/nginx", "ghcr.io/*
        route=st.sampled_from(ROUTES), query=st.sampled_from(QUERIES),
        registry=st.sampled_from(["docker.io", "ghcr.io", "quay.io"]))
 def test_nginx_reads_a_request_as_check_does(host, segments, route, query, registry):
-    """request_regex(pattern) over "<Host's registry> <request URI>" (what the nginx map sees)
+    """request_regex(pattern) over request_key() (what the nginx map sees)
     says what matches(pattern, request_image(...)) says, for every pattern here (the library/
     of one-segment docker.io names, `**` with a tail, any host, ports), prefix, registry-mirror
     and ?ns= requests, names holding a route's words."""
@@ -124,4 +126,4 @@ def test_nginx_reads_a_request_as_check_does(host, segments, route, query, regis
     image = request_image(uri, registry)
     for p in map(canonical_pattern, REQUEST_PATTERNS):
         want = image is not None and matches(p, image)
-        assert bool(re.match(request_regex(p), f"{registry} {uri}")) is want, (p, uri, registry, image)
+        assert bool(re.match(request_regex(p), request_key(uri, registry))) is want, (p, uri, registry, image)
