@@ -151,7 +151,7 @@ def matches(pattern: str, image: str) -> bool:
 # is the last segment, so a name may itself hold a `manifests` or `blobs` segment
 # (/v2/ghcr.io/org/blobs/tool/blobs/sha256:… is ghcr.io/org/blobs/tool). The route is
 # one of these, and which one is fixed by the last two or three segments: a path splits one way.
-ROUTE = r"/(?:manifests/[^/?]+|blobs/[^/?]+|blobs/uploads/[^/?]*|tags/list|referrers/[^/?]+)"
+ROUTE = r"/(?:(?:manifests|blobs|referrers)/[^/?]+|blobs/uploads/[^/?]*|tags/list)"
 _REQUEST = re.compile(rf"/v2/([^?]+){ROUTE}")
 # containerd's mirror request names the registry as `?ns=docker.io`; only a value that is a host
 _NS = re.compile(r"[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost")
@@ -293,13 +293,13 @@ def request_regex(pattern: str) -> str:
     ph, pp = _split(pattern)
     name = _name_part(pp, _TAIL)
     lib = _name_part(pp, _TAIL, "library/") if _host_matches(ph, "docker.io") else None
+    # the name once, after any of the forms' beginnings: nginx reads a parameter of at most
+    # 4 KiB, and a 300-byte pattern's name expression is up to twice that
     forms = []
     if lib is not None:
-        forms += [rf"L /v2/[^/?]+/{lib}{_TAIL}", rf"M /v2/{lib}{ROUTE}\?", rf"O {_DOCKER} /v2/{lib}{_TAIL}"]
+        forms.append(rf"(?:L /v2/[^/?]+/|M /v2/|O {_DOCKER} /v2/){lib}{_TAIL}")
     if name is not None:
-        # the route and the end of the path after the name: where a name ends is then fixed
-        forms += [rf"P /v2/{_host_part(ph, '/?')}/{name}{_TAIL}",
-                  rf"N /v2/{name}{ROUTE}{_FIRST_NS}{_host_part(ph, '&')}(?:&|$)",
-                  rf"O (?!{_DOCKER} ){_host_part(ph, ' ')} /v2/{name}{_TAIL}",
-                  rf"B {_host_part(ph, ' ')} /v2/{name}{_TAIL}"]
+        ns = rf"(?=[^?]*{_FIRST_NS}{_host_part(ph, '&')}(?:&|$))"
+        forms.append(rf"(?:P /v2/{_host_part(ph, '/?')}/|N {ns}/v2/|O (?!{_DOCKER} ){_host_part(ph, ' ')} /v2/|"
+                     rf"B {_host_part(ph, ' ')} /v2/){name}{_TAIL}")
     return "^(?:" + "|".join(forms) + ")" if forms else "^(?!)"

@@ -142,11 +142,42 @@ def _request_maps(policy: dict) -> list[str]:
             "}"]
 
 
+# nginx reads a configuration parameter of at most 4 KiB (NGX_CONF_BUFFER): the alternatives
+# of one map key stay under this
+PARAMETER_MAX = 3000
+
+
+def _alternatives(parts: list[str], head: str, tail: str) -> list[str]:
+    """Map keys, each a regular expression `head(?:a|b|…)tail`, as few as fit nginx's parameter
+    size: they all give one value, and nginx's cost is mostly per expression tried."""
+    keys, chunk, size = [], [], 0
+    for part in parts:
+        if chunk and size + len(part) > PARAMETER_MAX:
+            keys.append(chunk)
+            chunk, size = [], 0
+        chunk.append(part)
+        size += len(part) * 2 + 1               # _q doubles each backslash
+    if chunk:
+        keys.append(chunk)
+    return [_q(f"~{head}(?:" + "|".join(c) + f"){tail}") for c in keys]
+
+
+def _user_bans(policy: dict) -> list[str]:
+    return [e["value"] for e in policy["bans"].values() if e["scope"] == "user"]
+
+
+def _fits(user: str) -> bool:
+    return len(re.escape(user)) * 2 < PARAMETER_MAX
+
+
+def _patterns_regex(patterns: list[str]) -> list[str]:
+    return _alternatives([request_regex(p)[1:] for p in _sorted(patterns)], "^", "")   # each is ^(…)
+
+
 def _users_regex(users: list[str], prefix: str) -> list[str]:
     """Case-sensitive regular expressions for exact names, as /v1/check compares them (a map's
-    exact keys are compared without case), a few hundred names to one."""
-    return [_q("~^" + prefix + "(?:" + "|".join(re.escape(u) for u in users[i:i + 200]) + ")$")
-            for i in range(0, len(users), 200)]
+    exact keys are compared without case)."""
+    return _alternatives([re.escape(u) for u in users], f"^{prefix}", "$")
 
 
 def _address_layers(policy: dict) -> tuple[list, list, list]:
@@ -215,7 +246,7 @@ def nginx(policy: dict) -> dict[str, str]:
             reasons.setdefault(n, _one_line(e["reason"]))
     http += ["geo $pullwarden_reason {", '    default "";',
              *(f"    {n} {_q(reasons[n])};" for n in sorted(reasons, key=lambda n: (n.version, n))), "}"]
-    users = sorted(e["value"] for e in policy["bans"].values() if e["scope"] == "user")
+    users = sorted(u for u in _user_bans(policy) if _fits(u))
     # a user is known to nginx only by HTTP basic auth ($remote_user); an allowlisted address
     # is never banned, so the key carries both
     http += ['map "$pullwarden_allowlisted:$remote_user" $pullwarden_user_banned {', "    default 0;",
@@ -224,11 +255,11 @@ def nginx(policy: dict) -> dict[str, str]:
     listed = bool(images["blocked"] or images["allowed"])
     http += _request_maps(policy)
     http += ["map $pullwarden_image_key $pullwarden_image_refused {", '    "" 0;', f"    odd {int(listed)};",
-             *(f"    {_q('~' + request_regex(p))} 1;" for p in _sorted(images["blocked"])),
-             *(f"    {_q('~' + request_regex(p))} 0;" for p in _sorted(images["allowed"])),
+             *(f"    {r} 1;" for r in _patterns_regex(images["blocked"])),
+             *(f"    {r} 0;" for r in _patterns_regex(images["allowed"])),
              f"    default {1 if images['allowed'] else 0};", "}"]
     http += ["map $pullwarden_image_key $pullwarden_image_unlimited {", "    default 0;",
-             *(f"    {_q('~' + request_regex(p))} 1;" for p in _sorted(images["unlimited"])), "}"]
+             *(f"    {r} 1;" for r in _patterns_regex(images["unlimited"])), "}"]
     # an unlimited image lifts the limits unless the address is throttled; a ban stays a ban
     http += ['map "$pullwarden_image_unlimited:$pullwarden_throttled:$pullwarden_tier" $pullwarden_effective_tier {',
              "    default $pullwarden_tier;", '    "~^1:0:(?!banned$)" unlimited;', "}"]
@@ -300,6 +331,10 @@ def unexpressed(policy: dict) -> list[str]:
     if scopes.get("user"):
         notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only; a "
                      "bearer token names no user nginx can read); CRProxy and the CrowdSec stream have no users")
+    long_users = [u for u in _user_bans(policy) if not _fits(u)]
+    if long_users:
+        notes.append(f"nginx: {len(long_users)} banned user name(s) longer than an nginx parameter takes are not in "
+                     "the include")
     tiers = policy["default_tiers"]
     if tiers.get("authenticated", tiers["anonymous"]) != tiers["anonymous"] and not _requests(policy)["upstream_checks_credentials"]:
         notes.append(f"nginx gives requests with credentials the anonymous default tier ({tiers['anonymous']}), "

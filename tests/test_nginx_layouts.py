@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from enforcer.imagelist import request_image
+from enforcer.imagelist import canonical_pattern, matches, request_image
 from enforcer.render import render, unexpressed
 from tests.enforcer_helpers import Enforcer, free_port
 from tests.nginx_helpers import needs_nginx, nginx
@@ -270,3 +270,25 @@ def test_without_upstream_checks_credentials_nginx_gives_anonymous_and_says_so(t
     finally:
         api.client.close()
         api.stop()
+
+
+@needs_nginx
+def test_the_longest_patterns_fit_nginx_s_parameters(checked, upstream, tmp_path):
+    """nginx reads one configuration parameter of at most 4 KiB: a pattern of 300 bytes (the
+    longest canonical_pattern takes), escapes and all, and many patterns together still load,
+    and the long one is enforced."""
+    api, policy = checked
+    long_name = "a-b." * 70 + "xy"                  # one segment: library/ on docker.io, every form
+    long_pattern = canonical_pattern(f"docker.io/library/{long_name}")
+    assert len(long_pattern) == 300 and matches(long_pattern, f"docker.io/{long_name}")
+    images = {"blocked": [long_pattern, *[f"quay.io/org{i}/**-x.y" for i in range(300)]],
+              "allowed": [], "unlimited": [f"ghcr.io/org{i}/name-{i}.x" for i in range(300)]}
+    port = free_port()
+    with nginx(tmp_path, render({**policy, "images": images}, warn=lambda m: None),
+               serve(tmp_path, port, upstream, SERVER_INCLUDE[0][1]), port), \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as proxy:
+        path = f"/v2/docker.io/{long_name}/manifests/latest"
+        assert request_image(path, "docker.io") == f"docker.io/library/{long_name}"
+        assert proxy.get(path, headers={"X-Forwarded-For": "192.0.2.33"}).status_code == 403
+        ok = proxy.get("/v2/ghcr.io/org299/name-299.x/manifests/1", headers={"X-Forwarded-For": "192.0.2.33"})
+        assert (ok.status_code, ok.json()["tier"]) == (200, "unlimited")
