@@ -285,8 +285,7 @@ def request_key(uri: str, registry: str) -> str:
 
 
 def request_regex(pattern: str) -> str:
-    """A PCRE, without a capturing group (a map's captures would overwrite the $1 of the
-    location that uses it), that matches request_key() of a request exactly when
+    """A PCRE without a capturing group that matches request_key() of a request exactly when
     request_image() of it is an image ``pattern`` matches, as matches() decides."""
     if pattern == "*":
         return "^[LPMNOB] "

@@ -119,11 +119,10 @@ def _zone(name: str) -> str:
 
 
 # A request's image is read from the request as the client sent it ($request_uri, $host), never
-# from $uri, which a rewrite changes; and by regular expressions without a capturing group,
-# since a map's captures overwrite the $1…$9 of the location that evaluates it. The key is
-# the request's form and URI (imagelist.request_key) for a registry route, "odd" for a /v2/ path the
-# upstream reads otherwise than nginx ($request_uri is not decoded, a registry decodes a
-# percent escape and may resolve a dot segment), "" for anything else (the ping, a token).
+# from $uri, which a rewrite changes. The key is the request's form and URI
+# (imagelist.request_key) for a registry route, "odd" for a /v2/ path the upstream reads
+# otherwise than nginx ($request_uri is not decoded, a registry decodes a percent escape and
+# may resolve a dot segment), "" for anything else (the ping, a token).
 ODD_PATH = r"^/v2/[^?]*(?:%|//|/\.\.?(?:/|\?|$))"
 
 
@@ -152,11 +151,12 @@ def _alternatives(parts: list[str], head: str, tail: str) -> list[str]:
     size: they all give one value, and nginx's cost is mostly per expression tried."""
     keys, chunk, size = [], [], 0
     for part in parts:
-        if chunk and size + len(part) > PARAMETER_MAX:
+        cost = len(part) * 2 + 1                # at most: _q doubles each backslash
+        if chunk and size + cost > PARAMETER_MAX:
             keys.append(chunk)
             chunk, size = [], 0
         chunk.append(part)
-        size += len(part) * 2 + 1               # _q doubles each backslash
+        size += cost
     if chunk:
         keys.append(chunk)
     return [_q(f"~{head}(?:" + "|".join(c) + f"){tail}") for c in keys]
