@@ -292,3 +292,35 @@ def test_the_longest_patterns_fit_nginx_s_parameters(checked, upstream, tmp_path
         assert proxy.get(path, headers={"X-Forwarded-For": "192.0.2.33"}).status_code == 403
         ok = proxy.get("/v2/ghcr.io/org299/name-299.x/manifests/1", headers={"X-Forwarded-For": "192.0.2.33"})
         assert (ok.status_code, ok.json()["tier"]) == (200, "unlimited")
+
+
+def test_how_requests_are_read_reaches_the_agent_as_a_change(tmp_path):
+    """serve's default_registry, host_registries and upstream_checks_credentials are the policy's
+    `requests` section: changed settings at a restart give a new version whose delta carries it,
+    and the agent's include maps the new host."""
+    import threading
+
+    from core.store import open_store
+    from enforcer.agent import apply
+    from enforcer.snapshot import REQUESTS, Publisher
+    from tests.enforcer_helpers import Clock
+
+    store = open_store(str(tmp_path / "db.duckdb"))
+    try:
+        lock, clock = threading.RLock(), Clock()
+        first = Publisher(store, lock, clock, 30).publish()
+        held = json.loads(gzip.decompress(first.body))
+        assert held["requests"] == REQUESTS
+        moved = {**REQUESTS, "host_registries": {"gcr.m.example": "gcr.io"}, "upstream_checks_credentials": True}
+        clock.advance(seconds=1)
+        restarted = Publisher(store, lock, clock, 30, moved)
+        second = restarted.publish()
+        assert second.version == first.version + 1
+        delta = restarted.changes(first.version, limit=0.25)
+        assert delta["sections"] == {"requests": moved}
+        policy = apply(held, delta)
+        http = render(policy, warn=lambda m: None)["nginx-pullwarden-http.conf"]
+        assert '"gcr.m.example" "gcr.io";' in http and "(?i:bearer)" in http
+        assert Publisher(store, lock, clock, 30, moved).publish().version == second.version    # same settings
+    finally:
+        store.close()
