@@ -30,7 +30,7 @@ def nginx(folder: Path, files: dict[str, str], servers: str, port: int, events: 
     may `include {folder}/server.conf` or `{folder}/location.conf`), until the block ends; yields
     the error log's path."""
     (folder / "http.conf").write_text(files["nginx-pullwarden-http.conf"])
-    (folder / "server.conf").write_text(files["nginx-pullwarden-server.conf"])
+    (folder / "server.conf").write_text(files.get("nginx-pullwarden-server.conf", ""))
     (folder / "location.conf").write_text(files["nginx-pullwarden-location.conf"])
     conf = folder / "nginx.conf"
     conf.write_text(f"""
