@@ -80,6 +80,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dashboard_port", int, 8501,
             "Port `pullwarden dashboard` (and `up`) serves the dashboard on, on loopback; it reaches the API at "
             "`api_url` with `api_key`."),
+    Setting("upstream_checks_credentials", bool, False,
+            "The upstream behind nginx (a registry with auth, or CRProxy with its token service) refuses a request "
+            "whose basic-auth password or bearer token is bad, and gives no token to anonymous clients: nginx then "
+            "gives a request with credentials the authenticated default tier. False: the anonymous one."),
     Setting("policy_max_age", int, 30, "Seconds a proxy may keep a policy before it polls again (the policy's max_age)."),
     Setting("ingest_interval", float, 10.0, "Seconds between tail-ingest runs of `sources` in serve."),
     Setting("detect_interval", float, 300.0,

@@ -22,7 +22,8 @@ from pathlib import Path
 from enforcer.render import render
 
 MANAGED = ("block-ips.csv", "allows.txt", "privileged-images.txt", "blocked-images.txt", "privileged-ips.txt",
-           "crproxy-flags.txt", "nginx-pullwarden-http.conf", "nginx-pullwarden-location.conf")
+           "crproxy-flags.txt", "nginx-pullwarden-http.conf", "nginx-pullwarden-location.conf",
+           "nginx-pullwarden-server.conf")
 # CRProxy's endpoint for each list file it reads with a --…-from-file flag
 ENDPOINTS = (("allows", "allows.txt"), ("privileged", "privileged-images.txt"), ("block-ips", "block-ips.csv"))
 CRPROXY_LISTS = {name for _, name in ENDPOINTS}

@@ -16,7 +16,9 @@ names. Read at hostmatcher 92cb567 ("Fix path match"), the rules are:
   nothing until it is written `docker.io/library/busybox`.
 
 Patterns are canonicalized on the way in, refused when CRProxy could never match them, and
-matched here (for /v1/check) and rendered as regular expressions (for nginx) by the same rules.
+matched here (for /v1/check) and rendered as regular expressions over the request (for nginx,
+request_regex) by the same rules. A request's image is read once, request_image, as nginx's
+regular expressions read it.
 """
 from __future__ import annotations
 
@@ -43,8 +45,14 @@ def image_name(image: str, default_registry: str = "docker.io") -> str:
     first = image.split("/", 1)[0]
     if "/" not in image or not looks_like_host(first):
         image = f"{default_registry}/{image}"
-    host, name = _split(image)
-    host = host.lower()
+    return _normal(*_split(image))
+
+
+def _normal(host: str, name: str) -> str:
+    """`host/name` as CRProxy matches it: the host lower-cased and without the trailing dot of a
+    fully qualified name (`ghcr.io.` is ghcr.io), `library/` added to one-segment docker.io names."""
+    hostname, port = _port(host.lower())
+    host = hostname.removesuffix(".") + (f":{port}" if port else "")
     if host == "docker.io" and "/" not in name:
         name = f"library/{name}"
     return f"{host}/{name}"
@@ -62,7 +70,8 @@ def canonical_pattern(pattern: str) -> str:
         raise ValueError(f"{pattern!r} names a host alone, which CRProxy never matches against an image: "
                          f"write {p}/** for everything on it")
     host, path = _split(p)
-    host = host.lower()
+    hostname, port = _port(host.lower())
+    host = hostname.removesuffix(".") + (f":{port}" if port else "")
     if not host or not path or "//" in p or p.endswith("/"):
         raise ValueError(f"{pattern!r}: a pattern is host/path, e.g. docker.io/library/nginx")
     if "@" in path or ":" in path:
@@ -136,31 +145,160 @@ def matches(pattern: str, image: str) -> bool:
     return _host_matches(ph.lower(), host) and _path_matches(pp, name)
 
 
-def regex(pattern: str) -> str:
-    """The same test as a PCRE over `host/name` (nginx `map`), anchored."""
-    if pattern == "*":
-        return "^.+$"
-    ph, pp = _split(pattern)
+# ---- a request's image, as the proxy reads it -------------------------------------------------
+#
+# A registry takes the name from the front of the path and the route from its end: the reference
+# is the last segment, so a name may itself hold a `manifests` or `blobs` segment
+# (/v2/ghcr.io/org/blobs/tool/blobs/sha256:… is ghcr.io/org/blobs/tool). The route is
+# one of these, and which one is fixed by the last two or three segments: a path splits one way.
+ROUTE = r"/(?:(?:manifests|blobs|referrers)/[^/?]+|blobs/uploads/[^/?]*|tags/list)"
+_REQUEST = re.compile(rf"/v2/([^?]+){ROUTE}")
+# containerd's mirror request names the registry as `?ns=docker.io`; only a value that is a host
+_NS = re.compile(r"[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost")
+
+
+def request_image(uri: str, registry: str) -> str | None:
+    """The image a request for ``uri`` (the path and query as sent) names, or None (the ping,
+    a token, anything that is not a registry route). The registry comes from the path when its
+    first segment is a host (CRProxy's prefix style), else from `?ns=` (containerd), else it is
+    ``registry``: the one the request's Host stands for (host_registries), or default_registry
+    (docker's registry-mirrors sends Docker Hub paths without one)."""
+    path, _, query = uri.partition("?")
+    m = _REQUEST.fullmatch(path)
+    if m is None:
+        return None
+    name = m.group(1)
+    first, _, rest = name.partition("/")
+    if rest and looks_like_host(first):
+        return _normal(first, rest)
+    ns = next((p[3:] for p in query.split("&") if p.startswith("ns=")), None) if query else None
+    if ns is not None and _NS.fullmatch(ns):
+        registry = ns
+    return _normal(registry, name)
+
+
+def _host_part(ph: str, stop: str) -> str:
+    """A PCRE for a registry host hostmatcher's ``ph`` takes, in text that ends the host at one
+    of the ``stop`` characters: any case, a trailing dot, any port unless the pattern names one."""
     name, port = _port(ph.lower())
     port = f":{port}" if port else "(?::[0-9]+)?"
+    other = f"[^{re.escape(stop)}]"
     if name == "*":
-        host = "[^/]+"
-    elif name.startswith("*.") or name.startswith("."):
-        host = r"[^/]*\." + re.escape(name.lstrip("*.")) + port
-    else:
-        host = r"(?:[^/]*\.)?" + re.escape(name) + port
-    if "*" not in pp:
-        return f"^{host}/{re.escape(pp)}$"
+        return f"{other}+"
+    if name.startswith("*.") or name.startswith("."):
+        return f"(?i:{other}*" + re.escape("." + name.lstrip("*.")) + r")\.?" + port
+    return f"(?i:(?:{other}*\\.)?" + re.escape(name) + r")\.?" + port
+
+
+def _consume(pp: str, prefix: str):
+    """hostmatcher's walk of pattern path ``pp`` over a name that begins with ``prefix`` (ends with
+    '/'): ('rest', pattern left) once the prefix is read, ('ends', text) when a `**` is reached
+    in it (the name must then end with the text), or None when the prefix already fails."""
+    i = j = 0
+    while i < len(pp) and j < len(prefix):
+        if pp[i] == "*":
+            if pp[i + 1:i + 2] == "*":
+                return "ends", pp[i + 2:]
+            i, j = i + 1, prefix.find("/", j)
+        elif pp[i] == prefix[j]:
+            i, j = i + 1, j + 1
+        else:
+            return None
+    return ("rest", pp[i:]) if j == len(prefix) and i < len(pp) else None
+
+
+def _ends_with(text: str, prefix: str, tail: str) -> str | None:
+    """A lookahead at the start of a name (one segment when ``prefix`` is set) for "prefix + name
+    ends with ``text``"; None when it cannot."""
+    if "/" not in text:
+        return f"(?=[^?]*{re.escape(text)}{tail})"
+    if not prefix:
+        return f"(?=[^?]*{re.escape(text)}{tail})"
+    head, _, last = text.rpartition("/")
+    if "/" in head or not last or not prefix[:-1].endswith(head):
+        return None
+    return f"(?={re.escape(last)}{tail})"
+
+
+def _name_part(pp: str, tail: str, prefix: str = "") -> str | None:
+    """A PCRE for the names hostmatcher's pattern path ``pp`` takes, followed by ``tail``;
+    with ``prefix``, for one-segment names (the request's form says so) that it takes once
+    ``prefix`` is put before them (docker.io's `library/`). None when no name can match."""
+    if prefix:
+        walked = _consume(pp, prefix)
+        if walked is None:
+            return None
+        if walked[0] == "ends":
+            ahead = _ends_with(walked[1], prefix, tail) if walked[1] else ""
+            return None if ahead is None else f"{ahead}[^/?]+"
+        pp = walked[1]
     out, ahead = [], ""
+    if "*" not in pp:
+        return "".join(out) + re.escape(pp)
     for i, c in enumerate(pp):
         if c != "*":
             out.append(re.escape(c))
         elif pp[i + 1:i + 2] == "*":
             rest = pp[i + 2:]
-            if rest:            # hostmatcher then asks whether the whole name ends with the rest
-                ahead = f"(?=.*{re.escape(rest)}$)"
-            out.append(".+")    # and only gets there with at least one byte left
+            if rest:
+                ahead = _ends_with(rest, prefix, tail)
+                if ahead is None:
+                    return None
+            out.append("[^?]+")
             break
         else:
-            out.append("[^/]+" if i == len(pp) - 1 else "[^/]*")
-    return f"^{host}/{ahead}{''.join(out)}$"
+            out.append("[^/?]+" if i == len(pp) - 1 else "[^/?]*")
+    return ahead + "".join(out)
+
+
+_END = r"(?:\?|$)"
+_TAIL = ROUTE + _END
+_HOSTLIKE = r"(?:[^/?]*[.:][^/?]*|localhost)"
+_DOCKER = r"(?i:docker\.io)\.?"
+_FIRST_NS = r"\?(?:(?!ns=)[^&]*&)*ns="
+_NS_HOST = r"(?:[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost)(?:&|$)"
+# A request's form, told once per request (the first that matches), so that each pattern's
+# expression needs no look at the others: its first letter rules out every other form.
+#   odd  a /v2/ path the upstream reads otherwise than nginx (see render.ODD_PATH), set by render
+#   L    /v2/docker.io/<one segment>/…: docker.io's library/ name in CRProxy's prefix style
+#   P    /v2/<host>/<name>/…: CRProxy's prefix style
+#   M, N no host in the path, the registry in containerd's ?ns= (M: docker.io, one segment)
+#   O, B no host, no ?ns=: the Host's registry, before the URI (O: one segment, which is
+#        library/<name> when that registry is docker.io)
+FORMS = [
+    ("L", rf"^/v2/{_DOCKER}/[^/?]+{_TAIL}"),
+    ("P", rf"^/v2/{_HOSTLIKE}/[^?]+{_TAIL}"),
+    ("M", rf"^/v2/[^/?]+{ROUTE}{_FIRST_NS}{_DOCKER}(?:&|$)"),
+    ("N", rf"^/v2/[^?]+{ROUTE}{_FIRST_NS}{_NS_HOST}"),
+    ("O", rf"^/v2/[^/?]+{_TAIL}"),
+    ("B", rf"^/v2/[^?]+{_TAIL}"),
+]
+
+
+def request_key(uri: str, registry: str) -> str:
+    """What nginx's `$pullwarden_image_key` is for a request (render writes FORMS as its map):
+    the form's letter, the Host's registry for O and B, and the URI; "" when it names no image."""
+    for letter, form in FORMS:
+        if re.match(form, uri):
+            return f"{letter} {registry} {uri}" if letter in "OB" else f"{letter} {uri}"
+    return ""
+
+
+def request_regex(pattern: str) -> str:
+    """A PCRE without a capturing group that matches request_key() of a request exactly when
+    request_image() of it is an image ``pattern`` matches, as matches() decides."""
+    if pattern == "*":
+        return "^[LPMNOB] "
+    ph, pp = _split(pattern)
+    name = _name_part(pp, _TAIL)
+    lib = _name_part(pp, _TAIL, "library/") if _host_matches(ph, "docker.io") else None
+    # the name once, after any of the forms' beginnings: nginx reads a parameter of at most
+    # 4 KiB, and a 300-byte pattern's name expression is up to twice that
+    forms = []
+    if lib is not None:
+        forms.append(rf"(?:L /v2/[^/?]+/|M /v2/|O {_DOCKER} /v2/){lib}{_TAIL}")
+    if name is not None:
+        ns = rf"(?=[^?]*{_FIRST_NS}{_host_part(ph, '&')}(?:&|$))"
+        forms.append(rf"(?:P /v2/{_host_part(ph, '/?')}/|N {ns}/v2/|O (?!{_DOCKER} ){_host_part(ph, ' ')} /v2/|"
+                     rf"B {_host_part(ph, ' ')} /v2/){name}{_TAIL}")
+    return "^(?:" + "|".join(forms) + ")" if forms else "^(?!)"

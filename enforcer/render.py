@@ -17,9 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import re
 import sys
 
-from enforcer.imagelist import regex
+from enforcer.imagelist import FORMS, request_regex
+from enforcer.snapshot import REQUESTS
 
 RANGE_EXPAND_MAX = 256      # CRProxy's block list takes exact addresses: small ranges are expanded
 # CRProxy refuses an empty list, and a missing file at a restart: the list of no images is one
@@ -116,13 +118,66 @@ def _zone(name: str) -> str:
     return name.replace("-", "_")
 
 
-# The request's image as CRProxy reads it from a prefix-style path (/v2/<host>/<name>/manifests/…):
-# `library/` added to one-segment docker.io names. A path without a registry host names none.
-IMAGE_MAP = r"""map $uri $pullwarden_image {
-    default "";
-    "~^/v2/docker\.io/([^/]+)/(?:manifests|blobs|tags)/" "docker.io/library/$1";
-    "~^/v2/([^/]*[.:][^/]*|localhost)/(.+?)/(?:manifests|blobs|tags)/" "$1/$2";
-}"""
+# A request's image is read from the request as the client sent it ($request_uri, $host), never
+# from $uri, which a rewrite changes. The key is the request's form and URI
+# (imagelist.request_key) for a registry route, "odd" for a /v2/ path the upstream reads
+# otherwise than nginx ($request_uri is not decoded, a registry decodes a percent escape and
+# may resolve a dot segment), "" for anything else (the ping, a token).
+ODD_PATH = r"^/v2/[^?]*(?:%|//|/\.\.?(?:/|\?|$))"
+
+
+def _requests(policy: dict) -> dict:
+    return {**REQUESTS, **(policy.get("requests") or {})}
+
+
+def _request_maps(policy: dict) -> list[str]:
+    reading = _requests(policy)
+    hosts = sorted(reading["host_registries"].items())
+    return ["map $host $pullwarden_host_registry {", f"    default {_q(reading['default_registry'])};",
+            *(f"    {_q(h.lower())} {_q(r)};" for h, r in hosts), "}",
+            "map $request_uri $pullwarden_image_key {", '    default "";', f"    {_q('~' + ODD_PATH)} odd;",
+            *(f"    {_q('~' + form)} " + _q(f"{letter} $pullwarden_host_registry $request_uri" if letter in "OB"
+                                           else f"{letter} $request_uri") + ";" for letter, form in FORMS),
+            "}"]
+
+
+# nginx reads a configuration parameter of at most 4 KiB (NGX_CONF_BUFFER): the alternatives
+# of one map key stay under this
+PARAMETER_MAX = 3000
+
+
+def _alternatives(parts: list[str], head: str, tail: str) -> list[str]:
+    """Map keys, each a regular expression `head(?:a|b|…)tail`, as few as fit nginx's parameter
+    size: they all give one value, and nginx's cost is mostly per expression tried."""
+    keys, chunk, size = [], [], 0
+    for part in parts:
+        cost = len(part) * 2 + 1                # at most: _q doubles each backslash
+        if chunk and size + cost > PARAMETER_MAX:
+            keys.append(chunk)
+            chunk, size = [], 0
+        chunk.append(part)
+        size += cost
+    if chunk:
+        keys.append(chunk)
+    return [_q(f"~{head}(?:" + "|".join(c) + f"){tail}") for c in keys]
+
+
+def _user_bans(policy: dict) -> list[str]:
+    return [e["value"] for e in policy["bans"].values() if e["scope"] == "user"]
+
+
+def _fits(user: str) -> bool:
+    return len(re.escape(user)) * 2 < PARAMETER_MAX
+
+
+def _patterns_regex(patterns: list[str]) -> list[str]:
+    return _alternatives([request_regex(p)[1:] for p in _sorted(patterns)], "^", "")   # each is ^(…)
+
+
+def _users_regex(users: list[str], prefix: str) -> list[str]:
+    """Case-sensitive regular expressions for exact names, as /v1/check compares them (a map's
+    exact keys are compared without case)."""
+    return _alternatives([re.escape(u) for u in users], f"^{prefix}", "$")
 
 
 def _address_layers(policy: dict) -> tuple[list, list, list]:
@@ -140,7 +195,10 @@ def _inside(net, others) -> bool:
 
 
 def nginx(policy: dict) -> dict[str, str]:
-    tiers, default = policy["tiers"], policy["default_tiers"]["anonymous"]
+    tiers, defaults = policy["tiers"], policy["default_tiers"]
+    authenticated = defaults.get("authenticated", defaults["anonymous"])
+    # "-": no assignment covers the address, the default tier for who asks applies
+    default = "-"
     bans, assigned, allowed = _address_layers(policy)
     # geo takes the longest prefix, which is how /v1/check ranks too (an address beats its
     # range); what geo cannot rank is said by leaving entries out: a tier inside a banned range
@@ -168,10 +226,18 @@ def nginx(policy: dict) -> dict[str, str]:
     # no version number in the files: a new version that changes nothing nginx enforces
     # gives the same bytes, and the agent neither rewrites nor reloads
     http = ["# pullwarden: include inside http {}",
-            "geo $pullwarden_tier {", *tier_geo, "}",
+            "geo $pullwarden_address_tier {", *tier_geo, "}",
             "geo $pullwarden_throttled {", *throttle_geo, "}",
             "geo $pullwarden_allowlisted {", "    default 0;", *(f"    {a} 1;" for a in sorted(set(allowed), key=lambda n: (n.version, n))), "}",
             "map $pullwarden_tier $pullwarden_banned { banned 1; default 0; }"]
+    # who is logged in: nginx sees a basic-auth user ($remote_user) or a bearer token, and
+    # checks neither; only an upstream that refuses bad credentials makes them mean something
+    http += ['map "$remote_user:$http_authorization" $pullwarden_authenticated {', "    default 0;",
+             *(['    "~^(?:[^:]+:|:(?i:bearer) +[^ ])" 1;'] if _requests(policy)["upstream_checks_credentials"] else []),
+             "}",
+             'map "$pullwarden_address_tier:$pullwarden_authenticated" $pullwarden_tier {',
+             "    default $pullwarden_address_tier;",
+             f"    -:0 {defaults['anonymous']};", f"    -:1 {authenticated};", "}"]
     # the ban's reason, for the client to read in the 403 (docker prints the body); one per
     # network, the first by its text when two rules ban the same one
     reasons: dict = {}
@@ -180,24 +246,27 @@ def nginx(policy: dict) -> dict[str, str]:
             reasons.setdefault(n, _one_line(e["reason"]))
     http += ["geo $pullwarden_reason {", '    default "";',
              *(f"    {n} {_q(reasons[n])};" for n in sorted(reasons, key=lambda n: (n.version, n))), "}"]
-    users = sorted(e["value"] for e in policy["bans"].values() if e["scope"] == "user")
+    users = sorted(u for u in _user_bans(policy) if _fits(u))
     # a user is known to nginx only by HTTP basic auth ($remote_user); an allowlisted address
     # is never banned, so the key carries both
     http += ['map "$pullwarden_allowlisted:$remote_user" $pullwarden_user_banned {', "    default 0;",
-             *(f"    {_q('0:' + u)} 1;" for u in users), "}"]
+             *(f"    {r} 1;" for r in _users_regex(users, "0:")), "}"]
     images = policy["images"]
-    http.append(IMAGE_MAP)
-    http += ["map $pullwarden_image $pullwarden_image_refused {", '    "" 0;',
-             *(f"    {_q('~' + regex(p))} 1;" for p in _sorted(images["blocked"])),
-             *(f"    {_q('~' + regex(p))} 0;" for p in _sorted(images["allowed"])),
+    listed = bool(images["blocked"] or images["allowed"])
+    http += _request_maps(policy)
+    http += ["map $pullwarden_image_key $pullwarden_image_refused {", '    "" 0;', f"    odd {int(listed)};",
+             *(f"    {r} 1;" for r in _patterns_regex(images["blocked"])),
+             *(f"    {r} 0;" for r in _patterns_regex(images["allowed"])),
              f"    default {1 if images['allowed'] else 0};", "}"]
-    http += ["map $pullwarden_image $pullwarden_image_unlimited {", "    default 0;",
-             *(f"    {_q('~' + regex(p))} 1;" for p in _sorted(images["unlimited"])), "}"]
+    http += ["map $pullwarden_image_key $pullwarden_image_unlimited {", "    default 0;",
+             *(f"    {r} 1;" for r in _patterns_regex(images["unlimited"])), "}"]
     # an unlimited image lifts the limits unless the address is throttled; a ban stays a ban
     http += ['map "$pullwarden_image_unlimited:$pullwarden_throttled:$pullwarden_tier" $pullwarden_effective_tier {',
              "    default $pullwarden_tier;", '    "~^1:0:(?!banned$)" unlimited;', "}"]
-    location = ["# pullwarden: include in the location that proxies /v2/",
-                'if ($pullwarden_banned) { return 403 "banned by the mirror: $pullwarden_reason\\n"; }',
+    # the refusals are the rewrite module's, at the server level: they run before a location
+    # is chosen, so no rewrite in a location (`rewrite … break` ends the rewrite directives that
+    # follow it) can skip them; the limits apply to every location that sets none of its own
+    location = ['if ($pullwarden_banned) { return 403 "banned by the mirror: $pullwarden_reason\\n"; }',
                 'if ($pullwarden_user_banned) { return 403 "this user is banned by the mirror\\n"; }',
                 'if ($pullwarden_image_refused) { return 403 "this image is not served by the mirror\\n"; }']
     rates = []
@@ -224,7 +293,21 @@ def nginx(policy: dict) -> dict[str, str]:
         http += ["map $pullwarden_effective_tier $pullwarden_rate {", "    default 0;", *rates, "}"]
         location.append("limit_rate $pullwarden_rate;")
     return {"nginx-pullwarden-http.conf": "\n".join(http) + "\n",
-            "nginx-pullwarden-location.conf": "\n".join(location) + "\n"}
+            "nginx-pullwarden-server.conf": "\n".join([SERVER_HEAD, EVALUATED, *location]) + "\n",
+            "nginx-pullwarden-location.conf": "\n".join([LOCATION_HEAD, *location]) + "\n"}
+
+
+SERVER_HEAD = ("# pullwarden: include as the first line of every server {} that serves /v2/, before any rewrite,\n"
+               "# return or break of the server's own (those end the server's rewrite directives that follow)")
+# Every regular expression nginx matches resets $1…$9 (ngx_http_regex_exec sets r->ncaptures on
+# any match, with or without groups), and a map is evaluated when a variable is first read. Read
+# here, before a location is chosen, every variable is cached for the request, and a location's
+# own captures, taken after, stay its own.
+EVALUATED = 'set $pullwarden_evaluated "$pullwarden_effective_tier:$pullwarden_image_refused:$pullwarden_user_banned";'
+LOCATION_HEAD = ("# pullwarden: the server include's checks and limits, for a location with limit_req or limit_conn of\n"
+                 "# its own (then the server's are not inherited). Alone, without the server include, it must come\n"
+                 "# before any rewrite in the location, and the location's captures must be named: its maps'\n"
+                 "# regular expressions reset $1...$9")
 
 
 # ---- what no file can say -------------------------------------------------------------------
@@ -246,8 +329,17 @@ def unexpressed(policy: dict) -> list[str]:
         notes.append(f"{scopes['asn']} AS-number ban(s): only /v1/check enforces them (no AS number in nginx or "
                      "CRProxy; the CrowdSec stream sends them with scopes=as)")
     if scopes.get("user"):
-        notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only); "
-                     "CRProxy and the CrowdSec stream have no users")
+        notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only; a "
+                     "bearer token names no user nginx can read); CRProxy and the CrowdSec stream have no users")
+    long_users = [u for u in _user_bans(policy) if not _fits(u)]
+    if long_users:
+        notes.append(f"nginx: {len(long_users)} banned user name(s) longer than an nginx parameter takes are not in "
+                     "the include")
+    tiers = policy["default_tiers"]
+    if tiers.get("authenticated", tiers["anonymous"]) != tiers["anonymous"] and not _requests(policy)["upstream_checks_credentials"]:
+        notes.append(f"nginx gives requests with credentials the anonymous default tier ({tiers['anonymous']}), "
+                     f"not the authenticated one ({tiers['authenticated']}): it cannot check a password or a "
+                     "token; set upstream_checks_credentials where the upstream refuses bad ones")
     users = sum(1 for e in policy["assignments"].values() if e["scope"] == "user")
     asns = sum(1 for e in policy["assignments"].values() if e["scope"] == "asn")
     if users or asns:
@@ -269,6 +361,9 @@ def deployment(folder: str = "/etc/pullwarden") -> dict[str, str]:
     nginx_conf = f"""http {{
     include {folder}/nginx-pullwarden-http.conf;
     server {{
+        # first: the refusals run before any location is chosen, from the request as the client
+        # sent it, whatever the locations below rewrite
+        include {folder}/nginx-pullwarden-server.conf;
         listen 443 ssl;
         ssl_certificate /etc/ssl/mirror.crt;
         ssl_certificate_key /etc/ssl/mirror.key;
@@ -276,7 +371,6 @@ def deployment(folder: str = "/etc/pullwarden") -> dict[str, str]:
         # not a balancer of ours (the left end is what the client sent):
         # set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;
         location /v2/ {{
-            include {folder}/nginx-pullwarden-location.conf;
             # CRProxy --behind takes the client from the first X-Forwarded-For hop, unchecked:
             # set it to the address nginx settled on (appended to, the client would choose it),
             # or CRProxy's per-address byte budget counts every client as nginx's own address

@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response
 from core.clock import utcnow
 from enforcer.deps import AnyKey, CrowdSecForbidden, ServicesDep, crowdsec_forbidden
 from enforcer.keys import Failures, KeyRing, Principal
-from enforcer.snapshot import ENTRIES, HISTORY, SMALL, Entry, Publisher, Version
+from enforcer.snapshot import ENTRIES, HISTORY, REQUESTS, SMALL, Entry, Publisher, Version
 
 log = logging.getLogger("pullwarden.replica")
 MANIFEST = "current.json"
@@ -134,7 +134,8 @@ class ReplicaKeys(KeyRing):
 
 def content_of(policy: dict) -> dict:
     """A Version's content from the JSON of GET /v1/policy."""
-    content = {s: policy[s] for s in SMALL}
+    # a writer older than a section gives its default
+    content = {s: policy.get(s, REQUESTS) if s == "requests" else policy[s] for s in SMALL}
     for s in ENTRIES:
         content[s] = {k: Entry.of(d) for k, d in policy[s].items()}
     return content

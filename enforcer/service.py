@@ -11,7 +11,7 @@ from typing import Callable
 
 from core.clock import utcnow  # noqa: F401  (the server's clock: the wall clock; routes import it from here)
 from enforcer.keys import Failures, KeyRing
-from enforcer.snapshot import Publisher
+from enforcer.snapshot import Publisher, requests_section
 
 
 @dataclass
@@ -102,7 +102,7 @@ class Services:
         from enforcer.jobs import lower_priority
         self.analytics_pool = self.analytics_pool or ThreadPoolExecutor(1, "analytics", initializer=lower_priority)
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
-                                                     self.settings.policy_max_age)
+                                                     self.settings.policy_max_age, requests_section(self.settings))
         self.keys = self.keys or KeyRing(self.store, self.lock)
         with self.lock:
             self.cursors.update(dict(self.store.execute("select key_id, version from bouncer_cursors")))

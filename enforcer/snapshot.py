@@ -26,7 +26,7 @@ from enforcer.changes import TIER_FIELDS
 log = logging.getLogger("pullwarden.policy")
 HISTORY = 2000          # versions whose changes are kept; older `since` values get 410
 ENTRIES = ("assignments", "bans")
-SMALL = ("allowlist", "default_tiers", "images", "tiers")
+SMALL = ("allowlist", "default_tiers", "images", "tiers", "requests")
 
 try:        # glibc keeps freed memory; a rebuild's temporaries would otherwise stay in the RSS
     _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
@@ -94,8 +94,19 @@ SAME = """p.section = w.section and p.key = w.key and p.id = w.id and p.until = 
           and p.rule = w.rule and p.effect is not distinct from w.effect and p.tier is not distinct from w.tier"""
 
 
-def small_sections(store, now: datetime) -> dict:
-    """Tiers, default tiers, image lists and the allowlist: small, rebuilt whole each time."""
+def requests_section(settings) -> dict:
+    """How a proxy reads a request's image and who asks (the nginx include): serve's settings."""
+    return {"default_registry": settings.default_registry,
+            "host_registries": {h.lower(): r for h, r in sorted(settings.host_registries.items())},
+            "upstream_checks_credentials": settings.upstream_checks_credentials}
+
+
+REQUESTS = {"default_registry": "docker.io", "host_registries": {}, "upstream_checks_credentials": False}
+
+
+def small_sections(store, now: datetime, requests: dict | None = None) -> dict:
+    """Tiers, default tiers, image lists, the allowlist and how requests are read: small, rebuilt
+    whole each time."""
     tiers = {r[0]: dict(zip(TIER_FIELDS, r[1:])) for r in store.execute("""
         select name, requests_per_minute, burst, concurrent, blob_bytes_per_second, window_bytes, window_seconds
         from tiers order by name""")}
@@ -109,7 +120,8 @@ def small_sections(store, now: datetime) -> dict:
         select value from allowlist where kind in ('ip', 'cidr') and (until is null or until > ?)""", [now]))
     return {"tiers": tiers, "allowlist": allowed, "images": images,
             "default_tiers": {"anonymous": kv.get("anonymous_tier", "anonymous"),
-                              "authenticated": kv.get("authenticated_tier", "authenticated")}}
+                              "authenticated": kv.get("authenticated_tier", "authenticated")},
+            "requests": requests or REQUESTS}
 
 
 def carve(net, allowed: list) -> list:
@@ -251,8 +263,10 @@ def address_forms(ip) -> list:
 class Publisher:
     """Builds and numbers snapshots; thread-safe; versions only grow, across restarts too."""
 
-    def __init__(self, store, lock: threading.RLock, clock: Callable[[], datetime], max_age: int):
+    def __init__(self, store, lock: threading.RLock, clock: Callable[[], datetime], max_age: int,
+                 requests: dict | None = None):
         self.store, self.lock, self.clock, self.max_age = store, lock, clock, max_age
+        self.requests = requests
         self.history: dict[int, Version] = {}
         self.current: Version | None = None
         # banned ranges published in pieces around allowlisted networks: range key -> piece keys
@@ -288,7 +302,7 @@ class Publisher:
         store.execute("begin")
         try:
             seq, upserted, removed, content = self._diff(now, None, compare=known)
-            small = small_sections(store, now)
+            small = small_sections(store, now, self.requests)
             sections = {s for s in SMALL if before.get(s) != small[s]}
             content.update(small)
             if known and not sections and not any(upserted.values()) and not any(removed.values()):
@@ -324,7 +338,7 @@ class Publisher:
         at = now.isoformat()        # ISO strings compare as the times do (microseconds, if any, last)
         if cur.next_expiry is not None and cur.next_expiry <= at:
             touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= at}
-        small = small_sections(store, now)
+        small = small_sections(store, now, self.requests)
         sections = {s for s in SMALL if cur.content[s] != small[s]}
         if "allowlist" in sections:         # every banned range may be cut differently now
             touched |= {k for k, e in cur.content["bans"].items() if e.scope == "range"} | set(self.carved)

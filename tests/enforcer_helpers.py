@@ -41,9 +41,9 @@ def free_port() -> int:
 
 
 class Enforcer:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, **settings):
         self.clock = Clock()
-        self.cfg = load(None, {"db": str(tmp_path / "db.duckdb")}, environ={})
+        self.cfg = load(None, {"db": str(tmp_path / "db.duckdb"), **settings}, environ={})
         self.store = open_store(self.cfg.db)
         self.keys = {role: create_key(self.store, role, role, NOW) for role in ("proxy", "viewer", "admin")}
         self.services = Services(self.store, self.cfg, clock=self.clock)

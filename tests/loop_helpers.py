@@ -258,15 +258,16 @@ http {{
     # dir: a blob slowed by a tier's limit_rate is passed on as it comes instead of spooled
     proxy_max_temp_file_size 0;
     server {{
+        include {include}/nginx-pullwarden-server.conf;
         listen {HOST}:{port};
         # the clients come through a load balancer on loopback that appends the address it saw
         # (the README's deployment behind one): nginx takes the rightmost untrusted hop
         set_real_ip_from 127.0.0.0/8;
         real_ip_header X-Forwarded-For;
         real_ip_recursive on;
+        # in the server: the include's 403s are answered there, before any location
+        add_header X-Pullwarden-Tier $pullwarden_effective_tier always;
         location /v2/ {{
-            include {include}/nginx-pullwarden-location.conf;
-            add_header X-Pullwarden-Tier $pullwarden_effective_tier always;
             rewrite ^/v2/docker\\.io/(.+)$ /v2/$1 break;
             proxy_pass http://{HOST}:{registry_port};
         }}

@@ -27,8 +27,10 @@ def published_files(api) -> dict[str, str]:
 def nginx(folder: Path, files: dict[str, str], servers: str, port: int, events: str = "",
           log_level: str = "error"):
     """nginx with the generated include in its http block, serving `servers` (server blocks, which
-    may `include {folder}/location.conf`), until the block ends; yields the error log's path."""
+    may `include {folder}/server.conf` or `{folder}/location.conf`), until the block ends; yields
+    the error log's path."""
     (folder / "http.conf").write_text(files["nginx-pullwarden-http.conf"])
+    (folder / "server.conf").write_text(files.get("nginx-pullwarden-server.conf", ""))
     (folder / "location.conf").write_text(files["nginx-pullwarden-location.conf"])
     conf = folder / "nginx.conf"
     conf.write_text(f"""

@@ -97,14 +97,14 @@ def install(api, p: dict) -> dict:
 
 
 def server_block(folder, port: int, body: str) -> str:
-    """nginx on loopback with the include, taking the client from X-Forwarded-For (as behind a
+    """nginx on loopback with the server include, taking the client from X-Forwarded-For (as behind a
     load balancer), answering 200 with ``body`` whatever the include lets through."""
     return f"""server {{
         listen 127.0.0.1:{port};
         set_real_ip_from 127.0.0.1;
         real_ip_header X-Forwarded-For;
+        include {folder}/server.conf;
         location /v2/ {{
-            include {folder}/location.conf;
             return 200 {body};
         }}
     }}"""
@@ -155,7 +155,7 @@ def test_every_dialect_says_what_check_says(api, tmp_path_factory, p):
             if (bouncer.get_action_for(unmapped(ip)) == "ban") != banned:
                 disagreements.append(("crowdsec", ip, banned))
             for image in IMAGES + [None]:
-                for user in [None, *USERS]:
+                for user in [None, *USERS, "Alice"]:      # a user's name is compared with its case
                     if user and image != IMAGES[0]:
                         continue
                     want = check(api, ip, image, user)

@@ -324,3 +324,77 @@ def test_logs_copied_as_rsync_copies_them_are_stored_once(workdir):
         assert store.value("select count(*) from rejects") == 0
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") and shutil.which("openssl")),
+                    reason="nginx and openssl are needed (.ci/run installs nginx-light)")
+def test_nginx_in_front_of_a_plain_registry_runs_as_shown(tmp_path):
+    """deployment.md's server for a plain registry, with the includes rendered from a policy that
+    blocks one image: the blocked image is refused, another goes to the registry with the
+    CRProxy prefix cut off by the location's $1, a registry-mirrors path as it came."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from enforcer.render import render
+    from enforcer.snapshot import REQUESTS
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    block = [b for b in blocks(DEPLOYMENT, "nginx") if "127.0.0.1:5000" in b]
+    assert len(block) == 1
+    registry = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=registry.serve_forever, daemon=True).start()
+    policy = {"bans": {}, "assignments": {}, "allowlist": [], "requests": REQUESTS,
+              "tiers": {"anonymous": {"requests_per_minute": None, "burst": None, "concurrent": None,
+                                      "blob_bytes_per_second": None, "window_bytes": None, "window_seconds": None}},
+              "default_tiers": {"anonymous": "anonymous", "authenticated": "anonymous"},
+              "images": {"blocked": ["docker.io/library/evil"], "allowed": [], "unlimited": []}}
+    for name, text in render(policy, warn=lambda m: None).items():
+        (tmp_path / name).write_text(text)
+    crt, key = _cert(tmp_path)
+    mirror = free_port()
+    server = block[0]
+    for old, new in (("/etc/pullwarden/", f"{tmp_path}/"), ("/etc/ssl/mirror.crt", str(crt)),
+                     ("/etc/ssl/mirror.key", str(key)), ("listen 443 ssl;", f"listen 127.0.0.1:{mirror} ssl;"),
+                     ("127.0.0.1:5000", f"127.0.0.1:{registry.server_address[1]}")):
+        assert old in server, old
+        server = server.replace(old, new)
+    (tmp_path / "nginx.conf").write_text(f"""pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;
+events {{}}
+http {{ access_log off; include {tmp_path}/nginx-pullwarden-http.conf;
+{server}
+}}""")
+    base = ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)]
+    check = subprocess.run([*base, "-t"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([*base, "-g", "daemon off;"])
+    try:
+        url = f"https://127.0.0.1:{mirror}"
+        deadline = time.time() + 10
+        while True:
+            try:
+                evil = httpx.get(url + "/v2/docker.io/library/evil/manifests/latest", verify=False)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline and proc.poll() is None, "nginx did not start"
+                time.sleep(0.1)
+        assert evil.status_code == 403
+        assert httpx.get(url + "/v2/library/evil/manifests/latest", verify=False).status_code == 403
+        ok = httpx.get(url + "/v2/docker.io/library/nginx/manifests/latest?x=1", verify=False)
+        assert (ok.status_code, ok.text) == (200, "/v2/library/nginx/manifests/latest?x=1")
+        ok = httpx.get(url + "/v2/library/nginx/blobs/sha256:00", verify=False)
+        assert (ok.status_code, ok.text) == (200, "/v2/library/nginx/blobs/sha256:00")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        registry.shutdown()
+        registry.server_close()

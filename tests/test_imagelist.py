@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enforcer.imagelist import canonical_pattern, image_name, matches, regex
+from enforcer.imagelist import (canonical_pattern, image_name, matches, request_image, request_key,
+                                request_regex)
 
 CASES = [
     ("docker.io/library/*", "docker.io/library/nginx", True),
@@ -32,13 +33,18 @@ CASES = [
     ("ghcr.io/**-runner", "ghcr.io/actions/actions-runner", True),         # ** then text: the name ends with it
     ("ghcr.io/ac**ns", "ghcr.io/actions", True),
     ("*", "anything.io/at/all", True),
+    ("ghcr.io/badorg/**", "ghcr.io./badorg/x", True),                      # a fully qualified name is the host
+    ("ghcr.io/badorg/**", "GHCR.IO/badorg/x", True),
+    ("ghcr.io/badorg/**", "ghcr.io/BadOrg/x", False),                      # names keep their case
 ]
 
 
 @pytest.mark.parametrize("pattern, image, expected", CASES)
 def test_crproxy_patterns(pattern, image, expected):
     assert matches(pattern, image) is expected
-    assert bool(re.match(regex(pattern), image_name(image))) is expected     # nginx's map says the same
+    # nginx's map says the same of a request for it
+    request = request_key(f"/v2/{image_name(image)}/manifests/latest", "quay.io")
+    assert bool(re.match(request_regex(pattern), request)) is expected
 
 
 @pytest.mark.parametrize("typed, stored", [
@@ -69,4 +75,55 @@ def test_the_nginx_regex_and_check_agree_on_any_pattern_and_name(pattern, name):
         p = canonical_pattern(f"quay.io/{pattern}")
     except ValueError:
         return
-    assert bool(re.match(regex(p), f"quay.io/{name}")) is matches(p, f"quay.io/{name}"), (p, name)
+    request = request_key(f"/v2/quay.io/{name}/manifests/latest", "docker.io")
+    assert bool(re.match(request_regex(p), request)) is matches(p, f"quay.io/{name}"), (p, name)
+
+
+@pytest.mark.parametrize("uri, registry, image", [
+    ("/v2/", "docker.io", None),
+    ("/v2/library/nginx/manifests/latest", "docker.io", "docker.io/library/nginx"),    # registry-mirrors
+    ("/v2/nginx/manifests/latest", "docker.io", "docker.io/library/nginx"),
+    ("/v2/distroless/static/manifests/nonroot", "gcr.io", "gcr.io/distroless/static"),  # the Host's registry
+    ("/v2/docker.io/library/nginx/blobs/sha256:00", "gcr.io", "docker.io/library/nginx"),
+    ("/v2/GHCR.IO./badorg/x/tags/list", "docker.io", "ghcr.io/badorg/x"),
+    ("/v2/ghcr.io/badorg/blobs/tool/blobs/sha256:00", "docker.io", "ghcr.io/badorg/blobs/tool"),   # from the end
+    ("/v2/ghcr.io/badorg/x/referrers/sha256:00", "docker.io", "ghcr.io/badorg/x"),
+    ("/v2/ghcr.io/badorg/x/blobs/uploads/", "docker.io", "ghcr.io/badorg/x"),
+    ("/v2/ghcr.io/badorg/x/blobs/uploads/5b1c", "docker.io", "ghcr.io/badorg/x"),
+    ("/v2/badorg/x/manifests/1?ns=ghcr.io", "docker.io", "ghcr.io/badorg/x"),           # containerd
+    ("/v2/nginx/manifests/1?a=b&ns=docker.io", "gcr.io", "docker.io/library/nginx"),
+    ("/v2/nginx/manifests/1?ns=&ns=ghcr.io", "docker.io", "docker.io/library/nginx"),   # the first ns=, empty
+    ("/v2/nginx/manifests/1?ns=notahost", "docker.io", "docker.io/library/nginx"),
+    ("/v2/ghcr.io/manifests/latest", "docker.io", "docker.io/library/ghcr.io"),         # a host needs a name after it
+    ("/v2/ghcr.io/x/manifests/", "docker.io", None),
+])
+def test_a_request_names_the_image_a_registry_would_serve(uri, registry, image):
+    assert request_image(uri, registry) == image
+
+
+HOSTS = ["docker.io", "DOCKER.IO", "docker.io.", "ghcr.io", "GHCR.IO.", "ghcr.io:443", "a.ghcr.io", "localhost",
+         "localhost:5000", "x"]
+SEGMENTS = ["library", "nginx", "blobs", "manifests", "a", "x-b", "tags", "uploads"]
+ROUTES = ["manifests/latest", "blobs/sha256:ab", "blobs/uploads/", "blobs/uploads/u1", "tags/list",
+          "referrers/sha256:cd", "manifests/", "tags/x"]
+QUERIES = ["", "?ns=docker.io", "?ns=ghcr.io", "?a=1&ns=GHCR.IO.", "?ns=&ns=ghcr.io", "?ns=foo", "?x=ns=ghcr.io"]
+REQUEST_PATTERNS = ["docker.io/library/*", "docker.io/library/nginx", "ghcr.io/**", "*", "*/library/**", "docker.io/**",
+                    "docker.io/library/**/x", "docker.io/**ginx", "docker.io/lib*/nginx", "*/*", "ghcr.io/*/blobs",
+                    "*.io/**", "docker.io/*/n", "docker.io/li**", "docker.io/**y/nginx", "docker.io/**/nginx", "io/**",
+                    "docker.io/library/blobs", "ghcr.io/a/**-b", "localhost:5000/**"]
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(host=st.sampled_from([None, *HOSTS]), segments=st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3),
+       route=st.sampled_from(ROUTES), query=st.sampled_from(QUERIES),
+       registry=st.sampled_from(["docker.io", "ghcr.io", "quay.io"]))
+def test_nginx_reads_a_request_as_check_does(host, segments, route, query, registry):
+    """request_regex(pattern) over request_key() (what the nginx map sees)
+    says what matches(pattern, request_image(...)) says, for every pattern here (the library/
+    of one-segment docker.io names, `**` with a tail, any host, ports), prefix, registry-mirror
+    and ?ns= requests, names holding a route's words."""
+    uri = "/v2/" + "/".join(([host] if host else []) + segments) + "/" + route + query
+    image = request_image(uri, registry)
+    for p in map(canonical_pattern, REQUEST_PATTERNS):
+        want = image is not None and matches(p, image)
+        assert bool(re.match(request_regex(p), request_key(uri, registry))) is want, (p, uri, registry, image)
