@@ -13,6 +13,7 @@ ingest never charges a forwarded hop no client comes from (ingest/forwarded.py).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import unicodedata
 from functools import lru_cache
@@ -73,6 +74,65 @@ def user(value: str) -> str:
     if bad:
         raise ValueError(f"a user name has no spaces or control characters: {value!r}")
     return text
+
+
+# A tier name is written bare into nginx's include: a `map` key, a `geo` value, a variable and a
+# zone name. So it is a short identifier, and never a word nginx reads as a parameter there
+# (map: default hostnames include volatile; geo: default delete include proxy proxy_recursive
+# ranges) nor the include's own word for a banned address.
+TIER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+TIER_RESERVED = frozenset({"default", "hostnames", "include", "volatile", "delete", "proxy", "proxy_recursive",
+                           "ranges", "banned"})
+# what a tier's limits may be (the admin API's bounds; the agent holds the policy to them)
+TIER_LIMITS = {"requests_per_minute": (1, 10**6), "burst": (1, 10**6), "concurrent": (1, 10**5),
+               "blob_bytes_per_second": (1024, 10**12), "window_bytes": (1, 10**16), "window_seconds": (60, 10**7)}
+
+
+def tier_name(value) -> str:
+    """A tier's name as the include can carry it, or ValueError saying why not."""
+    if not isinstance(value, str) or not TIER_NAME.fullmatch(value):
+        raise ValueError(f"a tier name is a letter, then up to 39 of a-z, 0-9, _ and - (e.g. ci_runners): {value!r}")
+    if value in TIER_RESERVED:
+        raise ValueError(f"{value!r} cannot name a tier: nginx's include reads it as a word of its own "
+                         f"(reserved: {', '.join(sorted(TIER_RESERVED))})")
+    return value
+
+
+def tier_zone(name: str) -> str:
+    """The name in nginx's zones and variables, where '-' cannot go."""
+    return name.replace("-", "_")
+
+
+def tier_clash(name: str, others) -> str | None:
+    """Why ``name`` cannot stand beside the tiers ``others`` (two names, one nginx zone: every
+    reload would fail with "already bound"), or None."""
+    for other in others:
+        if other != name and tier_zone(other) == tier_zone(name):
+            return f"tier {name!r} would share nginx's zone pw_{tier_zone(name)} with tier {other!r}: name it otherwise"
+    return None
+
+
+def tier_names(names) -> list[str]:
+    """A set of tier names (a policy's, say): each one valid, no two sharing a zone."""
+    names = [tier_name(n) for n in names]
+    seen: dict[str, str] = {}
+    for n in names:
+        if tier_zone(n) in seen:
+            raise ValueError(tier_clash(n, [seen[tier_zone(n)]]))
+        seen[tier_zone(n)] = n
+    return names
+
+
+def tier_limit(field: str, value) -> int | None:
+    """One tier limit: None (unlimited) or a whole number within its bounds."""
+    if field not in TIER_LIMITS:
+        raise ValueError(f"unknown tier limit {field}: the limits are {', '.join(TIER_LIMITS)}")
+    if value is None:
+        return None
+    low, high = TIER_LIMITS[field]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{field} is a whole number from {low} to {high}, or none for unlimited: {value!r}")
+    return value
 
 
 def canonical(scope: str, value: str) -> str:

@@ -19,6 +19,7 @@ import io
 import ipaddress
 import sys
 
+from core.values import tier_zone
 from enforcer.imagelist import regex
 
 RANGE_EXPAND_MAX = 256      # CRProxy's block list takes exact addresses: small ranges are expanded
@@ -112,8 +113,7 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _zone(name: str) -> str:
-    return name.replace("-", "_")
+_zone = tier_zone          # core/values.py: names that share a zone are refused there
 
 
 # The request's image as CRProxy reads it from a prefix-style path (/v2/<host>/<name>/manifests/…):
