@@ -243,11 +243,11 @@ def test_a_gzip_bomb_stops_at_the_cap_and_memory_stays_small(hostile, tmp_path):
              f"cli(['agent', '--api', {hostile.url!r}, '--key', 'k', '--out', {str(out)!r}, '--once'])")
     r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    peak_mb = int(peak.read_text()) / 1024
+    assert peak_mb < 450, peak_mb           # measured 302 MB; before the cap 2,094 MB
     assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines() == [f"pullwarden: error: GET {hostile.url}/v1/policy: the answer unpacks to more "
                                      "than 256 MB (pullwarden agent --max-policy-mb)"]
-    peak_mb = int(peak.read_text()) / 1024
-    assert peak_mb < 450, peak_mb           # unbounded, it unpacks the whole gigabyte (2.1 GB RSS in the issue)
     assert not out.exists() or not list(out.iterdir())
 
 
