@@ -79,8 +79,9 @@ def user(value: str) -> str:
 # A tier name is written bare into nginx's include: a `map` key, a `geo` value, a variable and a
 # zone name. So it is a short identifier, and never a word nginx reads as a parameter there
 # (map: default hostnames include volatile; geo: default delete include proxy proxy_recursive
-# ranges) nor the include's own word for a banned address.
-TIER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+# ranges) nor the include's own word for a banned address. nginx hashes variable names in
+# buckets of 64 bytes (variables_hash_bucket_size): $pw_key_<name> fits up to 39 characters.
+TIER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 TIER_RESERVED = frozenset({"default", "hostnames", "include", "volatile", "delete", "proxy", "proxy_recursive",
                            "ranges", "banned"})
 # what a tier's limits may be (the admin API's bounds; the agent holds the policy to them)
@@ -91,7 +92,7 @@ TIER_LIMITS = {"requests_per_minute": (1, 10**6), "burst": (1, 10**6), "concurre
 def tier_name(value) -> str:
     """A tier's name as the include can carry it, or ValueError saying why not."""
     if not isinstance(value, str) or not TIER_NAME.fullmatch(value):
-        raise ValueError(f"a tier name is a letter, then up to 39 of a-z, 0-9, _ and - (e.g. ci_runners): {value!r}")
+        raise ValueError(f"a tier name is a letter, then up to 31 of a-z, 0-9, _ and - (e.g. ci_runners): {value!r}")
     if value in TIER_RESERVED:
         raise ValueError(f"{value!r} cannot name a tier: nginx's include reads it as a word of its own "
                          f"(reserved: {', '.join(sorted(TIER_RESERVED))})")
