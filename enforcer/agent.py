@@ -13,6 +13,7 @@ answer that fails is a failed fetch — one line, the current files kept, tried 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -292,9 +294,27 @@ def poll(api: str, key: str, held: dict | None, max_mb: float = MAX_POLICY_MB) -
     return _checked(policy_doc.policy, _get(url, key, limit), url)
 
 
+def channel(api: str) -> str | None:
+    """What is wrong with the way to the API, as a warning (None: TLS, or loopback); a URL that
+    is not HTTP at all is refused."""
+    url = urllib.parse.urlsplit(api)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise RuntimeError(f"--api {api}: an http:// or https:// URL was expected")
+    if url.scheme == "https":
+        return None
+    try:
+        local = ipaddress.ip_address(url.hostname).is_loopback
+    except ValueError:
+        local = url.hostname == "localhost"
+    return None if local else (f"{api} is plain HTTP to another host: the key and the policy can be read and "
+                               "changed on the way; use https (docs/deployment.md, the agent's channel) or loopback")
+
+
 def preview(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None,
             max_mb: float = MAX_POLICY_MB) -> int:
     """Print what one poll would change in `out` as a unified diff, and change nothing."""
+    if warning := channel(api):
+        say(warning)
     policy = normalized(poll(api, key, None, max_mb))
     files = render(policy)
     changed, left = plan(Path(out), files)
@@ -316,6 +336,8 @@ def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | Non
     status: 0, or 1 when the files were written but a reload or a push failed. A policy that
     cannot be fetched, checked or written raises RuntimeError (with `once`) or is tried again
     after a pause that doubles with each failure in a row (up to a minute, or the interval)."""
+    if warning := channel(api):
+        say(warning)
     pending = Path(out) / RELOAD_PENDING
     held, files, reload_due = None, None, pending.exists()
     pusher = Pusher(crproxy, clock) if crproxy else None

@@ -340,3 +340,47 @@ def test_a_malformed_change_is_refused_and_the_held_policy_kept(hostile, genuine
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("agent: GET")]
     whys = [line.split("can render: ")[1].split(":")[0] for line in err]
     assert whys == ["the change", "upsert.bans[0].value", "sections.tiers", "since"]
+
+
+def test_the_channel_is_tls_or_loopback_and_anything_else_is_said():
+    from enforcer.agent import channel
+    assert channel("https://pullwarden.internal:8443") is None
+    assert channel("http://127.0.0.1:8080") is channel("http://[::1]:8080") is channel("http://localhost:8080") is None
+    assert "plain HTTP to another host" in channel("http://10.0.0.5:8080")
+    for bad in ("file:///etc/pullwarden", "ftp://10.0.0.5/", "10.0.0.5:8080"):
+        with pytest.raises(RuntimeError, match="an http:// or https:// URL was expected"):
+            channel(bad)
+
+
+@needs_nginx
+def test_the_agent_reaches_the_api_through_nginx_with_a_certificate(tmp_path, monkeypatch):
+    """As docs/deployment.md shows it: nginx with a certificate in front of serve; the agent
+    trusts that certificate (SSL_CERT_FILE) and refuses the connection without it."""
+    from tests.enforcer_helpers import free_port
+    from tests.nginx_helpers import nginx
+    cert, key = tmp_path / "api.crt", tmp_path / "api.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    e = Enforcer(tmp_path / "api")
+    try:
+        e.ban("203.0.113.7", reason="storm")
+        e.services.publisher.publish()
+        port = free_port()
+        servers = f"""server {{
+            listen 127.0.0.1:{port} ssl;
+            ssl_certificate {cert};
+            ssl_certificate_key {key};
+            location / {{ proxy_pass http://127.0.0.1:{e.port}; }}
+        }}"""
+        with nginx(tmp_path, {"nginx-pullwarden-http.conf": "", "nginx-pullwarden-location.conf": ""}, servers, port):
+            args = ["agent", "--api", f"https://127.0.0.1:{port}", "--key", e.keys["proxy"], "--out",
+                    str(tmp_path / "out"), "--once"]
+            res = CliRunner().invoke(cli, args)
+            assert res.exit_code == 2 and "CERTIFICATE_VERIFY_FAILED" in res.stderr and res.stderr.count("\n") == 1
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            res = CliRunner().invoke(cli, args)
+            assert res.exit_code == 0, res.output
+            assert (tmp_path / "out" / "block-ips.csv").read_text() == "203.0.113.7,storm\n"
+    finally:
+        e.stop()
