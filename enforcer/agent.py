@@ -197,6 +197,16 @@ def reload(cmd: str) -> str | None:
     return f"reload {cmd!r} failed with exit status {r.returncode}: {_excerpt(r.stderr) or '(nothing on stderr)'}"
 
 
+class _Unfollowed(urllib.request.HTTPRedirectHandler):
+    """The API never redirects; urllib would follow one to any host, the key in its headers."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None                     # urllib raises the 3xx as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_Unfollowed)
+
+
 def _body(resp, url: str, limit: int) -> bytes:
     """The answer's bytes, unpacked, refused beyond ``limit`` bytes (a gzip bomb stops there, not
     at what it unpacks to) or FETCH_SECONDS."""
@@ -236,7 +246,7 @@ def _get(url: str, key: str, limit: int) -> object:
     RuntimeError of one line, a 410 the HTTPError."""
     req = urllib.request.Request(url, headers={"X-Api-Key": key, "Accept-Encoding": "gzip"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with _OPENER.open(req, timeout=30) as resp:
             data = _body(resp, url, limit)
     except urllib.error.HTTPError as e:
         if e.code == 410:

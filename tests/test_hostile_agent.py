@@ -384,3 +384,32 @@ def test_the_agent_reaches_the_api_through_nginx_with_a_certificate(tmp_path, mo
             assert (tmp_path / "out" / "block-ips.csv").read_text() == "203.0.113.7,storm\n"
     finally:
         e.stop()
+
+
+def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(hostile, written):
+    elsewhere = Hostile()
+    try:
+        heard: list[dict] = []
+        handler = elsewhere.server.RequestHandlerClass
+        plain_get = handler.do_GET
+
+        def do_GET(self):
+            heard.append(dict(self.headers))
+            plain_get(self)
+        handler.do_GET = do_GET
+        before = snapshot(written)
+        hostile.answers["/v1/policy"] = [(302, {"Location": f"{elsewhere.url}/v1/policy"}, b"")]
+        refused_in_one_line(agent(hostile, written, "--key", "pw_secret"), "/v1/policy: 302")
+        assert heard == [] and snapshot(written) == before
+    finally:
+        elsewhere.server.shutdown()
+        elsewhere.server.server_close()
+
+
+def test_a_policy_in_two_gzip_members_is_read_whole(hostile, genuine, tmp_path):
+    body = json.dumps(genuine).encode()
+    hostile.answers["/v1/policy"] = [(200, {"Content-Encoding": "gzip"},
+                                      gzip.compress(body[:1000]) + gzip.compress(body[1000:]))]
+    out = tmp_path / "out"
+    assert agent(hostile, out).exit_code == 0
+    assert (out / "block-ips.csv").read_text().startswith("198.51.100.2,rotation\n")
