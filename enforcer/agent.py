@@ -281,7 +281,8 @@ def apply(policy: dict, delta: dict) -> dict:
             entries.pop(gone["key"], None)
         for e in delta["upsert"][section]:
             entries[f"{e['scope']}:{e['value']}"] = e
-    policy.update(delta["sections"])
+    # only the small sections it knows, which policy_doc.delta checked: never bans by that way
+    policy.update({k: v for k, v in delta["sections"].items() if k in policy_doc.SECTIONS})
     policy["version"] = delta["version"]
     return policy
 

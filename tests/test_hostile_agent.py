@@ -323,23 +323,26 @@ def test_a_malformed_change_is_refused_and_the_held_policy_kept(hostile, genuine
                     {**good, "upsert": {"bans": [{**entry, "value": "x\n} server {"}], "assignments": []}},
                     {**good, "sections": {"tiers": {**genuine["tiers"], "include": genuine["tiers"]["heavy"]}}},
                     {**good, "since": v - 1},
-                    good)
+                    {**good, "sections": {"bans": {"ip:x": {**entry, "value": "x\n} server {"}}}},
+                    {**good, "since": v + 1, "upsert": {"bans": [], "assignments": []}})       # nothing new
     t, slept = [0.0], []
 
     def sleep(seconds):
         slept.append(seconds)
         t[0] += seconds
-        if "203.0.113.8" in (out / "block-ips.csv").read_text():
+        if len(slept) == 7:
             raise Done
         assert "x\n" not in (out / "nginx-pullwarden-http.conf").read_text()
         assert len(slept) < 50, slept
     with pytest.raises(Done):
         run(hostile.url, "k", str(out), None, None, 10, sleep=sleep, clock=lambda: t[0])
-    assert slept == [10, 10, 20, 40, 60, 10]
+    assert slept == [10, 10, 20, 40, 60, 10, 10]     # after the change is applied, polls as usual
     assert all("/v1/policy/changes?since=" in p for p in hostile.asked[1:])      # the held policy was kept
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("agent: GET")]
     whys = [line.split("can render: ")[1].split(":")[0] for line in err]
     assert whys == ["the change", "upsert.bans[0].value", "sections.tiers", "since"]
+    # a section by the name of bans is not a section: ignored, the change's own bans applied
+    assert '203.0.113.8,"re-pull storm' in (out / "block-ips.csv").read_text()
 
 
 def test_the_channel_is_tls_or_loopback_and_anything_else_is_said():
