@@ -1,7 +1,8 @@
 """Every value that names a client on its way in — an address, a range, an AS number, a user —
-parsed into its one canonical spelling or refused with the reason. Shared by the admin changes
-(API and command line) and the allowlist, so that a value is judged the same wherever it
-enters.
+parsed into its one canonical spelling or refused with the reason; and the tier names and
+limits that nginx's include carries bare. Shared by the admin changes (API and command line),
+the allowlist and the agent's check of what it is sent (enforcer/policy_doc.py), so that a value
+is judged the same wherever it enters.
 
 Some values parse but must not be banned or throttled: the whole address space, ranges wider
 than the configured limit, addresses no client comes from (loopback, link-local, unspecified,

@@ -341,6 +341,12 @@ def preview(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str |
     return 0
 
 
+def backoff(interval: float, failed: int) -> float:
+    """The pause after ``failed`` failed polls in a row: the interval, doubling, up to a minute
+    (or the interval, when that is longer)."""
+    return min(max(interval, BACKOFF_FIRST) * 2 ** min(failed - 1, 20), max(interval, BACKOFF_MAX))
+
+
 def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None, interval: float,
         once: bool = False, sleep=time.sleep, clock=time.monotonic, max_mb: float = MAX_POLICY_MB) -> int:
     """Poll, write, reload and push until interrupted; with `once`, one round and its exit
@@ -376,8 +382,7 @@ def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | Non
                         raise RuntimeError(str(e)) from None
                     raise
                 failed += 1
-                pause = min(max(interval, BACKOFF_FIRST) * 2 ** (failed - 1), max(interval, BACKOFF_MAX))
-                next_poll = clock() + pause
+                next_poll = clock() + (pause := backoff(interval, failed))
                 what = str(e) if isinstance(e, (RuntimeError, OSError)) else f"{type(e).__name__}: {_excerpt(str(e))}"
                 say(f"{what}; keeping the current files, trying again in {pause:g} s")
             # the files on disk stay newer than what the proxy runs until a reload succeeds

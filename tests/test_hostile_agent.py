@@ -312,6 +312,13 @@ def test_the_loop_survives_every_malformed_answer_and_backs_off(hostile, genuine
     assert err[4].startswith(f"agent: policy version {genuine['version']}: wrote ")
 
 
+def test_the_pause_stays_a_minute_however_long_the_failures_go_on():
+    from enforcer.agent import backoff
+    assert [backoff(10, n) for n in (1, 2, 3, 4, 5, 1440, 10**6)] == [10, 20, 40, 60, 60, 60, 60]  # a day, and more
+    assert [backoff(0.5, n) for n in (1, 2, 7, 8)] == [1, 2, 60, 60]
+    assert backoff(300, 9) == 300
+
+
 def test_a_malformed_change_is_refused_and_the_held_policy_kept(hostile, genuine, tmp_path, capsys):
     """A change is checked as the whole policy is; the policy held before it stays as it was."""
     out, v = tmp_path / "out", genuine["version"]
