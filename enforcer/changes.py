@@ -205,13 +205,15 @@ def tier_uses(store, name: str, now: datetime, settings=None) -> list[str]:
 
 def delete_tier(store, actor: str, name: str, reason: str, now: datetime, settings=None) -> None:
     """Remove a tier nothing uses; one still in use is a Conflict that names each use."""
-    if not store.value("select count(*) from tiers where name = ?", [name]):
+    row = store.execute(f"select {', '.join(TIER_FIELDS)} from tiers where name = ?", [name])
+    if not row:
         raise LookupError(f"no tier {name!r}")
     uses = tier_uses(store, name, now, settings)
     if uses:
         raise Conflict(f"tier {name} is in use: {'; '.join(uses)}")
     store.execute("delete from tiers where name = ?", [name])
-    audit(store, actor, "delete tier", name, {}, reason, now)
+    # its limits, to set it again as it was
+    audit(store, actor, "delete tier", name, {"had": dict(zip(TIER_FIELDS, row[0]))}, reason, now)
 
 
 def set_default_tiers(store, actor: str, anonymous: str, authenticated: str, reason: str, now: datetime) -> None:

@@ -12,6 +12,7 @@ never raises a limit.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -405,8 +406,9 @@ def test_a_tier_is_deleted_only_when_nothing_uses_it(api):
     policy = httpx.get(api.url + "/v1/policy", headers=api.headers("proxy"), timeout=10).json()
     assert policy["version"] == r.json()["policy_version"] and "partner" not in policy["tiers"]
     with api.services.lock:
-        assert api.store.execute("select actor, reason from audit where action = 'delete tier' and target = 'partner'") \
-            == [("admin", "no longer sold")]
+        (actor, details, reason), = api.store.execute("""select actor, details, reason from audit
+                                                          where action = 'delete tier' and target = 'partner'""")
+    assert (actor, reason, json.loads(details)["had"]["concurrent"]) == ("admin", "no longer sold", 8)
     assert delete_tier(api, "partner").status_code == 404
 
 
