@@ -423,3 +423,49 @@ def test_a_policy_in_two_gzip_members_is_read_whole(hostile, genuine, tmp_path):
     out = tmp_path / "out"
     assert agent(hostile, out).exit_code == 0
     assert (out / "block-ips.csv").read_text().startswith("198.51.100.2,rotation\n")
+
+
+# ---- what the server publishes, the agent takes ------------------------------------------------
+
+USER_RULE = """name: user-storm
+description: a user's blob storm
+entity: user
+window: 24h
+where: blob_gets >= 30
+action: ban
+duration: 1h
+reason: "{blob_gets:int} blob downloads"
+cases:
+  - {expect: match, features: {blob_gets: 30}}
+  - {expect: no-match, features: {blob_gets: 29}}
+"""
+
+
+def test_a_rule_on_a_user_name_the_api_refuses_is_held_and_the_agent_takes_the_policy(tmp_path):
+    """A log names its users (basic auth; a JSON log keeps spaces): a rule's ban of one the admin
+    API would refuse would make every agent refuse every policy while it lasts, so it is held
+    with the reason, and the name never reaches the published policy."""
+    from datetime import timedelta
+
+    from core.store import open_store
+    from enforcer.policy_doc import policy as checked
+    from enforcer.snapshot import Publisher
+    from rules.detect import detect
+    from rules.engine import load_rules
+    from tests.detect_helpers import T0, add_events, ev
+    from tests.detect_helpers import settings as detect_settings
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "user-storm.yml").write_text(USER_RULE)
+    store = open_store(str(tmp_path / "db.duckdb"))
+    cfg = detect_settings(db=str(tmp_path / "db.duckdb"))
+    users = ["ci bot", "u" * 200, "tab\there", "alice"]
+    add_events(store, [ev(T0 + timedelta(minutes=i), f"203.0.113.{n}", user=u, digest=f"sha256:{i:02d}")
+                       for n, u in enumerate(users, 10) for i in range(40)])
+    now = T0 + timedelta(hours=1)
+    result = detect(store, cfg, load_rules(store, [], str(tmp_path / "rules")), now)
+    made = {d.value: d.held for d in result.new if d.rule == "user-storm"}
+    assert set(made) == set(users) and made["alice"] is None
+    assert all("a user name" in made[u] and "the agent" in made[u] for u in users[:3]), made
+    policy = json.loads(gzip.decompress(Publisher(store, threading.RLock(), lambda: now, 30).publish().body))
+    assert set(checked(policy)["bans"]) == {"user:alice"}
+    store.close()
