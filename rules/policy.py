@@ -179,7 +179,7 @@ def _ours(result: PassResult, protected) -> list[Hold]:
         try:        # a name from a log that the admin API would refuse (a user with a space, 200
             canonical(d.scope, d.value)     # characters long): every agent would refuse the policy
         except ValueError as e:
-            why = None if d.simulated else f"{e}: the admin API refuses it, and so does the agent that renders the policy"
+            why = None if d.simulated else f"{e}: the admin API refuses it, and so does the agent that renders it"
         if why:
             d.held = why
             holds.append(Hold(d.rule, why, [d]))

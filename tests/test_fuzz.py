@@ -68,7 +68,8 @@ def test_no_server_errors(api):
 # ---- the agent's side (issue 19 §4, §5): what it accepts it can render; what the API takes, it accepts
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=40),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                max_size=4),
                     max_leaves=12)
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
 

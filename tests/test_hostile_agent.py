@@ -156,7 +156,8 @@ def test_the_files_kept_after_a_refusal_are_still_the_genuine_ones_nginx_takes(h
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; events {{}}
 http {{ include {written}/nginx-pullwarden-http.conf;
-        server {{ listen 127.0.0.1:18124; location /v2/ {{ include {written}/nginx-pullwarden-location.conf; }} }} }}""")
+        server {{ listen 127.0.0.1:18124;
+                  location /v2/ {{ include {written}/nginx-pullwarden-location.conf; }} }} }}""")
     r = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -239,7 +240,8 @@ def test_a_gzip_bomb_stops_at_the_cap_and_memory_stays_small(hostile, tmp_path):
     out, peak = tmp_path / "out", tmp_path / "peak"
     # the agent in a process of its own, which reports its peak resident size as it exits
     child = (f"import atexit, resource, sys; from cli.main import cli; "
-             f"atexit.register(lambda: open({str(peak)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))); "
+             f"rss = lambda: str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+             f"atexit.register(lambda: open({str(peak)!r}, 'w').write(rss())); "
              f"cli(['agent', '--api', {hostile.url!r}, '--key', 'k', '--out', {str(out)!r}, '--once'])")
     r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
