@@ -132,6 +132,35 @@ def test_the_agent_takes_only_what_it_can_render(api):
     check()
 
 
+def test_a_policy_with_any_tier_names_is_taken_only_when_each_name_is(api):
+    """Tier names are keys: drawn as any text (and nginx's words), the policy is taken exactly
+    when core/values takes every name, and then renders safely."""
+    base = genuine_policy(api)
+    limits = base["tiers"]["throttled"]
+    names = st.lists(st.one_of(st.text(max_size=40), st.from_regex(values.TIER_NAME, fullmatch=True),
+                               st.sampled_from(sorted(values.TIER_RESERVED))), min_size=1, max_size=5, unique=True)
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(names=names)
+    def check(names):
+        doc = {**base, "tiers": dict.fromkeys(names, limits),
+               "default_tiers": {"anonymous": names[0], "authenticated": names[-1]}}
+        try:
+            values.tier_names(names)
+            expected = True
+        except ValueError:
+            expected = False
+        try:
+            policy_doc.policy(doc)
+        except policy_doc.Malformed:
+            assert not expected, names
+            return
+        assert expected, names
+        renders_safely(doc)
+    check()
+
+
 def test_a_change_the_agent_takes_keeps_its_policy_one_it_can_render(api):
     """Any change from the held version: refused, or applied to a policy that still checks out."""
     base = genuine_policy(api)
