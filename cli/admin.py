@@ -221,9 +221,33 @@ def tiers_set(cfg, name, reason, **limits):
     others keep their value (a new tier's: unlimited)."""
     from enforcer.changes import set_tier
     given = {k: (v or None) for k, v in limits.items() if v is not None}
-    apply_change(cfg, set_tier, name, given, reason,
+    apply_change(cfg, set_tier, _tier_name(name), given, reason,
             remote=("PUT", f"/v1/admin/tiers/{name}", {**given, "reason": reason}, lambda r: None))
     click.echo(f"tier {name} set")
+
+
+def _tier_name(name: str) -> str:
+    """Checked here as well as by the change: the name goes into the API's URL."""
+    from core.values import tier_name
+    try:
+        return tier_name(name)
+    except ValueError as e:
+        fail(str(e))
+
+
+@tiers.command("delete")
+@click.argument("name")
+@click.option("--reason", required=True)
+@with_settings
+def tiers_delete(cfg, name, reason):
+    """Remove a tier. Refused while anything uses it (a decision in force or held, a default
+    tier, the setting budget_tighten_tier, a rule), naming each use."""
+    from enforcer.changes import delete_tier
+    from urllib.parse import quote
+    # any name the store holds, one from before names were checked too: that is how it goes
+    apply_change(cfg, delete_tier, name, reason, settings=cfg,
+                 remote=("DELETE", f"/v1/admin/tiers/{quote(name, safe='')}", {"reason": reason}, lambda r: None))
+    click.echo(f"tier {name} deleted")
 
 
 @cli.group()

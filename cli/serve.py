@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from cli.main import cli, fail, open_or_fail, with_settings
+from enforcer.agent import MAX_POLICY_MB
 
 
 def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
@@ -269,15 +270,17 @@ def keys_revoke(cfg, name, reason, api, key):
               "the policy could not be fetched or written (for cron or a test).")
 @click.option("--dry-run", is_flag=True, help="Poll once and print what would change in --out as a unified "
               "diff; write, reload and push nothing.")
-def agent(api, key, out_dir, reload_cmd, crproxy, interval, once, dry_run):
+@click.option("--max-policy-mb", type=click.FloatRange(1, 65536), default=MAX_POLICY_MB, show_default=True,
+              help="The most a policy answer may unpack to; a bigger one is a failed fetch (100,000 bans are 15 MB).")
+def agent(api, key, out_dir, reload_cmd, crproxy, interval, once, dry_run, max_policy_mb):
     """Keep CRProxy's and nginx's policy files in step with the enforcer: fetches the policy
     once, then polls for its changes; writes the files atomically when their bytes change,
     reloads, and optionally pushes the lists to CRProxy."""
     from enforcer.agent import preview, run
     try:
         if dry_run:
-            raise SystemExit(preview(api, key, out_dir, reload_cmd, crproxy))
-        raise SystemExit(run(api, key, out_dir, reload_cmd, crproxy, interval, once))
+            raise SystemExit(preview(api, key, out_dir, reload_cmd, crproxy, max_policy_mb))
+        raise SystemExit(run(api, key, out_dir, reload_cmd, crproxy, interval, once, max_mb=max_policy_mb))
     except KeyboardInterrupt:
         pass
     except RuntimeError as e:

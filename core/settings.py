@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import values
+
 
 class SettingsError(Exception):
     """A setting is unknown or has the wrong type; the message names where it came from."""
@@ -179,7 +181,21 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
             raise SettingsError(f"{where}: {setting.name} must be a {setting.type.__name__}, got {value!r}") from None
     if not isinstance(value, setting.type) or isinstance(value, bool) and setting.type is not bool:
         raise SettingsError(f"{where}: {setting.name} must be a {setting.type.__name__}, got {value!r}")
+    check = CHECKS.get(setting.name)
+    if check:
+        try:
+            return check(value)
+        except ValueError as e:
+            raise SettingsError(f"{where}: {setting.name}: {e}") from None
     return value
+
+
+# Settings whose values reach a proxy's files (nginx's include) are held to the rule the agent
+# checks them by: a bad one is refused here, with the file and line, not by every agent later.
+CHECKS = {
+    "default_registry": values.registry_host,
+    "host_registries": lambda m: {values.registry_host(h): values.registry_host(r) for h, r in m.items()},
+}
 
 
 def _line_of(text: str, key: str) -> int:

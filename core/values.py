@@ -1,7 +1,8 @@
 """Every value that names a client on its way in — an address, a range, an AS number, a user —
-parsed into its one canonical spelling or refused with the reason. Shared by the admin changes
-(API and command line) and the allowlist, so that a value is judged the same wherever it
-enters.
+parsed into its one canonical spelling or refused with the reason; and the tier names and
+limits that nginx's include carries bare. Shared by the admin changes (API and command line),
+the allowlist and the agent's check of what it is sent (enforcer/policy_doc.py), so that a value
+is judged the same wherever it enters.
 
 Some values parse but must not be banned or throttled: the whole address space, ranges wider
 than the configured limit, addresses no client comes from (loopback, link-local, unspecified,
@@ -13,6 +14,7 @@ ingest never charges a forwarded hop no client comes from (ingest/forwarded.py).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import unicodedata
 from functools import lru_cache
@@ -73,6 +75,80 @@ def user(value: str) -> str:
     if bad:
         raise ValueError(f"a user name has no spaces or control characters: {value!r}")
     return text
+
+
+# A registry host or a mirror's Host is written into nginx's include as a map key and value, and
+# compared with what a request names: a DNS name (an optional port), nothing nginx could read as
+# syntax.
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOST_RE = re.compile(rf"{LABEL}(?:\.{LABEL})*(?::[0-9]{{1,5}})?")
+
+
+def registry_host(value) -> str:
+    text = value.lower().rstrip(".") if isinstance(value, str) else ""
+    if not (0 < len(text) <= 253 and HOST_RE.fullmatch(text)):
+        raise ValueError(f"not a registry host name: {value!r} (e.g. docker.io or gcr.m.example:5000)")
+    return text
+
+
+# A tier name is written bare into nginx's include: a `map` key, a `geo` value, a variable and a
+# zone name. So it is a short identifier, and never a word nginx reads as a parameter there
+# (map: default hostnames include volatile; geo: default delete include proxy proxy_recursive
+# ranges) nor the include's own word for a banned address. nginx hashes variable names in
+# buckets of 64 bytes (variables_hash_bucket_size): $pw_key_<name> fits up to 39 characters.
+TIER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+TIER_RESERVED = frozenset({"default", "hostnames", "include", "volatile", "delete", "proxy", "proxy_recursive",
+                           "ranges", "banned"})
+# what a tier's limits may be (the admin API's bounds; the agent holds the policy to them)
+TIER_LIMITS = {"requests_per_minute": (1, 10**6), "burst": (1, 10**6), "concurrent": (1, 10**5),
+               "blob_bytes_per_second": (1024, 10**12), "window_bytes": (1, 10**16), "window_seconds": (60, 10**7)}
+
+
+def tier_name(value) -> str:
+    """A tier's name as the include can carry it, or ValueError saying why not."""
+    if not isinstance(value, str) or not TIER_NAME.fullmatch(value):
+        raise ValueError(f"a tier name is a letter, then up to 31 of a-z, 0-9, _ and - (e.g. ci_runners): {value!r}")
+    if value in TIER_RESERVED:
+        raise ValueError(f"{value!r} cannot name a tier: nginx's include reads it as a word of its own "
+                         f"(reserved: {', '.join(sorted(TIER_RESERVED))})")
+    return value
+
+
+def tier_zone(name: str) -> str:
+    """The name in nginx's zones and variables, where '-' cannot go."""
+    return name.replace("-", "_")
+
+
+def tier_clash(name: str, others) -> str | None:
+    """Why ``name`` cannot stand beside the tiers ``others`` (two names, one nginx zone: every
+    reload would fail with "already bound"), or None."""
+    for other in others:
+        if other != name and tier_zone(other) == tier_zone(name):
+            return f"tier {name!r} would share nginx's zone pw_{tier_zone(name)} with tier {other!r}: name it otherwise"
+    return None
+
+
+def tier_names(names) -> list[str]:
+    """A set of tier names (a policy's, say): each one valid, no two sharing a zone."""
+    names = [tier_name(n) for n in names]
+    seen: dict[str, str] = {}
+    for n in names:
+        if tier_zone(n) in seen:
+            raise ValueError(tier_clash(n, [seen[tier_zone(n)]]))
+        seen[tier_zone(n)] = n
+    return names
+
+
+def tier_limit(field: str, value) -> int | None:
+    """One tier limit: None (unlimited) or a whole number within its bounds."""
+    if field not in TIER_LIMITS:
+        raise ValueError(f"unknown tier limit {field}: the limits are {', '.join(TIER_LIMITS)}")
+    if value is None:
+        return None
+    low, high = TIER_LIMITS[field]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{field} is a whole number from {low} to {high}, or none for unlimited: {value!r}")
+    return value
 
 
 def canonical(scope: str, value: str) -> str:

@@ -5,20 +5,28 @@ holds (the whole policy again after a 410), renders the files, writes only those
 changed (atomically: a temporary file renamed over the old one), runs the reload command until
 it succeeds, and, when asked, PUTs each list to CRProxy's /internal/api/* until CRProxy takes it
 (that API has no authentication: keep the port private).
+
+It trusts nothing it is sent: an answer is read up to a size (unpacked, so a small gzip cannot
+unpack to gigabytes), and checked whole (enforcer/policy_doc.py) before anything is written; an
+answer that fails is a failed fetch — one line, the current files kept, tried again later.
 """
 from __future__ import annotations
 
 import difflib
-import gzip
+import ipaddress
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
+from enforcer import policy_doc
 from enforcer.render import render
 
 MANAGED = ("block-ips.csv", "allows.txt", "privileged-images.txt", "blocked-images.txt", "privileged-ips.txt",
@@ -29,6 +37,11 @@ ENDPOINTS = (("allows", "allows.txt"), ("privileged", "privileged-images.txt"), 
 CRPROXY_LISTS = {name for _, name in ENDPOINTS}
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 RELOAD_TIMEOUT = 120
+# The most a policy answer may unpack to: 100,000 bans are 15 MB of JSON, and parsed, an agent
+# holds about ten times that (pullwarden agent --max-policy-mb)
+MAX_POLICY_MB = 256
+FETCH_SECONDS = 300         # a whole answer, however slowly it trickles in
+CHUNK = 1 << 16
 # in --out while files are written that no reload has taken: a restarted agent, or the next
 # --once from cron, reloads even though the files on disk are unchanged by then
 RELOAD_PENDING = ".reload-pending"
@@ -65,7 +78,8 @@ def plan(folder: Path, files: dict[str, str]) -> tuple[dict[str, str], list[str]
     changed = {}
     for name, content in files.items():
         path = folder / name
-        if not (path.is_file() and path.read_bytes() == content.encode()):
+        # a link is replaced by the file, never read or written through
+        if path.is_symlink() or not (path.is_file() and path.read_bytes() == content.encode()):
             changed[name] = content
     left = []
     for name in MANAGED:
@@ -86,10 +100,26 @@ def write_atomically(folder: Path, files: dict[str, str], warn=say) -> list[str]
     for note in left:
         warn(note)
     for name, content in changed.items():
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(content.encode())
-        os.replace(tmp, folder / name)
+        put_file(folder, name, content.encode())
     return list(changed)
+
+
+def put_file(folder: Path, name: str, content: bytes) -> None:
+    """``content`` as folder/name, whole or not at all: written to a new file of a random name,
+    created exclusively and never through a link (mkstemp: O_CREAT | O_EXCL | O_NOFOLLOW), then
+    renamed over the name — which replaces a link there rather than following it. Whoever can
+    plant a link in the folder cannot make the agent write anywhere else."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)            # nginx and CRProxy may run as other users
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def diff(folder: Path, changed: dict[str, str]) -> str:
@@ -111,7 +141,7 @@ def _put(url: str, body: str) -> str | None:
             return None
     except urllib.error.HTTPError as e:
         try:
-            answer = _excerpt(e.read())
+            answer = _excerpt(e.read(4096))
         except OSError:
             answer = ""
         return f"PUT {url}: {e.code} {answer or e.reason}"
@@ -168,55 +198,136 @@ def reload(cmd: str) -> str | None:
     return f"reload {cmd!r} failed with exit status {r.returncode}: {_excerpt(r.stderr) or '(nothing on stderr)'}"
 
 
-def _get(url: str, key: str) -> dict:
+class _Unfollowed(urllib.request.HTTPRedirectHandler):
+    """The API never redirects; urllib would follow one to any host, the key in its headers."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None                     # urllib raises the 3xx as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_Unfollowed)
+
+
+def _body(resp, url: str, limit: int) -> bytes:
+    """The answer's bytes, unpacked, refused beyond ``limit`` bytes (a gzip bomb stops there, not
+    at what it unpacks to) or FETCH_SECONDS."""
+    coding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+    if coding not in ("identity", "gzip", "x-gzip"):
+        raise RuntimeError(f"GET {url}: the answer is in {coding!r}, which the agent did not ask for")
+    too_big = RuntimeError(f"GET {url}: the answer unpacks to more than {limit >> 20} MB "
+                           "(pullwarden agent --max-policy-mb)")
+    deadline, out = time.monotonic() + FETCH_SECONDS, bytearray()
+    unzip, inside = (zlib.decompressobj(wbits=31) if coding != "identity" else None), False
+    while chunk := resp.read(CHUNK):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"GET {url}: the answer took longer than {FETCH_SECONDS} s")
+        if unzip is None:
+            out += chunk
+        while unzip is not None and chunk:
+            inside = True
+            try:
+                out += unzip.decompress(chunk, max(1, limit + 1 - len(out)))
+            except zlib.error as e:
+                raise RuntimeError(f"GET {url}: the answer is not gzip: {e}") from None
+            if len(out) > limit:
+                raise too_big
+            if unzip.eof:       # gzip members may follow one another
+                chunk, unzip, inside = unzip.unused_data, zlib.decompressobj(wbits=31), False
+            else:
+                chunk = unzip.unconsumed_tail
+        if len(out) > limit:
+            raise too_big
+    if inside:
+        raise RuntimeError(f"GET {url}: the answer ends inside its gzip stream")
+    return bytes(out)
+
+
+def _get(url: str, key: str, limit: int) -> object:
+    """The JSON answer to GET ``url``, as it came (policy_doc checks it); a failure is a
+    RuntimeError of one line, a 410 the HTTPError."""
     req = urllib.request.Request(url, headers={"X-Api-Key": key, "Accept-Encoding": "gzip"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            data = resp.read()
-            return json.loads(gzip.decompress(data) if resp.headers.get("Content-Encoding") == "gzip" else data)
+        with _OPENER.open(req, timeout=30) as resp:
+            data = _body(resp, url, limit)
     except urllib.error.HTTPError as e:
         if e.code == 410:
             raise
         if e.code in (401, 403):
             raise RuntimeError(f"{url}: the key was refused ({e.code})") from None
-        raise RuntimeError(f"GET {url}: {e.code} {_excerpt(e.read()) or e.reason}") from None
+        raise RuntimeError(f"GET {url}: {e.code} {_excerpt(e.read(4096)) or e.reason}") from None
     except urllib.error.URLError as e:
         raise RuntimeError(f"GET {url}: {e.reason}") from None
     except (OSError, ValueError) as e:
         raise RuntimeError(f"GET {url}: {e}") from None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise RuntimeError(f"GET {url}: the answer is not JSON: {_excerpt(str(e))}") from None
+
+
+def _checked(check, doc, url: str, *args) -> dict:
+    try:
+        return check(doc, *args)
+    except policy_doc.Malformed as e:
+        raise RuntimeError(f"GET {url}: not a policy the agent can render: {_excerpt(str(e), 300)}") from None
 
 
 def apply(policy: dict, delta: dict) -> dict:
-    """A delta from /v1/policy/changes applied to the policy of its `since` version."""
+    """A delta from /v1/policy/changes applied to the policy of its `since` version: a new
+    policy (the sections copied, the entries shared), the held one left as it was."""
+    policy = dict(policy)
     for section in ("bans", "assignments"):
-        entries = policy[section]
+        entries = policy[section] = dict(policy[section])
         for gone in delta["remove"][section]:
             entries.pop(gone["key"], None)
         for e in delta["upsert"][section]:
             entries[f"{e['scope']}:{e['value']}"] = e
-    policy.update(delta["sections"])
+    # only the small sections it knows, which policy_doc.delta checked: never bans by that way
+    policy.update({k: v for k, v in delta["sections"].items() if k in policy_doc.SECTIONS})
     policy["version"] = delta["version"]
     return policy
 
 
-def poll(api: str, key: str, held: dict | None) -> dict | None:
+def poll(api: str, key: str, held: dict | None, max_mb: float = MAX_POLICY_MB) -> dict | None:
     """The policy now, or None when it did not change. Whole on the first poll, after that
     only the changes since the held version (a 100,000-ban policy is 15 MB; a change is a few
-    hundred bytes); whole again when the server no longer knows that version (410)."""
-    api = api.rstrip("/")
+    hundred bytes); whole again when the server no longer knows that version (410). Either is
+    checked whole before it is used."""
+    api, limit = api.rstrip("/"), int(max_mb * (1 << 20))
     if held is not None:
+        url = f"{api}/v1/policy/changes?since={held['version']}"
         try:
-            delta = _get(f"{api}/v1/policy/changes?since={held['version']}", key)
+            delta = _checked(policy_doc.delta, _get(url, key, limit), url, held["version"])
         except urllib.error.HTTPError:      # 410: _get raises the others as sentences
             pass
         else:
             return None if delta["version"] == held["version"] else apply(held, delta)
-    return _get(f"{api}/v1/policy", key)
+    url = f"{api}/v1/policy"
+    return _checked(policy_doc.policy, _get(url, key, limit), url)
 
 
-def preview(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None) -> int:
+def channel(api: str) -> str | None:
+    """What is wrong with the way to the API, as a warning (None: TLS, or loopback); a URL that
+    is not HTTP at all is refused."""
+    url = urllib.parse.urlsplit(api)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise RuntimeError(f"--api {api}: an http:// or https:// URL was expected")
+    if url.scheme == "https":
+        return None
+    try:
+        local = ipaddress.ip_address(url.hostname).is_loopback
+    except ValueError:
+        local = url.hostname == "localhost"
+    return None if local else (f"{api} is plain HTTP to another host: the key and the policy can be read and "
+                               "changed on the way; use https (docs/deployment.md, the agent's channel) or loopback")
+
+
+def preview(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None,
+            max_mb: float = MAX_POLICY_MB) -> int:
     """Print what one poll would change in `out` as a unified diff, and change nothing."""
-    policy = normalized(poll(api, key, None))
+    if warning := channel(api):
+        say(warning)
+    policy = normalized(poll(api, key, None, max_mb))
     files = render(policy)
     changed, left = plan(Path(out), files)
     for note in left:
@@ -231,21 +342,30 @@ def preview(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str |
     return 0
 
 
+def backoff(interval: float, failed: int) -> float:
+    """The pause after ``failed`` failed polls in a row: the interval, doubling, up to a minute
+    (or the interval, when that is longer)."""
+    return min(max(interval, BACKOFF_FIRST) * 2 ** min(failed - 1, 20), max(interval, BACKOFF_MAX))
+
+
 def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | None, interval: float,
-        once: bool = False, sleep=time.sleep, clock=time.monotonic) -> int:
+        once: bool = False, sleep=time.sleep, clock=time.monotonic, max_mb: float = MAX_POLICY_MB) -> int:
     """Poll, write, reload and push until interrupted; with `once`, one round and its exit
     status: 0, or 1 when the files were written but a reload or a push failed. A policy that
-    cannot be fetched or written raises RuntimeError (with `once`) or is retried at the next poll."""
+    cannot be fetched, checked or written raises RuntimeError (with `once`) or is tried again
+    after a pause that doubles with each failure in a row (up to a minute, or the interval)."""
+    if warning := channel(api):
+        say(warning)
     pending = Path(out) / RELOAD_PENDING
     held, files, reload_due = None, None, pending.exists()
     pusher = Pusher(crproxy, clock) if crproxy else None
-    next_poll = clock()
+    next_poll, failed = clock(), 0
     while True:
         failures = []
         if clock() >= next_poll:
             next_poll = clock() + interval
             try:
-                policy = poll(api, key, held)
+                policy = poll(api, key, held, max_mb)
                 if policy is not None:
                     held = None             # until the files are written: a failure is retried whole
                     fresh = render(normalized(policy))
@@ -254,12 +374,18 @@ def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | Non
                         say(f"policy version {policy['version']}: wrote {', '.join(written)}")
                         reload_due = True
                         if reload_cmd:
-                            pending.touch()
+                            put_file(Path(out), RELOAD_PENDING, b"")
                     files, held = fresh, policy
-            except (RuntimeError, OSError) as e:
+                failed = 0
+            except Exception as e:         # noqa: BLE001 — a service under Restart=always must not crash-loop
                 if once:
-                    raise RuntimeError(str(e)) from None
-                say(f"{e}; keeping the current files")
+                    if isinstance(e, (RuntimeError, OSError)):
+                        raise RuntimeError(str(e)) from None
+                    raise
+                failed += 1
+                next_poll = clock() + (pause := backoff(interval, failed))
+                what = str(e) if isinstance(e, (RuntimeError, OSError)) else f"{type(e).__name__}: {_excerpt(str(e))}"
+                say(f"{what}; keeping the current files, trying again in {pause:g} s")
             # the files on disk stay newer than what the proxy runs until a reload succeeds
             if reload_due and reload_cmd:
                 error = reload(reload_cmd)

@@ -4,7 +4,6 @@ The caller holds the store and publishes afterwards."""
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timedelta
 
 from core import values
@@ -151,19 +150,19 @@ def drop(store, actor: str, ids: list[int], reason: str, now: datetime) -> int:
     return len(rows)
 
 
-TIER_NAME = re.compile(r"^[a-z0-9_-]{1,40}$")
-
-
 def set_tier(store, actor: str, name: str, limits: dict, reason: str, now: datetime) -> None:
     """Define a tier or change some of its limits: the limits given are set (None: unlimited),
     the others keep their value (a new tier's: unlimited)."""
-    if not TIER_NAME.match(name or ""):
-        raise ValueError(f"a tier name is 1 to 40 of a-z, 0-9, _ and -: {name!r}")
+    values.tier_name(name)
     unknown = sorted(set(limits) - set(TIER_FIELDS))
     if unknown:
         raise ValueError(f"unknown tier limit {', '.join(unknown)}: the limits are {', '.join(TIER_FIELDS)}")
     if not limits:
         raise ValueError(f"give at least one limit ({', '.join(TIER_FIELDS)}; none for unlimited)")
+    limits = {f: values.tier_limit(f, v) for f, v in limits.items()}
+    clash = values.tier_clash(name, [n for (n,) in store.execute("select name from tiers")])
+    if clash:
+        raise Conflict(clash)
     row = store.execute(f"select {', '.join(TIER_FIELDS)} from tiers where name = ?", [name])
     merged = {**dict(zip(TIER_FIELDS, row[0] if row else [None] * len(TIER_FIELDS))), **limits}
     if merged["burst"] and not merged["requests_per_minute"]:
@@ -173,6 +172,48 @@ def set_tier(store, actor: str, name: str, limits: dict, reason: str, now: datet
                                       window_bytes, window_seconds)
         values (?, ?, ?, ?, ?, ?, ?)""", [name, *(merged[f] for f in TIER_FIELDS)])
     audit(store, actor, "set tier", name, {"set": limits, "now": merged}, reason, now)
+
+
+def tier_uses(store, name: str, now: datetime, settings=None) -> list[str]:
+    """What still names the tier: decisions not ended (held and simulated ones too), the
+    default tiers, and with ``settings`` the setting budget_tighten_tier and the rules that
+    throttle to it. The unlimited tier is the one an unlimited image puts a request in."""
+    uses = ["the unlimited image list (/v1/check and the include put its images in this tier)"] \
+        if name == "unlimited" else []
+    rows = store.execute("""select id, scope, value, effect from decisions
+                            where tier = ? and effect <> 'ban' and revoked_at is null and until > ?
+                            order by id""", [name, now])
+    if rows:
+        shown = ", ".join(f"#{i} ({effect} {scope} {value})" for i, scope, value, effect in rows[:10])
+        uses.append(f"{len(rows)} decision(s) in force or held: {shown}" + (" …" if len(rows) > 10 else "")
+                    + " (end them with `pullwarden unban ID`)")
+    for key, value in store.execute("""select key, value from kv where key in ('anonymous_tier', 'authenticated_tier')
+                                       order by key"""):
+        if value == name:
+            uses.append(f"the {key.removesuffix('_tier')} default tier (PUT /v1/admin/default-tiers)")
+    if settings is not None:
+        if settings.budget_tighten_tier == name:
+            uses.append("the setting budget_tighten_tier")
+        from rules.engine import RuleError, load_rules
+        try:
+            rules = load_rules(store, None, settings.rules_dir or None)
+        except RuleError:
+            rules = []          # rules that do not load use nothing yet; detection says why
+        uses += [f"rule {r.name} ({r.action}, {r.source})" for r in rules if r.tier == name]
+    return uses
+
+
+def delete_tier(store, actor: str, name: str, reason: str, now: datetime, settings=None) -> None:
+    """Remove a tier nothing uses; one still in use is a Conflict that names each use."""
+    row = store.execute(f"select {', '.join(TIER_FIELDS)} from tiers where name = ?", [name])
+    if not row:
+        raise LookupError(f"no tier {name!r}")
+    uses = tier_uses(store, name, now, settings)
+    if uses:
+        raise Conflict(f"tier {name} is in use: {'; '.join(uses)}")
+    store.execute("delete from tiers where name = ?", [name])
+    # its limits, to set it again as it was
+    audit(store, actor, "delete tier", name, {"had": dict(zip(TIER_FIELDS, row[0]))}, reason, now)
 
 
 def set_default_tiers(store, actor: str, anonymous: str, authenticated: str, reason: str, now: datetime) -> None:

@@ -20,6 +20,7 @@ import ipaddress
 import re
 import sys
 
+from core.values import tier_zone
 from enforcer.imagelist import FORMS, request_regex
 from enforcer.snapshot import REQUESTS
 
@@ -114,8 +115,7 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _zone(name: str) -> str:
-    return name.replace("-", "_")
+_zone = tier_zone          # core/values.py: names that share a zone are refused there
 
 
 # A request's image is read from the request as the client sent it ($request_uri, $host), never

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from core.allowlist import Allowlist, net as _net
 from core.types import Decision, parse_duration
-from core.values import why_held
+from core.values import canonical, why_held
 from rules.engine import Rule
 from rules.features import SCOPE_OF, window_bounds
 
@@ -176,6 +176,10 @@ def _ours(result: PassResult, protected) -> list[Hold]:
     for d in result.new:
         net = _net(d.value) if d.scope in ("ip", "range") and not d.simulated else None
         why = why_held(net, protected, effect=d.effect) if net is not None else None
+        try:        # a name from a log that the admin API would refuse (a user with a space, 200
+            canonical(d.scope, d.value)     # characters long): every agent would refuse the policy
+        except ValueError as e:
+            why = None if d.simulated else f"{e}: the admin API refuses it, and so does the agent that renders it"
         if why:
             d.held = why
             holds.append(Hold(d.rule, why, [d]))

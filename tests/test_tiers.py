@@ -12,6 +12,7 @@ never raises a limit.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -344,3 +345,164 @@ def test_migration_5_moves_only_the_stock_tiers_an_operator_left_alone(tmp_path)
     assert tiers["throttled"] == (30, 60, 4, 1048576)
     assert tiers["heavy"] == (10, None, 30, 524288)                           # kept as the operator set it
     assert tiers["unlimited"] == (None, None, None, None)
+
+
+# ---- names (issue 19 §5): one rule in the API, the command line and the agent ------------------
+
+def put_tier(api, name: str, **limits):
+    from urllib.parse import quote
+    return httpx.put(f"{api.url}/v1/admin/tiers/{quote(name, safe='')}", headers=api.headers("admin"), timeout=10,
+                     json={"requests_per_minute": 60, **limits, "reason": "test"})
+
+
+@pytest.mark.parametrize("name, status, words", [
+    ("default", 422, "cannot name a tier"),           # nginx: "duplicate default map parameter"
+    ("include", 422, "cannot name a tier"),           # an include directive in the map
+    ("banned", 422, "cannot name a tier"),            # nginx's 403 for an address /v1/check allows
+    ("hostnames", 422, "cannot name a tier"),
+    ("ci\n", 422, "a tier name is"),                  # `$` matched before the newline
+    ("x; }", 422, "a tier name is"),
+    ("Fast", 422, "a tier name is"),
+    ("1st", 422, "a tier name is"),
+    ("a" * 33, 422, "a tier name is"),          # nginx: "could not build variables_hash" from 40
+    ("fast_lane", 409, "would share nginx's zone pw_fast_lane with tier 'fast-lane'"),
+])
+def test_a_tier_name_the_include_cannot_carry_is_refused(api, name, status, words):
+    assert put_tier(api, "fast-lane").status_code == 200
+    r = put_tier(api, name)
+    assert r.status_code == status and words in r.json()["detail"], r.text
+    policy = httpx.get(api.url + "/v1/policy", headers=api.headers("proxy"), timeout=10).json()
+    assert name not in policy["tiers"] and set(policy["tiers"]) >= {"fast-lane", "anonymous"}
+
+
+def test_the_command_line_checks_the_name_before_anything(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    env = {"PULLWARDEN_DB": str(tmp_path / "db.duckdb")}
+    for name in ("include", "../keys/x"):          # a word of nginx's; a path when serve holds the file
+        res = CliRunner().invoke(cli, ["tiers", "set", name, "--rpm", "5", "--reason", "x"], env=env)
+        assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+        assert "cannot name a tier" in res.stderr or "a tier name is" in res.stderr
+
+
+def delete_tier(api, name: str):
+    from urllib.parse import quote
+    return httpx.request("DELETE", f"{api.url}/v1/admin/tiers/{quote(name, safe='')}", headers=api.headers("admin"),
+                         timeout=30, json={"reason": "no longer sold"})
+
+
+def test_a_tier_is_deleted_only_when_nothing_uses_it(api):
+    assert put_tier(api, "partner", concurrent=8).status_code == 200
+    boost = api.ban("198.51.100.7", effect="boost", tier="partner", reason="a partner")
+    api.services.publisher.publish()
+    r = delete_tier(api, "partner")
+    assert r.status_code == 409 and f"#{boost} (boost ip 198.51.100.7)" in r.json()["detail"], r.text
+    with api.services.lock:
+        api.store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id = ?",
+                          [api.clock(), boost])
+    r = delete_tier(api, "partner")
+    assert r.status_code == 200, r.text
+    policy = httpx.get(api.url + "/v1/policy", headers=api.headers("proxy"), timeout=10).json()
+    assert policy["version"] == r.json()["policy_version"] and "partner" not in policy["tiers"]
+    with api.services.lock:
+        (actor, details, reason), = api.store.execute("""select actor, details, reason from audit
+                                                          where action = 'delete tier' and target = 'partner'""")
+    assert (actor, reason, json.loads(details)["had"]["concurrent"]) == ("admin", "no longer sold", 8)
+    assert delete_tier(api, "partner").status_code == 404
+
+
+@pytest.mark.parametrize("name, use", [
+    ("anonymous", "the anonymous default tier"),
+    ("throttled", "rule ci-repull-storm (throttle:throttled"),
+    ("heavy", "the setting budget_tighten_tier"),
+    ("unlimited", "the unlimited image list"),
+])
+def test_a_tier_in_use_is_not_deleted_and_the_refusal_names_the_use(api, name, use):
+    r = delete_tier(api, name)
+    assert r.status_code == 409 and use in r.json()["detail"], r.text
+    with api.services.lock:
+        assert api.store.value("select count(*) from tiers where name = ?", [name]) == 1
+
+
+def test_tiers_delete_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    env = {"PULLWARDEN_DB": str(tmp_path / "db.duckdb")}
+    run = lambda *a: CliRunner().invoke(cli, list(a), env=env)     # noqa: E731
+    assert run("tiers", "set", "partner", "--rpm", "600", "--reason", "partners").exit_code == 0
+    res = run("tiers", "delete", "throttled", "--reason", "x")
+    assert res.exit_code == 2 and "tier throttled is in use: " in res.stderr and "rule " in res.stderr
+    res = run("tiers", "delete", "partner", "--reason", "gone")
+    assert res.exit_code == 0 and res.stdout == "tier partner deleted\n"
+    assert "partner" not in run("tiers", "list").stdout
+
+
+# every tier name the rule accepts, through the real nginx: drawn by hypothesis, plus the edge
+# cases (25 of the longest at once, '-' and '_', nginx's own words that are not parameters where
+# the name goes, names that start like the reserved ones)
+EDGE_NAMES = ["a", *(c + "-" * 31 for c in "bcdefghijklmnopqrstuvwxyz"), "a-b", "a_c", "unlimited", "anonymous",
+              "map", "geo", "server", "location", "if", "return", "limit_req", "set", "default_", "default-x", "include-", "banned_", "hostnames2",
+              "proxy-recursive", "x0", "a--", "pw_key_a", "pwc_a", "binary_remote_addr"]
+
+
+def nginx_accepts(folder, names: list[str]) -> None:
+    """The include of a policy with every name a tier (each with a rate, a limit in flight and a
+    blob rate, so every map and zone is written), an address assigned to each, and the first the
+    default tier, passes `nginx -t`."""
+    import subprocess
+
+    from enforcer.policy_doc import policy as checked
+    limits = {"requests_per_minute": 60, "burst": None, "concurrent": 4, "blob_bytes_per_second": 1048576,
+              "window_bytes": None, "window_seconds": None}
+    assignments = {f"ip:10.0.{i // 250}.{i % 250}": {
+        "id": i + 1, "scope": "ip", "value": f"10.0.{i // 250}.{i % 250}", "until": "2030-01-01T00:00:00",
+        "reason": "test", "rule": "manual", "effect": "throttle", "tier": n} for i, n in enumerate(names)}
+    policy = checked({"version": 1, "default_tiers": {"anonymous": names[0], "authenticated": names[-1]},
+                      "bans": {}, "assignments": assignments, "allowlist": [],
+                      "images": {"allowed": [], "unlimited": ["docker.io/library/busybox"], "blocked": []},
+                      "tiers": {n: dict(limits) for n in names}})
+    files = render(policy, warn=lambda m: None)
+    (folder / "http.conf").write_text(files["nginx-pullwarden-http.conf"])
+    (folder / "location.conf").write_text(files["nginx-pullwarden-location.conf"])
+    (folder / "nginx.conf").write_text(f"""pid {folder}/nginx.pid; error_log {folder}/error.log; events {{}}
+http {{ include {folder}/http.conf;
+       server {{ listen 127.0.0.1:1; location /v2/ {{ include {folder}/location.conf; return 200; }} }} }}""")
+    r = subprocess.run(["nginx", "-t", "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (names, r.stderr)
+    for n in names:
+        assert f"map $pullwarden_effective_tier $pw_key_{n.replace('-', '_')} {{ {n} $binary_remote_addr;" \
+            in files["nginx-pullwarden-http.conf"]
+
+
+@needs_nginx
+def test_every_edge_case_name_renders_an_include_nginx_takes(tmp_path):
+    from core.values import tier_names
+    assert tier_names(EDGE_NAMES) == EDGE_NAMES
+    nginx_accepts(tmp_path, EDGE_NAMES)
+
+
+@needs_nginx
+def test_every_accepted_tier_name_renders_an_include_nginx_takes(tmp_path_factory):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from core import values
+
+    def accepted(name: str) -> bool:
+        try:
+            return values.tier_name(name) == name
+        except ValueError:
+            return False
+    longest = st.from_regex(r"[a-z][a-z0-9_-]{31}", fullmatch=True)
+    names = st.lists(st.one_of(st.from_regex(values.TIER_NAME, fullmatch=True), longest).filter(accepted),
+                     min_size=1, max_size=30, unique_by=values.tier_zone)
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(names=names)
+    def check(names):
+        nginx_accepts(tmp_path_factory.mktemp("names"), names)
+    check()

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import values
 from enforcer import changes
 from enforcer.deps import AdminKey, ServicesDep
 
@@ -104,24 +105,39 @@ def drop_held(services: ServicesDep, who: AdminKey, body: HeldIn) -> dict:
     return {"revoked": n, "policy_version": version}
 
 
+def _limit(field: str, description: str | None = None):
+    low, high = values.TIER_LIMITS[field]
+    return Field(default=None, ge=low, le=high, description=description)
+
+
 class TierIn(Body):
-    requests_per_minute: int | None = Field(default=None, ge=1, le=10**6)
-    burst: int | None = Field(default=None, ge=1, le=10**6,
-                              description="requests taken at once above the rate (nginx limit_req burst, "
-                                          "nodelay); none: twice the requests a minute")
-    concurrent: int | None = Field(default=None, ge=1, le=10**5)
-    blob_bytes_per_second: int | None = Field(default=None, ge=1024, le=10**12)
-    window_bytes: int | None = Field(default=None, ge=1, le=10**16)
-    window_seconds: int | None = Field(default=None, ge=60, le=10**7)
+    requests_per_minute: int | None = _limit("requests_per_minute")
+    burst: int | None = _limit("burst", "requests taken at once above the rate (nginx limit_req burst, nodelay); "
+                                        "none: twice the requests a minute")
+    concurrent: int | None = _limit("concurrent")
+    blob_bytes_per_second: int | None = _limit("blob_bytes_per_second")
+    window_bytes: int | None = _limit("window_bytes")
+    window_seconds: int | None = _limit("window_seconds")
     reason: Reason
 
 
+# checked by core/values.tier_name in the change, as the command line and the agent check it
+TierName = Annotated[str, Path(max_length=100)]
+
+
 @router.put("/tiers/{name}", response_model=Changed)
-def put_tier(services: ServicesDep, who: AdminKey, name: Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,40}$")],
-             body: TierIn) -> dict:
+def put_tier(services: ServicesDep, who: AdminKey, name: TierName, body: TierIn) -> dict:
     """Set the limits given (null: unlimited); the others keep their value (a new tier's: unlimited)."""
     limits = body.model_dump(exclude={"reason"}, exclude_unset=True)
     _, version = _apply(services, changes.set_tier, who.name, name, limits, body.reason)
+    return {"policy_version": version}
+
+
+@router.delete("/tiers/{name}", response_model=Changed, responses={409: {"description": "In use: names each use"}})
+def delete_tier(services: ServicesDep, who: AdminKey, name: TierName, body: ReasonIn) -> dict:
+    """Remove a tier; refused (409) while anything uses it: a decision in force or held, a
+    default tier, the setting budget_tighten_tier, a rule; `unlimited` always."""
+    _, version = _apply(services, changes.delete_tier, who.name, name, body.reason, settings=services.settings)
     return {"policy_version": version}
 
 
