@@ -404,10 +404,24 @@ MIGRATIONS: list[str] = [
 VERSION = 1 + len(MIGRATIONS)
 
 
+def is_fatal(e: BaseException) -> bool:
+    """DuckDB has invalidated the database (a failed checkpoint or WAL write, an internal error):
+    every later statement fails the same way, and only opening the file again recovers."""
+    return (isinstance(e, (duckdb.FatalException, duckdb.InternalException))
+            or "database has been invalidated" in str(e))
+
+
 class Store:
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str):
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, on_fatal=None):
         self.con = con
         self.path = path
+        # called once with the first error that invalidated the database (serve exits on it)
+        self.on_fatal = on_fatal
+        self._depth = 0         # units of work open on this connection (see unit())
+
+    def _failed(self, e: BaseException) -> None:
+        if self.on_fatal is not None and is_fatal(e):
+            self.on_fatal(e)
 
     def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[tuple]:
         """Run one statement (or a script) with bound parameters and fetch its rows: a
@@ -415,6 +429,9 @@ class Store:
         start = time.perf_counter()
         try:
             return self.con.execute(sql, params or []).fetchall()
+        except duckdb.Error as e:
+            self._failed(e)
+            raise
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
 
@@ -425,6 +442,9 @@ class Store:
             cur = self.con.execute(sql, params or [])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+        except duckdb.Error as e:
+            self._failed(e)
+            raise
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
 
@@ -432,9 +452,45 @@ class Store:
         """Rows a batch at a time, on this connection (its temporary tables, its open
         transaction): a large result is never held as Python objects all at once. Consume it
         before the next call."""
-        result = self.con.execute(sql, params or [])
-        while rows := result.fetchmany(size):
-            yield rows
+        try:
+            result = self.con.execute(sql, params or [])
+            while rows := result.fetchmany(size):
+                yield rows
+        except duckdb.Error as e:
+            self._failed(e)
+            raise
+
+    @contextmanager
+    def unit(self):
+        """One unit of work: a transaction, committed when the block ends and rolled back when
+        anything in it raises (a DuckDB error, a bug, a stop), so the connection is never left
+        in "Current transaction is aborted" for the next job or request. A unit inside another
+        is part of it: the outer one commits or rolls back."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self.execute("begin")
+        self._depth = 1
+        try:
+            yield self
+            self.execute("commit")
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._depth = 0
+
+    def _rollback(self) -> None:
+        try:
+            self.con.execute("rollback")
+        except duckdb.Error as e:
+            # a failed commit has already ended the transaction ("no transaction is active");
+            # an invalidated database cannot roll back at all, and says so through on_fatal
+            self._failed(e)
 
     @contextmanager
     def reading(self):
@@ -444,7 +500,7 @@ class Store:
         cur = self.con.cursor()
         try:
             cur.execute("set TimeZone = 'UTC'")        # a session setting: not inherited
-            yield Store(cur, self.path)
+            yield Store(cur, self.path, self.on_fatal)
         finally:
             cur.close()
 
@@ -498,15 +554,13 @@ def migrate(store: Store) -> None:
     """SCHEMA is version 1 and stays frozen; every later change is a numbered migration."""
     exists = store.value("select count(*) from information_schema.tables where table_name = 'schema_version'")
     if not exists:
-        store.execute("begin")
-        store.execute(SCHEMA)
-        store.execute("insert into schema_version values (1)")
-        store.execute("commit")
+        with store.unit():
+            store.execute(SCHEMA)
+            store.execute("insert into schema_version values (1)")
     current = store.value("select max(version) from schema_version")
     if current > VERSION:
         raise RuntimeError(f"{store.path} has schema version {current}, newer than this pullwarden ({VERSION})")
     for n in range(current - 1, len(MIGRATIONS)):
-        store.execute("begin")
-        store.execute(MIGRATIONS[n])
-        store.execute("update schema_version set version = ?", [n + 2])
-        store.execute("commit")
+        with store.unit():
+            store.execute(MIGRATIONS[n])
+            store.execute("update schema_version set version = ?", [n + 2])

@@ -137,7 +137,7 @@ class Services:
             self.store.execute("checkpoint")
 
     def save_cursors(self) -> None:
-        with self.lock:
+        with self.lock, self.store.unit():
             for key_id, version in list(self.cursors.items()):
                 self.store.execute("insert or replace into bouncer_cursors values (?, ?, ?)",
                                    [key_id, version, self.clock()])

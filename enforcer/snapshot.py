@@ -299,14 +299,12 @@ class Publisher:
         before = json.loads(saved[0][1]) if saved else {}
         # the rows in policy_entries are the last version's only if it recorded so
         known = bool(last and saved) and saved[0][0] == last[0][0] and before.get("entries") is True
-        store.execute("begin")
-        try:
+        with store.unit():
             seq, upserted, removed, content = self._diff(now, None, compare=known)
             small = small_sections(store, now, self.requests)
             sections = {s for s in SMALL if before.get(s) != small[s]}
             content.update(small)
             if known and not sections and not any(upserted.values()) and not any(removed.values()):
-                store.execute("commit")
                 stored = self.history.get(last[0][0])
                 v = self._make(last[0][0], last[0][1], content, seq, has_delta=stored.has_delta if stored else False)
                 if stored is not None:
@@ -320,10 +318,6 @@ class Publisher:
             v = self._make((last[0][0] if last else 0) + 1, now, content, seq, has_delta=known,
                            upserted=upserted, removed=removed, sections=sections)
             self._record(v, now)
-            store.execute("commit")
-        except BaseException:
-            store.execute("rollback")
-            raise
         # a first build may have written 100,000 rows: on disk they leave DuckDB's memory
         try:
             store.execute("checkpoint")
@@ -349,11 +343,9 @@ class Publisher:
         if not touched and not sections:
             cur.seq = max(cur.seq, store.value("select coalesce(max(seq), 0) from decisions"))
             return cur
-        store.execute("begin")
-        try:
+        with store.unit():
             seq, upserted, removed, changed = self._diff(now, sorted(touched))
             if not sections and not any(upserted.values()) and not any(removed.values()):
-                store.execute("commit")
                 cur.seq = seq
                 return cur
             content = dict(small)
@@ -366,10 +358,6 @@ class Publisher:
             v = self._make(cur.version + 1, now, content, seq, has_delta=True, upserted=upserted,
                            removed=removed, sections=sections)
             self._record(v, now)
-            store.execute("commit")
-        except BaseException:
-            store.execute("rollback")
-            raise
         return self._installed(v)
 
     def _diff(self, now: datetime, keys: list[str] | None, compare: bool = True) -> tuple[int, dict, dict, dict]:
