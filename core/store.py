@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -411,6 +412,17 @@ def is_fatal(e: BaseException) -> bool:
             or "database has been invalidated" in str(e))
 
 
+class DiskFull(duckdb.OutOfMemoryException):
+    """DuckDB's temporary files found no room on their disk. An OutOfMemoryException still, so
+    what retries with more memory or answers 503 for one keeps doing so."""
+
+
+def _temp_full(e: BaseException) -> bool:
+    # DuckDB fixes max_temp_directory_size when the database opens (90% of the disk's free space
+    # then) and says "Out of Memory" when its temporary files reach it
+    return isinstance(e, duckdb.OutOfMemoryException) and "max_temp_directory_size" in str(e)
+
+
 class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, on_fatal=None):
         self.con = con
@@ -419,9 +431,32 @@ class Store:
         self.on_fatal = on_fatal
         self._depth = 0         # units of work open on this connection (see unit())
 
-    def _failed(self, e: BaseException) -> None:
+    def _failed(self, e: BaseException) -> BaseException:
+        """What to raise for DuckDB's error ``e``: itself, or a plainer one."""
         if self.on_fatal is not None and is_fatal(e):
             self.on_fatal(e)
+        if _temp_full(e) and not isinstance(e, DiskFull):
+            return self._disk_full()
+        return e
+
+    def _disk_full(self) -> DiskFull:
+        """Read the disk's free space again (DuckDB took it once, when the file was opened: a disk
+        full then kept every later spill failing however much was freed since), and say what
+        happened and where."""
+        cur = self.con.cursor()
+        try:
+            temp = cur.execute("select current_setting('temp_directory')").fetchall()[0][0] or f"{self.path}.tmp"
+            cur.execute("reset max_temp_directory_size")
+            limit = cur.execute("select current_setting('max_temp_directory_size')").fetchall()[0][0]
+        except duckdb.Error:
+            temp, limit = f"{self.path}.tmp", "unknown"
+        finally:
+            cur.close()
+        where = Path(temp).resolve()
+        probe = next((p for p in (where, *where.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(probe).free >> 20
+        return DiskFull(f"disk full: DuckDB's temporary files in {where} found no room ({free} MB free there now; "
+                        f"its limit is read again: {limit}); free space on that disk, then try again")
 
     def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[tuple]:
         """Run one statement (or a script) with bound parameters and fetch its rows: a
@@ -430,7 +465,8 @@ class Store:
         try:
             return self.con.execute(sql, params or []).fetchall()
         except duckdb.Error as e:
-            self._failed(e)
+            if (err := self._failed(e)) is not e:
+                raise err from e
             raise
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
@@ -443,7 +479,8 @@ class Store:
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
         except duckdb.Error as e:
-            self._failed(e)
+            if (err := self._failed(e)) is not e:
+                raise err from e
             raise
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
@@ -457,7 +494,8 @@ class Store:
             while rows := result.fetchmany(size):
                 yield rows
         except duckdb.Error as e:
-            self._failed(e)
+            if (err := self._failed(e)) is not e:
+                raise err from e
             raise
 
     @contextmanager

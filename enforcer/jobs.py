@@ -182,24 +182,21 @@ def _detect(services: Services, cfg, fresh: bool = False):
             services.checkpoint()
         except duckdb.Error as e:     # the pass may still fit; it says so if not
             log.warning("checkpoint before detection failed: %s", e)
-    try:
-        # more memory for the feature queries, given back afterwards (the server stays
-        # small); a pass that does not fit is tried once more with twice as much
-        for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
-            services.store.execute(f"set memory_limit = '{int(mb)}MB'")
-            try:
+    # more memory for the feature queries, given back afterwards (the server stays small); a
+    # pass that does not fit is tried once more with twice as much
+    for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
+        try:
+            with services.memory.at_least(services.store, mb):
                 result = detect(services.store, cfg, rules, now, fresh=scope)
-                for h in result.held:       # the operator must hear of it: nothing else will
-                    log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
-                                "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)
-                break
-            except duckdb.OutOfMemoryException:
-                if mb != cfg.detect_memory_mb:
-                    raise
-                log.warning("detection did not fit in detect_memory_mb = %d MB; trying %d MB "
-                            "(raise the setting if this repeats)", mb, 2 * mb)
-    finally:
-        services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+            for h in result.held:       # the operator must hear of it: nothing else will
+                log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
+                            "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)
+            break
+        except duckdb.OutOfMemoryException:
+            if mb != cfg.detect_memory_mb:
+                raise
+            log.warning("detection did not fit in detect_memory_mb = %d MB; trying %d MB "
+                        "(raise the setting if this repeats)", mb, 2 * mb)
     newest = services.store.value("select max(ts) from events where seq > ? and seq <= ?",
                                   [-1 if p.upto is None else p.upto, top])
     p.judged(fresh, now, top, newest, signature, time.monotonic() - started)
