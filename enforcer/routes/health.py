@@ -21,9 +21,15 @@ def healthz(services: ServicesDep) -> dict:
     return {"status": "degraded" if failing else "ok", "policy_version": services.publisher.current.version,
             "budget": budget,
             "policy_generated_at": services.publisher.current.generated_at,
-            "jobs": {name: {"last_ok": job.get("ok"), "error": job.get("error"),
-                            **({k: job.get(k) for k in ("failed_at", "failures", "retry_at")} if job.get("error") else {})}
-                     for name, job in services.jobs.items()}}
+            "jobs": {name: _job(job) for name, job in services.jobs.items()}}
+
+
+def _job(job: dict) -> dict:
+    """A job's last success, and while it fails: what, since when, how many runs, next try."""
+    out = {"last_ok": job.get("ok"), "error": job.get("error")}
+    if job.get("error"):
+        out.update({k: job.get(k) for k in ("failed_at", "failures", "retry_at")})
+    return out
 
 
 @router.get("/openapi.json", include_in_schema=False)
