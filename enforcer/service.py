@@ -128,7 +128,6 @@ class Services:
     analytics_pool: ThreadPoolExecutor = None                               # see read()
     memory: Memory = None                                                   # DuckDB's memory limit
 
-
     def __post_init__(self):
         self.memory = self.memory or Memory(self.settings.serve_memory_mb)
         from enforcer.jobs import lower_priority
