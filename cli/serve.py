@@ -26,6 +26,8 @@ def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
         fail(f"serve runs on the wall clock; `now` = {cfg.now!r} ({cfg.origin['now']}) is for replaying old logs "
              "with the other commands: unset it")
     store = open_or_fail(cfg.db)
+    fatal = _Fatal()
+    store.on_fatal = fatal
     configure_store(store, cfg)
     # A job thread busy in Python (a policy rebuild, a detection pass's planning) would hold the
     # GIL for the default 5 ms at a time, and every request would wait that long per switch.
@@ -46,13 +48,47 @@ def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
     import signal
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.run(create_app(services), host=cfg.host, port=cfg.port, log_level="warning")
+        app = create_app(services)
+        app.router.on_startup.append(fatal.arm)     # uvicorn's SIGTERM handler is in place by then
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     finally:
         remote.withdraw(cfg.db)
         services.stopping.set()         # a backlog is left between two slices, not read to its end
         scheduler.shutdown(wait=True)
-        services.save_cursors()
+        if fatal.error is None:
+            services.save_cursors()
         store.close()
+    if fatal.error is not None:
+        fail(f"{cfg.db}: DuckDB invalidated the database ({fatal.error}); exiting so that the service manager "
+             "starts serve again (systemd: Restart=on-failure), which opens the file afresh", code=3)
+
+
+class _Fatal:
+    """The store's on_fatal: the first error after which DuckDB refuses every statement (a failed
+    checkpoint on a full disk, say). Answering 500 for ever would keep the proxies on a frozen
+    policy and never wake the service manager, so serve stops (as on SIGTERM: uvicorn's own
+    handler) and exits non-zero."""
+
+    def __init__(self):
+        self.error: BaseException | None = None
+        self.armed = False
+
+    def __call__(self, e: BaseException) -> None:
+        if self.error is not None:
+            return
+        self.error = e
+        import logging
+        logging.getLogger("pullwarden").critical("the database is unusable, serve stops: %s", e)
+        self._stop()
+
+    def arm(self) -> None:
+        self.armed = True
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.armed and self.error is not None:
+            import signal
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @cli.command()

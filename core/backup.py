@@ -38,16 +38,11 @@ def backup(store, dest: str | Path) -> dict:
     source = store.value("select current_database()")
     store.execute(f"attach {_literal(str(partial))} as {ALIAS}")
     try:
-        store.execute("begin")
-        try:
+        with store.unit():
             store.execute(f"copy from database {quote_ident(source)} to {ALIAS}")
             counts = {t: store.value(f"select count(*) from {ALIAS}.{quote_ident(t)}")
                       for t in ("events", "decisions", "facts_hourly", "audit")}
             version = store.value(f"select max(version) from {ALIAS}.schema_version")
-            store.execute("commit")
-        except BaseException:
-            store.execute("rollback")
-            raise
     finally:
         store.execute(f"detach {ALIAS}")
     os.replace(partial, dest)

@@ -25,8 +25,7 @@ def prune(store, keep_days: int, now: datetime, keep_events_days: int | None = N
     just now and not rolled up yet is counted before it is forgotten. The caller rolls up first."""
     cutoff = now - timedelta(days=max(int(keep_days), MIN_DAYS))
     done = {}
-    store.execute("begin")
-    try:
+    with store.unit():
         done["findings"] = store.value("delete from findings where coalesce(last_seen, now) < ?", [cutoff])
         done["decisions"] = store.value("delete from decisions where coalesce(revoked_at, until) < ?", [cutoff])
         done["ingest_runs"] = store.value("delete from ingest_runs where started_at < ?", [cutoff])
@@ -36,10 +35,6 @@ def prune(store, keep_days: int, now: datetime, keep_events_days: int | None = N
         if keep_rollups_days is not None:
             days = max(int(keep_rollups_days), int(keep_events_days or 0), MIN_ROLLUP_DAYS)
             done.update(_rollups(store, now - timedelta(days=days)))
-        store.execute("commit")
-    except BaseException:
-        store.execute("rollback")
-        raise
     return done
 
 

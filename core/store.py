@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -404,10 +405,58 @@ MIGRATIONS: list[str] = [
 VERSION = 1 + len(MIGRATIONS)
 
 
+def is_fatal(e: BaseException) -> bool:
+    """DuckDB has invalidated the database (a failed checkpoint or WAL write, an internal error):
+    every later statement fails the same way, and only opening the file again recovers."""
+    return (isinstance(e, (duckdb.FatalException, duckdb.InternalException))
+            or "database has been invalidated" in str(e))
+
+
+class DiskFull(duckdb.OutOfMemoryException):
+    """DuckDB's temporary files found no room on their disk. An OutOfMemoryException still, so
+    what retries with more memory or answers 503 for one keeps doing so."""
+
+
+def _temp_full(e: BaseException) -> bool:
+    # DuckDB fixes max_temp_directory_size when the database opens (90% of the disk's free space
+    # then) and says "Out of Memory" when its temporary files reach it
+    return isinstance(e, duckdb.OutOfMemoryException) and "max_temp_directory_size" in str(e)
+
+
 class Store:
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str):
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, on_fatal=None):
         self.con = con
         self.path = path
+        # called once with the first error that invalidated the database (serve exits on it)
+        self.on_fatal = on_fatal
+        self._depth = 0         # units of work open on this connection (see unit())
+
+    def _failed(self, e: BaseException) -> BaseException:
+        """What to raise for DuckDB's error ``e``: itself, or a plainer one."""
+        if self.on_fatal is not None and is_fatal(e):
+            self.on_fatal(e)
+        if _temp_full(e) and not isinstance(e, DiskFull):
+            return self._disk_full()
+        return e
+
+    def _disk_full(self) -> DiskFull:
+        """Read the disk's free space again (DuckDB took it once, when the file was opened: a disk
+        full then kept every later spill failing however much was freed since), and say what
+        happened and where."""
+        cur = self.con.cursor()
+        try:
+            temp = cur.execute("select current_setting('temp_directory')").fetchall()[0][0] or f"{self.path}.tmp"
+            cur.execute("reset max_temp_directory_size")
+            limit = cur.execute("select current_setting('max_temp_directory_size')").fetchall()[0][0]
+        except duckdb.Error:
+            temp, limit = f"{self.path}.tmp", "unknown"
+        finally:
+            cur.close()
+        where = Path(temp).resolve()
+        probe = next((p for p in (where, *where.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(probe).free >> 20
+        return DiskFull(f"disk full: DuckDB's temporary files in {where} found no room ({free} MB free there now; "
+                        f"its limit is read again: {limit}); free space on that disk, then try again")
 
     def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[tuple]:
         """Run one statement (or a script) with bound parameters and fetch its rows: a
@@ -415,6 +464,10 @@ class Store:
         start = time.perf_counter()
         try:
             return self.con.execute(sql, params or []).fetchall()
+        except duckdb.Error as e:
+            if (err := self._failed(e)) is not e:
+                raise err from e
+            raise
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
 
@@ -425,6 +478,10 @@ class Store:
             cur = self.con.execute(sql, params or [])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+        except duckdb.Error as e:
+            if (err := self._failed(e)) is not e:
+                raise err from e
+            raise
         finally:
             log.debug("%.3fs %s", time.perf_counter() - start, " ".join(sql.split())[:200])
 
@@ -432,9 +489,46 @@ class Store:
         """Rows a batch at a time, on this connection (its temporary tables, its open
         transaction): a large result is never held as Python objects all at once. Consume it
         before the next call."""
-        result = self.con.execute(sql, params or [])
-        while rows := result.fetchmany(size):
-            yield rows
+        try:
+            result = self.con.execute(sql, params or [])
+            while rows := result.fetchmany(size):
+                yield rows
+        except duckdb.Error as e:
+            if (err := self._failed(e)) is not e:
+                raise err from e
+            raise
+
+    @contextmanager
+    def unit(self):
+        """One unit of work: a transaction, committed when the block ends and rolled back when
+        anything in it raises (a DuckDB error, a bug, a stop), so the connection is never left
+        in "Current transaction is aborted" for the next job or request. A unit inside another
+        is part of it: the outer one commits or rolls back."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self.execute("begin")
+        self._depth = 1
+        try:
+            yield self
+            self.execute("commit")
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._depth = 0
+
+    def _rollback(self) -> None:
+        try:
+            self.con.execute("rollback")
+        except duckdb.Error as e:
+            # a failed commit has already ended the transaction ("no transaction is active");
+            # an invalidated database cannot roll back at all, and says so through on_fatal
+            self._failed(e)
 
     @contextmanager
     def reading(self):
@@ -444,7 +538,7 @@ class Store:
         cur = self.con.cursor()
         try:
             cur.execute("set TimeZone = 'UTC'")        # a session setting: not inherited
-            yield Store(cur, self.path)
+            yield Store(cur, self.path, self.on_fatal)
         finally:
             cur.close()
 
@@ -498,15 +592,13 @@ def migrate(store: Store) -> None:
     """SCHEMA is version 1 and stays frozen; every later change is a numbered migration."""
     exists = store.value("select count(*) from information_schema.tables where table_name = 'schema_version'")
     if not exists:
-        store.execute("begin")
-        store.execute(SCHEMA)
-        store.execute("insert into schema_version values (1)")
-        store.execute("commit")
+        with store.unit():
+            store.execute(SCHEMA)
+            store.execute("insert into schema_version values (1)")
     current = store.value("select max(version) from schema_version")
     if current > VERSION:
         raise RuntimeError(f"{store.path} has schema version {current}, newer than this pullwarden ({VERSION})")
     for n in range(current - 1, len(MIGRATIONS)):
-        store.execute("begin")
-        store.execute(MIGRATIONS[n])
-        store.execute("update schema_version set version = ?", [n + 2])
-        store.execute("commit")
+        with store.unit():
+            store.execute(MIGRATIONS[n])
+            store.execute("update schema_version set version = ?", [n + 2])

@@ -35,14 +35,23 @@ def lower_priority() -> None:
         pass
 
 
-def _guarded(services: Services, name: str, fn):
+def _guarded(services: Services, name: str, fn, every: float | None = None):
+    """The job ``fn`` as the scheduler runs it: a failure is logged and kept for /healthz (what,
+    when, how many times in a row, when it is tried again: at its next run, ``every`` seconds
+    on; its unit of work was rolled back, so nothing is half done), and the last good policy
+    keeps being served. A failure that invalidated the database stops serve (Services.fatal)."""
     def run():
         try:
             fn()
             services.jobs[name] = {"ok": services.clock(), "error": None}
         except Exception as e:  # a job must never take the server down
-            log.error("job %s failed: %s\n%s", name, e, traceback.format_exc())
-            services.jobs[name] = {**services.jobs.get(name, {}), "error": f"{type(e).__name__}: {e}"}
+            log.error("job %s failed (retried at its next run, in %s s): %s\n%s", name, every, e,
+                      traceback.format_exc())
+            job = services.jobs.get(name, {})
+            at = services.clock()
+            services.jobs[name] = {"ok": job.get("ok"), "error": f"{type(e).__name__}: {e}", "failed_at": at,
+                                   "failures": job.get("failures", 0) + 1,
+                                   "retry_at": at + timedelta(seconds=every) if every else None}
     return run
 
 
@@ -173,24 +182,21 @@ def _detect(services: Services, cfg, fresh: bool = False):
             services.checkpoint()
         except duckdb.Error as e:     # the pass may still fit; it says so if not
             log.warning("checkpoint before detection failed: %s", e)
-    try:
-        # more memory for the feature queries, given back afterwards (the server stays
-        # small); a pass that does not fit is tried once more with twice as much
-        for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
-            services.store.execute(f"set memory_limit = '{int(mb)}MB'")
-            try:
+    # more memory for the feature queries, given back afterwards (the server stays small); a
+    # pass that does not fit is tried once more with twice as much
+    for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
+        try:
+            with services.memory.at_least(services.store, mb):
                 result = detect(services.store, cfg, rules, now, fresh=scope)
-                for h in result.held:       # the operator must hear of it: nothing else will
-                    log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
-                                "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)
-                break
-            except duckdb.OutOfMemoryException:
-                if mb != cfg.detect_memory_mb:
-                    raise
-                log.warning("detection did not fit in detect_memory_mb = %d MB; trying %d MB "
-                            "(raise the setting if this repeats)", mb, 2 * mb)
-    finally:
-        services.store.execute(f"set memory_limit = '{int(cfg.serve_memory_mb)}MB'")
+            for h in result.held:       # the operator must hear of it: nothing else will
+                log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
+                            "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)
+            break
+        except duckdb.OutOfMemoryException:
+            if mb != cfg.detect_memory_mb:
+                raise
+            log.warning("detection did not fit in detect_memory_mb = %d MB; trying %d MB "
+                        "(raise the setting if this repeats)", mb, 2 * mb)
     newest = services.store.value("select max(ts) from events where seq > ? and seq <= ?",
                                   [-1 if p.upto is None else p.upto, top])
     p.judged(fresh, now, top, newest, signature, time.monotonic() - started)
@@ -243,23 +249,25 @@ def start(services: Services) -> BackgroundScheduler:
     logging.getLogger("apscheduler.scheduler").addFilter(_NotBusy())
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     if cfg.sources:
-        scheduler.add_job(_guarded(services, "ingest", lambda: ingest(services)), "interval",
+        scheduler.add_job(_guarded(services, "ingest", lambda: ingest(services), cfg.ingest_interval), "interval",
                           seconds=cfg.ingest_interval, id="ingest", name="ingest", next_run_time=wall)
-    scheduler.add_job(_guarded(services, "detect", lambda: detection(services)), "interval",
+    scheduler.add_job(_guarded(services, "detect", lambda: detection(services), cfg.detect_interval), "interval",
                       seconds=cfg.detect_interval, id="detect", name="detect",
                       next_run_time=wall + timedelta(seconds=1))
     if cfg.sources and cfg.detect_fresh_interval > 0:
-        scheduler.add_job(_guarded(services, "fresh", lambda: fresh_detection(services)), "interval",
-                          seconds=cfg.detect_fresh_interval, id="fresh", name="fresh")
-    scheduler.add_job(_guarded(services, "publish", lambda: publish(services)), "interval",
+        scheduler.add_job(_guarded(services, "fresh", lambda: fresh_detection(services), cfg.detect_fresh_interval),
+                          "interval", seconds=cfg.detect_fresh_interval, id="fresh", name="fresh")
+    scheduler.add_job(_guarded(services, "publish", lambda: publish(services), cfg.publish_interval), "interval",
                       seconds=cfg.publish_interval, id="publish", name="publish")
-    scheduler.add_job(_guarded(services, "prune", lambda: prune(services)), "interval", seconds=day, id="prune",
+    scheduler.add_job(_guarded(services, "prune", lambda: prune(services), day), "interval", seconds=day, id="prune",
                       name="prune", next_run_time=wall + timedelta(seconds=min(600.0, day)))
     from enforcer import budget_guard       # the budget guard, and the monthly report on the 1st (report_timezone)
-    scheduler.add_job(_guarded(services, "budget", lambda: (lower_priority(), budget_guard.check(services))), "interval",
+    scheduler.add_job(_guarded(services, "budget", lambda: (lower_priority(), budget_guard.check(services)),
+                               cfg.budget_check_interval), "interval",
                       seconds=cfg.budget_check_interval, id="budget", name="budget",
                       next_run_time=wall + timedelta(seconds=30))
-    scheduler.add_job(_guarded(services, "report", lambda: (lower_priority(), budget_guard.monthly_report(services))), "cron", day=1,
+    scheduler.add_job(_guarded(services, "report", lambda: (lower_priority(), budget_guard.monthly_report(services)),
+                               31 * day), "cron", day=1,
                       hour=1, minute=5, timezone=cfg.report_timezone or "UTC", id="report", name="report")
     scheduler.start()
     return scheduler

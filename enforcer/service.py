@@ -78,6 +78,35 @@ class Gate:
                 self.cond.notify_all()
 
 
+class Memory:
+    """DuckDB's memory limit is one for the whole database, every connection: serve keeps it at
+    serve_memory_mb, and work that needs more (a detection pass, a step of a backtest: their
+    feature queries take 60-120 MB at one thread, set by the query's shape more than by the
+    data) asks for it while it runs. Two at once get the sum, each its own room."""
+
+    def __init__(self, base_mb: int):
+        self.base = int(base_mb)
+        self.held: list[int] = []
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def at_least(self, store, mb: int):
+        """The limit is at least ``mb`` (set through ``store``, any of serve's connections) until
+        the block ends."""
+        with self.lock:
+            self.held.append(int(mb))
+            self._set(store)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.held.remove(int(mb))
+                self._set(store)
+
+    def _set(self, store) -> None:
+        store.execute(f"set memory_limit = '{max(self.base, sum(self.held))}MB'")
+
+
 @dataclass
 class Services:
     store: object
@@ -97,8 +126,10 @@ class Services:
     gate: "Gate" = field(default_factory=lambda: Gate())                 # analytics reads vs checkpoints
     reads: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))  # one at a time
     analytics_pool: ThreadPoolExecutor = None                               # see read()
+    memory: Memory = None                                                   # DuckDB's memory limit
 
     def __post_init__(self):
+        self.memory = self.memory or Memory(self.settings.serve_memory_mb)
         from enforcer.jobs import lower_priority
         self.analytics_pool = self.analytics_pool or ThreadPoolExecutor(1, "analytics", initializer=lower_priority)
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
@@ -137,7 +168,7 @@ class Services:
             self.store.execute("checkpoint")
 
     def save_cursors(self) -> None:
-        with self.lock:
+        with self.lock, self.store.unit():
             for key_id, version in list(self.cursors.items()):
                 self.store.execute("insert or replace into bouncer_cursors values (?, ?, ?)",
                                    [key_id, version, self.clock()])

@@ -25,6 +25,8 @@ from enforcer.changes import TIER_FIELDS
 
 log = logging.getLogger("pullwarden.policy")
 HISTORY = 2000          # versions whose changes are kept; older `since` values get 410
+DELTA_STEP = 5000       # entries of a difference stored per version (see Publisher._steps)
+HISTORY_READ = 4 << 20  # bytes of stored differences read at a time after a restart
 ENTRIES = ("assignments", "bans")
 SMALL = ("allowlist", "default_tiers", "images", "tiers", "requests")
 
@@ -299,14 +301,12 @@ class Publisher:
         before = json.loads(saved[0][1]) if saved else {}
         # the rows in policy_entries are the last version's only if it recorded so
         known = bool(last and saved) and saved[0][0] == last[0][0] and before.get("entries") is True
-        store.execute("begin")
-        try:
+        with store.unit():
             seq, upserted, removed, content = self._diff(now, None, compare=known)
             small = small_sections(store, now, self.requests)
             sections = {s for s in SMALL if before.get(s) != small[s]}
             content.update(small)
             if known and not sections and not any(upserted.values()) and not any(removed.values()):
-                store.execute("commit")
                 stored = self.history.get(last[0][0])
                 v = self._make(last[0][0], last[0][1], content, seq, has_delta=stored.has_delta if stored else False)
                 if stored is not None:
@@ -317,13 +317,10 @@ class Publisher:
                 # nothing to compare with: pollers behind this version must fetch it whole
                 self.history.clear()
                 sections = set()
-            v = self._make((last[0][0] if last else 0) + 1, now, content, seq, has_delta=known,
+            number, upserted, removed = self._steps((last[0][0] if last else 0) + 1, now, upserted, removed)
+            v = self._make(number, now, content, seq, has_delta=known,
                            upserted=upserted, removed=removed, sections=sections)
             self._record(v, now)
-            store.execute("commit")
-        except BaseException:
-            store.execute("rollback")
-            raise
         # a first build may have written 100,000 rows: on disk they leave DuckDB's memory
         try:
             store.execute("checkpoint")
@@ -349,11 +346,9 @@ class Publisher:
         if not touched and not sections:
             cur.seq = max(cur.seq, store.value("select coalesce(max(seq), 0) from decisions"))
             return cur
-        store.execute("begin")
-        try:
+        with store.unit():
             seq, upserted, removed, changed = self._diff(now, sorted(touched))
             if not sections and not any(upserted.values()) and not any(removed.values()):
-                store.execute("commit")
                 cur.seq = seq
                 return cur
             content = dict(small)
@@ -363,13 +358,10 @@ class Publisher:
                     del entries[k]
                 entries.update(changed[s])
                 content[s] = entries
-            v = self._make(cur.version + 1, now, content, seq, has_delta=True, upserted=upserted,
+            number, upserted, removed = self._steps(cur.version + 1, now, upserted, removed)
+            v = self._make(number, now, content, seq, has_delta=True, upserted=upserted,
                            removed=removed, sections=sections)
             self._record(v, now)
-            store.execute("commit")
-        except BaseException:
-            store.execute("rollback")
-            raise
         return self._installed(v)
 
     def _diff(self, now: datetime, keys: list[str] | None, compare: bool = True) -> tuple[int, dict, dict, dict]:
@@ -454,14 +446,37 @@ class Publisher:
         return Version(number, at, content, body, f'"{number}"', digest=digest, seq=seq,
                        next_expiry=min(untils) if untils else None, **kw)
 
+    def _steps(self, number: int, now: datetime, upserted: dict, removed: dict) -> tuple[int, dict, dict]:
+        """A difference of more than DELTA_STEP entries is recorded as several versions of at
+        most that many each: one stored delta of 90,000 bans is a JSON value of 22 MB, which
+        DuckDB could not allocate at serve's memory limit (and serve could not start). The
+        steps are numbered before the version that is published (they are never current, only
+        links in pollers' chains); returns the published version's number and its own share."""
+        changes = [(kind, s, k, e) for kind, d in (("removed", removed), ("upserted", upserted))
+                   for s in ENTRIES for k, e in d.get(s, {}).items()]
+        while len(changes) > DELTA_STEP:
+            part, changes = changes[:DELTA_STEP], changes[DELTA_STEP:]
+            step = Version(number, now, {}, b"", f'"{number}"', *(
+                {s: {k: e for kind2, s2, k, e in part if kind2 == kind and s2 == s} for s in ENTRIES}
+                for kind in ("upserted", "removed")))
+            self._record(step, now)
+            self.history[number] = step
+            number += 1
+        rest = [{s: {k: e for kind2, s2, k, e in changes if kind2 == kind and s2 == s} for s in ENTRIES}
+                for kind in ("upserted", "removed")]
+        return number, rest[0], rest[1]
+
     def _record(self, v: Version, now: datetime) -> None:
-        """The version's difference and small sections, in the store (inside the transaction)."""
+        """The version's difference and, unless it is one of _steps', its small sections, in the
+        store (inside the transaction)."""
         store = self.store
         delta = {"upserted": {s: {k: e.as_dict() for k, e in v.upserted.get(s, {}).items()} for s in ENTRIES},
                  "removed": {s: {k: e.as_dict() for k, e in v.removed.get(s, {}).items()} for s in ENTRIES},
                  "sections": sorted(v.sections), "complete": v.has_delta}
         store.execute("insert into policy_versions values (?, ?, ?, ?)", [v.version, now, v.digest, json.dumps(delta)])
         store.execute("delete from policy_versions where version <= ?", [v.version - HISTORY])
+        if not v.content:
+            return
         store.execute("delete from policy_latest")
         latest = {s: v.content[s] for s in SMALL} | {"entries": True}
         store.execute("insert into policy_latest values (?, ?)", [v.version, json.dumps(latest)])
@@ -490,12 +505,25 @@ class Publisher:
         """The stored differences of recent versions (after a restart)."""
         def entries(d: dict) -> dict:
             return {s: {k: Entry.of(e) for k, e in d.get(s, {}).items()} for s in ENTRIES}
-        for number, at, delta in self.store.execute(
-                "select version, generated_at, delta from policy_versions order by version desc limit ?", [HISTORY]):
-            d = json.loads(delta)
-            self.history[number] = Version(number, at, {}, b"", f'"{number}"', entries(d["upserted"]),
-                                           entries(d["removed"]), set(d["sections"]),
-                                           has_delta=d.get("complete", True))
+        # read a few MB of deltas at a time: all of them in one result could be more than
+        # DuckDB may allocate at serve's memory limit (2,000 versions, or a few large ones)
+        sizes = self.store.execute("""select version, strlen(delta::varchar) from policy_versions
+                                      order by version desc limit ?""", [HISTORY])
+        groups, size = [[]], 0
+        for number, n in sizes:
+            if size + n > HISTORY_READ and groups[-1]:
+                groups.append([])
+                size = 0
+            groups[-1].append(number)
+            size += n
+        for group in groups:
+            for number, at, delta in self.store.execute(
+                    "select version, generated_at, delta from policy_versions where version between ? and ?",
+                    [min(group, default=0), max(group, default=-1)]):
+                d = json.loads(delta)
+                self.history[number] = Version(number, at, {}, b"", f'"{number}"', entries(d["upserted"]),
+                                               entries(d["removed"]), set(d["sections"]),
+                                               has_delta=d.get("complete", True))
 
     def _chain(self, since: int, cur: Version) -> list[Version] | None:
         """The versions after ``since`` up to ``cur``, each with its difference; None when one is

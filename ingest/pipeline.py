@@ -327,16 +327,16 @@ class Ingester:
                 except SourceError as e:
                     rep.error = str(e)
             report.more = report.more or self._more
-            self.store.execute("begin")
-            enrich_new(self.store, self.geo)
-            report.notices += self.geo.problems()
-            report.seconds = self.clock() - started
-            self.store.execute("""insert into ingest_runs (started_at, seconds, files, lines, events, rejects)
-                                  values (?, ?, ?, ?, ?, ?)""",
-                               [datetime.fromtimestamp(started, timezone.utc).replace(tzinfo=None), report.seconds,
-                                len(report.files), report.total("lines"),
-                                report.total("events") - report.total("object_events"), report.total("rejects")])
-            self.store.execute("commit")
+            with self.store.unit():
+                enrich_new(self.store, self.geo)
+                report.notices += self.geo.problems()
+                report.seconds = self.clock() - started
+                self.store.execute("""insert into ingest_runs (started_at, seconds, files, lines, events, rejects)
+                                      values (?, ?, ?, ?, ?, ?)""",
+                                   [datetime.fromtimestamp(started, timezone.utc).replace(tzinfo=None),
+                                    report.seconds, len(report.files), report.total("lines"),
+                                    report.total("events") - report.total("object_events"),
+                                    report.total("rejects")])
         finally:
             self._pool.shutdown()
             shutil.rmtree(tmp, ignore_errors=True)
@@ -402,35 +402,19 @@ class Ingester:
         kept = self.store.value("select count(*) from rejects where file_id = ?", [file_id])
         line = self.store.value("select lines from files where file_id = ?", [file_id])
         for chunk, chunk_file in self._chunks(path, offset, tmp, in_place, expect=here):
-            self.store.execute("begin")
             try:
                 try:
-                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept, fmt)
+                    counts = self._commit_chunk(path, chunk, str(chunk_file), select, file_id, line, kept, fmt, now)
                 except (duckdb.InvalidInputException, duckdb.NotImplementedException):
                     # a line longer than the reader's limit: replace it (in a copy, never in
                     # the operator's file) by a marker that the format SQL rejects with its
                     # length, and load the chunk again
                     if chunk.in_place:
                         raise _Woke() from None
-                    self.store.execute("rollback")
                     shorten_long_lines(chunk_file)
-                    self.store.execute("begin")
-                    counts = self._load_chunk(select, str(chunk_file), file_id, line + 1, chunk.lines, kept, fmt)
-                if chunk.in_place and not unchanged(path, chunk.in_place):
-                    raise _Woke()
-                self.store.execute("""
-                    update files set read_offset = ?, tail_fp = ?, lines = lines + ?, events = events + ?,
-                        rejects = rejects + ?, proxy_events = proxy_events + ?, last_read = ?,
-                        where file_id = ?""",
-                    [chunk.end, fingerprint(chunk.tail), counts["lines"], counts["events"], counts["rejects"],
-                     counts["proxy"], now, file_id])
-                self.store.execute("commit")
+                    counts = self._commit_chunk(path, chunk, str(chunk_file), select, file_id, line, kept, fmt, now)
             except _Woke:
-                self.store.execute("rollback")
                 return self._read_file(path, fmt, rep, tmp, in_place=False)
-            except BaseException:
-                self.store.execute("rollback")
-                raise
             kept += counts["kept"]
             line += counts["lines"]
             rep.lines += counts["lines"]
@@ -447,6 +431,21 @@ class Ingester:
             st = path.stat()
             self.store.execute("insert into archives_read values (?, ?, ?, ?)",
                                [str(path.resolve()), st.st_size, st.st_mtime, file_id])
+
+    def _commit_chunk(self, path: Path, chunk: Chunk, src: str, select: str, file_id: int, line: int, kept: int,
+                      fmt, now: datetime) -> dict:
+        """One chunk's rows and the file's new offset, in one unit of work."""
+        with self.store.unit():
+            counts = self._load_chunk(select, src, file_id, line + 1, chunk.lines, kept, fmt)
+            if chunk.in_place and not unchanged(path, chunk.in_place):
+                raise _Woke()
+            self.store.execute("""
+                update files set read_offset = ?, tail_fp = ?, lines = lines + ?, events = events + ?,
+                    rejects = rejects + ?, proxy_events = proxy_events + ?, last_read = ?,
+                    where file_id = ?""",
+                [chunk.end, fingerprint(chunk.tail), counts["lines"], counts["events"], counts["rejects"],
+                 counts["proxy"], now, file_id])
+        return counts
 
     def _load_chunk(self, select: str, src: str, file_id: int, first_line: int, lines: int | Future,
                     kept: int, fmt=None) -> dict:

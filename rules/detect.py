@@ -157,16 +157,11 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
     if fresh is not None:
         leave_to_full_pass(store, result, fresh.since, settings.breaker_share, settings.breaker_floor)
     if write:
-        store.execute("begin")
-        try:
+        with store.unit():
             policy.apply(store, result)
             store.execute("insert into detect_runs values (?, ?, ?, ?, ?, ?)",
                           [now, datetime.fromtimestamp(clock(), timezone.utc).replace(tzinfo=None), clock() - started, len(found),
                            len(result.applied), result.held_reasons])
-            store.execute("commit")
-        except BaseException:
-            store.execute("rollback")
-            raise
     return result
 
 

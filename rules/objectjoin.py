@@ -47,8 +47,7 @@ def _slice(store, batch: int | None) -> int:
                                     [last, top])[0]
     p = {"lo": last, "hi": top, "tlo": lo_ts - timedelta(seconds=JOIN_SECONDS),
          "thi": hi_ts + timedelta(seconds=SKEW_SECONDS), "join": JOIN_SECONDS, "skew": SKEW_SECONDS}
-    store.execute("begin")
-    try:
+    with store.unit():
         store.execute(_JOINED, p)
         store.execute("""
             insert into facts_hourly (hour, client_ip, user_agent, remote_user, registry, repository,
@@ -68,10 +67,6 @@ def _slice(store, batch: int | None) -> int:
         _relays(store)
         store.execute("drop table pw_joined")
         advance(store, "object_events", top)
-        store.execute("commit")
-    except BaseException:
-        store.execute("rollback")
-        raise
     return n
 
 

@@ -45,8 +45,7 @@ def _roll_up_slice(store, batch: int | None) -> int:
     last, top = todo
     p = {"lo": last, "hi": top}
     n = store.value("select count(*) from events where seq > $lo and seq <= $hi", p)
-    store.execute("begin")
-    try:
+    with store.unit():
         store.execute(f"""
             insert into facts_hourly (hour, client_ip, user_agent, remote_user, registry, repository,
                 requests, manifest_gets, manifest_heads, blob_gets, bytes, blob_bytes,
@@ -100,8 +99,4 @@ def _roll_up_slice(store, batch: int | None) -> int:
             store.execute("insert into ip_prefix select unnest($1::varchar[]), unnest($2::varchar[])",
                           [[a for a, _ in pairs], [b for _, b in pairs]])
         advance(store, "events", top)
-        store.execute("commit")
-    except BaseException:
-        store.execute("rollback")
-        raise
     return n

@@ -62,10 +62,13 @@ def test_a_pass_that_does_not_fit_is_tried_once_with_twice_the_memory(services, 
 
 def test_a_pass_that_fails_twice_is_a_failed_job_and_the_limit_comes_back(services):
     services.settings.values["detect_memory_mb"] = 1            # nothing fits in 1 MB, nor in 2
+    services.memory.base = 1                                    # (a pass never gets less than serve's own)
+    services.store.execute("set memory_limit = '1MB'")
+    serve_limit = limit(services)
     job = jobs._guarded(services, "detect", lambda: jobs.detection(services))
     in_thread(job)
     assert "Out of Memory" in services.jobs["detect"]["error"]
-    assert limit(services).startswith("61")
+    assert limit(services) == serve_limit and not services.memory.held     # not the 2 MB of the retry
 
 
 def test_a_waiting_pass_gives_up_when_the_server_stops(services, monkeypatch):

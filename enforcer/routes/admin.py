@@ -51,7 +51,7 @@ class Changed(BaseModel):
 def _apply(services, fn, *args, **kwargs):
     """Run one change under the store's lock; bad input is a 422, a missing thing a 404."""
     try:
-        with services.lock:
+        with services.lock, services.store.unit():      # the change and its audit row, or neither
             result = fn(services.store, *args, now=services.clock(), **kwargs)
     except changes.Conflict as e:
         raise HTTPException(409, str(e)) from None

@@ -12,7 +12,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 def healthz(services: ServicesDep) -> dict:
-    """Whether the last publish, ingest and detection worked; no key needed, no data given."""
+    """Whether the last publish, ingest and detection worked; no key needed, no data given. A
+    failing job says what failed, when, how many runs in a row, and when it is tried again."""
     failing = {name: job["error"] for name, job in services.jobs.items() if job.get("error")}
     from reports import guard       # the budget guard's level: said here, but `status` stays about the jobs
     with services.store.reading() as store:
@@ -20,7 +21,15 @@ def healthz(services: ServicesDep) -> dict:
     return {"status": "degraded" if failing else "ok", "policy_version": services.publisher.current.version,
             "budget": budget,
             "policy_generated_at": services.publisher.current.generated_at,
-            "jobs": {name: {"last_ok": job.get("ok"), "error": job.get("error")} for name, job in services.jobs.items()}}
+            "jobs": {name: _job(job) for name, job in services.jobs.items()}}
+
+
+def _job(job: dict) -> dict:
+    """A job's last success, and while it fails: what, since when, how many runs, next try."""
+    out = {"last_ok": job.get("ok"), "error": job.get("error")}
+    if job.get("error"):
+        out.update({k: job.get(k) for k in ("failed_at", "failures", "retry_at")})
+    return out
 
 
 @router.get("/openapi.json", include_in_schema=False)

@@ -202,10 +202,18 @@ def backtest(services: ServicesDep, who: ViewerKey, start: When = None, end: Whe
     from rules.backtest import backtest as run_backtest
     from rules.engine import load_rules
     cfg = services.settings
-    def run(store):
-        s = _span(store, services, start, end, days=1, longest=7)
-        return run_backtest(store, cfg, load_rules(store, None, cfg.rules_dir or None), s.start, s.end, roll=False)
-    return services.read(run)
+
+    def piece(fn):
+        # each hour of the replay is a read of its own, with a detection pass's memory (the
+        # same feature queries): a checkpoint or another reader waits for one piece, and at
+        # serve_memory_mb alone the demo month's backtest ran out of memory (500)
+        def run(store):
+            with services.memory.at_least(store, cfg.detect_memory_mb):
+                return fn(store)
+        return services.read(run)
+    s, rules = services.read(lambda store: (_span(store, services, start, end, days=1, longest=7),
+                                            load_rules(store, None, cfg.rules_dir or None)))
+    return run_backtest(None, cfg, rules, s.start, s.end, roll=False, piece=piece)
 
 
 def _lists(store) -> dict[str, list[dict]]:
