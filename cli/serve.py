@@ -13,8 +13,7 @@ from cli.main import cli, fail, open_or_fail, with_settings
 def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
     import sys
 
-    import uvicorn
-
+    from enforcer import connections
     from enforcer.app import create_app
     from enforcer.jobs import configure_store, start
     from enforcer.service import Services
@@ -45,7 +44,7 @@ def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
     import signal
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.run(create_app(services), host=cfg.host, port=cfg.port, log_level="warning")
+        connections.run(create_app(services), cfg.host, cfg.port)     # slow and surplus clients: see there
     finally:
         remote.withdraw(cfg.db)
         services.stopping.set()         # a backlog is left between two slices, not read to its end
