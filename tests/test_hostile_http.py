@@ -9,16 +9,19 @@ import resource
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from click.testing import CliRunner
 
 from cli.main import cli
+from enforcer.connections import HEAD_BYTES, guarded_protocol
 from enforcer.guard import BODY_LIMIT
 from enforcer.keys import Failures
-from tests.enforcer_helpers import serving
+from tests.enforcer_helpers import free_port, serving
 
 BIG = 173 * 1024 * 1024         # the size of the POSTs in the issue
 
@@ -72,6 +75,75 @@ def poll(where, proxy: str, etag: str) -> int:
         return answer.status
     finally:
         conn.close()
+
+
+@contextmanager
+def guarded_server(ceiling: int, head_timeout: float):
+    """uvicorn on loopback with serve's protocol, answering every request with 200 "ok"."""
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                           http=guarded_protocol(ceiling, head_timeout)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield ("127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def closed(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` (reset or end of stream) within ``within`` seconds,
+    while a header byte is sent every 0.1 s."""
+    end = time.monotonic() + within
+    sock.settimeout(0.1)
+    while time.monotonic() < end:
+        try:
+            sock.send(b"X")
+            if sock.recv(4096) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def test_a_slow_head_is_cut_off_and_a_new_connection_pushes_out_the_slowest():
+    with guarded_server(ceiling=6, head_timeout=1.0) as where:
+        # one byte every 0.1 s: the head is never complete, and the connection goes after 1 s
+        slow = socket.create_connection(where)
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        t = time.monotonic()
+        assert closed(slow, 5) and 0.9 < time.monotonic() - t < 3
+        # the same for the next request on a kept-alive connection
+        with socket.create_connection(where, timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status(s) == 200
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            assert closed(s, 5)
+        # a head over 64 KiB: 431 and closed
+        with socket.create_connection(where, timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nX-Long: " + b"a" * (HEAD_BYTES + 1024))
+            assert status(s) == 431
+        # at the ceiling, a new connection pushes out the one that has waited longest
+        waiting = []
+        for _ in range(6):
+            waiting.append(socket.create_connection(where))
+            waiting[-1].sendall(b"GET / HTTP/1.1\r\n")
+            time.sleep(0.05)
+        with socket.create_connection(where, timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status(s) == 200
+        assert closed(waiting[0], 0.5) and not closed(waiting[-1], 0.3)
+        for s in waiting:
+            s.close()
 
 
 def test_the_failed_key_table_stays_bounded():
