@@ -23,7 +23,7 @@ stored nor rejected) and stored twice, the polls of that minute (count, failures
 RSS, the viewer's answers by status, /healthz's status and any job in error or late (its last
 success older than three of its intervals plus a minute). At the end it lets serve catch up and
 prints a summary; the exit status is 1 when a line was lost or stored twice, a poll failed, the
-polls' p99 was over --p99-ms, or a job was in error or late at the end.
+polls' p99 was over --p99-ms, a job was in error or late at the end, or the viewer got a 5xx.
 """
 from __future__ import annotations
 
@@ -352,7 +352,9 @@ def main() -> None:
         ("lines lost", summary["lost"]), ("lines stored twice", summary["duplicated"]),
         ("polls failed", summary["polls_failed"]),
         (f"poll p99 over {args.p99_ms:g} ms", (summary["poll_p99_ms"] or 0) > args.p99_ms),
-        ("jobs in error or late at the end", summary["late_or_failing_jobs_at_end"])) if yes]
+        ("jobs in error or late at the end", summary["late_or_failing_jobs_at_end"]),
+        ("viewer answers 5xx", sum(n for what, n in last["viewer"].items() if what.split()[-1].startswith("5"))))
+        if yes]
     summary["problems"] = bad
     if args.json:
         print(json.dumps(summary))
