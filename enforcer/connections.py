@@ -115,13 +115,18 @@ def guarded_protocol(ceiling: int, head_timeout: float = HEAD_TIMEOUT, head_byte
     return Guarded
 
 
+def config(app, host: str, port: int):
+    """uvicorn's configuration for ``app`` with the limits above (raises the open-files limit)."""
+    import uvicorn
+    ceiling = connection_ceiling(raise_fd_limit())
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=guarded_protocol(ceiling),
+                          timeout_keep_alive=KEEP_ALIVE)
+
+
 def run(app, host: str, port: int) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, with the limits above."""
     import uvicorn
-    ceiling = connection_ceiling(raise_fd_limit())
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=guarded_protocol(ceiling),
-                            timeout_keep_alive=KEEP_ALIVE)
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config(app, host, port)).run()
     except KeyboardInterrupt:
         pass

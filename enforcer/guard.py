@@ -18,6 +18,11 @@ BODY_LIMIT = 64 * 1024
 # decision ids (admin.py's models), with room for JSON's quoting.
 BULK_LIMIT = 4 * 1024 * 1024
 BULK = ("/v1/admin/images/", "/v1/admin/decisions/approve", "/v1/admin/decisions/drop")
+# Bad keys are answered slowly (keys.Failures), and a request being slowed holds its
+# connection: past this many at once the rest are answered at once, or a flood of bad keys
+# would hold every connection serve may open. (Keys are 256 bits: the delay is a courtesy to
+# the logs, not what makes guessing hopeless.)
+MAX_SLOWED = 64
 
 
 def presented(headers: dict[bytes, bytes]) -> str | None:
@@ -39,6 +44,7 @@ class KeyGate:
 
     def __init__(self, app):
         self.app = app
+        self.slowed = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -56,8 +62,12 @@ class KeyGate:
             if who is None:
                 client = scope.get("client")
                 delay = services.failures.record(client[0] if client else "?")
-                if delay:
-                    await asyncio.sleep(delay)
+                if delay and self.slowed < MAX_SLOWED:
+                    self.slowed += 1
+                    try:
+                        await asyncio.sleep(delay)
+                    finally:
+                        self.slowed -= 1
                 return await _refuse(send, path, key, sending)
             scope.setdefault("state", {})["principal"] = who
         limit = body_limit(path)

@@ -3,6 +3,7 @@ a real `pullwarden serve`: the key is checked before any body is read, bodies ar
 route, slow heads are cut off, and the proxies' polls are answered throughout."""
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import resource
@@ -19,9 +20,9 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from enforcer.connections import HEAD_BYTES, guarded_protocol
-from enforcer.guard import BODY_LIMIT
+from enforcer.guard import BODY_LIMIT, MAX_SLOWED
 from enforcer.keys import Failures
-from tests.enforcer_helpers import free_port, serving
+from tests.enforcer_helpers import Enforcer, free_port, serving
 
 BIG = 173 * 1024 * 1024         # the size of the POSTs in the issue
 
@@ -144,6 +145,29 @@ def test_a_slow_head_is_cut_off_and_a_new_connection_pushes_out_the_slowest():
         assert closed(waiting[0], 0.5) and not closed(waiting[-1], 0.3)
         for s in waiting:
             s.close()
+
+
+def test_a_flood_of_bad_keys_cannot_hold_every_connection(tmp_path):
+    """Bad keys from one address are answered slowly, each holding its connection meanwhile:
+    only MAX_SLOWED at once, the others at once."""
+    api = Enforcer(tmp_path)
+    try:
+        for _ in range(20):                     # this address has failed often: 5 s each from now
+            api.services.failures.record("127.0.0.1")
+
+        async def flood() -> list[float]:
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=300), timeout=30) as client:
+                async def one() -> float:
+                    t = time.perf_counter()
+                    r = await client.get(api.url + "/v1/policy", headers={"X-Api-Key": "pw_guess"})
+                    assert r.status_code == 403
+                    return time.perf_counter() - t
+                return await asyncio.gather(*(one() for _ in range(200)))
+        took = asyncio.run(flood())
+        # without the limit every one of them waits 5 s
+        assert sum(t >= Failures.MAX_DELAY for t in took) <= MAX_SLOWED
+    finally:
+        api.stop()
 
 
 def test_the_failed_key_table_stays_bounded():
