@@ -53,7 +53,7 @@ class KeyGate:
         path = scope["path"]
         # a body we do not read: close the connection after answering rather than let the
         # server drain it for the next request
-        sending = b"content-length" in headers and headers[b"content-length"] != b"0" \
+        sending = (b"content-length" in headers and headers[b"content-length"] != b"0") \
             or b"transfer-encoding" in headers
         if path not in PUBLIC:
             services = scope["app"].state.services
