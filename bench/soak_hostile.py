@@ -232,7 +232,8 @@ def main() -> None:
     ap.add_argument("--nofile", type=int, default=1024,
                     help="serve's open-files limit, soft and hard (default 1024; 0: this shell's).")
     ap.add_argument("--p99-ms", type=float, default=50.0, help="The polls' p99 to stay under (default 50).")
-    ap.add_argument("--workdir", default=None, help="Folder for the log and the database (default: a new temporary one).")
+    ap.add_argument("--workdir", default=None,
+                    help="Folder for the log and the database (default: a new temporary one).")
     ap.add_argument("--json", action="store_true", help="One JSON object at the end (the minute lines go to stderr).")
     args = ap.parse_args()
 
@@ -294,7 +295,8 @@ def main() -> None:
         with answers_lock:
             seen = dict(answers)
         row = {"minute": round(minute, 1), "written": feed.written, "read": int(m["pullwarden_ingest_lines_total"]),
-               "stored": int(m["pullwarden_ingest_events_total"]), "rejected": int(m["pullwarden_ingest_rejects_total"]),
+               "stored": int(m["pullwarden_ingest_events_total"]),
+               "rejected": int(m["pullwarden_ingest_rejects_total"]),
                "polls": len(times), "failed": len(poller.failed),
                "p99_ms": round(p99(times) * 1000, 1) if times else None, "rss_mib": round(rss_mb(serve.pid), 1),
                "health": health.get("status"), "late": late_jobs(health, cfg), "viewer": seen}
@@ -359,10 +361,12 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"\nwritten {summary['written']:,} lines, stored {summary['stored']:,}, rejected {summary['rejected']:,}, "
+        print(f"\nwritten {summary['written']:,} lines, stored {summary['stored']:,}, "
+              f"rejected {summary['rejected']:,}, "
               f"lost {summary['lost']:,}, stored twice {summary['duplicated']:,}")
         print(f"polls: {summary['polls']:,}, failed {summary['polls_failed']}, p99 {summary['poll_p99_ms']} ms, "
-              f"max {summary['poll_max_ms']} ms" + (f"; first failures {summary['failures'][:3]}" if poller.failed else ""))
+              f"max {summary['poll_max_ms']} ms"
+              + (f"; first failures {summary['failures'][:3]}" if poller.failed else ""))
         print(f"attack: slow connections cut off and reopened {summary['slow_reopened']:,} times; keyless POST bytes "
               f"sent {summary['keyless_mib_sent']:,} MiB; viewer answers {summary['viewer_answers']}")
         print(f"serve RSS: at most {summary['rss_mib_max']:.1f} MiB, {summary['rss_mib_end']:.1f} MiB at the end; jobs "
