@@ -19,7 +19,7 @@ import uvicorn
 from click.testing import CliRunner
 
 from cli.main import cli
-from enforcer.connections import HEAD_BYTES, guarded_protocol
+from enforcer.connections import HEAD_BYTES, MAX_CONNECTIONS, connection_ceiling, guarded_protocol
 from enforcer.guard import BODY_LIMIT, MAX_SLOWED
 from enforcer.keys import Failures
 from tests.enforcer_helpers import Enforcer, free_port, serving
@@ -114,6 +114,11 @@ def closed(sock: socket.socket, within: float) -> bool:
         except OSError:
             return True
     return False
+
+
+def test_the_connection_ceiling_leaves_descriptors_to_the_jobs():
+    # systemd's default soft limit; a small container's; the shipped units'; an unlimited one
+    assert [connection_ceiling(n) for n in (1024, 256, 65536, 1 << 20)] == [768, 128, MAX_CONNECTIONS, MAX_CONNECTIONS]
 
 
 def test_a_slow_head_is_cut_off_and_a_new_connection_pushes_out_the_slowest():
