@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 import threading
@@ -112,7 +113,14 @@ class Failures:
         self.lock = threading.Lock()
 
     def record(self, who: str) -> float:
-        """Count a failure; returns the delay to apply before answering."""
+        """Count a failure; returns the delay to apply before answering. IPv6 addresses count
+        by /64, what one host is usually given (Docker Hub counts pulls the same way): one per
+        address would let a host try 2**64 times for free."""
+        if ":" in who:
+            try:
+                who = str(ipaddress.IPv6Network(f"{who}/64", strict=False))
+            except ValueError:
+                pass
         now = self.clock()
         with self.lock:
             q = self.seen.pop(who, None) or deque(maxlen=self.SATURATED)

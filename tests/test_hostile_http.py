@@ -186,6 +186,9 @@ def test_the_failed_key_table_stays_bounded():
     assert len(f.seen["198.51.100.7"]) == Failures.SATURATED and f.record("198.51.100.7") == Failures.MAX_DELAY
     now[0] += Failures.WINDOW + 1               # a minute on, the old ones go at the next failure
     assert f.record("203.0.113.9") == 0 and list(f.seen) == ["203.0.113.9"]
+    # an IPv6 host has a /64 to choose from: its addresses count as one
+    assert [f.record(f"2001:db8:1:2::{i:x}") for i in range(7)][-1] == 0.2
+    assert f.record("2001:db8:1:3::1") == 0
 
 
 def test_keys_and_body_caps_come_before_the_body(workdir):
