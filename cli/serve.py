@@ -14,8 +14,7 @@ from enforcer.agent import MAX_POLICY_MB
 def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
     import sys
 
-    import uvicorn
-
+    from enforcer import connections
     from enforcer.app import create_app
     from enforcer.jobs import configure_store, start
     from enforcer.service import Services
@@ -50,7 +49,7 @@ def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
     try:
         app = create_app(services)
         app.router.on_startup.append(fatal.arm)     # uvicorn's SIGTERM handler is in place by then
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+        connections.run(app, cfg.host, cfg.port)    # slow and surplus clients: see there
     finally:
         remote.withdraw(cfg.db)
         services.stopping.set()         # a backlog is left between two slices, not read to its end

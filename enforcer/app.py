@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from enforcer.deps import CrowdSecForbidden, crowdsec_forbidden
+from enforcer.guard import KeyGate
 from enforcer.routes import admin, backup, budget, crowdsec, export, health, keys, policy, stats
 from enforcer.service import Services
 
@@ -21,6 +22,7 @@ def create_app(services: Services) -> FastAPI:
     for module in (health, policy, crowdsec, admin, export, backup, keys, stats, budget):
         app.include_router(module.router)
     app.include_router(stats.whoami_router)
+    app.add_middleware(KeyGate)        # the key and the body's size, before the body is read
     return app
 
 

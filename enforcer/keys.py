@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,22 +98,37 @@ class KeyRing:
 
 
 class Failures:
-    """Repeated bad keys from one address are answered more and more slowly."""
+    """Repeated bad keys from one address are answered more and more slowly. The table holds
+    the addresses that failed within the last WINDOW, at most MAX_ADDRESSES of them (the least
+    recently failing go first), and at most SATURATED times per address (by then the delay is
+    MAX_DELAY): without a bound, every address that ever sent a bad key stayed, ~500 bytes each."""
 
     FREE, WINDOW, MAX_DELAY = 5, 60.0, 5.0
+    MAX_ADDRESSES = 10_000
+    SATURATED = FREE + 8                # 0.1 s doubled 7 times is over MAX_DELAY
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
-        self.seen: dict[str, deque] = defaultdict(deque)
+        self.seen: OrderedDict[str, deque] = OrderedDict()     # least recently failing first
         self.lock = threading.Lock()
 
     def record(self, who: str) -> float:
-        """Count a failure; returns the delay to apply before answering."""
+        """Count a failure; returns the delay to apply before answering. IPv6 addresses count
+        by /64, what one host is usually given (Docker Hub counts pulls the same way): one per
+        address would let a host try 2**64 times for free."""
+        if ":" in who:
+            try:
+                who = str(ipaddress.IPv6Network(f"{who}/64", strict=False))
+            except ValueError:
+                pass
         now = self.clock()
         with self.lock:
-            q = self.seen[who]
+            q = self.seen.pop(who, None) or deque(maxlen=self.SATURATED)
+            self.seen[who] = q
             q.append(now)
-            while q and q[0] < now - self.WINDOW:
+            while q[0] < now - self.WINDOW:
                 q.popleft()
             n = len(q)
+            while len(self.seen) > self.MAX_ADDRESSES or self.seen[next(iter(self.seen))][-1] < now - self.WINDOW:
+                self.seen.popitem(last=False)
         return 0.0 if n <= self.FREE else min(self.MAX_DELAY, 0.1 * 2 ** (n - self.FREE - 1))

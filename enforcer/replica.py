@@ -300,6 +300,7 @@ def _router():
 
 
 def create_replica_app(services: ReplicaServices) -> FastAPI:
+    from enforcer.guard import KeyGate
     from enforcer.routes import crowdsec, policy
     app = FastAPI(title="pullwarden enforcer (read-only replica)", version="1", openapi_url=None, docs_url=None,
                   redoc_url=None)
@@ -307,12 +308,13 @@ def create_replica_app(services: ReplicaServices) -> FastAPI:
     app.add_exception_handler(CrowdSecForbidden, crowdsec_forbidden)
     for router in (_router(), policy.router, crowdsec.router):
         app.include_router(router)
+    app.add_middleware(KeyGate)
     return app
 
 
 def run(cfg, echo: Callable[[str], None]) -> None:
     """`pullwarden serve --replica-of DIR`: wait for the writer's first manifest, then serve."""
-    import uvicorn
+    from enforcer import connections
     services = ReplicaServices(cfg, Path(cfg.replica_of))
     said = False
     while not services.publisher.load():
@@ -328,6 +330,6 @@ def run(cfg, echo: Callable[[str], None]) -> None:
     import signal
     signal.signal(signal.SIGTERM, lambda *_: None)      # see cli/serve.py: let uvicorn return
     try:
-        uvicorn.run(create_replica_app(services), host=cfg.host, port=cfg.port, log_level="warning")
+        connections.run(create_replica_app(services), cfg.host, cfg.port)
     finally:
         services.stopping.set()

@@ -77,13 +77,17 @@ class Enforcer:
 
 
 @contextmanager
-def serving(workdir, *args, clean_exit: bool = False):
+def serving(workdir, *args, clean_exit: bool = False, nofile: tuple[int, int] | None = None):
     """`pullwarden serve` (with ``args``) on the working directory's database, up and answering;
-    its URL. ``clean_exit``: its exit status once stopped must be 0."""
+    its URL. ``clean_exit``: its exit status once stopped must be 0. ``nofile``: its (soft, hard)
+    limit on open files, as systemd would set it."""
+    import resource
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+    limits = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
     proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "serve", "--port", str(port),
-                             *args], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             *args], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=limits)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 30

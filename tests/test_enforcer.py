@@ -33,7 +33,8 @@ def test_keys_guard_everything_but_healthz(api):
     assert (r.status_code, r.json()) == (403, {"message": "access forbidden"})
     assert get(api, "/v1/stats/budget", "proxy").status_code == 403
     assert get(api, "/metrics").status_code == 401
-    assert get(api, "/openapi.json").status_code == 401 and get(api, "/docs").status_code == 404
+    assert get(api, "/openapi.json").status_code == 401 and get(api, "/docs").status_code == 401
+    assert get(api, "/docs", "viewer").status_code == 404               # no docs pages, even with a key
     for role in ("proxy", "viewer", "admin"):
         schema = get(api, "/openapi.json", role).json()
         assert "/v1/check" in schema["paths"] and "/v1/admin/keys" in schema["paths"]
