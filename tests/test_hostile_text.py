@@ -4,6 +4,7 @@ as text (never Markdown or HTML: an image in a user name would make every operat
 fetch the attacker's URL), and the report's CSV never hands a spreadsheet a formula."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,3 +135,79 @@ def test_log_values_are_text_on_the_entity_page(hostile_dashboard):
         finally:
             browser.close()
     assert bait.hits == []
+
+
+# --- registry names from request paths: CSV cells and Parquet folder names -------------------
+
+FORMULAS = ["=1+1.io", "@sum(1+1).io", "-2+3.io", "+x.io"]
+LONG = "r" * 296 + ".io"                    # 300 characters: longer than a file name may be
+
+
+def registry_line(day: int, registry: str, ip: str = "198.51.100.9", size: int = 7 << 30) -> str:
+    return (f'{ip} - - [{day:02d}/Nov/2026:10:00:00 +0000] "GET /v2/{registry}/library/app/blobs/{BLOB} '
+            f'HTTP/1.1" 200 {size} "-" "docker/27.3.1 go/go1.22.7"')
+
+
+def hostile_log(path, days=(20, 21, 22)) -> None:
+    """Each day: docker.io, the formula-looking registries; the first day also the 300-character one."""
+    lines = []
+    for day in days:
+        lines += [registry_line(day, "docker.io")] + [registry_line(day, r) for r in FORMULAS]
+    lines.append(registry_line(days[0], LONG))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def cli_run(*args):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_the_report_csv_has_no_cell_a_spreadsheet_would_run(workdir):
+    import csv
+    import io
+    hostile_log(workdir / "access.log")
+    assert cli_run("ingest", str(workdir / "access.log")).exit_code == 0
+    res = cli_run("report", "monthly", "--month", "2026-11", "--out", str(workdir / "out"))
+    assert res.exit_code == 0, res.output
+    text = (workdir / "out" / "pullwarden-report-2026-11.csv").read_text()
+    cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    # the names are all there, each behind the quote OWASP recommends
+    for name in FORMULAS:
+        assert "'" + name in cells, name
+
+
+def test_export_parquet_survives_a_registry_name_no_file_system_takes(workdir):
+    import duckdb
+    hostile_log(workdir / "access.log")
+    assert cli_run("ingest", str(workdir / "access.log")).exit_code == 0
+    dest = workdir / "lake"
+    res = cli_run("export", "parquet", "--since", "2026-11-20", str(dest), "--json")
+    assert res.exit_code == 0, res.output
+    assert [d["day"] for d in json.loads(res.stdout)["days"]] == ["2026-11-20", "2026-11-21", "2026-11-22"]
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".lake.")]       # no staging left
+    folders = {p.name for p in dest.glob("day=*/registry=*")}
+    assert "registry=docker.io" in folders and "registry=%3D1+1.io" in folders     # normal names stay readable
+    assert max(len(f.encode()) for f in folders) <= 120
+    # nothing lost: the stored registry of every event is in the files
+    con = duckdb.connect(str(workdir / "data" / "pullwarden.duckdb"), read_only=True)
+    stored = sorted(con.execute("select ts::date, registry, bytes from events where registry is not null").fetchall())
+    con.close()
+    back = duckdb.connect().execute(f"""select day, registry_name, bytes from read_parquet('{dest}/**/*.parquet',
+        hive_partitioning = true) where registry_name is not null""").fetchall()
+    assert sorted(back) == stored and LONG in {r[1] for r in back}
+
+
+def test_one_day_that_cannot_be_exported_does_not_stop_the_others(workdir):
+    hostile_log(workdir / "access.log")
+    assert cli_run("ingest", str(workdir / "access.log")).exit_code == 0
+    (workdir / ".lake.staging-2026-11-21").write_text("in the way")    # not a folder: that day cannot be staged
+    res = cli_run("export", "parquet", "--since", "2026-11-20", str(workdir / "lake"), "--json")
+    assert res.exit_code == 2
+    out = json.loads(res.stdout)
+    assert [d["day"] for d in out["days"]] == ["2026-11-20", "2026-11-22"]
+    assert [f["day"] for f in out["failed"]] == ["2026-11-21"]
+    assert "2026-11-21" in res.stderr and "Traceback" not in res.output + res.stderr
+    assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".lake.")) == [".lake.staging-2026-11-21"]
