@@ -38,6 +38,8 @@ def parquet(cfg, dest, since, until, as_json):
     readable as they are by DuckDB, ClickHouse, Trino and Spark. Exporting a day again replaces
     that day's folder (today, exported again tomorrow, is then whole). While serve holds the
     file, the server writes DEST (an admin key; DEST is on the server's machine)."""
+    import duckdb
+
     from cli.remote import call, local_store
     from reports.export import days_between, event_days, totals
     start, end = _day(since, "--since"), _day(until, "--until")
@@ -49,7 +51,10 @@ def parquet(cfg, dest, since, until, as_json):
                 known = call(cfg, "GET", "/v1/admin/export/span")["last"]
                 last = date.fromisoformat(known) if known else None
             else:
-                span = event_days(store)
+                try:
+                    span = event_days(store)
+                except duckdb.Error as e:   # a damaged file: one line, not a traceback
+                    fail(f"the database: {_first_line(e)} (restore it from a backup)")
                 last = span[1] if span else None
             end = (last + timedelta(days=1)) if last and last >= start else start
         if end < start:
@@ -98,8 +103,12 @@ def _one_day(cfg, store, dest: Path, day: date, done: list) -> str | None:
     except OSError as e:
         return f"{e.filename or dest}: {e.strerror or e}"
     except duckdb.Error as e:
-        return f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        return f"the database: {_first_line(e)}"
     return None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0].removeprefix("IO Error: ")
 
 
 def _say(out: dict, ndays: int) -> None:
