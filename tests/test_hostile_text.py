@@ -126,6 +126,19 @@ def test_log_values_are_text_on_the_entity_page(hostile_dashboard):
                 links = main.locator(f'a[href*="127.0.0.1:{bait.port}"]')      # not the heading's own #anchor
                 assert links.count() == 0, [links.nth(i).evaluate("e => e.outerHTML") for i in range(links.count())]
                 assert main.locator('[data-testid="stMarkdownContainer"] strong', has_text="bold").count() == 0
+            # Top talkers by user: the names in the grid, the chart and the "Open" list (drawn
+            # when it is opened)
+            page.goto(f"{url}/top", wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Top talkers").wait_for(timeout=60_000)
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="By").locator("input").click()
+            page.get_by_role("option", name="User", exact=True).click()
+            opener = page.locator('[data-testid="stSelectbox"]').filter(has_text="Open")
+            opener.wait_for(timeout=60_000)
+            page.get_by_text("Select a row to open it.", exact=False).wait_for(timeout=60_000)
+            opener.locator("input").click()
+            page.get_by_role("option", name=users[0], exact=True).wait_for(timeout=30_000)
+            assert page.locator(f'img[src*="127.0.0.1:{bait.port}"], a[href*="127.0.0.1:{bait.port}"]').count() == 0
+            page.keyboard.press("Escape")
             # an API error that echoes the value (an AS number that is not one) is text too
             bad = users[0]
             page.goto(f"{url}/entity?kind=asn&value={quote(bad, safe='')}", wait_until="domcontentloaded")
