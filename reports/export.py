@@ -59,6 +59,10 @@ def hive_value(value: str | None) -> str:
     if value is None:
         return "__HIVE_DEFAULT_PARTITION__"
     escaped = "".join(f"%{ord(c):02X}" if c in _HIVE_ESCAPE else c for c in value)
+    if escaped.startswith("_"):
+        # no host starts with one; the names below do: a registry named `_long_…` or
+        # `__HIVE_DEFAULT_PARTITION__` (containerd's ?ns= can say anything) must not share their folder
+        escaped = "%5F" + escaped[1:]
     if len(escaped.encode()) <= NAME_MAX:
         return escaped
     return "_long_" + hashlib.sha256(value.encode()).hexdigest()[:24]

@@ -157,16 +157,24 @@ LONG = "r" * 296 + ".io"                    # 300 characters: longer than a file
 
 
 def registry_line(day: int, registry: str, ip: str = "198.51.100.9", size: int = 7 << 30) -> str:
-    return (f'{ip} - - [{day:02d}/Nov/2026:10:00:00 +0000] "GET /v2/{registry}/library/app/blobs/{BLOB} '
-            f'HTTP/1.1" 200 {size} "-" "docker/27.3.1 go/go1.22.7"')
+    return pull_line(day, f"/v2/{registry}/library/app/blobs/{BLOB}", ip, size)
+
+
+def pull_line(day: int, path: str, ip: str = "198.51.100.9", size: int = 7 << 30) -> str:
+    return (f'{ip} - - [{day:02d}/Nov/2026:10:00:00 +0000] "GET {path} HTTP/1.1" 200 {size} "-" '
+            '"docker/27.3.1 go/go1.22.7"')
 
 
 def hostile_log(path, days=(20, 21, 22)) -> None:
-    """Each day: docker.io, the formula-looking registries; the first day also the 300-character one."""
+    """Each day: docker.io, the formula-looking registries; the first day also the 300-character
+    one, and a pull whose registry (containerd's ?ns=, which can say anything) is the name of the
+    folder the long one is given."""
+    from reports.export import hive_value
     lines = []
     for day in days:
         lines += [registry_line(day, "docker.io")] + [registry_line(day, r) for r in FORMULAS]
     lines.append(registry_line(days[0], LONG))
+    lines.append(pull_line(days[0], f"/v2/library/app/blobs/{BLOB}?ns={hive_value(LONG)}"))
     path.write_text("\n".join(lines) + "\n")
 
 
