@@ -31,6 +31,8 @@ def backup(cfg, dest, as_json):
     keeps running and the server writes DEST (an admin key; DEST is a path on the server's machine);
     ingest and detection go on meanwhile and are simply not in the copy. Restore it with
     `pullwarden restore DEST`."""
+    import duckdb
+
     from cli.remote import call, local_store
     from core.backup import BackupError, backup as copy_database
     target = Path(dest).absolute()
@@ -42,6 +44,8 @@ def backup(cfg, dest, as_json):
             done = copy_database(store, target)
         except (OSError, BackupError) as e:
             fail(str(e))
+        except duckdb.Error as e:           # the database itself cannot be read whole
+            fail(f"{cfg.db}: cannot be copied: {str(e).strip().splitlines()[0]}")
         finally:
             store.close()
     _say(done, as_json)

@@ -80,6 +80,8 @@ def monthly(cfg, month, out_dir, refresh, as_json):
         info = {"frozen": headers.get("X-Report-Frozen") == "true", "stale": headers.get("X-Report-Stale") == "true"}
         span = (None, None)
     else:
+        import duckdb
+
         from rules.rollup import roll_up
         try:
             # the report reads the roll-ups: what was ingested since the last pass counts too
@@ -91,6 +93,8 @@ def monthly(cfg, month, out_dir, refresh, as_json):
             span = store.execute("select min(hour)::date, max(hour)::date from facts_hourly")[0]
         except ValueError as e:
             fail(str(e))
+        except duckdb.Error as e:           # a damaged file: one line, not a traceback
+            fail(f"the database: {str(e).strip().splitlines()[0]} (restore it from a backup)")
         finally:
             store.close()
         outputs, fig = r.outputs, json.loads(r.outputs["json"])

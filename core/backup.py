@@ -55,6 +55,22 @@ def backup(store, dest: str | Path) -> dict:
     for leftover in (partial, Path(f"{partial}.wal")):
         leftover.unlink(missing_ok=True)       # a killed backup's
     started = time.perf_counter()
+    try:
+        rows, version = _copy(store, partial, dest)
+        verify(partial)
+    except BaseException:                   # nothing half-made or unverified stays behind
+        for leftover in (partial, Path(f"{partial}.wal")):
+            leftover.unlink(missing_ok=True)
+        raise
+    os.replace(partial, dest)
+    return {"path": str(dest), "bytes": dest.stat().st_size, "seconds": round(time.perf_counter() - started, 3),
+            "schema_version": version, "verified": True,
+            "rows": {t: rows[t] for t in ("events", "decisions", "facts_hourly", "audit") if t in rows}}
+
+
+def _copy(store, partial: Path, dest: Path) -> tuple[dict, int]:
+    """COPY FROM DATABASE into ``partial`` in one read transaction, with the manifest; each
+    table's rows and the schema version."""
     source = store.value("select current_database()")
     store.execute(f"attach {_literal(str(partial))} as {ALIAS}")
     try:
@@ -78,15 +94,7 @@ def backup(store, dest: str | Path) -> dict:
             raise
     finally:
         store.execute(f"detach {ALIAS}")
-    try:
-        verify(partial)
-    except BackupError:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, dest)
-    return {"path": str(dest), "bytes": dest.stat().st_size, "seconds": round(time.perf_counter() - started, 3),
-            "schema_version": version, "verified": True,
-            "rows": {t: rows[t] for t in ("events", "decisions", "facts_hourly", "audit") if t in rows}}
+    return rows, version
 
 
 def verify(path: str | Path) -> dict:

@@ -169,6 +169,13 @@ def test_a_backup_with_one_flipped_byte_is_refused_and_the_database_is_untouched
                                        "--db", str(bad)])
         assert out.exit_code == 2 and out.exception is None or isinstance(out.exception, SystemExit), out.output
         assert "pullwarden: error:" in out.output and "Traceback" not in out.output
+        if not refused:                     # backup and report of a damaged database: the same
+            out = CliRunner().invoke(cli, ["backup", str(workdir / "of-bad.duckdb"), "--db", str(bad)])
+            assert out.exit_code == 2 and "cannot be copied" in out.output, out.output
+            assert not [p.name for p in workdir.iterdir() if p.name.startswith("of-bad")]
+            out = CliRunner().invoke(cli, ["report", "monthly", "--month", "2024-11", "--out", str(workdir / "r"),
+                                           "--db", str(bad)])
+            assert out.exit_code == 2 and "the database:" in out.output, out.output
         refused += 1
     assert refused >= 3, "no flipped byte was in checked table data: the offsets are wrong"
     # the good backup itself still restores

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +43,8 @@ def make_backup(services: ServicesDep, who: AdminKey, body: BackupIn) -> dict:
         done = services.read(lambda store: backup(store, dest))
     except (OSError, BackupError) as e:
         raise HTTPException(422, str(e)) from None
+    except duckdb.Error as e:       # the live database could not be read whole (damaged, out of memory)
+        raise HTTPException(503, f"the database could not be copied: {str(e).strip().splitlines()[0]}") from None
     with services.lock:
         audit(services.store, who.name, "backup", str(dest), {"bytes": done["bytes"], "rows": done["rows"]},
               None, services.clock())
