@@ -78,7 +78,7 @@ def monthly(cfg, month, out_dir, refresh, as_json):
             outputs[kind], headers = _fetch(cfg, f"/v1/stats/reports/{month}.{kind}")
         fig = json.loads(outputs["json"])
         info = {"frozen": headers.get("X-Report-Frozen") == "true", "stale": headers.get("X-Report-Stale") == "true"}
-        span = (None, None)
+        span = None                         # the server's store: `pullwarden stats` says what it has
     else:
         import duckdb
 
@@ -101,7 +101,8 @@ def monthly(cfg, month, out_dir, refresh, as_json):
         info = {"frozen": r.frozen, "stale": r.stale}
     if not fig.get("requests") and not info["frozen"]:
         # a report of zeros reads as "nothing was served": say there is no data instead
-        held = f"the store has traffic from {span[0]} to {span[1]}" if span[0] else "the store has no traffic at all"
+        held = ("`pullwarden stats` shows the days it has" if span is None else
+                f"the store has traffic from {span[0]} to {span[1]}" if span[0] else "the store has no traffic at all")
         fail(f"{month} ({fig['timezone']}): no traffic in the store for this month, so no report was written; "
              f"{held}. Ingest the month's logs first (`pullwarden ingest LOG`)")
     folder = Path(out_dir)
