@@ -60,6 +60,17 @@ def to_csv(fig: dict) -> str:
     return buf.getvalue()
 
 
+def safe_csv(text: str) -> str:
+    """A CSV written before ``cell`` existed (a report frozen by an earlier release) with every
+    cell passed through it; the same text when no cell needed it."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not any(isinstance(c, str) and c.startswith(FORMULA_START) for row in rows for c in row):
+        return text
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([[cell(c) for c in row] for row in rows])
+    return buf.getvalue()
+
+
 def tib(n: int | None) -> str:
     return "–" if n is None else f"{n / TIB:,.3f} TiB"
 

@@ -235,3 +235,20 @@ def test_one_day_that_cannot_be_exported_does_not_stop_the_others(workdir):
     assert [f["day"] for f in out["failed"]] == ["2026-11-21"]
     assert "2026-11-21" in res.stderr and "Traceback" not in res.output + res.stderr
     assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".lake.")) == [".lake.staging-2026-11-21"]
+
+
+def test_a_csv_frozen_before_the_cells_were_neutralised_is_given_out_neutralised(workdir):
+    """A closed month's report is frozen in the database: one frozen by an earlier release holds
+    the formula cells as they were, and is neutralised on the way out (a safe one is unchanged)."""
+    import duckdb
+    hostile_log(workdir / "access.log")
+    assert cli_run("ingest", str(workdir / "access.log")).exit_code == 0
+    assert cli_run("report", "monthly", "--month", "2026-11", "--out", str(workdir / "a"),
+                   "--now", "2026-12-05T00:00:00").exit_code == 0
+    safe = (workdir / "a" / "pullwarden-report-2026-11.csv").read_text()
+    con = duckdb.connect(str(workdir / "data" / "pullwarden.duckdb"))
+    con.execute("update reports set csv = replace(csv, '''=1+1.io', '=1+1.io')")     # as an earlier release froze it
+    con.close()
+    res = cli_run("report", "monthly", "--month", "2026-11", "--out", str(workdir / "b"), "--now", "2026-12-05T00:00:00")
+    assert res.exit_code == 0 and "frozen" in res.output
+    assert (workdir / "b" / "pullwarden-report-2026-11.csv").read_text() == safe
