@@ -64,11 +64,21 @@ def safe_csv(text: str) -> str:
     """A CSV written before ``cell`` existed (a report frozen by an earlier release) with every
     cell passed through it; the same text when no cell needed it."""
     rows = list(csv.reader(io.StringIO(text)))
-    if not any(isinstance(c, str) and c.startswith(FORMULA_START) for row in rows for c in row):
+    safe = [[c if _number(c) else cell(c) for c in row] for row in rows]
+    if safe == rows:                        # its frozen bytes, as they are
         return text
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([[cell(c) for c in row] for row in rows])
+    csv.writer(buf, lineterminator="\n").writerows(safe)
     return buf.getvalue()
+
+
+def _number(text: str) -> bool:
+    """Read back, -0.05 is text again: it was written as a number, and a spreadsheet reads it as one."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def tib(n: int | None) -> str:
