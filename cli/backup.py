@@ -18,7 +18,7 @@ def _say(done: dict, as_json: bool) -> None:
         return
     rows = ", ".join(f"{n:,} {t}" for t, n in done["rows"].items())
     click.echo(f"backup {done['path']}: {done['bytes'] / 2**20:.1f} MiB, schema version {done['schema_version']}, "
-               f"{rows} ({done['seconds']:.1f} s)")
+               f"{rows} ({done['seconds']:.1f} s), verified: every table read back whole")
 
 
 @cli.command()
@@ -31,8 +31,10 @@ def backup(cfg, dest, as_json):
     keeps running and the server writes DEST (an admin key; DEST is a path on the server's machine);
     ingest and detection go on meanwhile and are simply not in the copy. Restore it with
     `pullwarden restore DEST`."""
+    import duckdb
+
     from cli.remote import call, local_store
-    from core.backup import backup as copy_database
+    from core.backup import BackupError, backup as copy_database
     target = Path(dest).absolute()
     store = local_store(cfg)
     if store is None:                   # serve holds the file: it writes the copy
@@ -40,8 +42,10 @@ def backup(cfg, dest, as_json):
     else:
         try:
             done = copy_database(store, target)
-        except (OSError, FileExistsError) as e:
+        except (OSError, BackupError) as e:
             fail(str(e))
+        except duckdb.Error as e:           # the database itself cannot be read whole
+            fail(f"{cfg.db}: cannot be copied: {str(e).strip().splitlines()[0]}")
         finally:
             store.close()
     _say(done, as_json)
@@ -54,9 +58,11 @@ def backup(cfg, dest, as_json):
 @with_settings
 def restore(cfg, backup_file, force, as_json):
     """Put BACKUP (made by `pullwarden backup`) where `db` points (--db), with serve stopped. The
-    backup is checked first: it must open as a pullwarden database, and one made by an older
-    release is migrated. An existing database is replaced only with --force, and kept beside as
-    <db>.before-restore."""
+    backup is checked first, before anything is replaced: every table is read whole (DuckDB
+    checks each block's checksum) and its rows are compared with those written when it was made;
+    it must be a pullwarden database, and one made by an older release is migrated. An existing
+    database is replaced only with --force, and kept beside as <db>.before-restore."""
+    from core.backup import BackupError, drop_manifest, verify
     from core.store import StoreBusy, StoreError, open_store
     db = Path(cfg.db).absolute()
     partial = db.with_name(db.name + ".restoring")
@@ -71,6 +77,10 @@ def restore(cfg, backup_file, force, as_json):
             fail(str(e))
         except StoreError:
             pass                        # a damaged database: what a restore is for
+    try:
+        verify(backup_file)
+    except BackupError as e:
+        fail(f"not restored, nothing was replaced: {e}")
     db.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(backup_file, partial)
     try:
@@ -79,6 +89,7 @@ def restore(cfg, backup_file, force, as_json):
         partial.unlink(missing_ok=True)
         fail(f"{backup_file}: not a usable backup: {e}")
     try:
+        drop_manifest(store)
         version = store.value("select max(version) from schema_version")
         rows = {t: store.value(f"select count(*) from {t}") for t in ("events", "decisions", "facts_hourly", "audit")}
         store.execute("checkpoint")

@@ -78,17 +78,33 @@ def monthly(cfg, month, out_dir, refresh, as_json):
             outputs[kind], headers = _fetch(cfg, f"/v1/stats/reports/{month}.{kind}")
         fig = json.loads(outputs["json"])
         info = {"frozen": headers.get("X-Report-Frozen") == "true", "stale": headers.get("X-Report-Stale") == "true"}
+        span = None                         # the server's store: `pullwarden stats` says what it has
     else:
+        import duckdb
+
+        from rules.rollup import roll_up
         try:
+            # the report reads the roll-ups: what was ingested since the last pass counts too
+            # (`ingest` then `report` gave a report of 0 bytes for a month of terabytes)
+            roll_up(store)
             now = run_now(cfg, store)
             month = month or budget.previous_month(budget.month_of(now, tz))
             r = archive.build(store, month, cfg, now, refresh=refresh)
+            span = store.execute("select min(hour)::date, max(hour)::date from facts_hourly")[0]
         except ValueError as e:
             fail(str(e))
+        except duckdb.Error as e:           # a damaged file: one line, not a traceback
+            fail(f"the database: {str(e).strip().splitlines()[0]} (restore it from a backup)")
         finally:
             store.close()
         outputs, fig = r.outputs, json.loads(r.outputs["json"])
         info = {"frozen": r.frozen, "stale": r.stale}
+    if not fig.get("requests") and not info["frozen"]:
+        # a report of zeros reads as "nothing was served": say there is no data instead
+        held = ("`pullwarden stats` shows the days it has" if span is None else
+                f"the store has traffic from {span[0]} to {span[1]}" if span[0] else "the store has no traffic at all")
+        fail(f"{month} ({fig['timezone']}): no traffic in the store for this month, so no report was written; "
+             f"{held}. Ingest the month's logs first (`pullwarden ingest LOG`)")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

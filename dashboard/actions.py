@@ -23,11 +23,11 @@ def entity_actions(kind: str, value: str, in_force: list[dict], key: str) -> Non
     scope = SCOPE[kind]
     c = st.columns(2)
     with c[0], st.form(f"{key}-ban"):
-        st.markdown(f"**Ban** {scope} `{value}`")
+        st.markdown(f"**Ban** {scope} {ui.literal(value)}")
         duration = st.selectbox("For", DURATIONS, index=2, key=f"{key}-ban-for")
         ui.act("Ban", "POST", "/v1/admin/bans", {"scope": scope, "value": value, "duration": duration}, f"{key}-ban")
     with c[1], st.form(f"{key}-tier"):
-        st.markdown(f"**Put in a tier** {scope} `{value}`")
+        st.markdown(f"**Put in a tier** {scope} {ui.literal(value)}")
         names = tiers()
         tier = st.selectbox("Tier", names, index=names.index("throttled") if "throttled" in names else 0,
                             key=f"{key}-tier-name")
@@ -36,7 +36,7 @@ def entity_actions(kind: str, value: str, in_force: list[dict], key: str) -> Non
                {"scope": scope, "value": value, "duration": duration, "tier": tier}, f"{key}-tier")
     c = st.columns(2)
     with c[0], st.form(f"{key}-allow"):
-        st.markdown(f"**Allowlist** {ALLOW_KIND[kind]} `{value}` (revokes its bans, and rules leave it alone)")
+        st.markdown(f"**Allowlist** {ALLOW_KIND[kind]} {ui.literal(value)} (revokes its bans, and rules leave it alone)")
         ui.act("Allowlist", "POST", "/v1/admin/allowlist", {"kind": ALLOW_KIND[kind], "value": value}, f"{key}-allow")
     if in_force:
         with c[1], st.form(f"{key}-revoke"):

@@ -2,6 +2,7 @@
 an admin acts (a form that asks for a reason, through /v1/admin/*, so it lands in the audit log)."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 
 import streamlit as st
@@ -13,6 +14,24 @@ UNITS = "GiB = 2^30 bytes, TiB = 2^40 bytes"
 NO_TRAFFIC = ("No traffic yet: set `sources` to your access logs (pullwarden.toml or "
               "PULLWARDEN_SOURCES='/var/log/nginx/access.log*') and serve tail-ingests them; "
               "or try the demo month: `pullwarden demo`, then `pullwarden up`.")
+
+
+def literal(value) -> str:
+    """A value that came from a log (a user, a path, an image, a user agent, a reason...) as
+    Markdown that shows exactly its text: attackers choose these strings, and a Markdown image in
+    a user name would make every operator's browser fetch the attacker's URL. A code span, the one
+    Markdown construct whose content is never parsed again (backslash escapes are not enough: GFM
+    turns a bare http:// in escaped text into a link), fenced with more backticks than any run in
+    the value. Line breaks become spaces: a blank line would end the span early."""
+    text = " ".join(str(value).split()) or " "
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"       # CommonMark strips one space each side
+
+
+def error(e: ApiError) -> None:
+    """An API error with what to do: the message may echo a value from a log, so it is literal;
+    the hint is ours (with its `commands`)."""
+    st.error(f"{literal(e.message)}\n\n{e.hint}")
 
 
 def client() -> Client:
@@ -33,7 +52,7 @@ def get(path: str, quiet: bool = False, **params):
         return _cached(c.url, c.key, path, tuple(sorted((k, v) for k, v in params.items() if v not in (None, ""))))
     except ApiError as e:
         if not quiet:
-            st.error(f"{e.message}\n\n{e.hint}")
+            error(e)
         return None
 
 
@@ -44,7 +63,7 @@ def role() -> str | None:
         return _cached(c.url, c.key, "/v1/whoami", ())["role"]
     except ApiError as e:
         if e.status != 404:
-            st.error(f"{e.message}\n\n{e.hint}")
+            error(e)
             return None
     try:                                    # a server without /v1/whoami: the audit log is admin-only
         _cached(c.url, c.key, "/v1/admin/audit", (("limit", 1),))
@@ -67,7 +86,7 @@ def act(label: str, method: str, path: str, body: dict, form_key: str) -> None:
         try:
             answer = client().request(method, path, body={**body, "reason": reason.strip()})
         except ApiError as e:
-            st.error(f"{e.message}\n\n{e.hint}")
+            error(e)
             return
         st.cache_data.clear()
         # run the page again so that it shows the change; the message waits in the session

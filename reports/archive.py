@@ -52,8 +52,9 @@ def stored(store, month: str, tz: str) -> Report | None:
     if not rows:
         return None
     sha, j, c, h, p = rows[0]
+    # a CSV frozen before its cells were neutralised is given out neutralised (render.cell)
     return Report(month, tz, sha, False, True, False,
-                  {"json": j.encode(), "csv": c.encode(), "html": h.encode(), "pdf": bytes(p)})
+                  {"json": j.encode(), "csv": render.safe_csv(c).encode(), "html": h.encode(), "pdf": bytes(p)})
 
 
 def build(store, month: str, cfg, now: datetime, refresh: bool = False, write=None) -> Report:

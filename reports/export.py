@@ -7,7 +7,11 @@ or Spark once one node's DuckDB file is no longer where the history should live.
 Parquet types: ts is a TIMESTAMP (microseconds, UTC, no zone: every stage here works in UTC),
 counts and bytes BIGINT, status INTEGER, the rest strings; the day and the registry are in the
 folder names (Hive's `__HIVE_DEFAULT_PARTITION__` for events with no registry, `:` in a
-registry with a port written `%3A`), not in the files.
+registry with a port written `%3A`). The registry comes from the request path, so whoever sends
+a request chooses it: a name whose folder would be longer than ``NAME_MAX`` bytes (a file name
+has at most 255) gets the folder `registry=_long_<sha256 prefix>`, and every file also holds the
+registry as stored in the column `registry_name` (one value a file: a few bytes), so that nothing
+is lost and a folder name is always one the file system takes.
 
 A day is written whole into a staging folder beside DEST and then put in place of that day's
 folder: exporting a day again replaces it, never adds a second copy, and a reader sees the old
@@ -21,6 +25,7 @@ a lower flush threshold, insertion order off alike), while a registry at a time 
 122 MB RSS for the whole process."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -30,7 +35,7 @@ from pathlib import Path
 # number, organisation and country and the client's family, so that a distributed engine
 # needs no dimension tables. file_id is left out: it means something only in this DuckDB file.
 SELECT = """
-    select e.ts, e.client_ip, e.peer_ip, e.forwarded_for, e.remote_user, e.method,
+    select e.ts, e.client_ip, e.peer_ip, e.forwarded_for, e.remote_user, e.registry as registry_name, e.method,
            cast(e.status as integer) as status, e.bytes, e.request_time, e.user_agent, e.host,
            e.cache_status, e.repository, e.kind, e.reference, e.digest, e.uri, e.location,
            i.asn, i.as_org, i.country, u.family as client_family
@@ -43,11 +48,24 @@ SELECT = """
 _HIVE_ESCAPE = set('"#%\'*/:=?\\\x7f{[]^') | {chr(c) for c in range(0x20)}
 
 
+# The longest partition value kept readable, in bytes once escaped: real registry hosts are a few
+# dozen characters; a request path can name one of thousands.
+NAME_MAX = 100
+
+
 def hive_value(value: str | None) -> str:
-    """A partition value as a folder name: DEST/day=…/registry=<this>."""
+    """A partition value as a folder name: DEST/day=…/registry=<this>, a safe file name whatever
+    the value (escaped as Hive does; hashed when that would be longer than NAME_MAX bytes)."""
     if value is None:
         return "__HIVE_DEFAULT_PARTITION__"
-    return "".join(f"%{ord(c):02X}" if c in _HIVE_ESCAPE else c for c in value)
+    escaped = "".join(f"%{ord(c):02X}" if c in _HIVE_ESCAPE else c for c in value)
+    if escaped.startswith("_"):
+        # no host starts with one; the names below do: a registry named `_long_…` or
+        # `__HIVE_DEFAULT_PARTITION__` (containerd's ?ns= can say anything) must not share their folder
+        escaped = "%5F" + escaped[1:]
+    if len(escaped.encode()) <= NAME_MAX:
+        return escaped
+    return "_long_" + hashlib.sha256(value.encode()).hexdigest()[:24]
 
 
 def _literal(path: Path) -> str:
@@ -83,6 +101,13 @@ def export_day(store, dest: Path, day: date) -> dict:
     staging, old = _staging(dest, day, "staging"), _staging(dest, day, "old")
     for leftover in (staging, old):         # a run killed half-way
         shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        return _export_day(store, dest, day, staging, old)
+    finally:                                # whatever happened: no half-written day left beside DEST
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _export_day(store, dest: Path, day: date, staging: Path, old: Path) -> dict:
     start = datetime.combine(day, datetime.min.time())
     span = {"start": start, "end": start + timedelta(days=1)}
     written = staging / f"day={day.isoformat()}"
@@ -101,15 +126,18 @@ def export_day(store, dest: Path, day: date) -> dict:
     if sum(r["rows"] for r in registries) < sum(r["rows"] for r in before):
         # Events are only ever added, except by retention (keep_events_days, cut at a time of
         # day): a day the store now holds less of was exported whole before, and stays so.
-        shutil.rmtree(staging, ignore_errors=True)
         return _result(day, before, kept="the store holds fewer of this day's events than the export (raw "
                                          "events deleted by keep_events_days): the earlier export is kept")
     if final.exists():
         final.rename(old)
     if written.is_dir():
-        written.rename(final)
+        try:
+            written.rename(final)
+        except OSError:
+            if old.exists():                # the earlier export stays in place
+                old.rename(final)
+            raise
     shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
     return _result(day, registries)
 
 

@@ -32,17 +32,53 @@ def _flatten(prefix: str, value, out: list) -> None:
         out.append((prefix, "" if value is None else value))
 
 
+# A spreadsheet takes a cell that starts with one of these for a formula (OWASP, "CSV Injection").
+# Registry names, images and users in the report come from request paths and logs, so whoever
+# sends a request to the mirror chooses them: `/v2/=1+1.io/...` would give a cell `=1+1.io`.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value):
+    """A CSV cell that a spreadsheet shows as text: a string that would start a formula gets a
+    leading single quote, as OWASP recommends (numbers stay numbers: -3 is not a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(fig: dict) -> str:
     """Every figure of the JSON as one row: the section it is in, and its path and value (the
-    JSON's paths, so a spreadsheet filter on `section` gives one table)."""
+    JSON's paths, so a spreadsheet filter on `section` gives one table). Every cell goes through
+    ``cell``: no cell starts a formula."""
     rows: list = []
     _flatten("", fig, rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["section", "path", "value"])
     for path, value in rows:
-        w.writerow([path.split(".")[0].split("[")[0], path, value])
+        w.writerow([cell(path.split(".")[0].split("[")[0]), cell(path), cell(value)])
     return buf.getvalue()
+
+
+def safe_csv(text: str) -> str:
+    """A CSV written before ``cell`` existed (a report frozen by an earlier release) with every
+    cell passed through it; the same text when no cell needed it."""
+    rows = list(csv.reader(io.StringIO(text)))
+    safe = [[c if _number(c) else cell(c) for c in row] for row in rows]
+    if safe == rows:                        # its frozen bytes, as they are
+        return text
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(safe)
+    return buf.getvalue()
+
+
+def _number(text: str) -> bool:
+    """Read back, -0.05 is text again: it was written as a number, and a spreadsheet reads it as one."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def tib(n: int | None) -> str:

@@ -3,6 +3,7 @@ a what-if for the anonymous tier, and the monthly reports."""
 import streamlit as st
 
 from dashboard import charts, ui
+from dashboard.client import ApiError
 
 st.title("Budget & reports")
 b = ui.get("/v1/stats/budget")
@@ -76,8 +77,8 @@ for col, ext in zip(c[1:], ("html", "pdf", "csv", "json")):
     if col.button(f"Prepare {ext.upper()}", key=f"reports-{ext}"):
         try:
             data = ui.client().request("GET", f"/v1/stats/reports/{month}.{ext}")
-        except Exception as e:          # an ApiError: shown with what to do
-            st.error(str(e))
+        except ApiError as e:
+            ui.error(e)
         else:
             if not isinstance(data, bytes):
                 import json

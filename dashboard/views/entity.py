@@ -27,14 +27,14 @@ e = ui.get("/v1/stats/entity", kind=kind, value=value)
 if e is None:
     st.stop()
 where = " · ".join(str(x) for x in (f"AS{e['asn']}" if e.get("asn") else None, e.get("as_org"), e.get("country")) if x)
-st.subheader(f"{kind} {value}" + (f" — {where}" if where else ""))
+st.subheader(f"{kind} {ui.literal(value)}" + (f" — {ui.literal(where)}" if where else ""))
 tot = e.get("totals") or {}
 c = st.columns(3)
 c[0].metric("GiB (7 days)", ui.gib(tot.get("bytes")), help=ui.UNITS)
 c[1].metric("Requests (7 days)", f"{tot.get('requests') or 0:,}")
 allow = e.get("allowlisted")
 c[2].metric("Allowlist", "allowlisted" if allow else "not listed",
-            help=f"{allow.get('kind')} {allow.get('value')}: {allow.get('reason')}" if allow else None)
+            help=ui.literal(f"{allow.get('kind')} {allow.get('value')}: {allow.get('reason')}") if allow else None)
 if not tot.get("requests"):
     st.info("No traffic from this entity in the last 7 days.")
 

@@ -42,8 +42,9 @@ if image.strip():
     m = ui.get("/v1/stats/images/match", image=image.strip())
     if m:
         verdict = m.get("verdict", "?")
-        (st.success if verdict != "refused" else st.warning)(f"{m.get('image')}: **{verdict}** — {m.get('why', '')}")
-        st.caption(" · ".join(f"{k}: {m.get(k) or '—'}" for k in ("allowed", "unlimited", "blocked")))
+        (st.success if verdict != "refused" else st.warning)(
+            f"{ui.literal(m.get('image'))}: **{verdict}** — {ui.literal(m.get('why', ''))}")
+        st.caption(" · ".join(f"{k}: {ui.literal(m.get(k) or '—')}" for k in ("allowed", "unlimited", "blocked")))
 
 st.subheader("Demand for refused images")
 start, end = ui.date_range("images-dates", 7, ui.latest_day())
