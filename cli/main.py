@@ -233,10 +233,14 @@ def main() -> None:
     import duckdb
     try:
         cli(prog_name="pullwarden")
-    except duckdb.IOException as e:
-        # the file went bad under a command that had opened it (a damaged page read late):
-        # one line, not a traceback
-        fail(f"the database: {str(e).removeprefix('IO Error: ')} (restore it from a backup, or move it away)")
+    except duckdb.Error as e:
+        # the file went bad under a command that had opened it (a damaged page read late: an
+        # IOException, or a plain Error saying "Corrupt database file ... checksum"): one line,
+        # not a traceback. Any other DuckDB error is a bug and keeps its traceback.
+        text = str(e)
+        if not (isinstance(e, duckdb.IOException) or "corrupt database" in text.lower() or "checksum" in text):
+            raise
+        fail(f"the database: {text.removeprefix('IO Error: ')} (restore it from a backup, or move it away)")
 
 
 from cli import admin as _admin, demo as _demo, detect as _detect, serve as _serve  # noqa: E402,F401  (register commands)

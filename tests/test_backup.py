@@ -4,6 +4,8 @@ and a restored database goes on ingesting and rolling up where the copy stopped.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -204,3 +206,24 @@ def test_a_restored_database_is_not_a_backup(workdir):
     s.close()
     again = json.loads(invoke("backup", str(workdir / "again.duckdb"), "--db", str(workdir / "new.duckdb"), "--json"))
     assert again["rows"]["events"] == 20_000 and again["verified"]
+
+
+def test_every_command_on_a_damaged_database_is_one_line(workdir):
+    """Through the console entry point (main), commands that read a damaged database say so in
+    one line and exit 2: a checksum failure is a plain duckdb.Error, not an IOException."""
+    _, good = _made(workdir)
+    data = good.read_bytes()
+    bad = workdir / "flipped.duckdb"
+    for offset in _data_offsets(good):
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x5A
+        bad.write_bytes(flipped)
+        if _full_scan_fails(bad):
+            break
+    else:
+        raise AssertionError("no flipped byte was in checked table data")
+    for args in (["stats"], ["detect", "--now", "2024-11-21T00:00"]):
+        res = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args, "--db", str(bad)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, (args, res.stdout, res.stderr[-2000:])
+        assert "the database:" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
