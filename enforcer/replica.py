@@ -229,6 +229,7 @@ class ReplicaServices:
     failures: Failures = field(default_factory=Failures)
     polls: Counter = field(default_factory=Counter)
     cursors: dict = field(default_factory=dict)
+    cursor_at: dict = field(default_factory=dict)
     jobs: dict = field(default_factory=dict)
     geo: object = None
     stopping: threading.Event = field(default_factory=threading.Event)
