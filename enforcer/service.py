@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Callable
 
 from core.clock import utcnow  # noqa: F401  (the server's clock: the wall clock; routes import it from here)
+from enforcer.asnets import ASNetworks
 from enforcer.keys import Failures, KeyRing
 from enforcer.snapshot import Publisher, requests_section
 
@@ -135,6 +136,8 @@ class Services:
         self.analytics_pool = self.analytics_pool or ThreadPoolExecutor(1, "analytics", initializer=lower_priority)
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
                                                      self.settings.policy_max_age, requests_section(self.settings))
+        if self.settings.asn_db and self.publisher.asn_networks is None:     # AS bans as networks, for every proxy
+            self.publisher.asn_networks = ASNetworks(self.settings.asn_db)
         self.keys = self.keys or KeyRing(self.store, self.lock)
         with self.lock:
             for key_id, version, at in self.store.execute("select key_id, version, polled_at from bouncer_cursors"):
