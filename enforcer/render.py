@@ -342,8 +342,8 @@ def unexpressed(policy: dict) -> list[str]:
                          "(scopes=as) enforce them")
         left = asnets.expandable(policy, RANGE_EXPAND_MAX)[1]
         if left:
-            notes.append(f"CRProxy: {len(left)} banned AS number(s) too big for block-ips.csv (exact addresses, at "
-                         f"most {asnets.AS_EXPAND_MAX:,} an AS, ranges of at most {RANGE_EXPAND_MAX}): "
+            notes.append(f"CRProxy: {len(left)} banned AS number(s) not wholly in block-ips.csv (exact addresses: "
+                         f"networks of at most {RANGE_EXPAND_MAX}, at most {asnets.AS_EXPAND_MAX:,} an AS): "
                          f"{'; '.join(left[:3])}: nginx's geo or a CrowdSec bouncer enforces them")
     if scopes.get("user"):
         notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only; a "

@@ -81,7 +81,7 @@ def test_banned_as_numbers_are_published_as_their_networks(api):
     assert "198.51.100.77" not in blocked and "198.51.101.200" not in blocked
     assert not any(a.startswith("10.") for a in blocked)      # AS64503 is too big: left out, and said so
     notes = unexpressed(p)
-    assert any("CRProxy: 2 banned AS number(s) too big" in n and "AS64503" in n and "AS64500" in n for n in notes)
+    assert any("CRProxy: 2 banned AS number(s) not wholly in block-ips.csv" in n and "AS64503" in n and "AS64500" in n for n in notes)
 
 
 @needs_nginx
