@@ -79,7 +79,7 @@ def main() -> None:
     before = rss_mb()
     nets = ASNetworks(str(db))
     t = time.perf_counter()
-    nets._current()
+    nets.load()
     print(f"index (the rebuild when the file changes): {time.perf_counter() - t:.2f} s, "
           f"{len(nets.v4.keys() | nets.v6.keys()):,} AS numbers, max RSS {before:.0f} -> {rss_mb():.0f} MB")
     biggest = max(nets.v4, key=lambda a: len(nets.v4[a]))

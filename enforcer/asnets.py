@@ -34,7 +34,7 @@ class ASNetworks:
         self.v6: dict[int, list[int]] = {}
         self.seconds = 0.0       # the last build's
 
-    def _current(self) -> None:
+    def load(self) -> None:
         """The index of the file as it is now: rebuilt when its path, mtime or size changed. A
         file that cannot be read leaves the last index (or none) and says so."""
         try:
@@ -82,7 +82,7 @@ class ASNetworks:
     def networks(self, asns) -> dict[str, list[str]]:
         """Each AS number (as text) -> its networks, the fewest CIDRs; [] when the database has
         none for it."""
-        self._current()
+        self.load()
         out = {}
         for a in asns:
             n = int(a) if str(a).isdigit() else -1

@@ -511,8 +511,10 @@ class Publisher:
         """The periodic job: between changes made through the API or by detection (which
         publish at once), the policy only changes when something in it expires."""
         cur = self.current
-        if cur is not None and (cur.next_expiry is None or self.clock().isoformat() < cur.next_expiry) \
-                and not (self.asn_networks is not None and self.asn_networks.changed()):    # a new asn_db file
+        if self.asn_networks is not None and self.asn_networks.changed():
+            self.asn_networks.load()     # a new asn_db file, read outside the lock: 6 s for GeoLite2-ASN's size
+            return self.publish()
+        if cur is not None and (cur.next_expiry is None or self.clock().isoformat() < cur.next_expiry):
             return cur
         return self.publish()
 
