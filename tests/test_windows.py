@@ -166,3 +166,17 @@ def test_a_window_in_a_real_serve_how_soon_after_the_crossing_line(workdir):
         assert took <= 10 + 5 + 5
         check = httpx.get(url + "/v1/check", headers=h, params={"ip": "203.0.113.5"}).json()
         assert not check["allowed"] and "over tier small's 1.0 MiB" in check["why"][0]
+
+
+def test_a_redirecting_mirrors_bytes_are_counted_where_they_are_downloaded(live):
+    """With a blob cache the mirror answers 307 and the bytes leave the object store: its access
+    log (object_events) is counted for the address that downloaded them."""
+    assign(live, "203.0.113.8", "throttled")
+    counted = windows.Counted()
+    append(live.log, [line(NOW - timedelta(minutes=5), "203.0.113.8", 1, 900)])       # the 307's few bytes
+    with live.lock:
+        live.store.execute("""insert into object_events (ts, client_ip, source, bytes, file_id)
+                              select ?, '203.0.113.8', 's3', ?, 0 from range(3)""",
+                           [NOW - timedelta(minutes=4), GIB])
+    made = look(live, counted)
+    assert [d.value for d in made] == ["203.0.113.8"] and made[0].evidence["bytes"] == 3 * GIB + 900
