@@ -26,13 +26,14 @@ class ASNetworks:
 
     def __init__(self, path: str):
         self.path = path
-        self.stamp: tuple | None = None
+        self.stamp: tuple | None = None     # (path, mtime, size) of the file last read, whether it could be or not
         # per AS number: IPv4 networks packed as address << 8 | prefix length in an array of
         # 64-bit integers (8 bytes each: GeoLite2-ASN's ~500,000 networks in a few MB), IPv6
         # ones in a list of Python integers
         self.v4: dict[int, array] = {}
         self.v6: dict[int, list[int]] = {}
         self.seconds = 0.0       # the last build's
+        self.said = False        # that the file cannot be read
 
     def load(self) -> None:
         """The index of the file as it is now: rebuilt when its path, mtime or size changed. A
@@ -40,13 +41,15 @@ class ASNetworks:
         try:
             st = os.stat(self.path)
         except OSError as e:
-            if self.stamp is not None or not self.v4:
-                log.error("asn_db %s: %s; AS-number bans are published without networks", self.path, e)
+            if self.stamp is not None or not self.said:     # once, not at every publish
+                log.error("asn_db %s: %s; AS-number bans keep the networks last read, if any", self.path, e)
+                self.said = True
             self.stamp = None
             return
         stamp = (self.path, st.st_mtime_ns, st.st_size)
         if stamp == self.stamp:
             return
+        self.stamp = stamp          # a damaged file is not read again at every publish: only a new one
         started = time.perf_counter()
         v4: dict[int, array] = {}
         v6: dict[int, list[int]] = {}
@@ -64,7 +67,7 @@ class ASNetworks:
         except (maxminddb.InvalidDatabaseError, ValueError, OSError) as e:
             log.error("asn_db %s: not a readable MaxMind-format database (%s); the last index stays", self.path, e)
             return
-        self.v4, self.v6, self.stamp = v4, v6, stamp
+        self.v4, self.v6 = v4, v6
         self.seconds = time.perf_counter() - started
         log.info("asn_db %s: %d AS numbers indexed in %.1f s", self.path, len(v4.keys() | v6.keys()), self.seconds)
 
