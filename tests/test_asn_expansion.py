@@ -139,3 +139,14 @@ def test_without_a_database_as_bans_are_said_unexpressed(tmp_path):
         assert any("1 AS-number ban(s) without networks (AS64500)" in n for n in unexpressed(p))
     finally:
         e.stop()
+
+
+def test_a_damaged_database_is_tried_once_per_file(tmp_path, caplog):
+    """Not read again at every publish (a full one takes seconds): only a new file is."""
+    bad = tmp_path / "asn.mmdb"
+    bad.write_bytes(b"not a maxmind database" * 50)
+    nets = ASNetworks(str(bad))
+    assert nets.networks(["64500"]) == {"64500": []} and nets.networks(["64500"]) == {"64500": []}
+    assert len([r for r in caplog.records if "not a readable" in r.message]) == 1 and not nets.changed()
+    build(bad, TREE)
+    assert nets.changed() and "198.51.101.0/25" in nets.networks(["64500"])["64500"]
