@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import threading
 import time
 from array import array
 
@@ -34,10 +35,17 @@ class ASNetworks:
         self.v6: dict[int, list[int]] = {}
         self.seconds = 0.0       # the last build's
         self.said = False        # that the file cannot be read
+        self.building = threading.Lock()
 
     def load(self) -> None:
         """The index of the file as it is now: rebuilt when its path, mtime or size changed. A
-        file that cannot be read leaves the last index (or none) and says so."""
+        file that cannot be read leaves the last index (or none) and says so. One build at a
+        time: the publish job reads a new file outside the policy lock, and a publish that
+        comes meanwhile waits for it rather than taking the old index for the new file's."""
+        with self.building:
+            self._load()
+
+    def _load(self) -> None:
         try:
             st = os.stat(self.path)
         except OSError as e:
