@@ -257,6 +257,12 @@ def start(services: Services) -> BackgroundScheduler:
     if cfg.sources and cfg.detect_fresh_interval > 0:
         scheduler.add_job(_guarded(services, "fresh", lambda: fresh_detection(services), cfg.detect_fresh_interval),
                           "interval", seconds=cfg.detect_fresh_interval, id="fresh", name="fresh")
+    if cfg.sources:         # byte windows (enforcer/windows.py): looks after each ingest run that stored events
+        from enforcer import windows
+        counted = windows.Counted()
+        every = cfg.detect_fresh_interval or cfg.ingest_interval
+        scheduler.add_job(_guarded(services, "windows", lambda: (lower_priority(), windows.enforce(services, counted)),
+                                   every), "interval", seconds=every, id="windows", name="windows")
     scheduler.add_job(_guarded(services, "publish", lambda: publish(services), cfg.publish_interval), "interval",
                       seconds=cfg.publish_interval, id="publish", name="publish")
     scheduler.add_job(_guarded(services, "prune", lambda: prune(services), day), "interval", seconds=day, id="prune",

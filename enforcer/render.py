@@ -21,6 +21,7 @@ import re
 import sys
 
 from core.values import tier_zone
+from enforcer import asnets
 from enforcer.imagelist import FORMS, request_regex
 from enforcer.snapshot import REQUESTS
 
@@ -63,6 +64,9 @@ def _blocked_addresses(policy: dict) -> dict[str, str]:
         if net is not None and net.num_addresses <= RANGE_EXPAND_MAX:
             for addr in net:
                 blocked.setdefault(str(addr), _one_line(e["reason"]))
+    for net, reason in asnets.expandable(policy, RANGE_EXPAND_MAX)[0]:     # banned AS numbers, as far as it can
+        for addr in net:
+            blocked.setdefault(str(addr), _one_line(reason))
     return blocked
 
 
@@ -183,6 +187,7 @@ def _users_regex(users: list[str], prefix: str) -> list[str]:
 def _address_layers(policy: dict) -> tuple[list, list, list]:
     """(ban networks, assignment (network, tier, effect), allowlisted networks)."""
     bans = [n for e in policy["bans"].values() if e["scope"] in ("ip", "range") and (n := _network(e["value"]))]
+    bans += [n for n, _, _ in asnets.banned(policy)]
     entries = sorted((e for e in policy["assignments"].values() if e["scope"] in ("ip", "range")),
                      key=lambda e: (e["scope"] != "ip", e["effect"] != "throttle", e["value"]))
     assigned = [(n, e["tier"], e["effect"]) for e in entries if (n := _network(e["value"]))]
@@ -244,6 +249,8 @@ def nginx(policy: dict) -> dict[str, str]:
     for e in sorted(policy["bans"].values(), key=lambda e: str(e["reason"])):
         if e["scope"] in ("ip", "range") and (n := _network(e["value"])) is not None:
             reasons.setdefault(n, _one_line(e["reason"]))
+    for n, reason, _ in asnets.banned(policy):
+        reasons.setdefault(n, _one_line(reason))
     http += ["geo $pullwarden_reason {", '    default "";',
              *(f"    {n} {_q(reasons[n])};" for n in sorted(reasons, key=lambda n: (n.version, n))), "}"]
     users = sorted(u for u in _user_bans(policy) if _fits(u))
@@ -326,8 +333,18 @@ def unexpressed(policy: dict) -> list[str]:
                      f"block-ips.csv (it takes exact addresses), e.g. {wide[0]}: nginx's geo or a CrowdSec "
                      "bouncer enforces them")
     if scopes.get("asn"):
-        notes.append(f"{scopes['asn']} AS-number ban(s): only /v1/check enforces them (no AS number in nginx or "
-                     "CRProxy; the CrowdSec stream sends them with scopes=as)")
+        nets = policy.get("asn_networks") or {}
+        bare = sorted(e["value"] for e in policy["bans"].values() if e["scope"] == "asn" and not nets.get(e["value"]))
+        if bare:
+            notes.append(f"{len(bare)} AS-number ban(s) without networks (AS{bare[0]}"
+                         f"{' and more' if len(bare) > 1 else ''}): serve has no asn_db, or it has no network for "
+                         "them, so only /v1/check (by the AS number ingest found) and the CrowdSec stream "
+                         "(scopes=as) enforce them")
+        left = asnets.expandable(policy, RANGE_EXPAND_MAX)[1]
+        if left:
+            notes.append(f"CRProxy: {len(left)} banned AS number(s) not wholly in block-ips.csv (exact addresses: "
+                         f"networks of at most {RANGE_EXPAND_MAX}, at most {asnets.AS_EXPAND_MAX:,} an AS): "
+                         f"{'; '.join(left[:3])}: nginx's geo or a CrowdSec bouncer enforces them")
     if scopes.get("user"):
         notes.append(f"{scopes['user']} user ban(s): nginx refuses them by $remote_user (basic auth only; a "
                      "bearer token names no user nginx can read); CRProxy and the CrowdSec stream have no users")

@@ -135,7 +135,8 @@ class ReplicaKeys(KeyRing):
 def content_of(policy: dict) -> dict:
     """A Version's content from the JSON of GET /v1/policy."""
     # a writer older than a section gives its default
-    content = {s: policy.get(s, REQUESTS) if s == "requests" else policy[s] for s in SMALL}
+    default = {"requests": REQUESTS, "asn_networks": {}}
+    content = {s: policy.get(s, default[s]) if s in default else policy[s] for s in SMALL}
     for s in ENTRIES:
         content[s] = {k: Entry.of(d) for k, d in policy[s].items()}
     return content
@@ -229,6 +230,7 @@ class ReplicaServices:
     failures: Failures = field(default_factory=Failures)
     polls: Counter = field(default_factory=Counter)
     cursors: dict = field(default_factory=dict)
+    cursor_at: dict = field(default_factory=dict)
     jobs: dict = field(default_factory=dict)
     geo: object = None
     stopping: threading.Event = field(default_factory=threading.Event)

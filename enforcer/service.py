@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Callable
 
 from core.clock import utcnow  # noqa: F401  (the server's clock: the wall clock; routes import it from here)
+from enforcer.asnets import ASNetworks
 from enforcer.keys import Failures, KeyRing
 from enforcer.snapshot import Publisher, requests_section
 
@@ -119,6 +120,7 @@ class Services:
     polls: Counter = field(default_factory=Counter)         # key name -> policy/stream polls
     jobs: dict = field(default_factory=dict)                # job name -> {"ok": time, "error": text}
     cursors: dict = field(default_factory=dict)             # key id -> CrowdSec cursor version
+    cursor_at: dict = field(default_factory=dict)           # key id -> when that version was made
     backlog: bool = False                                   # ingest is reading a backlog in slices
     new_events: threading.Event = field(default_factory=threading.Event)  # ingest stored some: a fresh pass is due
     passes: Passes = field(default_factory=Passes)                        # what detection judged, for the next pass
@@ -134,9 +136,12 @@ class Services:
         self.analytics_pool = self.analytics_pool or ThreadPoolExecutor(1, "analytics", initializer=lower_priority)
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
                                                      self.settings.policy_max_age, requests_section(self.settings))
+        if self.settings.asn_db and self.publisher.asn_networks is None:     # AS bans as networks, for every proxy
+            self.publisher.asn_networks = ASNetworks(self.settings.asn_db)
         self.keys = self.keys or KeyRing(self.store, self.lock)
         with self.lock:
-            self.cursors.update(dict(self.store.execute("select key_id, version from bouncer_cursors")))
+            for key_id, version, at in self.store.execute("select key_id, version, polled_at from bouncer_cursors"):
+                self.cursors[key_id], self.cursor_at[key_id] = version, at
         self.publisher.publish()
 
     @contextmanager
@@ -168,7 +173,10 @@ class Services:
             self.store.execute("checkpoint")
 
     def save_cursors(self) -> None:
+        """Each key's cursor, and as its time (polled_at) when the version it was given was made,
+        no later: a bouncer too far behind for the kept history is told to delete what ended
+        after it (routes/crowdsec.py)."""
         with self.lock, self.store.unit():
             for key_id, version in list(self.cursors.items()):
                 self.store.execute("insert or replace into bouncer_cursors values (?, ?, ?)",
-                                   [key_id, version, self.clock()])
+                                   [key_id, version, self.cursor_at.get(key_id) or self.clock()])

@@ -21,6 +21,7 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii as _q
 from typing import Callable, Iterator, NamedTuple
 
+from enforcer import asnets
 from enforcer.changes import TIER_FIELDS
 
 log = logging.getLogger("pullwarden.policy")
@@ -28,7 +29,7 @@ HISTORY = 2000          # versions whose changes are kept; older `since` values 
 DELTA_STEP = 5000       # entries of a difference stored per version (see Publisher._steps)
 HISTORY_READ = 4 << 20  # bytes of stored differences read at a time after a restart
 ENTRIES = ("assignments", "bans")
-SMALL = ("allowlist", "default_tiers", "images", "tiers", "requests")
+SMALL = ("allowlist", "asn_networks", "default_tiers", "images", "tiers", "requests")
 
 try:        # glibc keeps freed memory; a rebuild's temporaries would otherwise stay in the RSS
     _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
@@ -106,8 +107,9 @@ def requests_section(settings) -> dict:
 REQUESTS = {"default_registry": "docker.io", "host_registries": {}, "upstream_checks_credentials": False}
 
 
-def small_sections(store, now: datetime, requests: dict | None = None) -> dict:
-    """Tiers, default tiers, image lists, the allowlist and how requests are read: small, rebuilt
+def small_sections(store, now: datetime, requests: dict | None = None, asn_networks=None) -> dict:
+    """Tiers, default tiers, image lists, the allowlist, how requests are read and the networks
+    of banned AS numbers (from ``asn_networks``, an enforcer.asnets.ASNetworks): small, rebuilt
     whole each time."""
     tiers = {r[0]: dict(zip(TIER_FIELDS, r[1:])) for r in store.execute("""
         select name, requests_per_minute, burst, concurrent, blob_bytes_per_second, window_bytes, window_seconds
@@ -120,7 +122,8 @@ def small_sections(store, now: datetime, requests: dict | None = None) -> dict:
         images[lst] = sorted(set(images[lst]), key=lambda p: p.encode())
     allowed = sorted(v for (v,) in store.execute("""
         select value from allowlist where kind in ('ip', 'cidr') and (until is null or until > ?)""", [now]))
-    return {"tiers": tiers, "allowlist": allowed, "images": images,
+    nets = asnets.section(store, now, asn_networks, carve, [n for v in allowed if (n := _network(v))])
+    return {"tiers": tiers, "allowlist": allowed, "images": images, "asn_networks": nets,
             "default_tiers": {"anonymous": kv.get("anonymous_tier", "anonymous"),
                               "authenticated": kv.get("authenticated_tier", "authenticated")},
             "requests": requests or REQUESTS}
@@ -216,12 +219,22 @@ class Version:
         address and its IPv4-mapped IPv6 form are the same client."""
         entries = self.content[section]
         addrs = address_forms(ip)
+        if asn is None and addrs:       # an address ingest never saw: its AS from the published networks
+            asn = self.banned_as(addrs)
         keys = [f"ip:{a}" for a in addrs] + [f"user:{user}" if user else None, f"asn:{asn}" if asn else None]
         found = [entries[k] for k in keys if k is not None and k in entries]
         if addrs:
             found += [e for net, e in self.ranges(section)
                       if any(net.version == a.version and a in net for a in addrs)]
         return found
+
+    def banned_as(self, addrs: list) -> str | None:
+        """The banned AS number whose published networks (asn_networks) hold one of ``addrs``."""
+        nets = self.cache.get("asn networks")
+        if nets is None:
+            nets = self.cache["asn networks"] = [(n, asn) for asn, ns in self.content.get("asn_networks", {}).items()
+                                                 for v in ns if (n := _network(v))]
+        return next((asn for net, asn in nets for a in addrs if a.version == net.version and a in net), None)
 
     def allowlisted(self, ip) -> bool:
         """Whether an address (in either spelling) is in an allowlisted address or range; the
@@ -275,6 +288,7 @@ class Publisher:
         self.carved: dict[str, list[str]] = {}
         # called with each new version, inside the lock (in order): the replicas' folder
         self.listeners: list[Callable[[Version], None]] = []
+        self.asn_networks = None      # enforcer.asnets.ASNetworks when asn_db is set
 
     def publish(self) -> Version:
         """A new version if anything changed since the current one, else the current one."""
@@ -303,7 +317,7 @@ class Publisher:
         known = bool(last and saved) and saved[0][0] == last[0][0] and before.get("entries") is True
         with store.unit():
             seq, upserted, removed, content = self._diff(now, None, compare=known)
-            small = small_sections(store, now, self.requests)
+            small = small_sections(store, now, self.requests, self.asn_networks)
             sections = {s for s in SMALL if before.get(s) != small[s]}
             content.update(small)
             if known and not sections and not any(upserted.values()) and not any(removed.values()):
@@ -335,7 +349,7 @@ class Publisher:
         at = now.isoformat()        # ISO strings compare as the times do (microseconds, if any, last)
         if cur.next_expiry is not None and cur.next_expiry <= at:
             touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= at}
-        small = small_sections(store, now, self.requests)
+        small = small_sections(store, now, self.requests, self.asn_networks)
         sections = {s for s in SMALL if cur.content[s] != small[s]}
         if "allowlist" in sections:         # every banned range may be cut differently now
             touched |= {k for k, e in cur.content["bans"].items() if e.scope == "range"} | set(self.carved)
@@ -497,6 +511,9 @@ class Publisher:
         """The periodic job: between changes made through the API or by detection (which
         publish at once), the policy only changes when something in it expires."""
         cur = self.current
+        if self.asn_networks is not None and self.asn_networks.changed():
+            self.asn_networks.load()     # a new asn_db file, read outside the lock: 6 s for GeoLite2-ASN's size
+            return self.publish()
         if cur is not None and (cur.next_expiry is None or self.clock().isoformat() < cur.next_expiry):
             return cur
         return self.publish()

@@ -355,7 +355,7 @@ def test_dry_run_lists_what_no_file_can_say(api, tmp_path):
     res = CliRunner().invoke(cli, ["agent", "--api", api.url, "--key", api.keys["proxy"], "--out", str(tmp_path / "o"),
                                    "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert "1 AS-number ban(s): only /v1/check enforces them" in res.stderr
+    assert "1 AS-number ban(s) without networks" in res.stderr and "serve has no asn_db" in res.stderr
     assert "banned range(s) wider than 256 addresses are not in block-ips.csv" in res.stderr
     assert "blocked image pattern(s) are not expressed" in res.stderr
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

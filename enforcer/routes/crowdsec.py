@@ -3,12 +3,17 @@
 Only bans go here: stock bouncers treat an unknown decision type as a ban. The stream keeps a
 cursor per key on the policy version it last delivered, not on the wall clock, so a decision
 that expired, was revoked or was extended shows up exactly once in `deleted` or `new`.
+
+A bouncer further behind than the versions kept (HISTORY) is sent everything in force under
+`new`, and under `deleted` every ban that ended since its version was made (the decisions
+table keeps when each was revoked or ran out): a stock bouncer that is not starting up keeps
+what it has, so without them a revoked ban stayed in force there until the bouncer restarted.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _q
 from typing import Iterator
 
@@ -66,6 +71,26 @@ def _decision(e: dict, now: datetime, deleted: bool = False) -> dict:
             "scenario": e.get("rule") or "manual"}
 
 
+# Deletions for a far-behind bouncer reach back this much before its version was made: a few
+# too many cost a line each (a bouncer deletes what it does not have without complaint), one
+# too few is a ban that never ends there.
+OVERLAP = timedelta(seconds=60)
+
+
+def ended_since(store, since: datetime, now: datetime) -> list[dict]:
+    """The bans that were revoked or ran out after ``since``, one per entity (its latest
+    decision), whether or not another decision has taken its place since."""
+    rows = store.execute("""
+        select scope, value, max(id), arg_max(coalesce(rule, 'manual'), id),
+               max(coalesce(revoked_at, until))
+        from decisions
+        where effect = 'ban' and not simulated and scope in ('ip', 'range', 'asn')
+          and (revoked_at >= $since or (until >= $since and until <= $now))
+        group by scope, value""", {"since": since, "now": now})
+    return [{"id": i, "scope": scope, "value": value, "rule": rule, "until": end.isoformat()}
+            for scope, value, i, rule, end in rows]
+
+
 def _body(new: Iterator[dict], deleted: Iterator[dict], group: int = 1000) -> Iterator[bytes]:
     """The response in pieces of about a thousand decisions: a start-up with 100,000 is never one
     big string, and not 100,000 tiny writes either."""
@@ -104,6 +129,8 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
         gone = (_decision(e, now, deleted=True) for e in delta["remove"]["bans"] if f.admits(e["scope"], e["rule"]))
         body = b"".join(_body(new, gone))
         services.cursors[who.id] = delta["version"]        # what was sent: current may have moved on
+        # made no later than what was sent: what ended after it is what a far-behind poll deletes
+        services.cursor_at[who.id] = version.generated_at
         return body
     if not startup and since is not None:
         # a poll is small and answered at once; after a bulk change it is built on a worker
@@ -112,7 +139,8 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
         body = await run_in_threadpool(poll) if big else poll()
         if body is not None:
             return Response(body, media_type="application/json")
-    # start-up, a new key, or a cursor older than the history kept: everything in force
+    # start-up, a new key, or a cursor older than the history kept: everything in force, and
+    # for the last what ended since (stale())
     bans = version.content["bans"]
     now_s = now.replace(tzinfo=timezone.utc).timestamp()
 
@@ -135,8 +163,27 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
                 first, batch = False, []
         if batch:
             yield ("" if first else ",").encode() + ",".join(batch).encode()
-        yield b'],"deleted":[]}'
+        yield b'],"deleted":['
+        gone = [json.dumps(_decision(e, now, deleted=True), separators=(",", ":")) for e in stale()
+                if f"{e['scope']}:{e['value']}" not in bans and f.admits(e["scope"], e["rule"])]
+        yield ",".join(gone).encode() + b"]}"
         services.cursors[who.id] = version.version          # delivered whole: move the cursor
+        services.cursor_at[who.id] = version.generated_at
+
+    def stale() -> list[dict]:
+        """A cursor too far behind: what ended since its version (a start-up, or a key never
+        seen, has nothing to delete). Ranges published in pieces around the allowlist are
+        deleted whole: the bouncer may hold them from before the allowlist entry. A replica
+        has no decisions table and deletes nothing."""
+        at = services.cursor_at.get(who.id)
+        if startup or since is None or at is None or services.store is None:
+            return []
+        with services.store.reading() as store:
+            ended = ended_since(store, at - OVERLAP, now)
+        carved = [{"id": bans[p[0]].id if p and p[0] in bans else 0, "scope": "range", "value": key[6:],
+                   "rule": bans[p[0]].rule if p and p[0] in bans else "manual", "until": now.isoformat()}
+                  for key, p in list(services.publisher.carved.items())]
+        return ended + carved
     return StreamingResponse(body(), media_type="application/json")
 
 
