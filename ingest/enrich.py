@@ -118,9 +118,12 @@ def enrich_new(store, geo: GeoDB) -> dict[str, int]:
     run with one looks up every address seen before it. Addresses a damaged database failed on
     are kept in ip_retry and looked up again by the next run. Call it inside a unit of work: the
     rows and the watermarks are committed together."""
+    # one scan per table for its newest seq, shared by both lookups
+    tops = {table: store.value(f"select max(seq) from {table}") for table in USER_AGENTS}
     uas = 0
     for table, columns in USER_AGENTS.items():
-        for values in _new_values(store, f"user_agents {table}", table, columns, "user_agents", "user_agent"):
+        for values in _new_values(store, f"user_agents {table}", table, tops[table], columns,
+                                  "user_agents", "user_agent"):
             _insert_columns(store, "user_agents", [(ua, *classify(ua)) for ua in values],
                             ["varchar", "varchar", "varchar", "varchar"])
             uas += len(values)
@@ -130,18 +133,17 @@ def enrich_new(store, geo: GeoDB) -> dict[str, int]:
         ips += _look_up(store, geo, retry)
         again = set(retry)          # failed again: back in ip_retry, still without an ip_info row
         for table, columns in ADDRESSES.items():
-            for values in _new_values(store, f"addresses {table}", table, columns, "ip_info", "ip"):
+            for values in _new_values(store, f"addresses {table}", table, tops[table], columns, "ip_info", "ip"):
                 ips += _look_up(store, geo, [ip for ip in values if ip not in again])
     return {"user_agents": uas, "addresses": ips}
 
 
-def _new_values(store, name: str, table: str, columns: list[str], known_table: str, key: str):
-    """The distinct values of ``table``'s ``columns`` after watermark ``name`` that ``known_table``
-    lacks, a slice of seq numbers at a time (each slice's are stored before the next is read, so
+def _new_values(store, name: str, table: str, top: int | None, columns: list[str], known_table: str, key: str):
+    """The distinct values of ``table``'s ``columns`` after watermark ``name``, up to seq ``top``,
+    that ``known_table`` lacks, a slice of seq numbers at a time (each slice's are stored before the next is read, so
     a value is given once); the watermark moves past the last slice."""
     last = store.value("select seq from enrich_state where name = ?", [name])
     last = -1 if last is None else last
-    top = store.value(f"select max(seq) from {table}")
     if top is None or top <= last:
         return
     union = " union all ".join(f"select {c} as v from {table} where seq > $lo and seq <= $hi" for c in columns)
