@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import duckdb
+import pytest
+
 from core.retention import prune
 from ingest.enrich import GeoDB
 from ingest.pipeline import Ingester
@@ -115,3 +118,19 @@ def test_events_added_after_retention_and_a_checkpoint_are_enriched(run, workdir
     assert r.store.value("select max(rowid) from events") < top       # what a rowid watermark would miss
     assert sorted(geo.asked) == ["203.0.113.2", "203.0.113.3"]
     assert r.store.value("select count(*) from ip_info where ip like '203.0.113.%'") == 3
+
+
+def test_a_run_whose_last_unit_fails_leaves_its_events_to_the_next_run(run, workdir):
+    asn = build(workdir / "asn.mmdb", "GeoLite2-ASN", NETWORKS)
+    r = run(asn_db=str(asn))
+    # the run's own row breaks the primary key after enrichment, in the same unit of work: the
+    # watermarks roll back with the rows they stand for
+    r.store.execute("""insert into ingest_runs (run_id, started_at, seconds, files, lines, events, rejects)
+                       values (1, '2024-11-20', 0, 0, 0, 0, 0), (2, '2024-11-20', 0, 0, 0, 0, 0)""")
+    with pytest.raises(duckdb.ConstraintException):
+        ingest(r, write(workdir / "a.log", lines(["198.51.100.1"])), asn)
+    assert r.store.value("select count(*) from enrich_state") == 0
+    assert r.store.value("select count(*) from ip_info") == 0
+    r.store.execute("delete from ingest_runs")
+    geo = ingest(r, write(workdir / "b.log", lines(["203.0.113.5"])), asn)
+    assert sorted(geo.asked) == ["198.51.100.1", "203.0.113.5"]
