@@ -53,7 +53,8 @@ class GeoDB:
         self.country = _open(country_db) if country_db else None
         self.paths = {"asn": asn_db, "country": country_db}
         # lookups a damaged database failed: path -> [count, first error]. Those addresses get no
-        # ip_info row, so a run with a repaired database looks them up again
+        # ip_info row and wait in ip_retry (enrich_new), so a run with a repaired database looks
+        # them up again
         self.failures: dict[str, list] = {}
 
     def problems(self) -> list[str]:
@@ -140,8 +141,8 @@ def enrich_new(store, geo: GeoDB) -> dict[str, int]:
 
 def _new_values(store, name: str, table: str, top: int | None, columns: list[str], known_table: str, key: str):
     """The distinct values of ``table``'s ``columns`` after watermark ``name``, up to seq ``top``,
-    that ``known_table`` lacks, a slice of seq numbers at a time (each slice's are stored before the next is read, so
-    a value is given once); the watermark moves past the last slice."""
+    that ``known_table`` lacks, a slice of seq numbers at a time (the caller stores each slice's
+    before the next is read, so a value is given once); the watermark then moves to ``top``."""
     last = store.value("select seq from enrich_state where name = ?", [name])
     last = -1 if last is None else last
     if top is None or top <= last:
