@@ -401,6 +401,17 @@ MIGRATIONS: list[str] = [
     select max(nextval('object_event_seq')) from range((select coalesce(max(rowid) + 1, 0) from object_events));
     alter table object_events alter column seq set default nextval('object_event_seq');
     """,
+    # 12 → 13: enrichment's watermarks (ingest/enrich.py). Every ingest run looked up the user
+    # agents and addresses of all events that user_agents / ip_info lacked: a scan of the whole
+    # history every few seconds under serve (15 M events at 64 MB: about 2 s a run, and out of
+    # memory as it grew). Now only the events after each watermark (their seq) are read.
+    # name: '<what> <table>', what being user_agents or addresses. No row: from the start.
+    # ip_retry: addresses a damaged database failed on; they have no ip_info row and are looked
+    # up again by the next run with a database configured.
+    """
+    create table enrich_state (name varchar primary key, seq bigint not null);
+    create table ip_retry (ip varchar primary key);
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

@@ -13,7 +13,7 @@ import httpx
 from click.testing import CliRunner
 
 from cli.main import cli
-from core.store import open_store
+from core.store import VERSION, open_store
 from rules.rollup import roll_up
 from tests.enforcer_helpers import serving
 
@@ -74,7 +74,7 @@ def test_backup_while_serve_ingests_then_restore(workdir):
         while json.loads(invoke("stats", "--json", env=env))["requests"] < written[0]:
             assert time.time() < deadline, "serve did not catch up"
             time.sleep(0.3)
-    assert done["schema_version"] == 12 and done["bytes"] > 0 and done["verified"]      # read back by the server
+    assert done["schema_version"] == VERSION and done["bytes"] > 0 and done["verified"]      # read back by the server
     assert 2000 <= done["rows"]["events"] < written[0]        # taken while lines were still coming in
 
     res = CliRunner().invoke(cli, ["restore", str(workdir / "copy.duckdb"), "--db", str(db)])

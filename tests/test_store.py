@@ -18,12 +18,13 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
                    values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 12
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 13
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
     assert s.value("select count(*) from reports") == 0            # a table of migration 8
     assert s.value("select count(*) from relay_hourly") == 0       # a table of migration 11
     assert s.value("select seq from events") == 0                  # migration 12: its rowid
+    assert s.value("select count(*) from enrich_state") == 0       # migration 13: enriched from the start
     s.close()
     s = open_store(path)                              # opening again changes nothing
     assert s.execute("select version from schema_version") == [(store_mod.VERSION,)]
@@ -93,7 +94,7 @@ def test_a_previous_release_database_keeps_its_watermark_and_rolls_up_only_what_
     con.execute("insert into rollup_state values ('events', 2999)")     # rowids 0..2999 were rolled up
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == 12
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION
     assert s.execute("select count(*), min(seq), max(seq), count(distinct seq) from events") == [(5000, 0, 4999, 5000)]
     assert s.value("select seq from object_events") == 0
     assert roll_up(s) == 2000                         # rowids 3000..4999, as the old release would have
