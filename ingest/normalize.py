@@ -12,7 +12,6 @@ import duckdb
 
 from core import imagepath, values
 
-KINDS = ("manifest", "blob", "tags", "catalog", "token", "ping", "upload", "other")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 
 MACROS = r"""
