@@ -86,10 +86,10 @@ create table if not exists events (
     cache_status varchar,
     registry varchar,
     repository varchar,
-    kind varchar not null,         -- manifest blob tags catalog token ping upload other
+    kind varchar not null,         -- manifest blob tags referrers catalog token ping upload other
     reference varchar,             -- tag or digest of a manifest request
     digest varchar,                -- blob digest
-    uri varchar,                   -- request target, scrubbed; kept only for kinds other than manifest/blob/tags
+    uri varchar,                   -- request target, scrubbed; kept only for kinds other than manifest/blob/tags/referrers
     location varchar,              -- redirect target (scrubbed), when logged
     file_id integer not null       -- events carry no line number: numbering rows would serialize the parse
 );

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import re
 
+from core.imagepath import NS_HOST, ROUTE, looks_like_host
+
 
 def _split(image: str) -> tuple[str, str]:
     host, _, name = image.partition("/")
     return host, name
-
-
-def looks_like_host(segment: str) -> bool:
-    """Docker's rule for the first path segment: a host has a dot or a port, or is localhost."""
-    return "." in segment or ":" in segment or segment == "localhost"
 
 
 def image_name(image: str, default_registry: str = "docker.io") -> str:
@@ -99,6 +96,17 @@ def _port(host: str) -> tuple[str, str]:
     return (name, port) if sep and port.isdigit() else (host, "")
 
 
+def host_registry(requests: dict, host: str | None) -> str:
+    """The registry a request to ``host`` is for, as nginx's `map $host` gives it (the policy's
+    requests section: host_registries, else default_registry); $host is lower case, without
+    port or trailing dot."""
+    if host:
+        host = _port(host.strip().lower())[0].removesuffix(".")
+        if host in requests["host_registries"]:
+            return requests["host_registries"][host]
+    return requests["default_registry"]
+
+
 def _host_matches(pattern_host: str, host: str) -> bool:
     """hostmatcher's domain match: the host or its subdomains; a pattern without a port takes
     any port."""
@@ -135,26 +143,19 @@ def _path_matches(pattern: str, path: str) -> bool:
     return i == len(pattern) and j == len(path)
 
 
-def matches(pattern: str, image: str) -> bool:
+def matches(pattern: str, image: str, default_registry: str = "docker.io") -> bool:
     """Whether CRProxy's list entry ``pattern`` matches ``image`` (any spelling: a tag, a
-    digest, a one-segment docker.io name)."""
+    digest, a short name, which is on ``default_registry``)."""
     if pattern == "*":
         return True
     ph, pp = _split(pattern)
-    host, name = _split(image_name(image))
+    host, name = _split(image_name(image, default_registry))
     return _host_matches(ph.lower(), host) and _path_matches(pp, name)
 
 
-# ---- a request's image, as the proxy reads it -------------------------------------------------
-#
-# A registry takes the name from the front of the path and the route from its end: the reference
-# is the last segment, so a name may itself hold a `manifests` or `blobs` segment
-# (/v2/ghcr.io/org/blobs/tool/blobs/sha256:… is ghcr.io/org/blobs/tool). The route is
-# one of these, and which one is fixed by the last two or three segments: a path splits one way.
-ROUTE = r"/(?:(?:manifests|blobs|referrers)/[^/?]+|blobs/uploads/[^/?]*|tags/list)"
+# ---- a request's image, as the proxy reads it (the grammar: core/imagepath.py) -----------------
 _REQUEST = re.compile(rf"/v2/([^?]+){ROUTE}")
-# containerd's mirror request names the registry as `?ns=docker.io`; only a value that is a host
-_NS = re.compile(r"[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost")
+_NS = re.compile(NS_HOST)
 
 
 def request_image(uri: str, registry: str) -> str | None:
@@ -256,7 +257,7 @@ _TAIL = ROUTE + _END
 _HOSTLIKE = r"(?:[^/?]*[.:][^/?]*|localhost)"
 _DOCKER = r"(?i:docker\.io)\.?"
 _FIRST_NS = r"\?(?:(?!ns=)[^&]*&)*ns="
-_NS_HOST = r"(?:[A-Za-z0-9._-]*[.:][A-Za-z0-9.:_-]*|localhost)(?:&|$)"
+_NS_HOST = rf"(?:{NS_HOST})(?:&|$)"
 # A request's form, told once per request (the first that matches), so that each pattern's
 # expression needs no look at the others: its first letter rules out every other form.
 #   odd  a /v2/ path the upstream reads otherwise than nginx (see render.ODD_PATH), set by render

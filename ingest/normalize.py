@@ -10,9 +10,8 @@ import re
 
 import duckdb
 
-from core import values
+from core import imagepath, values
 
-KINDS = ("manifest", "blob", "tags", "catalog", "token", "ping", "upload", "other")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 
 MACROS = r"""
@@ -47,9 +46,17 @@ create or replace temp macro pw_addr_problem(ip) as
          when not (regexp_full_match(ip, '@IPV4@') or (contains(ip, ':') and regexp_full_match(ip, '@IPV6@')))
               then 'client address ' || left(ip, 60) || ' is not an IP address' end;
 
+-- CRProxy's own names for a registry (its docker.io → registry-1.docker.io alias, in the signed
+-- URLs and cache keys it writes), read back as the registry clients asked for
 create or replace temp macro pw_registry(r) as
     case lower(r) when 'registry-1.docker.io' then 'docker.io' when 'index.docker.io' then 'docker.io'
                   else lower(r) end;
+
+-- a registry host as a request names it, the way the enforcer reads it (core/imagepath.py):
+-- any case, without the trailing dot of a fully qualified name (before a port)
+create or replace temp macro pw_host(r) as
+    case when ends_with(r, '.') or contains(r, '.:') then regexp_replace(lower(r), '\.(:[0-9]+)?$', '\1')
+         else lower(r) end;
 """
 
 
@@ -133,38 +140,43 @@ def events_sql(parsed: str) -> str:
     proxies (peer and raw X-Forwarded-For), the address it charges when that is not the peer
     (ingest/forwarded.py walks the header); $hosts and $host_registries (host → registry),
     $default_registry.
+
+    A registry route's image is read by core/imagepath.py's grammar, as /v1/check and nginx
+    read it: the route from the end of the path (a greedy name), the registry from the name's
+    first segment, else a host-like `?ns=`, else the Host's, else default_registry.
     """
     methods = ", ".join(f"'{m}'" for m in METHODS)
     return f"""
 select ts, client_ip, peer_ip, forwarded_for, pw_unescape(remote_user) as remote_user, method, status, bytes,
     request_time, pw_unescape(user_agent) as user_agent, host, cache_status, registry,
-    case when registry = 'docker.io' and not contains(repo, '/') then 'library/' || repo else repo end as repository,
+    case when registry = '{imagepath.DOCKER_HUB}' and not contains(repo, '/') then 'library/' || repo else repo end
+        as repository,
     kind,
-    case kind when 'manifest' then substr(path, strpos(path, '/manifests/') + 11) end as reference,
-    case kind when 'blob' then substr(path, strpos(path, '/blobs/') + 7) end as digest,
-    case when kind not in ('manifest', 'blob', 'tags') then pw_scrub(pw_unescape(case when method is null then request else uri end)) end as uri,
+    case when kind in ('manifest', 'referrers') then last end as reference,
+    case kind when 'blob' then last end as digest,
+    case when kind not in ('manifest', 'blob', 'tags', 'referrers')
+         then pw_scrub(case when method is null then pw_unescape(request) else target end) end as uri,
     pw_scrub(location) as location,
     $file_id::integer as file_id
 from (
     select *,
         case when name is null or name = '' then null
-             when has_registry then pw_registry(first)
-             when ns is not null and ns <> '' then pw_registry(ns)
-             else coalesce(($host_registries::varchar[])[list_position($hosts::varchar[], lower(split_part(host, ':', 1)))],
-                           $default_registry) end as registry,
+             when has_registry then pw_host(first)
+             when ns is not null and regexp_full_match(ns, '(?:{imagepath.NS_HOST})') then pw_host(ns)
+             else pw_host(coalesce(($host_registries::varchar[])[list_position($hosts::varchar[],
+                                                                               lower(split_part(host, ':', 1)))],
+                                   $default_registry)) end as registry,
         case when has_registry then substr(name, length(first) + 2) else name end as repo
     from (
         select *, split_part(name, '/', 1) as first,
-            contains(split_part(name, '/', 1), '.') or contains(split_part(name, '/', 1), ':')
-                or split_part(name, '/', 1) = 'localhost' as has_registry
+            -- a host-like first segment names the registry only when a name follows it
+            contains(name, '/') and length(name) > length(split_part(name, '/', 1)) + 1
+                and (contains(split_part(name, '/', 1), '.') or contains(split_part(name, '/', 1), ':')
+                     or split_part(name, '/', 1) = 'localhost') as has_registry
         from (
             select *,
-                case kind
-                    when 'manifest' then substr(path, 5, strpos(path, '/manifests/') - 5)
-                    when 'blob' then substr(path, 5, strpos(path, '/blobs/') - 5)
-                    when 'upload' then substr(path, 5, strpos(path, '/blobs/') - 5)
-                    when 'tags' then substr(path, 5, length(path) - 14)
-                    when 'token' then regexp_extract(url_decode(query), 'scope=repository:([^:&]+)', 1)
+                case when kind = 'token' then regexp_extract(url_decode(query), 'scope=repository:([^:&]+)', 1)
+                     when kind in ('manifest', 'blob', 'upload', 'tags', 'referrers') then substr(path, 5, name_len)
                 end as name,
                 case when contains(query, 'ns=') then regexp_extract(query, '(?:^|&)ns=([^&]*)', 1) end as ns
             from (
@@ -175,17 +187,33 @@ from (
                          when not starts_with(path, '/v2/') then
                               case when ends_with(path, '/token') or ends_with(path, '/auth')
                                         or contains(query, 'scope=repository') then 'token' else 'other' end
-                         when contains(path, '/manifests/') then 'manifest'
-                         when contains(path, '/blobs/uploads') then 'upload'
-                         when contains(path, '/blobs/') then 'blob'
-                         when ends_with(path, '/tags/list') then 'tags'
+                         when route is not null and name_len >= 1 then route
                          when ends_with(path, '/token') then 'token'
                          else 'other' end as kind
                 from (
-                    -- Registry paths are plain ASCII, so they are read before unescaping.
-                    select *, split_part(uri, '?', 1) as path,
-                        case when contains(uri, '?') then substr(uri, strpos(uri, '?') + 1) else '' end as query
+                    -- imagepath.ROUTE read from the path's end, segment by segment: the name is what
+                    -- lies between /v2/ and the route, however many route words it holds. (The
+                    -- same with a regular expression's captures cost 2.5 µs a line, most of ingest's
+                    -- CPU; tests/test_request_image.py holds the two readings equal.)
+                    select *,
+                        case when not starts_with(path, '/v2/') then null
+                             when uploading then 'upload'
+                             when last = '' then null
+                             when seg = 'manifests' then 'manifest'
+                             -- /blobs/uploads without the slash: the blob route to a registry (no such
+                             -- digest), an upload all the same
+                             when seg = 'blobs' then case when last = 'uploads' then 'upload' else 'blob' end
+                             when seg = 'referrers' then 'referrers'
+                             when seg = 'tags' and last = 'list' then 'tags' end as route,
+                        length(path) - 4 - length(last) - length(seg) - case when uploading then 8 else 2 end as name_len
                     from (
+                        select *, split_part(path, '/', -1) as last, split_part(path, '/', -2) as seg,
+                            split_part(path, '/', -2) = 'uploads' and split_part(path, '/', -3) = 'blobs' as uploading
+                from (
+                    -- the target as the client sent it (nginx's \\xHH decoded), as the proxy reads it
+                    select *, split_part(target, '?', 1) as path,
+                        case when contains(target, '?') then substr(target, strpos(target, '?') + 1) else '' end as query
+                    from (select *, pw_unescape(uri) as target from (
                         select ts, status, bytes, request_time, forwarded_for, cache_status, location,
                             remote_user, user_agent, uri, request, peer_ip,
                             -- the peer, or for our own proxies the hop walked to in Python
@@ -196,9 +224,11 @@ from (
                         left join (select unnest($xff_peer::varchar[]) as xff_peer, unnest($xff::varchar[]) as xff_raw,
                                           unnest($xff_client::varchar[]) as xff_client) walked
                                on walked.xff_peer = p.peer_ip and walked.xff_raw = p.forwarded_for
-                    )
+                    ))
                 )
             )
         )
     )
+  )
+ )
 )"""

@@ -100,9 +100,10 @@ def test_crproxy_log_as_gorilla_writes_it_with_both_application_logs(run, workdi
     r = run(format="clf")
     report = r.ingest(path)
     assert (report.total("events"), report.total("rejects"), report.total("proxy_events")) == (3, 0, 2)
-    # stored as nginx would have logged the same request (it writes " and \ as \x22 and \x5C)
+    # the image as the request named it, which is what the proxy checks: gorilla's \" and \\ (nginx's
+    # \x22 and \x5C) decoded
     rows = r.store.execute("select repository, kind from events order by ts")
-    assert rows[:2] == [("library/x\\x22y", "tags"), ("library/a\\x5Cb", "manifest")]
+    assert rows[:2] == [('library/x"y', "tags"), ("library/a\\b", "manifest")]
     proxy = r.store.execute("select ts, level, msg, remote_addr from proxy_events order by line_no")
     assert proxy[0][2].startswith("redirect [https://registry-1.docker.io") and proxy[0][0].hour == 11
     assert proxy[1][1:] == ("INFO", "exceed limit", "203.0.113.9")

@@ -18,6 +18,8 @@ CASES = [
     ("ghcr.io/*", "ghcr.io/actions/runner", False),                        # * is the rest of one segment
     ("ghcr.io/**", "ghcr.io/actions/runner", True),                        # ** any depth
     ("ghcr.io/**", "ghcr.io/a/b/c/d", True),
+    ("docker.io/bitnami/*", "registry-1.docker.io/bitnami/redis", True),   # a docker.io pattern covers Docker Hub's API host
+    ("docker.io/library/*", "registry-1.docker.io/nginx", False),          # as CRProxy: no library/ there
     ("quay.io/*/node-exporter", "quay.io/prometheus/node-exporter:v1.8", True),
     ("registry.k8s.io/kube-*", "registry.k8s.io/kube-apiserver", True),
     ("registry.k8s.io/kube-*", "registry.k8s.io/pause", False),
@@ -96,6 +98,10 @@ def test_the_nginx_regex_and_check_agree_on_any_pattern_and_name(pattern, name):
     ("/v2/nginx/manifests/1?ns=notahost", "docker.io", "docker.io/library/nginx"),
     ("/v2/ghcr.io/manifests/latest", "docker.io", "docker.io/library/ghcr.io"),         # a host needs a name after it
     ("/v2/ghcr.io/x/manifests/", "docker.io", None),
+    # Docker Hub's API host is the registry the path names, as CRProxy checks it (its docker.io ->
+    # registry-1.docker.io alias comes after the check): no library/ for its one-segment names
+    ("/v2/registry-1.docker.io/nginx/manifests/1", "docker.io", "registry-1.docker.io/nginx"),
+    ("/v2/nginx/manifests/1?ns=registry-1.docker.io", "docker.io", "registry-1.docker.io/nginx"),
 ])
 def test_a_request_names_the_image_a_registry_would_serve(uri, registry, image):
     assert request_image(uri, registry) == image

@@ -9,8 +9,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from enforcer.deps import ProxyKey, ServicesDep
-from enforcer.imagelist import matches
-from enforcer.snapshot import unzipped
+from enforcer.imagelist import host_registry, matches
+from enforcer.snapshot import REQUESTS, unzipped
 
 router = APIRouter(prefix="/v1", tags=["policy"])
 
@@ -103,13 +103,16 @@ def asn_of(services, addr) -> str | None:
 
 @router.get("/check", response_model=Verdict)
 def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: str | None = None,
-          user: str | None = None) -> dict:
+          user: str | None = None, host: str | None = None) -> dict:
     """The verdict for one request, the combining written once: a blocked image or one off the
     allow list is refused; an allowlisted address is never banned or throttled; a ban beats a
     tier; the most specific assignment sets the tier; an unlimited image lifts the limits of
-    anyone not throttled. Every file the agent writes says the same, as far as its reader can."""
+    anyone not throttled. Every file the agent writes says the same, as far as its reader can.
+    A short image name (`library/nginx`) is on the registry the request's ``host`` stands for,
+    else on default_registry: the policy's requests section, as nginx reads it."""
     version = services.publisher.current
     policy = version.content
+    registry = host_registry({**REQUESTS, **(policy.get("requests") or {})}, host)
     try:
         addr = ipaddress.ip_address(ip) if ip else None
     except ValueError:
@@ -132,9 +135,9 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
         return {"allowed": allowed, "tier": tier, "limits": policy["tiers"].get(tier) if tier else None,
                 "why": why, "policy_version": version.version}
     images = policy["images"]
-    if image and any(matches(p, image) for p in images["blocked"]):
+    if image and any(matches(p, image, registry) for p in images["blocked"]):
         return verdict(False, None, [f"image {image} is blocked"])
-    if image and images["allowed"] and not any(matches(p, image) for p in images["allowed"]):
+    if image and images["allowed"] and not any(matches(p, image, registry) for p in images["allowed"]):
         return verdict(False, None, [f"image {image} is not on the allow list"])
     allowlisted = addr is not None and version.allowlisted(addr)
     why = [f"{addr} is on the allowlist"] if allowlisted else []
@@ -151,7 +154,7 @@ def check(services: ServicesDep, who: ProxyKey, ip: str | None = None, image: st
         e = assigned[0]
         tier = e.tier
         why.append(f"{e.effect} to {tier} ({e.scope} {e.value}) until {e.until}: {e.reason}")
-    if image and not throttled and any(matches(p, image) for p in images["unlimited"]):
+    if image and not throttled and any(matches(p, image, registry) for p in images["unlimited"]):
         tier = "unlimited"
         why.append(f"image {image} is on the unlimited list")
     return verdict(True, tier, why)
