@@ -247,9 +247,11 @@ def test_dry_run_prints_a_diff_and_changes_nothing(api, tmp_path, crproxy):
 
 def test_a_list_the_policy_no_longer_renders_is_left_in_place_with_a_warning(api, tmp_path, crproxy, monkeypatch):
     import enforcer.agent
-    real = enforcer.agent.render
-    monkeypatch.setattr(enforcer.agent, "render", lambda p, **kw: {n: c for n, c in real(p, **kw).items()
-                                                                   if n != "allows.txt"})
+
+    class WithoutAllows(enforcer.agent.Renderer):
+        def __call__(self, p, **kw):
+            return {n: c for n, c in super().__call__(p, **kw).items() if n != "allows.txt"}
+    monkeypatch.setattr(enforcer.agent, "Renderer", WithoutAllows)
     out = tmp_path / "out"
     out.mkdir()
     (out / "allows.txt").write_text("docker.io/library/*\n")
