@@ -375,7 +375,8 @@ def nginx(policy: dict) -> dict[str, str]:
         boosts = [(n, t) for n, t, eff in kept if eff != "throttle" and _subnet_of(a, n)]
         tier_geo.append(f"    {a[3]} {max(boosts, key=lambda x: x[0][2])[1] if boosts else default};")
         throttle_geo.append(f"    {a[3]} 0;")
-    tier_geo += [f"    {n[3]} banned;" for n in sorted(banned)]
+    if banned:      # one string, joined around the texts _net holds: no 100,000 line strings in between
+        tier_geo.append("    " + " banned;\n    ".join([n[3] for n in sorted(banned)]) + " banned;")
     # no version number in the files: a new version that changes nothing nginx enforces
     # gives the same bytes, and the agent neither rewrites nor reloads
     http = ["# pullwarden: include inside http {}",
@@ -407,7 +408,10 @@ def nginx(policy: dict) -> dict[str, str]:
     for r in reasons.values():
         if r not in quoted:
             quoted[r] = _q(_one_line(r))
-    http += ["geo $pullwarden_reason {", '    default "";', *(f"    {n[3]} {quoted[reasons[n]]};" for n in sorted(reasons)), "}"]
+    parts = []
+    for n in sorted(reasons):
+        parts += ("\n    ", n[3], " ", quoted[reasons[n]], ";")
+    http += ["geo $pullwarden_reason {", '    default "";' + "".join(parts), "}"]
     users = sorted(u for u in _user_bans(policy) if _fits(u))
     # a user is known to nginx only by HTTP basic auth ($remote_user); an allowlisted address
     # is never banned, so the key carries both
