@@ -136,3 +136,21 @@ def test_a_one_ban_change_renders_only_the_block_list_and_the_nginx_include():
     p = dict(p, images={**p["images"], "blocked": ["ghcr.io/other/**"]})
     renderer(p, warn=lambda m: None)
     assert "block-ips.csv" not in renderer.rendered and "allows.txt" in renderer.rendered
+
+
+def test_assignments_beside_many_bans_render_in_seconds_not_minutes():
+    # each assignment was compared with every ban (ipaddress subnet_of): 1,000 assignments beside
+    # 100,000 bans took 180 s; this one (1,000 x 20,000) took about 20 s, and takes well under one now
+    import time
+    p = policy(13, bans=0, assignments=0)
+    for i in range(20000):
+        v = f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+        p["bans"][f"ip:{v}"] = {"id": i, "scope": "ip", "value": v, "until": "x", "reason": "bulk", "rule": "r"}
+    for i in range(1000):
+        v = f"10.0.{i // 256}.{i % 256}" if i % 100 == 1 else f"192.168.{i // 256}.{i % 256}"
+        p["assignments"][f"ip:{v}"] = {"id": i, "scope": "ip", "value": v, "until": "x", "reason": "r", "rule": "r",
+                                       "effect": "throttle", "tier": "throttled"}
+    started = time.perf_counter()
+    include = render.nginx(normalized(p))["nginx-pullwarden-http.conf"]
+    assert time.perf_counter() - started < 5
+    assert "    192.168.0.0/32 throttled;" in include and "    10.0.0.1/32 throttled;" not in include
