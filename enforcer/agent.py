@@ -86,7 +86,8 @@ def plan(folder: Path, files: dict[str, str]) -> tuple[dict[str, str], list[str]
             size = None
         # a link is replaced by the file, never read or written through; a file of another size
         # differs without reading it (block-ips.csv is 33-50 MB at 100,000 bans)
-        if size != (len(content) if content.isascii() else len(content.encode())) or path.read_bytes() != content.encode():
+        length = len(content) if content.isascii() else len(content.encode())
+        if size != length or path.read_bytes() != content.encode():
             changed[name] = content
     left = []
     for name in MANAGED:
