@@ -229,6 +229,25 @@ def test_the_same_policy_whole_or_by_delta_gives_identical_files_and_no_reload(a
     assert {p.name: p.read_bytes() for p in out.iterdir()} == by_delta
 
 
+def test_a_new_ban_renders_and_writes_only_the_block_list_and_the_nginx_include(api, tmp_path, capsys):
+    seed(api)
+    out = tmp_path / "out"
+
+    def between(round):
+        if round == 1:
+            api.ban("203.0.113.99", reason="one more")
+            api.services.publisher.publish()
+        return round == 2
+    loop = Loop(between)
+    with pytest.raises(Done):
+        run(api.url, api.keys["proxy"], str(out), None, None, 10, sleep=loop.sleep, clock=loop.clock)
+    wrote = [line for line in capsys.readouterr().err.splitlines() if "wrote" in line]
+    assert "rendered 7 file(s)" in wrote[0]
+    # the image lists and CRProxy's flags read no ban: neither rendered again nor written
+    assert "wrote block-ips.csv, nginx-pullwarden-http.conf (rendered 4 file(s) in" in wrote[1], wrote[1]
+    assert "203.0.113.99,one more\n" in (out / "block-ips.csv").read_text()
+
+
 def test_dry_run_prints_a_diff_and_changes_nothing(api, tmp_path, crproxy):
     seed(api)
     out, marker = tmp_path / "out", tmp_path / "reloaded"
@@ -247,9 +266,11 @@ def test_dry_run_prints_a_diff_and_changes_nothing(api, tmp_path, crproxy):
 
 def test_a_list_the_policy_no_longer_renders_is_left_in_place_with_a_warning(api, tmp_path, crproxy, monkeypatch):
     import enforcer.agent
-    real = enforcer.agent.render
-    monkeypatch.setattr(enforcer.agent, "render", lambda p, **kw: {n: c for n, c in real(p, **kw).items()
-                                                                   if n != "allows.txt"})
+
+    class WithoutAllows(enforcer.agent.Renderer):
+        def __call__(self, p, **kw):
+            return {n: c for n, c in super().__call__(p, **kw).items() if n != "allows.txt"}
+    monkeypatch.setattr(enforcer.agent, "Renderer", WithoutAllows)
     out = tmp_path / "out"
     out.mkdir()
     (out / "allows.txt").write_text("docker.io/library/*\n")
