@@ -142,8 +142,18 @@ def requests(v, where: str = "requests") -> dict:
     return v
 
 
+def asn_networks(v, where: str = "asn_networks") -> dict:
+    """The networks of each banned AS number: written into nginx's geo and CRProxy's list."""
+    for asn, nets in _dict(v, where).items():
+        if _value(values.asn, asn, f"{where} key") != asn:
+            raise _at(f"{where}[{asn!r}]", "an AS number is written as its digits alone")
+        for i, n in enumerate(_list(nets, f"{where}[{asn!r}]")):
+            _value(values.network, _str(n, f"{where}[{asn!r}][{i}]", 100), f"{where}[{asn!r}][{i}]")
+    return v
+
+
 SECTIONS = {"tiers": tiers, "default_tiers": default_tiers, "images": images, "allowlist": allowlist,
-            "requests": requests}
+            "requests": requests, "asn_networks": asn_networks}
 
 
 def policy(doc) -> dict:

@@ -150,3 +150,19 @@ def test_a_damaged_database_is_tried_once_per_file(tmp_path, caplog):
     assert len([r for r in caplog.records if "not a readable" in r.message]) == 1 and not nets.changed()
     build(bad, TREE)
     assert nets.changed() and "198.51.101.0/25" in nets.networks(["64500"])["64500"]
+
+
+def test_an_agent_following_changes_gets_a_new_as_ban_s_networks(api):
+    """The agent holds the whole policy once, then follows /v1/policy/changes: a change that bans
+    an AS number carries asn_networks among its sections, and the agent's files ban them (the
+    agent kept only the sections its check knew, and dropped this one)."""
+    from enforcer.agent import poll
+    policy(api)
+    held = poll(api.url, api.keys["proxy"], None)
+    assert not held.get("asn_networks")
+    api.ban("64500", scope="asn", reason="a bad network")
+    policy(api)
+    held = poll(api.url, api.keys["proxy"], held)            # a change, not the whole policy
+    assert "198.51.101.0/25" in held["asn_networks"]["64500"]
+    http = render(held, warn=lambda m: None)["nginx-pullwarden-http.conf"]
+    assert "    198.51.101.0/25 banned;" in http
