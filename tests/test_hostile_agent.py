@@ -244,9 +244,11 @@ def test_a_gzip_bomb_stops_at_the_cap_and_memory_stays_small(hostile, tmp_path):
     assert len(body) < 1.1 * (1 << 20)
     hostile.answers["/v1/policy"] = [(200, {"Content-Encoding": "gzip"}, body)]
     out, peak = tmp_path / "out", tmp_path / "peak"
-    # the agent in a process of its own, which reports its peak resident size as it exits
-    child = (f"import atexit, resource, sys; from cli.main import cli; "
-             f"rss = lambda: str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+    # the agent in a process of its own, which reports its peak resident size as it exits: its
+    # own address space's high-water mark (VmHWM). getrusage's ru_maxrss is not: Linux carries it
+    # over exec from the forked parent, so after a few hundred tests it read pytest's size (875 MB)
+    child = (f"import atexit, sys; from cli.main import cli; "
+             f"rss = lambda: next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
              f"atexit.register(lambda: open({str(peak)!r}, 'w').write(rss())); "
              f"cli(['agent', '--api', {hostile.url!r}, '--key', 'k', '--out', {str(out)!r}, '--once'])")
     r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120,
