@@ -35,7 +35,6 @@ import os
 import queue
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from soak import Log, free_port, metrics, rss_mb  # noqa: E402
+from tests.hostile_clients import BigPosts, Slowloris  # noqa: E402
 
-BIG = 173 * 1024 * 1024         # the keyless POSTs' announced size, as in issue 19
 POLL_EVERY = 0.1
 JOBS = {"ingest": "ingest_interval", "detect": "detect_interval", "fresh": "detect_fresh_interval",
         "publish": "publish_interval"}       # the jobs that must keep running, and their interval settings
@@ -69,65 +68,6 @@ def request(where, method: str, path: str, headers: dict, timeout: float) -> tup
         return resp.status, resp.read(), dict(resp.getheaders())
     finally:
         conn.close()
-
-
-class Slowloris(threading.Thread):
-    def __init__(self, where, n: int, stop: threading.Event):
-        super().__init__(daemon=True)
-        self.where, self.n, self.stop = where, n, stop
-        self.socks: list[socket.socket | None] = [None] * n
-        self.reopened = 0
-
-    def open(self) -> socket.socket | None:
-        try:
-            s = socket.create_connection(self.where, timeout=2)
-            s.sendall(b"GET /v1/policy HTTP/1.1\r\nHost: pullwarden\r\n")
-            return s
-        except OSError:
-            return None
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for i in range(self.n):
-                s = self.socks[i]
-                try:
-                    if s is None:
-                        raise OSError
-                    s.send(b"X")            # never a complete header line
-                except OSError:
-                    if s is not None:
-                        s.close()
-                        self.reopened += 1
-                    self.socks[i] = self.open()
-                if self.stop.is_set():
-                    break
-            self.stop.wait(2.0)
-        for s in self.socks:
-            if s is not None:
-                s.close()
-
-
-class BigPosts(threading.Thread):
-    def __init__(self, where, stop: threading.Event):
-        super().__init__(daemon=True)
-        self.where, self.stop = where, stop
-        self.sent = 0
-
-    def run(self) -> None:
-        chunk = b"[" + b"1," * 32767
-        head = (f"POST /v1/admin/images/allowed HTTP/1.1\r\nHost: pullwarden\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {BIG}\r\n\r\n").encode()
-        while not self.stop.is_set():
-            try:
-                with socket.create_connection(self.where, timeout=2) as s:
-                    s.sendall(head)
-                    for _ in range(BIG // len(chunk)):
-                        if self.stop.is_set():
-                            break
-                        s.sendall(chunk)
-                        self.sent += len(chunk)
-            except OSError:
-                self.stop.wait(0.05)
 
 
 class Viewer(threading.Thread):
@@ -279,7 +219,7 @@ def main() -> None:
     answers, answers_lock = Counter(), threading.Lock()
     poller = Poller(where, keys["proxy"])
     poller.start()
-    slow = Slowloris(where, args.slow, stop)
+    slow = Slowloris(where, args.slow, 2.0, stop)
     posts = [BigPosts(where, stop) for _ in range(args.posts)]
     viewers = [Viewer(where, keys["viewer"], stop, answers, answers_lock) for _ in range(args.viewers)]
     for t in (slow, *posts, *viewers):
