@@ -16,6 +16,7 @@ import uvicorn
 
 from core.settings import load
 from core.store import open_store
+from enforcer import jobs
 from enforcer.app import create_app
 from enforcer.keys import create_key
 from enforcer.service import Services
@@ -114,3 +115,24 @@ def in_thread(fn):
     t.start()
     t.join(60)
     return out.get("result")
+
+
+def append(path, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(x + "\n" for x in lines))
+
+
+@contextmanager
+def tailing(tmp_path, clock):
+    """serve's services at default settings, tailing tmp_path/access.log (``.log``), on ``clock``."""
+    log = tmp_path / "access.log"
+    log.write_text("")
+    cfg = load(None, {"db": str(tmp_path / "db.duckdb"), "sources": [str(log)]}, environ={})
+    store = open_store(cfg.db)
+    jobs.configure_store(store, cfg)
+    s = Services(store, cfg, clock=clock)
+    s.log = log
+    try:
+        yield s
+    finally:
+        store.close()

@@ -17,11 +17,10 @@ from click.testing import CliRunner
 from core.settings import load
 from core.store import open_store
 from enforcer import jobs
-from enforcer.service import Services
 from rules.detect import Fresh, detect, events_top
 from rules.engine import load_rules
 from tests.detect_helpers import add_events, ev, storm
-from tests.enforcer_helpers import NOW, Clock, free_port, in_thread
+from tests.enforcer_helpers import NOW, Clock, append, free_port, in_thread, tailing
 
 STAMP = "%d/%b/%Y:%H:%M:%S +0000"
 
@@ -43,23 +42,11 @@ def enumeration(t: datetime, ip: str, n: int) -> str:
     return line(t, ip, f"/v2/scan{n}/app/tags/list", status=404, nbytes=19, ua="Go-http-client/1.1")
 
 
-def append(path, lines: list[str]) -> None:
-    with open(path, "a") as f:
-        f.write("".join(x + "\n" for x in lines))
-
-
 @pytest.fixture
 def live(tmp_path):
     """serve's services at default settings, tailing a log, with a clock the test moves."""
-    log = tmp_path / "access.log"
-    log.write_text("")
-    cfg = load(None, {"db": str(tmp_path / "db.duckdb"), "sources": [str(log)]}, environ={})
-    store = open_store(cfg.db)
-    jobs.configure_store(store, cfg)
-    s = Services(store, cfg, clock=Clock())
-    s.log = log
-    yield s
-    store.close()
+    with tailing(tmp_path, Clock()) as s:
+        yield s
 
 
 def test_a_ci_storm_is_throttled_by_the_fresh_pass_after_the_pull_that_crosses_its_thresholds(live):

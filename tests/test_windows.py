@@ -12,11 +12,8 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from core.settings import load
-from core.store import open_store
 from enforcer import changes, jobs, render, windows
-from enforcer.service import Services
-from tests.enforcer_helpers import Clock, in_thread, serving
+from tests.enforcer_helpers import Clock, append, in_thread, serving, tailing
 
 STAMP = "%d/%b/%Y:%H:%M:%S +0000"
 MIB, GIB = 1 << 20, 1 << 30
@@ -28,23 +25,11 @@ def line(t: datetime, ip: str, n: int, nbytes: int) -> str:
             f'200 {nbytes} "-" "docker/27.3.1"')
 
 
-def append(path, lines: list[str]) -> None:
-    with open(path, "a") as f:
-        f.write("".join(x + "\n" for x in lines))
-
-
 @pytest.fixture
 def live(tmp_path):
     """serve's services at default settings, tailing a log, with a clock the test moves."""
-    log = tmp_path / "access.log"
-    log.write_text("")
-    cfg = load(None, {"db": str(tmp_path / "db.duckdb"), "sources": [str(log)]}, environ={})
-    store = open_store(cfg.db)
-    jobs.configure_store(store, cfg)
-    s = Services(store, cfg, clock=Clock(NOW))
-    s.log = log
-    yield s
-    store.close()
+    with tailing(tmp_path, Clock(NOW)) as s:
+        yield s
 
 
 def assign(s, ip: str, tier: str) -> None:
