@@ -3,12 +3,18 @@ and judged at a pinned time, served by a real enforcer on loopback (uvicorn in a
 clock stays at that time, with a viewer and an admin key."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 
-from tests.enforcer_helpers import Clock, Enforcer
+from tests.enforcer_helpers import Clock, Enforcer, free_port
 
 # The demo month ends here: late in November, so month to date has 26 days to show.
 NOW = datetime(2026, 11, 27, 12, 0, 0)
@@ -55,3 +61,30 @@ def serve(root: Path, data: bool = True) -> Server:
 
 
 __all__ = ["NOW", "Clock", "Server", "demo_month", "serve"]
+
+
+@contextmanager
+def dashboard_process(srv, cwd: Path):
+    """`pullwarden dashboard` on a free port, reaching ``srv`` with its admin key, run from ``cwd``
+    with no PULLWARDEN_* of the test's environment; yields its URL once Streamlit is healthy."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "dashboard",
+                             "--api", srv.url, "--key", srv.keys["admin"], "--port", str(port)],
+                            cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(url + "/_stcore/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "the dashboard did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.dashboard_helpers import serve
-from tests.enforcer_helpers import free_port
+from tests.dashboard_helpers import dashboard_process, serve
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -27,27 +21,10 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=".ci/run in
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory):
     srv = serve(tmp_path_factory.mktemp("month"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "dashboard",
-                             "--api", srv.url, "--key", srv.keys["admin"], "--port", str(port)],
-                            cwd=tmp_path_factory.mktemp("cwd"), env=env, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(url + "/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.time() < deadline, "the dashboard did not start"
-            time.sleep(0.2)
-        yield srv, url
+        with dashboard_process(srv, tmp_path_factory.mktemp("cwd")) as url:
+            yield srv, url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
         srv.stop()
 
 

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
-import httpx
 import pytest
 
-from tests.enforcer_helpers import Enforcer, free_port
+from tests.dashboard_helpers import dashboard_process
+from tests.enforcer_helpers import Enforcer
 
 CHROMIUM = "/usr/bin/chromium"
 BLOB = "sha256:" + "a" * 64
@@ -79,27 +76,10 @@ def hostile_dashboard(tmp_path_factory):
         roll_up(srv.store)
     for u in users:                     # a decision in force: the Revoke form is drawn too
         srv.ban(u, hours=24, scope="user", reason=f"hits from {u}")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "dashboard",
-                             "--api", srv.url, "--key", srv.keys["admin"], "--port", str(port)],
-                            cwd=root, env=env, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(url + "/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.time() < deadline, "the dashboard did not start"
-            time.sleep(0.2)
-        yield bait, users, url
+        with dashboard_process(srv, root) as url:
+            yield bait, users, url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
         srv.stop()
         bait.close()
 
