@@ -43,7 +43,8 @@ END = datetime(2026, 11, 30)
 
 def build(db: Path, days: int, per_day: int) -> dict:
     """The month of events, enriched and rolled up; reused when already there."""
-    from ingest.enrich import GeoDB, enrich_new
+    from core.geodb import GeoDB
+    from ingest.enrich import enrich_new
     from rules.rollup import roll_up
     want = days * per_day
     t0 = time.perf_counter()

@@ -67,7 +67,8 @@ print(json.dumps({"run_seconds": time.perf_counter() - t, "enrich_seconds": spen
 
 def build_store(path: Path, events: int, asn: Path, country: Path) -> None:
     from core.store import open_store
-    from ingest.enrich import GeoDB, enrich_new
+    from core.geodb import GeoDB
+    from ingest.enrich import enrich_new
     tmp = path.with_suffix(".partial")
     tmp.unlink(missing_ok=True)
     say(f"building {path} ({events:,} events) ...")

@@ -47,7 +47,8 @@ START = datetime(2026, 11, 1)
 def build(db: Path, days: int, per_day: int, before: int = 0) -> dict:
     """The month of events, enriched and rolled up (as bench_dashboard.py builds it); reused
     when already there."""
-    from ingest.enrich import GeoDB, enrich_new
+    from core.geodb import GeoDB
+    from ingest.enrich import enrich_new
     from rules.rollup import roll_up
     want = (days + before) * per_day
     store = open_store(str(db))

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from cli.main import cli, fail, with_settings
+from cli.app import cli, fail, with_settings
 from cli.remote import apply_change, call, local_store
 from cli.detect import decisions
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import cli, fail, with_settings
+from cli.app import cli, fail, with_settings
 
 
 def _say(done: dict, as_json: bool) -> None:

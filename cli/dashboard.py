@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import cli, fail, with_settings
+from cli.app import cli, fail, with_settings
 
 HOST = "127.0.0.1"      # the dashboard acts with an admin key: never on an outside address by itself
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import TIB, cli, fail, open_or_fail, with_settings
+from cli.app import TIB, cli, fail, open_or_fail, with_settings
 
 SHOWN = 12          # decisions printed; the rest are a command away
 

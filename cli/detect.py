@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import click
 
-from cli.main import cli, fail, now_option, run_now, with_settings
+from cli.app import cli, fail, now_option, run_now, with_settings
 from core.clock import parse_time
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import cli, fail, with_settings
+from cli.app import cli, fail, with_settings
 
 
 @cli.group()

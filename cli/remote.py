@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cli.main import actor, fail, run_now
+from cli.app import actor, fail, run_now
 
 
 def marker(db: str) -> Path:
@@ -99,7 +99,7 @@ def apply_change(cfg, fn, *args, remote: tuple | None = None, **kwargs):
         method, path, body, result = remote
         return result(call(cfg, method, path, body))
     if store is None:
-        from cli.main import open_or_fail
+        from cli.app import open_or_fail
         store = open_or_fail(cfg.db)        # says who holds the file and exits (or opens it, let go since)
     try:
         return fn(store, actor(), *args, now=run_now(cfg, store, enforced=True), **kwargs)

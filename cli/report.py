@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import cli, fail, run_now, with_settings
+from cli.app import cli, fail, run_now, with_settings
 from cli.remote import call, local_store, server_url
 from reports.budget import TIB
 

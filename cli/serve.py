@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import cli, fail, open_or_fail, with_settings
+from cli.app import cli, fail, open_or_fail, with_settings
 from enforcer.agent import MAX_POLICY_MB
 
 
@@ -220,7 +220,7 @@ def _local_or_api(cfg, api):
 def keys_create(cfg, role, name, reason, as_json, api, key):
     """Create a key; it is shown once, only its hash is stored. Works while serve runs (through
     its API, with an admin key)."""
-    from cli.main import actor
+    from cli.app import actor
     from enforcer.changes import audit
     from enforcer.keys import create_key
     from enforcer.service import utcnow
@@ -273,7 +273,7 @@ def keys_list(cfg, as_json, api, key):
 def keys_revoke(cfg, name, reason, api, key):
     """Revoke a key at once. While serve runs this goes through its API (an admin key), and the
     next request with the revoked key gets 403."""
-    from cli.main import actor
+    from cli.app import actor
     from enforcer.changes import audit
     from enforcer.keys import revoke_key
     from enforcer.service import utcnow

@@ -17,7 +17,7 @@ from array import array
 
 import maxminddb
 
-from ingest.enrich import _asn
+from core.geodb import record_asn
 
 log = logging.getLogger("pullwarden.asnets")
 
@@ -64,7 +64,7 @@ class ASNetworks:
         try:
             with maxminddb.open_database(self.path) as reader:
                 for net, rec in reader:
-                    asn = _asn(rec)[0] if isinstance(rec, dict) else None
+                    asn = record_asn(rec)[0] if isinstance(rec, dict) else None
                     if asn is None:
                         continue
                     packed = int(net.network_address) << 8 | net.prefixlen

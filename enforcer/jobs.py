@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import traceback
 from datetime import timedelta
@@ -13,26 +12,13 @@ from pathlib import Path
 import duckdb
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from enforcer.service import Services
+from enforcer.service import Services, lower_priority
 
 log = logging.getLogger("pullwarden.jobs")
 
 
-JOB_NICE = 10       # added to the nice value of the threads that run the jobs
 INGEST_SLICE = 32 << 20     # bytes of log per hold of the store (about 150,000 lines, 1-2 s)
 BACKLOG_WAIT = 1.0          # seconds a detection pass waits between looks at a backlog
-
-
-def lower_priority() -> None:
-    """The jobs' threads (and the reader threads they start, which inherit it) give way to the
-    API's: on a small machine an ingest run or a detection pass busy on every core would
-    otherwise sit in front of each poll, which must be answered in milliseconds."""
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < JOB_NICE:
-            os.setpriority(os.PRIO_PROCESS, tid, JOB_NICE)
-    except (OSError, AttributeError):       # not Linux, or not allowed: run at the same priority
-        pass
 
 
 def _guarded(services: Services, name: str, fn, every: float | None = None):

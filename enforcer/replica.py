@@ -239,7 +239,7 @@ class ReplicaServices:
         self.publisher = self.publisher or ReplicaPublisher(self.folder, self.clock, self.settings.policy_max_age,
                                                             self.keys)
         if self.geo is None and self.settings.asn_db:
-            from ingest.enrich import GeoDB
+            from core.geodb import GeoDB
             self.geo = GeoDB(self.settings.asn_db)
 
     @property

@@ -1,6 +1,7 @@
 """What the API and the scheduled jobs share inside one `pullwarden serve` process."""
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,21 @@ from core.clock import utcnow  # noqa: F401  (the server's clock: the wall clock
 from enforcer.asnets import ASNetworks
 from enforcer.keys import Failures, KeyRing
 from enforcer.snapshot import Publisher, requests_section
+
+
+JOB_NICE = 10       # added to the nice value of the threads that run the jobs
+
+
+def lower_priority() -> None:
+    """The jobs' threads (and the reader threads they start, which inherit it) give way to the
+    API's: on a small machine an ingest run or a detection pass busy on every core would
+    otherwise sit in front of each poll, which must be answered in milliseconds."""
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < JOB_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, JOB_NICE)
+    except (OSError, AttributeError):       # not Linux, or not allowed: run at the same priority
+        pass
 
 
 @dataclass
@@ -132,7 +148,6 @@ class Services:
 
     def __post_init__(self):
         self.memory = self.memory or Memory(self.settings.serve_memory_mb)
-        from enforcer.jobs import lower_priority
         self.analytics_pool = self.analytics_pool or ThreadPoolExecutor(1, "analytics", initializer=lower_priority)
         self.publisher = self.publisher or Publisher(self.store, self.lock, self.clock,
                                                      self.settings.policy_max_age, requests_section(self.settings))

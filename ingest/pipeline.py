@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 import duckdb
 
 from ingest import formats, forwarded, normalize, objectlogs
-from ingest.enrich import GeoDB, enrich_new
+from core.geodb import GeoDB
+from ingest.enrich import enrich_new
 from ingest.sources import (Chunk, FP_LEN, Moved, SourceError, content_tail, discover, fingerprint, is_gzip,
                             pin, read_chunks, read_head, scan, settled, unchanged)
 

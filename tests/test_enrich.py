@@ -7,7 +7,7 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from ingest.enrich import EnrichError, GeoDB
+from core.geodb import EnrichError, GeoDB
 from ingest.pipeline import IngestError
 from tests.conftest import write
 

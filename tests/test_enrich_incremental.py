@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from core.retention import prune
-from ingest.enrich import GeoDB
+from core.geodb import GeoDB
 from ingest.pipeline import Ingester
 from rules.rollup import roll_up
 from tests.conftest import write
