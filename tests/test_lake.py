@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -15,6 +16,7 @@ from cli.main import cli
 from tests.test_export_parquet import write_log
 
 MONTH, NOW = "2024-11", "2024-12-02T00:00:00"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args, ok: bool = True):
@@ -88,57 +90,65 @@ def test_the_monthly_report_over_the_nodes_parquet_is_the_one_databases(nodes):
     assert monthly(root, "--parquet", lake / "node-a")["requests"] < whole["requests"]
 
 
-def test_stats_over_the_nodes_parquet_is_the_one_databases(nodes):
+def test_stats_over_the_nodes_parquet_is_the_one_databases(nodes, tmp_path, monkeypatch):
     root, one, lake = nodes
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))     # where the loaded store is made
     for span in ([], ["--from", "2024-11-21", "--to", "2024-11-23"]):
         whole = json.loads(run("stats", "--db", one, "--json", *span).stdout)
         assert json.loads(run("stats", "--parquet", lake, "--json", *span).stdout) == whole
     assert [d["day"] for d in whole["days"]] == ["2024-11-21", "2024-11-22"]
+    assert list(tmp_path.iterdir()) == []                       # and removed once read
 
 
-def clickhouse(lake: Path, sql: str) -> list[list]:
-    """``sql`` run by ClickHouse's own engine (chdb) over every node's files, as JSON rows."""
+def docs_sql(name: str) -> list[str]:
+    """The statements of the SQL block docs/scale-out.md marks `tests/test_lake.py: NAME`, for
+    this test's month."""
+    text = (ROOT / "docs" / "scale-out.md").read_text()
+    block = text.split(f"<!-- tests/test_lake.py: {name} -->\n```sql\n", 1)[1].split("```", 1)[0]
+    block = block.replace("2026-11-01", "2024-11-01").replace("2026-12-01", "2024-12-01")
+    return [s.strip() for s in block.split(";") if s.strip()]
+
+
+@pytest.fixture(scope="module")
+def clickhouse(nodes, tmp_path_factory):
+    """docs/scale-out.md's table, loaded by its INSERT from every node's files, in ClickHouse's
+    own engine (chdb): a function that runs one statement and gives its rows."""
     chdb = pytest.importorskip("chdb", reason="chdb (ClickHouse in-process) is not installed")
-    source = f"file('{lake}/*/day=*/registry=*/events_*.parquet', Parquet)"
-    out = chdb.query(sql.format(source=source), "JSONCompact")
-    return json.loads(str(out))["data"]
-
-
-# the bytes a request served: a blob handed to object storage (a 30x, not a 304) sent only the
-# redirect's bytes, counted from the store's log instead (rules/rollup.py REDIRECT)
-SERVED = "if(kind = 'blob' AND status BETWEEN 300 AND 399 AND status != 304, 0, bytes)"
-
-
-def test_clickhouse_over_the_same_files_gives_the_same_totals(nodes):
+    from chdb import session
     root, one, lake = nodes
+    s = session.Session(str(tmp_path_factory.mktemp("clickhouse")))
+    for sql in docs_sql("table") + [q.replace("/srv/lake", str(lake)) for q in docs_sql("load")]:
+        s.query(sql)
+
+    def query(sql: str) -> list[list]:
+        return json.loads(str(s.query(sql, "JSONCompact")))["data"]
+    yield query
+    s.close()
+    del chdb
+
+
+def test_clickhouse_over_the_same_files_gives_the_same_totals(nodes, clickhouse):
+    root, one, lake = nodes
+    per_registry, per_day, top, clients, images, entity = docs_sql("queries")
     stats = json.loads(run("stats", "--db", one, "--json", "--from", "2024-11-01", "--to", "2024-12-01").stdout)
     mine = [[d["day"], r["registry"], r["requests"], r["bytes"], r["unique_ips"]]
             for d in stats["days"] for r in d["registries"]]
-    theirs = clickhouse(lake, f"""
-        SELECT toString(toDate(ts)) AS day, registry_name, count() AS requests, sum({SERVED}) AS bytes,
-               uniqExact(client_ip) AS addresses
-        FROM {{source}} WHERE ts >= '2024-11-01' AND ts < '2024-12-01'
-        GROUP BY day, registry_name ORDER BY day, registry_name NULLS FIRST""")
     # JSONCompact quotes 64-bit integers: compared as numbers, to the byte
-    assert [[d, r, int(n), int(b), int(a)] for d, r, n, b, a in theirs] == mine
-    assert len(mine) > 20
-
-    per_day = clickhouse(lake, f"""
-        SELECT toString(toDate(ts)) AS day, count(), sum({SERVED}), uniqExact(client_ip) FROM {{source}}
-        WHERE ts >= '2024-11-01' AND ts < '2024-12-01' GROUP BY day ORDER BY day""")
-    assert [[d, int(n), int(b), int(a)] for d, n, b, a in per_day] == [
+    assert [[d, r, int(n), int(b), int(a)] for d, r, n, b, a in clickhouse(per_registry)] == mine
+    assert len(mine) > 20 and any(r[1] is None for r in mine)
+    assert [[d, int(n), int(b), int(a)] for d, n, b, a in clickhouse(per_day)] == [
         [d["day"], d["requests"], d["bytes"], d["unique_ips"]] for d in stats["days"]]
 
     report = monthly(root, "--db", one)
-    top = clickhouse(lake, f"""
-        SELECT client_ip, sum({SERVED}) AS b, count() FROM {{source}}
-        WHERE ts >= '2024-11-01' AND ts < '2024-12-01'
-        GROUP BY client_ip ORDER BY b DESC, client_ip LIMIT 20""")
-    assert [[ip, int(b), int(n)] for ip, b, n in top] == [
+    assert [[ip, int(b), int(n)] for ip, b, n in clickhouse(top)] == [
         [c["address"], c["bytes"], c["requests"]] for c in report["top_consumers"]]
-    (addresses,), = clickhouse(lake, """SELECT uniqExact(client_ip) FROM {source}
-                                      WHERE ts >= '2024-11-01' AND ts < '2024-12-01'""")
-    assert int(addresses) == report["addresses"]
+    assert [[int(n)] for n, in clickhouse(clients)] == [[report["addresses"]]]
+    by_image = {f"{r or '(none)'}/{i or '(none)'}": [int(n), int(b), int(a)] for r, i, n, b, a in clickhouse(images)}
+    assert [by_image[row["key"]] for row in report["breakdowns"]["image"]] == [
+        [row["requests"], row["bytes"], row["addresses"]] for row in report["breakdowns"]["image"]]
+    first = report["top_consumers"][0]
+    hours = clickhouse(entity.replace("203.0.113.7", first["address"]))
+    assert sum(int(b) for h, _, b in hours if h < "2024-12-01") == first["bytes"]
 
 
 def test_a_bad_file_in_the_folder_is_named(nodes, tmp_path):
