@@ -8,9 +8,9 @@ its own in one place (rsync, object storage mounted):
 (or a single node's export, DIR/day=…/registry=…/events_N.parquet). ``open_lake`` checks every
 file — its path, that it is Parquet, its columns and types against what the export writes, and
 that its rows belong to the day and registry its folders name — and loads the events of the
-days asked for into a fresh DuckDB store (a temporary file, removed when done), where ingest's own classification and the roll-up run
-on them as on one node's events. Every report then reads that store as it reads the one
-database: the figures are those of one database that had ingested every node's logs
+days asked for into a fresh DuckDB store (a temporary file, removed when done), where ingest's
+own classification and the roll-up run on them as on one node's events. Every report then reads
+that store as it reads the one database: the figures are those of one database that had ingested every node's logs
 (tests/test_lake.py holds them equal). The files are the network's, written by other hosts: a
 bad one stops the load with an error that names it.
 
@@ -101,18 +101,18 @@ def _check(store, path: Path, day: date, folder: str, columns: list[tuple]) -> N
 
 
 def open_lake(root: Path, first: date | None = None, last: date | None = None):
-    """A fresh store (a temporary file) holding the events of every node's export under ``root`` of the
-    days [first, last] (all when not given), classified and rolled up as ingest and the reports
-    do. The caller closes it."""
+    """A fresh store (a temporary file) holding the events of every node's export under ``root``
+    of the days [first, last] (all when not given), classified and rolled up as ingest and the
+    reports do. The caller closes it."""
     files = parquet_files(root, first, last)
     if not files and not parquet_files(root):
         raise LakeError(f"{root}: no Parquet export in it (expected [NODE/]day=YYYY-MM-DD/registry=NAME/"
                         "events_N.parquet, as `pullwarden export parquet` writes)")
     # a file, not ":memory:": DuckDB can then write what does not fit in memory to disk (in
     # memory, 1 M events took 654 MB, a month of 30 M would take 20 GB); removed with the store
-    folder = tempfile.mkdtemp(prefix="pullwarden-lake-")
-    store = open_store(str(Path(folder) / "lake.duckdb"))
-    weakref.finalize(store, shutil.rmtree, folder, True)
+    scratch = tempfile.mkdtemp(prefix="pullwarden-lake-")
+    store = open_store(str(Path(scratch) / "lake.duckdb"))
+    weakref.finalize(store, shutil.rmtree, scratch, True)
     try:
         span = {"start": datetime(2000, 1, 1), "end": datetime(2000, 1, 1), "registry": None}
         columns = [(name, kind) for name, kind, *_ in store.execute(f"describe {SELECT}", span)]

@@ -74,7 +74,8 @@ def nodes(tmp_path_factory):
 
 def monthly(root: Path, *source) -> dict:
     out = root / f"out-{len(list(root.iterdir()))}"
-    return json.loads(run("report", "monthly", "--month", MONTH, "--now", NOW, "--out", out, "--json", *source).stdout)
+    res = run("report", "monthly", "--month", MONTH, "--now", NOW, "--out", out, "--json", *source)
+    return json.loads(res.stdout)
 
 
 def test_the_monthly_report_over_the_nodes_parquet_is_the_one_databases(nodes):
@@ -113,7 +114,7 @@ def docs_sql(name: str) -> list[str]:
 def clickhouse(nodes, tmp_path_factory):
     """docs/scale-out.md's table, loaded by its INSERT from every node's files, in ClickHouse's
     own engine (chdb): a function that runs one statement and gives its rows."""
-    chdb = pytest.importorskip("chdb", reason="chdb (ClickHouse in-process) is not installed")
+    pytest.importorskip("chdb", reason="chdb (ClickHouse in-process) is not installed")
     from chdb import session
     root, one, lake = nodes
     s = session.Session(str(tmp_path_factory.mktemp("clickhouse")))
@@ -124,7 +125,6 @@ def clickhouse(nodes, tmp_path_factory):
         return json.loads(str(s.query(sql, "JSONCompact")))["data"]
     yield query
     s.close()
-    del chdb
 
 
 def test_clickhouse_over_the_same_files_gives_the_same_totals(nodes, clickhouse):
@@ -143,7 +143,8 @@ def test_clickhouse_over_the_same_files_gives_the_same_totals(nodes, clickhouse)
     assert [[ip, int(b), int(n)] for ip, b, n in clickhouse(top)] == [
         [c["address"], c["bytes"], c["requests"]] for c in report["top_consumers"]]
     assert [[int(n)] for n, in clickhouse(clients)] == [[report["addresses"]]]
-    by_image = {f"{r or '(none)'}/{i or '(none)'}": [int(n), int(b), int(a)] for r, i, n, b, a in clickhouse(images)}
+    by_image = {f"{r or '(none)'}/{i or '(none)'}": [int(n), int(b), int(a)]
+                for r, i, n, b, a in clickhouse(images)}
     assert [by_image[row["key"]] for row in report["breakdowns"]["image"]] == [
         [row["requests"], row["bytes"], row["addresses"]] for row in report["breakdowns"]["image"]]
     first = report["top_consumers"][0]
