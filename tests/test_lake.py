@@ -91,6 +91,16 @@ def test_the_monthly_report_over_the_nodes_parquet_is_the_one_databases(nodes):
     assert monthly(root, "--parquet", lake / "node-a")["requests"] < whole["requests"]
 
 
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/Los_Angeles"])
+def test_the_days_read_for_a_month_follow_report_timezone(nodes, monkeypatch, zone):
+    """A month in report_timezone begins and ends inside UTC days: the day folders loaded are
+    those its first and last local instants fall in."""
+    root, one, lake = nodes
+    monkeypatch.setenv("PULLWARDEN_REPORT_TIMEZONE", zone)
+    whole = monthly(root, "--db", one)
+    assert whole["timezone"] == zone and monthly(root, "--parquet", lake) == whole
+
+
 def test_stats_over_the_nodes_parquet_is_the_one_databases(nodes, tmp_path, monkeypatch):
     root, one, lake = nodes
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))     # where the loaded store is made
