@@ -6,8 +6,9 @@ Generates a seeded nginx `main` log with genlogs.py (kept in --workdir), ingests
 DuckDB file, then exports every day with `reports.export.export_day` twice, each in a process of
 its own so that its peak RSS is its own: at serve's limits (DuckDB memory_limit 64 MB, 1 thread,
 as `pullwarden serve` runs it) and unrestricted. Then times grouped scans of the Parquet with
-DuckDB (best of 3). Prints lines/s of ingest, bytes per million events in DuckDB and in Parquet,
-export events/s and peak RSS, and scan rows/s.
+DuckDB (best of 3), and with ClickHouse's engine (chdb) when it is installed, and loads the files
+as `stats --parquet` does (reports/lake.py). Prints lines/s of ingest, bytes per million events
+in DuckDB and in Parquet, export events/s and peak RSS, scan rows/s, and the load's events/s.
 """
 from __future__ import annotations
 
@@ -41,6 +42,28 @@ while day <= last:
     day += timedelta(days=1)
 seconds = time.perf_counter() - start
 print(json.dumps({"rows": rows, "seconds": seconds,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+# the same scans by ClickHouse's engine (chdb), when installed: the day from ts and the registry
+# from the column every file holds (ClickHouse reads no Hive folders unless told to)
+CLICKHOUSE = {
+    "per day and registry": "select toDate(ts) as day, registry_name, count(), sum(bytes), uniqExact(client_ip) "
+                            "from {src} group by all format Null",
+    "per address and image": "select client_ip, repository, count(), sum(bytes) from {src} group by all "
+                             "order by 4 desc limit 20 format Null",
+}
+
+LAKE = """
+import json, resource, sys, time
+from pathlib import Path
+from reports.lake import open_lake
+from reports.queries import daily_totals
+start = time.perf_counter()
+store = open_lake(Path(sys.argv[1]))
+loaded = time.perf_counter() - start
+daily_totals(store)
+print(json.dumps({"load_seconds": loaded, "seconds": time.perf_counter() - start,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -91,6 +114,19 @@ def main() -> None:
     for name, sql in SCANS.items():
         best = min(_timed(con, sql.format(src=src)) for _ in range(3))
         out["scans"][name] = {"seconds": best, "rows_per_second": args.lines / best}
+    try:
+        import chdb
+    except ImportError:
+        chdb = None
+    if chdb is not None:
+        src = f"file('{work}/lake-unrestricted/*/*/*.parquet', Parquet)"
+        out["clickhouse_scans"] = {}
+        for name, sql in CLICKHOUSE.items():
+            best = min(_timed_clickhouse(chdb, sql.format(src=src)) for _ in range(3))
+            out["clickhouse_scans"][name] = {"seconds": best, "rows_per_second": args.lines / best}
+    # `stats --parquet`: the files loaded into a store (checked, classified, rolled up), then read
+    out["lake"] = json.loads(subprocess.run([sys.executable, "-c", LAKE, str(work / "lake-unrestricted")], env=env,
+                                            capture_output=True, text=True, check=True).stdout)
     out["loadavg"] = os.getloadavg()
     if args.json:
         print(json.dumps(out))
@@ -104,6 +140,17 @@ def main() -> None:
               f"peak RSS {r['peak_rss_mb']:.0f} MB, Parquet {r['parquet_mb_per_million']:.0f} MB per million")
     for name, r in out["scans"].items():
         print(f"scan {name}: {r['seconds']:.3f} s = {r['rows_per_second'] / 1e6:.1f} M rows/s")
+    for name, r in out.get("clickhouse_scans", {}).items():
+        print(f"ClickHouse (chdb) scan {name}: {r['seconds']:.3f} s = {r['rows_per_second'] / 1e6:.1f} M rows/s")
+    r = out["lake"]
+    print(f"stats --parquet: files loaded in {r['load_seconds']:.2f} s "
+          f"({args.lines / r['load_seconds']:,.0f} events/s), {r['seconds']:.2f} s in all, peak RSS {r['peak_rss_mb']:.0f} MB")
+
+
+def _timed_clickhouse(chdb, sql: str) -> float:
+    start = time.perf_counter()
+    chdb.query(sql)
+    return time.perf_counter() - start
 
 
 def _timed(con, sql: str) -> float:

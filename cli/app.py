@@ -69,6 +69,16 @@ def open_or_fail(path: str, read_only: bool = False):
         fail(str(e))
 
 
+def open_lake_or_fail(folder: str, first=None, last=None):
+    """A store over the nodes' Parquet exports in ``folder`` (reports/lake.py), of the UTC days
+    [first, last] when given."""
+    from reports.lake import LakeError, open_lake
+    try:
+        return open_lake(folder, first, last)
+    except LakeError as e:
+        fail(str(e))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def cli():
     """pullwarden reads a registry mirror's access logs into DuckDB, tells abuse from heavy

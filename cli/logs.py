@@ -6,10 +6,11 @@ import json
 import signal
 import sys
 import time
+from datetime import timedelta
 
 import click
 
-from cli.app import cli, fail, now_option, open_or_fail, run_now, with_settings
+from cli.app import cli, fail, now_option, open_lake_or_fail, open_or_fail, run_now, with_settings
 
 
 @cli.command()
@@ -95,18 +96,25 @@ def _print_ingest(report, as_json: bool, quiet_if_empty: bool = False) -> None:
 @click.option("--to", "end", default=None, help="End (exclusive), ISO 8601 UTC; a day means its midnight "
               "(default: after the last event).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--parquet", "lake", default=None, type=click.Path(file_okay=False),
+              help="Read a folder of `export parquet` files, one subfolder per node, instead of the database.")
 @with_settings
-def stats(cfg, start, end, as_json):
+def stats(cfg, start, end, as_json, lake):
     """Totals per day and registry: requests, TiB served, unique client addresses, and how
     much came from object-storage logs (redirected blobs). Whole hours. While serve holds the
-    file, read through its API (a viewer key: PULLWARDEN_API_KEY)."""
+    file, read through its API (a viewer key: PULLWARDEN_API_KEY). With --parquet, over every
+    node's exports in a folder (docs/scale-out.md)."""
     from cli.remote import call, local_store
     from reports.queries import TIB, daily_totals, parse_when
     try:
         since, until = parse_when(start), parse_when(end)
     except ValueError as e:
         fail(str(e))
-    store = local_store(cfg)
+    if lake:                            # the day folders [since, until) touches
+        store = open_lake_or_fail(lake, since and since.date(),
+                                  until and (until - timedelta(microseconds=1)).date())
+    else:
+        store = local_store(cfg)
     if store is None:
         from urllib.parse import urlencode
         query = urlencode({k: v for k, v in (("start", start), ("end", end)) if v})

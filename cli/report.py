@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cli.app import cli, fail, run_now, with_settings
+from cli.app import cli, fail, open_lake_or_fail, run_now, with_settings
 from cli.remote import call, local_store, server_url
 from reports.budget import TIB
 
@@ -47,14 +47,17 @@ def _fetch(cfg, path: str) -> tuple[bytes, dict]:
                                               "budget); without it the frozen one is kept.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's JSON (the figures) to stdout.")
 @click.option("--now", default=None, help="Judge at this time instead of the wall clock (ISO 8601, or `latest`).")
+@click.option("--parquet", "lake", default=None, type=click.Path(file_okay=False),
+              help="Report over a folder of `export parquet` files, one subfolder per node, instead of the database.")
 @with_settings
-def monthly(cfg, month, out_dir, refresh, as_json):
+def monthly(cfg, month, out_dir, refresh, as_json, lake):
     """The month's egress against the budget: daily series, projection (a month in progress),
     comparison with the month before, movers, breakdowns, top 20 consumers, cost, decisions'
     impact. Writes pullwarden-report-MONTH.html (offline, charts embedded), .pdf, .csv, .json.
 
     A closed month's report is frozen with the sha256 of its inputs: running it again gives the
-    same bytes."""
+    same bytes. With --parquet, over every node's exports in a folder (docs/scale-out.md): the
+    traffic figures of one database holding all their logs, at the default budget and tiers."""
     from reports import archive, budget
     try:
         tz = budget.zone(cfg.report_timezone)
@@ -62,7 +65,11 @@ def monthly(cfg, month, out_dir, refresh, as_json):
             budget.parse_month(month)
     except ValueError as e:
         fail(str(e))
-    store = local_store(cfg)
+    if lake:
+        from reports.lake import report_days
+        store = open_lake_or_fail(lake, *(report_days(month, cfg.report_timezone) if month else ()))
+    else:
+        store = local_store(cfg)
     if store is None:
         if cfg.now:
             fail("serve holds the database: its reports are made at the server's clock; drop --now / PULLWARDEN_NOW")
