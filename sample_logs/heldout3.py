@@ -26,9 +26,11 @@ reseller-cache   ban              a paid relay with its own blob cache on OVH or
                                   nearly flat round the clock (+-20% per hour); every pull asks
                                   the manifests (HEAD, GET by tag and by platform digest, 30% of
                                   them pinned by digest instead of tag), a blob only when its
-                                  cache lacks it (~1% evicted and fetched again); 70% from a long
-                                  tail of 2,400 images over 300+ namespaces on every registry,
-                                  15% of pulls a version published since; ONE library user agent
+                                  cache lacks it (one idle for 3 days may have been evicted:
+                                  fetched again at 5%), a /v2/ ping now and then; half the
+                                  pulls from a long tail of 2,400 images over 300+ namespaces
+                                  on every registry, 30% popular images, 20% a version
+                                  published since (new layers); ONE library user agent
                                   (Go-http-client, python-httpx, axios) or its customers' passed
                                   through (60+ strings), by seed
 reseller-office  ban              a relay on Vultr or Linode whose 100-300 downstream clients work
