@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rules.features import compute
-from rules.objectjoin import JOIN_SECONDS
+from rules.objectjoin import LINK_EXPIRES
 from rules.rollup import roll_up
 from tests.conftest import write
 from tests.test_enrich import build
@@ -105,7 +105,7 @@ def test_without_a_referer_the_307_for_the_same_blob_just_before_is_the_request(
     ])
     rows = [download(t + timedelta(seconds=40), "198.51.100.20", "x", digest(5), 1_000_000),
             download(t + timedelta(seconds=65), "198.51.100.31", "x", digest(6), 2_000_000),
-            download(t + timedelta(seconds=JOIN_SECONDS + 5), "198.51.100.40", "x", digest(7), 3_000_000)]
+            download(t + timedelta(seconds=LINK_EXPIRES + 5), "198.51.100.40", "x", digest(7), 3_000_000)]
     lines = [line.replace("&referer=x", "") for line in objgen.s3_lines(rng, rows, damaged=False)]
     assert all("referer" not in line for line in lines)
     r = run()
