@@ -103,3 +103,24 @@ def test_a_previous_release_database_keeps_its_watermark_and_rolls_up_only_what_
     assert roll_up(s) == 2
     assert s.value("select sum(requests) from facts_hourly where client_ip <> '203.0.113.9'") == 2002
     s.close()
+
+
+def test_a_version_13_database_keeps_its_object_rows_and_roll_ups(tmp_path):
+    """Migration 14: object rows gain requester/auth_type (null: not recorded then), roll-ups gain
+    exact_bytes/timed_bytes (0: how a byte was joined was not kept then), and store_calls_hourly."""
+    path = str(tmp_path / "v13.duckdb")
+    con = duckdb.connect(path)
+    con.execute(store_mod.SCHEMA)
+    for sql in store_mod.MIGRATIONS[:12]:
+        con.execute(sql)
+    con.execute("insert into schema_version values (13)")
+    con.execute("""insert into object_events (ts, client_ip, source, method, status, bytes, file_id)
+                   values ('2024-11-20 10:00:00', '198.51.100.7', 's3', 'GET', 200, 4000, 1)""")
+    con.execute("""insert into facts_hourly (hour, client_ip, requests, bytes, object_bytes)
+                   values ('2024-11-20 10:00:00', '198.51.100.7', 1, 4000, 4000)""")
+    con.close()
+    s = open_store(path)
+    assert s.execute("select bytes, requester, auth_type from object_events") == [(4000, None, None)]
+    assert s.execute("select bytes, object_bytes, exact_bytes, timed_bytes from facts_hourly") == [(4000, 4000, 0, 0)]
+    assert s.value("select count(*) from store_calls_hourly") == 0
+    s.close()
