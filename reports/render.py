@@ -187,7 +187,9 @@ def to_html(fig: dict) -> str:
                ["guard level", fig["guard"]["level"]]]
     if fig.get("object_bytes"):         # a redirect-mode mirror: most bytes come from the store's log
         summary += [["from object-storage logs", f"{tib(fig['object_bytes'])} ({share(fig['object_share'])})"],
-                    ["of those, not joined to a request", tib(fig["unjoined_bytes"])]]
+                    ["of those, not joined to a request", tib(fig["unjoined_bytes"])],
+                    # how sure the per-client figures are: S3 links carry no referer
+                    ["of those, joined by blob and time alone (estimate)", tib(fig.get("timed_bytes", 0))]]
     if fig["partial"] and fig["projection"]:
         p = fig["projection"]
         summary += [["projected at the month's end", f"{tib(fig['projected_bytes'])} ({p['headline']})"],
