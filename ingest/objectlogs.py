@@ -249,12 +249,14 @@ from (
             regexp_extract(object_key, '/_(?:manifests/revisions|layers)/sha256/([0-9a-f]{{64}})/link$', 1)), '') as digest
     from (
         select *,
-            nullif(trim(regexp_replace(ref_ip_raw, '^\\[|\\]$', '', 'g')), '') as ref_ip,
-            nullif(regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 2), '') as ref_image,
+            -- CRProxy's referer is r.RemoteAddr: Go's host:port ([v6]:port) unless --behind gave the bare address
+            nullif(trim(regexp_replace(regexp_replace(ref_ip_raw, '^(\\[[^\\]]*\\]|[0-9.]+):[0-9]+$', '\\1'),
+                                       '^\\[|\\]$', '', 'g')), '') as ref_ip,
+            nullif(regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\](?::[0-9]{{1,5}})?|[0-9]{{1,3}}(?:\\.[0-9]{{1,3}}){{3}}(?::[0-9]{{1,5}})?|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 2), '') as ref_image,
             regexp_extract(object_key, 'docker/registry/v2/repositories/(.+?)/_(?:manifests|layers|uploads)/', 1) as key_name
         from (
             select *,
-                regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 1) as ref_ip_raw
+                regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\](?::[0-9]{{1,5}})?|[0-9]{{1,3}}(?:\\.[0-9]{{1,3}}){{3}}(?::[0-9]{{1,5}})?|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 1) as ref_ip_raw
             from (
                 -- named columns, not *: the scrubbed whole line is only for rejects, and
                 -- scrubbing every line here cost a third of the pass
