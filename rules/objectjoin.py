@@ -105,18 +105,25 @@ def _slice(store, batch: int | None, link: int, requesters: list[str]) -> int:
 _NEW = r"""
 create temp table pw_new as
 with n as (
-    select rowid as rid, *,
-        method = 'GET' and coalesce(object_key, '') <> ''
-            and coalesce(operation like '%.GET.OBJECT' or operation = 'GetObject', true)
-            and not regexp_matches(coalesce(uri, ''), '[?&](prefix|list-type|max-keys|delimiter|marker|continuation-token)=')
-            as object_read,
-        contains(lower(coalesce(uri, '')), 'signature=') and coalesce(auth_type, '') <> 'AuthHeader' as signed
+    select rowid as rid, ts, client_ip, source, bucket, operation, method, status, bytes, digest, registry,
+        repository, requester_ip, user_agent, requester,
+        -- S3/OBS and OSS name the operation; a Logpush GET of a key is a read unless it lists
+        case when operation is not null then operation like '%.GET.OBJECT' or operation = 'GetObject'
+             else method = 'GET' and coalesce(object_key, '') <> ''
+                  and not regexp_matches(coalesce(uri, ''), '[?&](prefix|list-type|max-keys|delimiter|marker|continuation-token)=')
+             end as object_read,
+        uri ilike '%signature=%' and coalesce(auth_type, '') <> 'AuthHeader' as signed
     from object_events n
     where seq > $lo and seq <= $hi
       and not exists (select 1 from object_events d
                       where d.seq <= $lo and d.ts >= $tlo and d.ts <= $thi
                         and d.request_id = n.request_id and d.ts = n.ts and d.source = n.source)
-    qualify request_id is null or row_number() over (partition by source, request_id, ts order by seq, rowid) = 1
+      -- a record delivered twice in this batch: its first copy only (a hash aggregate of the
+      -- few repeated ids, not a sort of the whole batch)
+      and not exists (select 1 from (select source, request_id, ts, min(seq) as first from object_events
+                                     where seq > $lo and seq <= $hi and request_id is not null
+                                     group by all having count(*) > 1) t
+                      where t.source = n.source and t.request_id = n.request_id and t.ts = n.ts and n.seq > t.first)
 ),
 -- the mirror's identities: as configured, else whoever signed the links read in the last day
 signers as (
@@ -124,10 +131,10 @@ signers as (
     union
     select distinct requester from object_events
     where len($requesters::varchar[]) = 0 and ts >= $slo and ts <= $thi and requester is not null
-      and method = 'GET' and contains(lower(coalesce(uri, '')), 'signature=') and coalesce(auth_type, '') <> 'AuthHeader'
+      and method = 'GET' and uri ilike '%signature=%' and coalesce(auth_type, '') <> 'AuthHeader'
 )
-select n.*,
-    case when not object_read then 'call'
+select n.* exclude (object_read, signed),
+    case when not coalesce(object_read, false) then 'call'
          when signed and (n.requester is null or s.requester is not null) then 'download'
          when not signed and s.requester is not null then 'call'
          else 'read' end as kind
@@ -188,18 +195,16 @@ pairs as (
 ),
 -- a 307 whose asker fetched that blob itself within the link's life has been used: a download
 -- from elsewhere more likely holds another asker's link
-fetched as (
-    select digest, client_ip as ip, ts from object_events
-    where ts >= $tlo - to_seconds($skew) and ts <= $thi + to_seconds($join) and method = 'GET' and status in (200, 206)
-      and digest in (select digest from o)
-    union all
-    select digest, requester_ip, ts from object_events
-    where ts >= $tlo - to_seconds($skew) and ts <= $thi + to_seconds($join) and method = 'GET' and status in (200, 206)
-      and requester_ip is not null and digest in (select digest from o)
-),
 used as (
-    select distinct p.eid from pairs p join fetched f on f.digest = p.digest and f.ip = p.client_ip
-    where p.near is null and f.ts >= p.ts - to_seconds($skew) and f.ts <= p.ts + to_seconds($join)
+    select distinct p.eid from (select * from pairs where near is null) p
+    join object_events d on d.digest = p.digest and d.client_ip = p.client_ip
+    where d.ts >= p.ts - to_seconds($skew) and d.ts <= p.ts + to_seconds($join)
+      and d.method = 'GET' and d.status in (200, 206)
+    union
+    select distinct p.eid from (select * from pairs where near is null) p
+    join object_events d on d.digest = p.digest and d.requester_ip = p.client_ip
+    where d.ts >= p.ts - to_seconds($skew) and d.ts <= p.ts + to_seconds($join)
+      and d.method = 'GET' and d.status in (200, 206)
 ),
 -- the best 307 per download: the smallest struct, compared field by field (the same on every run)
 m as (
