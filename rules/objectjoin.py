@@ -52,7 +52,7 @@ def roll_up_objects(store, batch: int | None = None, link_expires: int = LINK_EX
     """Roll up the object-store rows added since the last pass; returns how many rows were read.
     ``requesters``: the mirror's own identities (object_store_requesters; empty: learned)."""
     done = 0
-    while n := _slice(store, batch, int(link_expires), list(requesters)):
+    while n := _slice(store, batch, int(link_expires), [str(x) for x in requesters]):
         done += n
     return done
 
