@@ -120,10 +120,12 @@ with n as (
                         and d.request_id = n.request_id and d.ts = n.ts and d.source = n.source)
       -- a record delivered twice in this batch: its first copy only (a hash aggregate of the
       -- few repeated ids, not a sort of the whole batch)
-      and not exists (select 1 from (select source, request_id, ts, min(seq) as first from object_events
-                                     where seq > $lo and seq <= $hi and request_id is not null
+      -- (seq is one number a chunk: the row's own rowid tells two copies in one chunk apart)
+      and not exists (select 1 from (select source, request_id, ts, min({'s': seq, 'r': rowid}) as first
+                                     from object_events where seq > $lo and seq <= $hi and request_id is not null
                                      group by all having count(*) > 1) t
-                      where t.source = n.source and t.request_id = n.request_id and t.ts = n.ts and n.seq > t.first)
+                      where t.source = n.source and t.request_id = n.request_id and t.ts = n.ts
+                        and {'s': n.seq, 'r': n.rowid} > t.first)
 ),
 -- the mirror's identities: as configured, else whoever signed the links read in the last day
 signers as (

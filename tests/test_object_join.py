@@ -139,6 +139,19 @@ def test_a_record_the_store_delivers_twice_or_a_log_read_twice_counts_once(run, 
     assert rolled(r)["198.51.100.7"] == (want, want, 0)        # no 307s ingested: the referer says who
 
 
+def test_a_record_delivered_twice_in_one_log_object_counts_once(run, workdir):
+    """Both copies arrive in one chunk, which shares one seq: told apart by the row itself."""
+    rng = random.Random(6)
+    rows = [download(T0 + timedelta(seconds=k), "198.51.100.7", "198.51.100.7", digest(k), 1_000_000 + k)
+            for k in range(3)]
+    lines = objgen.oss_lines(rng, rows, damaged=False)
+    r = run()
+    r.ingest(write(workdir / "oss" / "MyLog-mirror-blobs2024-11-20-10-00-00-0001", lines + lines[:1]))
+    assert r.store.value("select count(distinct seq) from object_events") == 1
+    want = sum(d["bytes"] for d in rows)
+    assert rolled(r)["198.51.100.7"] == (want, want, 0)
+
+
 def test_links_handed_on_to_another_network_are_relays_the_same_network_is_not(run, workdir, geo):
     rng = random.Random(4)
     t = T0
