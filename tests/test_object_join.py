@@ -304,3 +304,19 @@ def test_a_307_from_the_downloader_s_network_beats_a_nearer_one_and_a_tie_never_
              write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-ABAB", s3(rows, rng, referer=False)))
     got = {ip: b for ip, (b, _o, _u) in rolled(r).items() if b}
     assert got == {"2001:db8:1::50": 3_000_000, "198.51.101.60": 4_000_000, "203.0.113.200": 5_000_000}
+
+
+@pytest.mark.parametrize("link_expires, who", [(None, "203.0.113.5"), (300, "192.0.2.10")])
+def test_the_join_looks_back_as_long_as_the_links_live(run, workdir, link_expires, who):
+    """CRProxy's --link-expires, once in settings: a link signed for 5 minutes cannot have been
+    fetched 10 minutes later; with the drivers' 20 minutes it can."""
+    rng = random.Random(28)
+    r = run(**({"link_expires": link_expires} if link_expires else {}))
+    r.ingest(write(workdir / "proxy" / "access.log",
+                   [PROXY.format(ip="203.0.113.5", t=T0, d=digest(90), status=307, n=300, ua=UA)]),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-CDCD",
+                   s3([download(T0 + timedelta(minutes=10), "192.0.2.10", None, digest(90), 8_000_000)], rng,
+                      referer=False)))
+    roll_up(r.store, settings=r.cfg)
+    assert r.store.execute("select client_ip, sum(object_bytes) from facts_hourly where object_bytes > 0 "
+                           "group by all") == [(who, 8_000_000)]
