@@ -320,3 +320,20 @@ def test_the_join_looks_back_as_long_as_the_links_live(run, workdir, link_expire
     roll_up(r.store, settings=r.cfg)
     assert r.store.execute("select client_ip, sum(object_bytes) from facts_hourly where object_bytes > 0 "
                            "group by all") == [(who, 8_000_000)]
+
+
+def test_links_signed_by_another_identity_are_its_own_once_the_mirror_s_is_known(run, workdir):
+    """object_store_requesters names the mirror's identity: a link the backup job signed for itself
+    (QueryString, its own requester) was not handed out by a 307, however near one is."""
+    rng = random.Random(29)
+    t = T0
+    rows = [download(t + timedelta(seconds=2), "198.51.100.8", None, digest(95), 2_000_000),
+            {**download(t + timedelta(seconds=30), "10.20.0.9", None, digest(95), 2_000_000), "requester": BACKUP}]
+    r = run(object_store_requesters=[CRPROXY])
+    r.ingest(write(workdir / "proxy" / "access.log",
+                   [PROXY.format(ip="198.51.100.8", t=t, d=digest(95), status=307, n=300, ua=UA)]),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-EFEF", s3(rows, rng, referer=False)))
+    roll_up(r.store, settings=r.cfg)
+    assert r.store.execute("""select client_ip, sum(object_bytes), sum(unjoined_bytes) from facts_hourly
+                              where object_bytes > 0 group by all order by 1""") == [
+        ("10.20.0.9", 2_000_000, 2_000_000), ("198.51.100.8", 2_000_000, 0)]
