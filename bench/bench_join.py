@@ -7,9 +7,10 @@ serves its blobs itself.
 Two DuckDB files with the same pulls, generated inside DuckDB (seeded):
 
   * peer: a proxy that serves its blobs — one `events` row per blob GET, 200 with its bytes;
-  * redirect mode: the proxy's `307` for each blob in `events` plus the store's download in
-    `object_events` (80% with the signed URL's referer, 10% from an older proxy without it,
-    matched by blob and time to the 307, 10% direct reads of the bucket with no 307; one in
+  * redirect mode: the proxy's `307` for each blob in `events` plus, in `object_events`, the
+    mirror's ListObjects (its storage driver's Stat) before each 307 and the store's download
+    (80% through a signed URL with a referer, 10% signed without one — AWS S3's links — matched
+    by blob and time to the 307, 10% reads of the bucket with another key and no 307; one in
     twenty downloads split into two Range requests; one in a hundred delivered twice).
 
 For each, the full roll-up (rules/rollup.py, which joins the downloads) is timed into a fresh
@@ -65,17 +66,26 @@ def make(path: str, pulls: int, redirect: bool) -> int:
         s.execute(f"""insert into events ({common}, status)
                       select ts, ip, ip, 'GET', 310, 'containerd/v1.7.22', 'docker.io', 'library/nginx', 'blob',
                              digest, 1, 307 from pulls where how <> 'direct' order by ts""")
-        s.execute("""
-            insert into object_events (ts, client_ip, source, method, status, bytes, object_size, digest,
-                                       requester_ip, request_id, file_id)
-            select ts + interval 2 second, ip, 's3', 'GET', case when split then 206 else 200 end,
+        # a signed link's read: the mirror's requester, QueryString; another key's: AuthHeader
+        read = """ip, 's3', 'REST.GET.OBJECT', 'GET', 'docker/registry/v2/blobs/' || digest || '/data',
+                  case when how = 'direct' then '/b/k' else '/b/k?X-Amz-Signature=[scrubbed]' end,
+                  case when how = 'direct' then 'arn:aws:iam::1:user/backup' else 'arn:aws:iam::1:user/crproxy' end,
+                  case when how = 'direct' then 'AuthHeader' else 'QueryString' end"""
+        cols = "client_ip, source, operation, method, object_key, uri, requester, auth_type"
+        s.execute(f"""
+            insert into object_events (ts, {cols}, status, bytes, object_size, digest, requester_ip, request_id, file_id)
+            select ts + interval 2 second, {read}, case when split then 206 else 200 end,
                    case when split then size - part * (size // 2) - (1 - part) * (size - size // 2) else size end,
                    size, digest, case when how = 'referer' then ip end, 'r' || i || '-' || part, 2
             from pulls, range(2) p(part) where part = 0 or split
             union all
-            select ts + interval 2 second, ip, 's3', 'GET', 200, size, size, digest,
+            select ts + interval 2 second, {read}, 200, size, size, digest,
                    case when how = 'referer' then ip end, 'r' || i || '-0', 2
-            from pulls where twice and not split""")
+            from pulls where twice and not split
+            union all
+            select ts, '10.255.0.5', 's3', 'REST.GET.BUCKET', 'GET', null, '/b?max-keys=1&prefix=[scrubbed]',
+                   'arn:aws:iam::1:user/crproxy', 'AuthHeader', 200, 512, null, null, null, 'l' || i, 2
+            from pulls where how <> 'direct'""")
         total = s.value("select sum(size) from pulls")
     s.execute("drop table pulls")
     s.execute("checkpoint")
@@ -90,8 +100,9 @@ def timed(template: str, work: Path) -> tuple[float, tuple]:
     began = time.perf_counter()
     roll_up(s)
     took = time.perf_counter() - began
-    got = s.execute("select sum(bytes)::bigint, sum(object_bytes)::bigint, sum(unjoined_bytes)::bigint "
-                    "from facts_hourly")[0]
+    got = s.execute("select sum(bytes)::bigint, sum(object_bytes)::bigint, sum(unjoined_bytes)::bigint, "
+                    "sum(exact_bytes)::bigint, sum(timed_bytes)::bigint from facts_hourly")[0] + \
+        (s.value("select coalesce(sum(calls), 0) from store_calls_hourly"),)
     s.close()
     os.remove(path)
     return took, got
@@ -110,12 +121,10 @@ def main() -> None:
         total = make(redirect_db, a.pulls, True)
         s = open_store(redirect_db)
         rows = s.value("select count(*) from object_events")
-        # unjoined: no referer and no 307 for the blob in the join's window, from anyone (a direct read
-        # of a popular blob is matched to someone else's 307 by time and blob: that is the fallback)
-        direct = s.value("""select coalesce(sum(bytes), 0) from object_events o where requester_ip is null
-                            and not exists (select 1 from events e where e.digest = o.digest
-                                            and e.ts >= o.ts - interval 600 second
-                                            and e.ts <= o.ts + interval 60 second)""")
+        # unjoined: the reads with another key (no 307 handed them out), once each
+        direct = s.value("""select coalesce(sum(bytes), 0) from (select distinct request_id, bytes from object_events
+                            where auth_type = 'AuthHeader' and operation = 'REST.GET.OBJECT')""")
+        listings = s.value("select count(*) from object_events where operation = 'REST.GET.BUCKET'")
         events = s.value("select count(*) from events")
         s.close()
         runs = {"peer": [], "redirect": []}
@@ -131,7 +140,9 @@ def main() -> None:
                "ratio_redirect_over_peer": round(red / peer, 2),
                "bytes_expected": total, "bytes_counted": check[0], "object_bytes": check[1],
                "unjoined_bytes": check[2], "unjoined_expected": int(direct),
-               "exact": check[0] == total == peer_total and check[1] == total and check[2] == direct}
+               "exact_bytes": check[3], "timed_bytes": check[4], "store_calls": check[5], "listings": listings,
+               "exact": check[0] == total == peer_total and check[1] == total and check[2] == direct
+               and check[5] == listings}
         if a.json:
             print(json.dumps(out))
             return
@@ -142,7 +153,8 @@ def main() -> None:
               f"{out['redirect_rows_per_second']:>9,} rows/s")
         print(f"  ratio redirect / peer: {out['ratio_redirect_over_peer']}x the time for the same pulls")
         print(f"  bytes counted {check[0]:,} of {total:,} generated ({'exact' if out['exact'] else 'MISMATCH'}); "
-              f"unjoined {check[2]:,} (direct reads {int(direct):,})")
+              f"unjoined {check[2]:,} (reads with another key {int(direct):,}); by time alone {check[4]:,}; "
+              f"the mirror's listings {check[5]:,} of {listings:,}, none a download")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

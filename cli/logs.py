@@ -122,7 +122,7 @@ def stats(cfg, start, end, as_json, lake):
     else:
         from rules.rollup import roll_up
         try:
-            roll_up(store)              # what was ingested since the last pass counts too
+            roll_up(store, settings=cfg)    # what was ingested since the last pass counts too
             out = daily_totals(store, since, until)
         finally:
             store.close()
@@ -138,6 +138,11 @@ def stats(cfg, start, end, as_json, lake):
     if out["object_bytes"]:
         click.echo(f"from object-storage logs: {out['object_bytes'] / TIB:.6f} TiB ({out['object_share']:.1%} of the bytes),"
                    f" of which not joined to a request: {out['unjoined_bytes'] / TIB:.6f} TiB")
+        click.echo(f"  joined exactly (referer or own 307): {out['exact_bytes'] / TIB:.6f} TiB, by blob and time alone"
+                   f" (an estimate): {out['timed_bytes'] / TIB:.6f} TiB")
+    if out["store_calls"]:
+        click.echo(f"the stores' own calls (the mirror's listings, PUTs, …; no client, not counted above): "
+                   f"{out['store_calls']} requests, {out['store_call_bytes']} bytes")
 
 
 @cli.command()
@@ -159,7 +164,7 @@ def prune(cfg, as_json):
     else:
         try:
             from rules.rollup import roll_up
-            roll_up(store)                  # events go only once counted in the roll-ups
+            roll_up(store, settings=cfg)    # events go only once counted in the roll-ups
             done = prune_store(store, cfg.keep_days, run_now(cfg, store), cfg.keep_events_days,
                                 cfg.keep_rollups_days)
         finally:

@@ -93,7 +93,7 @@ def monthly(cfg, month, out_dir, refresh, as_json, lake):
         try:
             # the report reads the roll-ups: what was ingested since the last pass counts too
             # (`ingest` then `report` gave a report of 0 bytes for a month of terabytes)
-            roll_up(store)
+            roll_up(store, settings=cfg)
             now = run_now(cfg, store)
             month = month or budget.previous_month(budget.month_of(now, tz))
             r = archive.build(store, month, cfg, now, refresh=refresh)

@@ -14,7 +14,7 @@ from core.store import quote_ident
 MIN_DAYS = 8        # recidive looks at the decisions of the 7 days before a pass
 MIN_EVENT_DAYS = 8  # the widest detection window is 7 days; a fresh pass reads the events of its last hour
 MIN_ROLLUP_DAYS = 70    # the monthly report compares a month with the whole month before it
-ROLLUPS = ("facts_hourly", "blob_hourly", "xff_hourly", "relay_hourly")
+ROLLUPS = ("facts_hourly", "blob_hourly", "xff_hourly", "relay_hourly", "store_calls_hourly")
 
 
 def prune(store, keep_days: int, now: datetime, keep_events_days: int | None = None,

@@ -55,6 +55,15 @@ SETTINGS: tuple[Setting, ...] = (
                                    55990, 14061, 16276, 24940, 63949, 20473, 31898, 36352, 51167, 12876, 9009, 60068],
             "ASNs of cloud and hosting networks (feature `hosting`): AWS, Google, Azure, Alibaba, Tencent, Huawei, "
             "DigitalOcean, OVH, Hetzner, Linode, Vultr, Oracle and others."),
+    Setting("link_expires", int, 1200,
+            "Seconds a redirect-mode mirror's signed blob URL lives: CRProxy's --link-expires, unset there → the "
+            "storage driver's 20 minutes (s3-aws, oss, obs). A store download without a referer is matched to a "
+            "307 for its blob up to this long before it."),
+    Setting("object_store_requesters", list, [],
+            "The mirror's own identities in object-storage logs (S3 Requester, e.g. "
+            "arn:aws:iam::123456789012:user/crproxy; OSS Requester Aliyun ID). A signed link read by another "
+            "requester was not handed out by a 307 and counts for its own address. Empty: the requesters that "
+            "signed the links read (the mirror signs them)."),
     Setting("breaker_share", float, 0.02,
             "Circuit breaker: in one detection pass, one rule's new bans may hit at most this share of the addresses "
             "active in the last 24 h (a range counts the addresses in it that do not take part in what it was "

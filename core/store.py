@@ -412,6 +412,25 @@ MIGRATIONS: list[str] = [
     create table enrich_state (name varchar primary key, seq bigint not null);
     create table ip_retry (ip varchar primary key);
     """,
+    # 13 → 14: redirected blobs, exact per client (issue 24; rules/objectjoin.py). A store's log
+    # also holds the mirror's own calls — CRProxy's storage driver Stats every blob before a
+    # redirect, a ListObjects (max-keys=1) on S3, OBS and OSS — and reads made with other
+    # credentials (an operator's backup job), which no 307 handed out. requester (S3 Requester,
+    # OSS Requester Aliyun ID) and auth_type (S3: AuthHeader or QueryString) tell them apart.
+    # store_calls_hourly: the store's requests that are no client's download, kept visible.
+    # exact_bytes / timed_bytes: of a client's object bytes, those joined by the signed URL's
+    # referer or the downloader's own 307, and those matched by blob and time alone (an
+    # estimate: S3 links carry no referer). Rows rolled up before this version have neither.
+    """
+    alter table object_events add column requester varchar;
+    alter table object_events add column auth_type varchar;
+    alter table facts_hourly add column exact_bytes bigint default 0;
+    alter table facts_hourly add column timed_bytes bigint default 0;
+    create table store_calls_hourly (
+        hour timestamp not null, source varchar not null, bucket varchar, client_ip varchar not null,
+        requester varchar, operation varchar, calls bigint, bytes bigint
+    );
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

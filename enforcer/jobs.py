@@ -79,7 +79,7 @@ def ingest(services: Services) -> None:
             with services.lock:
                 report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
                                   max_bytes=INGEST_SLICE).run(list(cfg.sources))
-                roll_up(services.store, SERVE_BATCH)   # statistics stay fresh between detection passes
+                roll_up(services.store, SERVE_BATCH, cfg)   # statistics stay fresh between detection passes
                 if _wal_bytes(services.store) > WAL_CHECKPOINT:
                     services.checkpoint()
                 services.backlog = report.more         # set before the store is let go
@@ -200,7 +200,7 @@ def prune(services: Services, lower: bool = True) -> dict[str, int]:
     if lower:
         lower_priority()
     with services.lock:
-        roll_up(services.store, SERVE_BATCH)
+        roll_up(services.store, SERVE_BATCH, cfg)
         done = prune_store(services.store, cfg.keep_days, services.clock(), cfg.keep_events_days,
                            cfg.keep_rollups_days)
         if any(done.values()):

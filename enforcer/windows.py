@@ -83,7 +83,9 @@ def totals(store, start: datetime, end: datetime, after: Counted, least: int) ->
               and client_ip in (select client_ip from recent)
             union all
             select client_ip, bytes from object_events
-            where ts >= $start and ts < $end and client_ip in (select client_ip from recent))
+            where ts >= $start and ts < $end and client_ip in (select client_ip from recent)
+              -- object reads only: the mirror's own ListObjects before each redirect is no client's
+              and (operation is null or operation like '%.GET.OBJECT' or operation = 'GetObject'))
         select client_ip, sum(bytes)::bigint from bytes group by client_ip having sum(bytes) > $least""",
         {"e": after.events, "o": after.objects, "start": start, "end": end, "least": least}))
 

@@ -105,9 +105,11 @@ def sniff(store, sample: list[str]) -> ObjectFormat | None:
 # field positions (1-based) of each text format
 _TEXT = {
     "s3": {"time": 3, "peer": 4, "request": 9, "status": 10, "bytes": 12, "object_size": 13, "referer": 16,
-           "user_agent": 17, "host": 23, "request_id": 6, "operation": 7, "bucket": 2, "key": 8, "fields": 17},
+           "user_agent": 17, "host": 23, "request_id": 6, "operation": 7, "bucket": 2, "key": 8, "fields": 17,
+           "requester": 5, "auth_type": 22},
     "oss": {"time": 4, "peer": 1, "request": 5, "status": 6, "bytes": 7, "object_size": 18, "referer": 9,
-            "user_agent": 10, "host": 11, "request_id": 12, "operation": 15, "bucket": 16, "key": 17, "fields": 17},
+            "user_agent": 10, "host": 11, "request_id": 12, "operation": 15, "bucket": 16, "key": 17, "fields": 17,
+            "requester": 14, "auth_type": None},
 }
 
 
@@ -118,7 +120,8 @@ def _text_sql(name: str) -> str:
         return f"pw_field(t[{p[field]}])"
     return f"""
 select line_no, pw_scrub_signed(line) as line, reason, case when reason is null then 'event' else 'reject' end as dest,
-    peer, ts, operation, method, uri, status, bytes, object_size, bucket, object_key, host, referer, user_agent, request_id
+    peer, ts, operation, method, uri, status, bytes, object_size, bucket, object_key, host, referer, user_agent, request_id,
+    requester, auth_type
 from (
     select *, case when line is null or trim(line) = '' then 'empty line' {_OVERLONG_REASON}
         when len(t) < {p['fields']} then 'expected at least {p['fields']} fields, found ' || len(t)
@@ -142,7 +145,11 @@ from (
             {f('host')} as host,
             {f('referer')} as referer,
             {f('user_agent')} as user_agent,
-            {f('request_id')} as request_id
+            {f('request_id')} as request_id,
+            -- who the store says made the request, and how it was signed: the mirror's own
+            -- calls and reads with other credentials are told from a signed link's download by them
+            {f('requester')} as requester,
+            {f('auth_type') if p['auth_type'] else 'null::varchar'} as auth_type
         from (select line_no, line, {_TOKENS} as t from lines)
     )
 )"""
@@ -162,7 +169,8 @@ def _j(key: str) -> str:
 # timestamp_format); EdgeResponseBytes counts what the edge sent the client.
 _LOGPUSH = f"""
 select line_no, pw_scrub_signed(line) as line, reason, case when reason is null then 'event' else 'reject' end as dest,
-    peer, ts, operation, method, uri, status, bytes, object_size, bucket, object_key, host, referer, user_agent, request_id
+    peer, ts, operation, method, uri, status, bytes, object_size, bucket, object_key, host, referer, user_agent, request_id,
+    null::varchar as requester, null::varchar as auth_type
 from (
     select *, case when line is null or trim(line) = '' then 'empty line' {_OVERLONG_REASON}
         when j is null then 'not a JSON object'
@@ -222,7 +230,7 @@ select ts, client_ip, $source::varchar as source, bucket, operation, method, sta
     case when ref_raw is null then pw_scrub_query(uri)
          else replace(replace(pw_scrub_query(uri), '?referer=[scrubbed]', '?referer=' || ref_raw),
                       '&referer=[scrubbed]', '&referer=' || ref_raw) end as uri,
-    pw_scrub_signed(referer) as referer, request_id,
+    pw_scrub_signed(referer) as referer, request_id, requester, auth_type,
     $file_id::integer as file_id
 from (
     select *,
@@ -241,17 +249,19 @@ from (
             regexp_extract(object_key, '/_(?:manifests/revisions|layers)/sha256/([0-9a-f]{{64}})/link$', 1)), '') as digest
     from (
         select *,
-            nullif(trim(regexp_replace(ref_ip_raw, '^\\[|\\]$', '', 'g')), '') as ref_ip,
-            nullif(regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 2), '') as ref_image,
+            -- CRProxy's referer is r.RemoteAddr: Go's host:port ([v6]:port) unless --behind gave the bare address
+            nullif(trim(regexp_replace(regexp_replace(ref_ip_raw, '^(\\[[^\\]]*\\]|[0-9.]+):[0-9]+$', '\\1'),
+                                       '^\\[|\\]$', '', 'g')), '') as ref_ip,
+            nullif(regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\](?::[0-9]{{1,5}})?|[0-9]{{1,3}}(?:\\.[0-9]{{1,3}}){{3}}(?::[0-9]{{1,5}})?|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 2), '') as ref_image,
             regexp_extract(object_key, 'docker/registry/v2/repositories/(.+?)/_(?:manifests|layers|uploads)/', 1) as key_name
         from (
             select *,
-                regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 1) as ref_ip_raw
+                regexp_extract(ref, '^(\\[[0-9A-Fa-f:.]+\\](?::[0-9]{{1,5}})?|[0-9]{{1,3}}(?:\\.[0-9]{{1,3}}){{3}}(?::[0-9]{{1,5}})?|[0-9A-Fa-f:.]+?):([A-Za-z0-9.-]+(?::[0-9]+)?/[^?#]+)$', 1) as ref_ip_raw
             from (
                 -- named columns, not *: the scrubbed whole line is only for rejects, and
                 -- scrubbing every line here cost a third of the pass
                 select ts, peer, operation, method, uri, status, bytes, object_size, bucket, object_key, host,
-                    referer, user_agent, request_id, pw_unmap(peer) as client_ip, ref_raw,
+                    referer, user_agent, request_id, requester, auth_type, pw_unmap(peer) as client_ip, ref_raw,
                     nullif(url_decode(ref_raw), '') as ref
                 from (
                     select *, case when contains(uri, 'referer=')

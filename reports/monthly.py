@@ -52,11 +52,13 @@ BREAKDOWNS = {
 
 def _scratch(store, lo: datetime, hi: datetime, plo: datetime, phi: datetime) -> None:
     store.execute("""create or replace temp table _pw_ipimg as
-        select client_ip, registry, repository, sum(bytes)::hugeint as b, sum(requests)::hugeint as r
+        select client_ip, registry, repository, sum(bytes)::hugeint as b, sum(requests)::hugeint as r,
+            sum(exact_bytes)::hugeint as xb, sum(timed_bytes)::hugeint as tb, sum(unjoined_bytes)::hugeint as ub
         from facts_hourly where hour >= $lo and hour < $hi group by all""", {"lo": lo, "hi": hi})
     store.execute("""create or replace temp table _pw_ip as
-        select x.client_ip, i.asn, i.as_org, i.country, x.b, x.r, x.images
-        from (select client_ip, sum(b) as b, sum(r) as r, count(*) as images from _pw_ipimg group by 1) x
+        select x.client_ip, i.asn, i.as_org, i.country, x.b, x.r, x.images, x.xb, x.tb, x.ub
+        from (select client_ip, sum(b) as b, sum(r) as r, count(*) as images, sum(xb) as xb, sum(tb) as tb,
+                     sum(ub) as ub from _pw_ipimg group by 1) x
         left join ip_info i on i.ip = x.client_ip""")
     # the stretch of the month before, for the movers only: by image and by address (a group-by of
     # a few thousand images and one of the addresses is cheaper than one of address x image)
@@ -91,11 +93,14 @@ def _breakdown(store, name: str, total: int, span: tuple, limit: int = TOP) -> l
 
 
 def _consumers(store, total: int) -> list[dict]:
-    rows = store.execute("""select client_ip, asn, as_org, country, b, r, images from _pw_ip
+    """The top addresses; of their object-storage bytes (a redirect-mode mirror), how sure each
+    is: joined by referer or their own 307 (exact), by blob and time alone, or not joined."""
+    rows = store.execute("""select client_ip, asn, as_org, country, b, r, images, xb, tb, ub from _pw_ip
                             order by b desc, client_ip limit $n""", {"n": TOP})
     return [{"address": ip, "asn": asn, "as_org": org, "country": cc, "bytes": int(b or 0), "requests": int(r),
-             "images": n, "share": round(int(b or 0) / total, 6) if total else 0.0}
-            for ip, asn, org, cc, b, r, n in rows]
+             "images": n, "share": round(int(b or 0) / total, 6) if total else 0.0,
+             "exact_bytes": int(xb or 0), "timed_bytes": int(tb or 0), "unjoined_bytes": int(ub or 0)}
+            for ip, asn, org, cc, b, r, n, xb, tb, ub in rows]
 
 
 def _hour_days(lo: datetime, hi: datetime, tz: str) -> tuple[list, list]:
@@ -272,8 +277,9 @@ def _figures(store, month, tz, status, start, end, pmonth, pstart, pend, same_po
                                  [pstart, pend]))
     prev_point = int(store.value("select coalesce(sum(bytes), 0)::hugeint from facts_hourly where hour >= ? and hour < ?",
                                  [pstart, same_point]))
-    objects, unjoined = (int(v) for v in store.execute(
-        """select coalesce(sum(object_bytes), 0)::hugeint, coalesce(sum(unjoined_bytes), 0)::hugeint
+    objects, unjoined, exact, timed = (int(v) for v in store.execute(
+        """select coalesce(sum(object_bytes), 0)::hugeint, coalesce(sum(unjoined_bytes), 0)::hugeint,
+                  coalesce(sum(exact_bytes), 0)::hugeint, coalesce(sum(timed_bytes), 0)::hugeint
            from facts_hourly where hour >= ? and hour < ?""", [start, as_of])[0])
     budget_bytes = status["budget_bytes"]
     projected = status["projected_bytes"]
@@ -284,8 +290,9 @@ def _figures(store, month, tz, status, start, end, pmonth, pstart, pend, same_po
         "partial": not is_closed, "as_of": as_of.isoformat(), "days_in_month": status["days_in_month"],
         "total_bytes": total, "budget_bytes": budget_bytes, "projected_bytes": projected,
         "requests": int(totals[0]), "addresses": totals[1],
-        # redirected blobs: bytes read from object-storage logs, and those not joined to a request
-        "object_bytes": objects, "unjoined_bytes": unjoined,
+        # redirected blobs: bytes read from object-storage logs; joined exactly (referer, own 307),
+        # by blob and time alone (an estimate: S3 links carry no referer), or not joined
+        "object_bytes": objects, "unjoined_bytes": unjoined, "exact_bytes": exact, "timed_bytes": timed,
         "object_share": round(objects / total, 6) if total else 0.0,
         "budget_share": round(total / budget_bytes, 6) if budget_bytes else None,
         "projection": status["projection"] if not is_closed else None,

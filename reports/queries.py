@@ -134,22 +134,27 @@ def daily_totals(store, start: datetime | None = None, end: datetime | None = No
     """Requests, bytes and unique addresses per day and registry, over whole hours of the
     roll-up: what `pullwarden stats` prints. The roll-up, not the events: it is where a
     redirected blob's object-store bytes are joined to the client that asked, and it outlives
-    the raw events (keep_events_days). ``object_bytes`` came from object-storage logs,
-    ``unjoined_bytes`` of them could not be joined to a request."""
+    the raw events (keep_events_days). ``object_bytes`` came from object-storage logs: of
+    them ``exact_bytes`` were joined by the signed URL's referer or the downloader's own 307,
+    ``timed_bytes`` by blob and time alone (an estimate), ``unjoined_bytes`` to no request.
+    ``store_calls``: the stores' requests that were no client's download (the mirror's own
+    ListObjects, PUTs, …), never counted as requests or bytes."""
     rows = store.execute("""
         select cast(hour as date) as day, registry, grouping(cast(hour as date)) as g_day, grouping(registry) as g_reg,
                sum(requests)::bigint, sum(bytes)::bigint, count(distinct client_ip),
-               sum(object_bytes)::bigint, sum(unjoined_bytes)::bigint
+               sum(object_bytes)::bigint, sum(unjoined_bytes)::bigint, sum(exact_bytes)::bigint,
+               sum(timed_bytes)::bigint
         from facts_hourly where ($start is null or hour >= $start) and ($end is null or hour < $end)
         group by grouping sets ((cast(hour as date), registry), (cast(hour as date)), ())
         order by day nulls first, g_reg desc, registry nulls first""", {"start": start, "end": end})
     out = {"start": start, "end": end, "requests": 0, "bytes": 0, "tib": 0.0, "unique_ips": 0,
-           "object_bytes": 0, "unjoined_bytes": 0, "object_share": 0.0, "days": []}
-    for day, registry, g_day, g_reg, requests, nbytes, ips, obj, unjoined in rows:
+           "object_bytes": 0, "unjoined_bytes": 0, "exact_bytes": 0, "timed_bytes": 0, "object_share": 0.0,
+           "days": []}
+    for day, registry, g_day, g_reg, requests, nbytes, ips, obj, unjoined, exact, timed in rows:
         if requests is None:            # the grand total of no rows
             continue
         entry = {"requests": requests, "bytes": nbytes, "tib": round(nbytes / TIB, 6), "unique_ips": ips,
-                 "object_bytes": obj, "unjoined_bytes": unjoined,
+                 "object_bytes": obj, "unjoined_bytes": unjoined, "exact_bytes": exact, "timed_bytes": timed,
                  "object_share": round(obj / nbytes, 6) if nbytes else 0.0}
         if g_day:
             out.update(entry)
@@ -157,6 +162,10 @@ def daily_totals(store, start: datetime | None = None, end: datetime | None = No
             out["days"].append({"day": day.isoformat(), **entry, "registries": []})
         else:
             out["days"][-1]["registries"].append({"registry": registry, **entry})
+    calls, call_bytes = store.execute("""
+        select coalesce(sum(calls), 0)::bigint, coalesce(sum(bytes), 0)::bigint from store_calls_hourly
+        where ($start is null or hour >= $start) and ($end is null or hour < $end)""", {"start": start, "end": end})[0]
+    out.update(store_calls=calls, store_call_bytes=call_bytes)
     return out
 
 

@@ -187,7 +187,9 @@ def to_html(fig: dict) -> str:
                ["guard level", fig["guard"]["level"]]]
     if fig.get("object_bytes"):         # a redirect-mode mirror: most bytes come from the store's log
         summary += [["from object-storage logs", f"{tib(fig['object_bytes'])} ({share(fig['object_share'])})"],
-                    ["of those, not joined to a request", tib(fig["unjoined_bytes"])]]
+                    ["of those, not joined to a request", tib(fig["unjoined_bytes"])],
+                    # how sure the per-client figures are: S3 links carry no referer
+                    ["of those, joined by blob and time alone (estimate)", tib(fig.get("timed_bytes", 0))]]
     if fig["partial"] and fig["projection"]:
         p = fig["projection"]
         summary += [["projected at the month's end", f"{tib(fig['projected_bytes'])} ({p['headline']})"],
@@ -223,11 +225,16 @@ def to_html(fig: dict) -> str:
         parts += [f"<h3>{titles[name]}</h3>", _breakdown_table(fig["breakdowns"][name])]
         if name == "image":
             parts.append(c["images"])
+    # a redirect-mode mirror: how much of each address's GiB was matched to it by blob and time
+    # alone (S3 links carry no referer), an estimate beside the exact rest
+    timed = bool(fig.get("object_bytes"))
     parts += ["<h2>Top 20 consumers</h2>",
-              _table(["address", "AS", "country", "GiB", "share", "requests", "images"],
+              _table(["address", "AS", "country", "GiB", "share", "requests", "images"]
+                     + (["of which by time alone (GiB)"] if timed else []),
                      [[r["address"], "" if r["asn"] is None else f"AS{r['asn']} {r['as_org'] or ''}", r["country"] or "",
                        gib(r["bytes"]), share(r["share"]), f"{r['requests']:,}", r["images"]]
-                      for r in fig["top_consumers"]], {3, 4, 5, 6})]
+                      + ([gib(r.get("timed_bytes", 0))] if timed else [])
+                      for r in fig["top_consumers"]], {3, 4, 5, 6, 7})]
     if fig["cost"]:
         parts += ["<h2>Cost</h2>", _table(["from TiB", "to TiB", "TiB", "price per TiB", "amount"],
                   [[s["from_tib"], "–" if s["to_tib"] is None else s["to_tib"], f"{s['tib']:.3f}", s["price_per_tib"],

@@ -146,7 +146,7 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
     """Judge the windows that end at ``now``: the wall clock live, a pinned time in a replay.
     ``fresh``: judge only what changed (see Fresh and leave_to_full_pass)."""
     started = clock()
-    roll_up(store)
+    roll_up(store, settings=settings)
     only = None
     if fresh is not None:
         oldest = min((features.window_bounds(now, r.window)[0] for r in rules), default=now)

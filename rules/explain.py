@@ -33,7 +33,7 @@ def explain(store, settings, rules: list[Rule], text: str, now: datetime, roll: 
     its API reads on a connection of its own that must not write)."""
     kind, value = _target(text)
     if roll:
-        roll_up(store)
+        roll_up(store, settings=settings)
     if not store.value("select count(*) from events"):
         raise ValueError("no events yet: ingest some logs first")
     cols = ["entity", *features.NAMES]

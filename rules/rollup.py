@@ -28,13 +28,18 @@ REDIRECT = "kind = 'blob' and status between 300 and 399 and status <> 304"
 SERVE_BATCH = 500_000
 
 
-def roll_up(store, batch: int | None = None) -> int:
+def roll_up(store, batch: int | None = None, settings=None) -> int:
     """Roll up the events added since the last pass, ``batch`` events per transaction (all
-    in one when None), then the object-store downloads joined to them; returns how many events."""
+    in one when None), then the object-store downloads joined to them (``settings``: the link
+    life and the mirror's identities in the stores' logs; None: the defaults); returns how
+    many events."""
     done = 0
     while n := _roll_up_slice(store, batch):
         done += n
-    roll_up_objects(store, batch)
+    if settings is None:
+        roll_up_objects(store, batch)
+    else:
+        roll_up_objects(store, batch, settings.link_expires, settings.object_store_requesters)
     return done
 
 

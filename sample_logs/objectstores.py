@@ -9,9 +9,13 @@ A row is a dict: ``ts`` (aware datetime, when the store received the request), `
 downloaded), ``asker`` (the address in the signed URL's ``referer=<ip>:<host>/<image>``; None:
 a URL without one, as an older proxy signs them, or a read of the bucket with no signed URL),
 ``image`` (host/name), ``digest`` (hex, no ``sha256:``), ``size`` (the object's), ``bytes``
-(sent: a 206 Range part sends less than ``size``), ``status``, ``ua``, ``method`` (GET, HEAD or
-PUT — the mirror filling its cache) and, optionally, ``rid`` (the store's request id; drawn
-from ``rng`` when absent). The signature and the store's other noise are drawn from ``rng``.
+(sent: a 206 Range part sends less than ``size``), ``status``, ``ua``, ``method`` (GET, HEAD, PUT
+— the mirror filling its cache — or LIST: the mirror's storage driver Stat-ing the blob before a
+redirect, a ListObjects with max-keys=1 answered with ``bytes`` of XML) and, optionally, ``rid``
+(the store's request id; drawn from ``rng`` when absent), ``unsigned`` (a read with no signed URL)
+and ``requester`` (who the store says asked: S3's Requester, OSS's Requester Aliyun ID; a read
+with ``requester`` and ``unsigned`` was made with that identity's credentials in a header).
+The signature and the store's other noise are drawn from ``rng``.
 """
 from __future__ import annotations
 
@@ -19,8 +23,8 @@ import json
 from datetime import timedelta, timezone
 from urllib.parse import quote
 
-S3_OPS = {"GET": "REST.GET.OBJECT", "HEAD": "REST.HEAD.OBJECT", "PUT": "REST.PUT.OBJECT"}
-OSS_OPS = {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject"}
+S3_OPS = {"GET": "REST.GET.OBJECT", "HEAD": "REST.HEAD.OBJECT", "PUT": "REST.PUT.OBJECT", "LIST": "REST.GET.BUCKET"}
+OSS_OPS = {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "LIST": "GetBucket"}
 S3_OWNER = "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"
 
 
@@ -33,8 +37,14 @@ def referer(d: dict) -> str:
 
 
 def _signed(d: dict) -> bool:
-    """A download through a signed URL (the mirror's own PUT is signed by its credentials instead)."""
-    return d["method"] != "PUT" and not d.get("unsigned")
+    """A download through a signed URL (the mirror's own PUT and LIST are signed by its credentials
+    in a header instead)."""
+    return d["method"] not in ("PUT", "LIST") and not d.get("unsigned")
+
+
+def _listing(d: dict) -> str:
+    """distribution's s3-aws (v2.8) and CRProxy's oss/obs Stat: ListObjects(prefix=<key>, max-keys=1)."""
+    return f"max-keys=1&prefix={quote(key(d), safe='')}"
 
 
 def s3_lines(rng, rows, damaged: bool = True) -> list[str]:
@@ -50,11 +60,14 @@ def s3_lines(rng, rows, damaged: bool = True) -> list[str]:
         sent = "-" if d["method"] in ("HEAD", "PUT") else d["bytes"]
         err = "AccessDenied" if d["status"] == 403 else "-"
         rid = d.get("rid") or f"{rng.getrandbits(64):016X}"
-        requester = "arn:aws:iam::123456789012:user/crproxy" if d["method"] == "PUT" else "-"
-        auth = "QueryString" if _signed(d) else "AuthHeader"
+        requester = d.get("requester") or ("arn:aws:iam::123456789012:user/crproxy" if d["method"] == "PUT" else "-")
+        auth = "QueryString" if _signed(d) else "AuthHeader" if requester != "-" or d["method"] == "PUT" else "-"
+        method, size, k = d["method"], d["size"], key(d)
+        if method == "LIST":
+            method, uri, size, k = "GET", f"/mirror-blobs?{_listing(d)}", "-", "-"
         lines.append(
             f"{owner} mirror-blobs [{d['ts']:%d/%b/%Y:%H:%M:%S +0000}] {d['ip']} {requester} {rid} {op} "
-            f"{key(d)} \"{d['method']} {uri} HTTP/1.1\" {d['status']} {err} {sent} {d['size']} "
+            f"{k} \"{method} {uri} HTTP/1.1\" {d['status']} {err} {sent} {size} "
             f"{rng.randrange(50, 4000)} {rng.randrange(5, 40)} \"-\" \"{d['ua']}\" - "
             f"{rng.getrandbits(240):060x}= SigV4 TLS_AES_128_GCM_SHA256 {auth} "
             f"mirror-blobs.s3.us-east-1.amazonaws.com TLSv1.3 - -")
@@ -80,11 +93,14 @@ def oss_lines(rng, rows, damaged: bool = True) -> list[str]:
         local = d["ts"].astimezone(timezone(timedelta(hours=8)))
         took = rng.randrange(50, 4000)             # drawn in this order: the committed samples depend on it
         rid = d.get("rid") or f"{rng.getrandbits(96):024X}"
+        method, size, k = d["method"], d["size"], quote(key(d), safe="")
+        if method == "LIST":
+            method, uri, size, k = "GET", f"/?{_listing(d)}", "-", "-"
         lines.append(
-            f"{d['ip']} - - [{local:%d/%b/%Y:%H:%M:%S +0800}] \"{d['method']} {uri} HTTP/1.1\" {d['status']} "
+            f"{d['ip']} - - [{local:%d/%b/%Y:%H:%M:%S +0800}] \"{method} {uri} HTTP/1.1\" {d['status']} "
             f"{0 if d['method'] in ('HEAD', 'PUT') else d['bytes']} {took} \"-\" \"{d['ua']}\" "
-            f"\"mirror-blobs.oss-cn-hangzhou.aliyuncs.com\" \"{rid}\" \"true\" \"-\" \"{op}\" "
-            f"\"mirror-blobs\" \"{quote(key(d), safe='')}\" {d['size']} {rng.randrange(5, 40)} "
+            f"\"mirror-blobs.oss-cn-hangzhou.aliyuncs.com\" \"{rid}\" \"true\" \"{d.get('requester') or '-'}\" \"{op}\" "
+            f"\"mirror-blobs\" \"{k}\" {size} {rng.randrange(5, 40)} "
             f"\"{'AccessDenied' if d['status'] == 403 else '-'}\" {rng.randrange(300, 900)} \"1657136103983691\" - \"-\" "
             "\"standard\" \"-\" \"-\" \"-\"")
     if not damaged:

@@ -996,7 +996,7 @@ def generate(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=time
 
 # ---------------------------------------------------------------------------------------------- redirect mode
 
-REDIRECT_KINDS = ("redirect-relay", "split-egress-v6", "split-egress-corp", "direct-read")
+REDIRECT_KINDS = ("redirect-relay", "split-egress-v6", "split-egress-corp", "direct-read", "backup")
 REDIRECT_ABUSIVE = ("redirect-relay",)
 STORES = ("s3", "oss", "logpush")
 OLD_PROXY_SHARE = 0.10        # downloads whose signed URL came from an older proxy node: no referer in it
@@ -1007,7 +1007,13 @@ RELAY_SELF_SHARE = 0.15       # the links a relay fetches itself (its own cache)
 SPLIT_V6_PULLS_PER_DAY = 8    # cold pulls: 20+ downloads a day from its IPv6, past any per-day threshold
 CORP_DEVELOPERS = 40
 DIRECT_READS_PER_DAY = 3
-MIRROR_ADDRESS = "10.20.0.5"  # the mirror itself, filling the bucket
+BACKUP_READS_PER_DAY = 40     # an operator's backup job reading fresh blobs with its own key, minutes after a pull
+RELAY_LATE = (60, 1140)       # seconds after the 307 a relay's customer fetches its link (the link lives 1200)
+MIRROR_ADDRESS = "10.20.0.5"  # the mirror itself: Stat-ing each blob before its redirect, filling the bucket
+BACKUP_ADDRESS = "10.20.0.9"  # the operator's backup host
+# who the stores' logs say made a request: the mirror signs its links with its own identity
+MIRROR_REQUESTER = {"s3": "arn:aws:iam::123456789012:user/crproxy", "oss": "1657136103983691", "logpush": None}
+BACKUP_REQUESTER = {"s3": "arn:aws:iam::123456789012:user/backup", "oss": "203847561029384756", "logpush": None}
 SDK_UA = {"s3": "aws-sdk-go-v2/1.30.3", "oss": "aliyun-sdk-go/3.0.2", "logpush": "aws-sdk-go-v2/1.30.3"}
 
 
@@ -1019,7 +1025,8 @@ class Truth:
     proxy_bytes: int              # the proxy log's bytes, redirects left out
     redirect_bytes: int           # the 307s' own bytes (not served bytes)
     object_bytes: int             # the store logs' GET 200/206 bytes
-    unjoined_bytes: int           # of those, direct reads of the bucket (no 307 anywhere near)
+    unjoined_bytes: int           # of those, direct reads of the bucket and the backup's reads (no signed link)
+    listings: int                 # the mirror's own ListObjects (a Stat before each redirect): no download
     rows: dict[str, list[dict]]   # per store, one row per line of ``objects[store]`` (see sample_logs/objectstores.py)
 
 
@@ -1046,9 +1053,10 @@ class _RedirectLog(_Log):
     bytes; nginx does not log the Location) at the moment it starts, and the download that follows
     seconds later is a row of the object store's log."""
 
-    def __init__(self, t0: float, t1: float, fmt: str, stores: tuple):
+    def __init__(self, t0: float, t1: float, fmt: str, stores: tuple, no_referer: tuple = ()):
         super().__init__(t0, t1, fmt)
         self.stores = stores
+        self.no_referer = no_referer
         self.rng = random.Random()
         self.rows: list[tuple[float, str]] = []
         self.objects: list[dict] = []
@@ -1083,28 +1091,35 @@ class _RedirectLog(_Log):
             self.filled.add((store, digest))
             self._row(store, t - rng.uniform(0.2, 2), MIRROR_ADDRESS, None, image, digest, size, 0, 200,
                       SDK_UA[store], "PUT")
+        if store != "logpush":                          # the driver's Stat (R2's API calls are not in Logpush)
+            self._row(store, t - rng.uniform(0.01, 0.2), MIRROR_ADDRESS, None, image, digest, size,
+                      rng.randrange(300, 700), 200, SDK_UA[store], "LIST")
         dl, own = who.fetch(rng, ip) if who.fetch else (ip, True)
         (who.seen if own else who.relayed)[dl] = None
-        asker = None if dl == ip and rng.random() < OLD_PROXY_SHARE else ip
-        self.download(store, t + rng.uniform(0.3, 8), dl, asker, image, digest, size, ua)
+        asker = None if store in self.no_referer or (dl == ip and rng.random() < OLD_PROXY_SHARE) else ip
+        late = rng.uniform(*RELAY_LATE) if not own else rng.uniform(0.3, 8)
+        self.download(store, t + late, dl, asker, image, digest, size, ua)
         self.served[ip] += size
 
-    def download(self, store, t, ip, asker, image, digest, size, ua, unsigned=False) -> None:
+    def download(self, store, t, ip, asker, image, digest, size, ua, unsigned=False, requester=None) -> None:
         """One blob fetched from the store: one GET, or a few Range requests whose parts add up to it."""
         rng = self.rng
         if size > 4_000_000 and rng.random() < RANGE_SHARE:
             cuts = sorted(rng.sample(range(1, size), rng.randint(1, 4)))
             for a, b in zip([0, *cuts], [*cuts, size]):
                 self._row(store, t + rng.uniform(0, 0.8), ip, asker, image, digest, size, b - a, 206, ua, "GET",
-                          unsigned)
+                          unsigned, requester)
         else:
-            self._row(store, t, ip, asker, image, digest, size, size, 200, ua, "GET", unsigned)
+            self._row(store, t, ip, asker, image, digest, size, size, 200, ua, "GET", unsigned, requester)
 
-    def _row(self, store, t, ip, asker, image, digest, size, nbytes, status, ua, method, unsigned=False):
+    def _row(self, store, t, ip, asker, image, digest, size, nbytes, status, ua, method, unsigned=False,
+             requester=None):
+        if requester is None and not unsigned:
+            requester = MIRROR_REQUESTER[store]
         self.objects.append({"store": store, "t": t, "ts": datetime.fromtimestamp(int(t), UTC), "ip": ip,
                              "asker": asker, "image": image, "digest": digest, "size": size, "bytes": nbytes,
                              "status": status, "ua": ua, "method": method, "unsigned": unsigned,
-                             "rid": request_id(self.rng, store)})
+                             "requester": requester, "rid": request_id(self.rng, store)})
 
 
 def _redirect_relay(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
@@ -1208,6 +1223,25 @@ def _direct_reads(log: _RedirectLog, cat: Catalog, seed, scale: float) -> _Who:
     return who
 
 
+def _backup(log: _RedirectLog, seed, scale: float) -> _Who:
+    """The operator's backup job: it copies blobs the mirror has just cached, reading them with its
+    own access key (S3 AuthHeader, no signature in the URI) minutes after a client's 307 for the
+    same blob. No 307 handed these reads out: they count for the backup host, unjoined."""
+    rng = random.Random(f"{seed}:backup")
+    log.rng = rng
+    who = _Who("backup", "backup", None, 64496)
+    pulls = [o for o in log.objects if o["method"] == "PUT"]
+    for o in rng.sample(pulls, min(len(pulls), max(1, round(BACKUP_READS_PER_DAY * scale * (log.t1 - log.t0) / DAY)))):
+        at = o["t"] + rng.uniform(30, 300)
+        if at >= log.t1:
+            continue
+        who.seen[BACKUP_ADDRESS] = None
+        log.download(o["store"], at, BACKUP_ADDRESS, None, o["image"], o["digest"], o["size"], "rclone/v1.68.1",
+                     unsigned=True, requester=BACKUP_REQUESTER[o["store"]])
+        log.served[BACKUP_ADDRESS] = log.served.get(BACKUP_ADDRESS, 0) + o["size"]
+    return who
+
+
 def _expired(log: _RedirectLog, seed) -> None:
     """Now and then a client retries a signed URL after it expired: 403, not a download."""
     rng = random.Random(f"{seed}:expired")
@@ -1220,7 +1254,7 @@ def _expired(log: _RedirectLog, seed) -> None:
 
 def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=UTC), seed: int = 1,
                       scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, fmt: str = "main",
-                      stores: tuple[str, ...] = ("s3", "oss")) -> Redirected:
+                      stores: tuple[str, ...] = ("s3", "oss"), no_referer: tuple[str, ...] = ()) -> Redirected:
     """A redirect-mode mirror (CRProxy with a blob cache in object storage): the same clients as
     ``generate`` (same seed, same requests) plus the kinds only this mode has — ``redirect-relay``
     (a reseller asking from one address and handing the signed URLs to customers in other ASNs:
@@ -1231,9 +1265,14 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     Every blob GET becomes a 307 with a few hundred bytes, stamped when it starts; the download
     starts 0.3-8 s later in the store that serves the asking address (its region: one of
     ``stores``, s3 / oss / logpush, fixed per address), sometimes as 2-5 Range requests (206) whose
-    parts add up to the blob. The signed URL carries ``referer=<asking ip>:<host>/<image>``, except
-    for the ~10% signed by an older proxy node (the client downloads them itself). The stores' logs
-    also hold the mirror's own PUT of each blob it caches and a few 403s for expired links.
+    parts add up to the blob; a relay's customers fetch theirs 1-19 minutes later, inside the link's
+    20 minutes. The signed URL carries ``referer=<asking ip>:<host>/<image>`` (CRProxy's OSS and OBS
+    drivers; OBS writes the ``s3`` layout), except for the ~10% signed by an older proxy node (the
+    client downloads them itself) and every link of the stores in ``no_referer`` (AWS S3 and R2:
+    distribution's s3-aws driver signs a plain GetObject). The stores' logs also hold the mirror's
+    own calls — a ListObjects (max-keys=1) Stat-ing each blob before its redirect (not in Logpush),
+    the PUT of each blob it caches —, an operator's backup job reading fresh blobs with its own key
+    (``backup``), and a few 403s for expired links.
 
     Returns ``(lines, objects, actors, truth)``: proxy lines sorted by time, ``{store: lines}``
     sorted by time, the actors, and a ``Truth``."""
@@ -1242,11 +1281,13 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     if not stores or set(stores) - set(STORES):
         raise ValueError(f"stores are some of {', '.join(STORES)}")
     t0 = start.timestamp()
-    log = _RedirectLog(t0, t0 + days * DAY, fmt, tuple(stores))
+    log = _RedirectLog(t0, t0 + days * DAY, fmt, tuple(stores), tuple(no_referer))
     cat = Catalog(seed)
-    whos = _play(log, cat, seed, order[:-1], kinds, scales)
+    whos = _play(log, cat, seed, order[:-2], kinds, scales)
     if kinds is None or "direct-read" in kinds:
         whos.append(_direct_reads(log, cat, seed, scales.get("direct-read", 1.0)))
+    if kinds is None or "backup" in kinds:
+        whos.append(_backup(log, seed, scales.get("backup", 1.0)))
     _expired(log, seed)
     log.rows.sort(key=lambda r: r[0])
     lines = [line for _t, line in log.rows]
@@ -1258,7 +1299,7 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     truth = Truth(served=log.served, proxy_bytes=log.proxy_bytes, redirect_bytes=log.redirect_bytes,
                   object_bytes=sum(o["bytes"] for o in gets),
                   unjoined_bytes=sum(o["bytes"] for o in gets if o["asker"] is None and o["unsigned"]),
-                  rows=rows)
+                  listings=sum(o["method"] == "LIST" for o in log.objects), rows=rows)
     return Redirected(lines, objects, [w.actor() for w in whos], truth)
 
 

@@ -37,7 +37,7 @@ def test_ingest_and_stats_json(workdir):
     assert (day1["requests"], day1["unique_ips"], day1["tib"]) == (2, 2, 1.5)
     assert day1["registries"] == [{"registry": "docker.io", "requests": 2, "bytes": (1 << 40) + (1 << 39),
                                    "tib": 1.5, "unique_ips": 2, "object_bytes": 0, "unjoined_bytes": 0,
-                                   "object_share": 0.0}]
+                                   "exact_bytes": 0, "timed_bytes": 0, "object_share": 0.0}]
 
     res = invoke("ingest", "logs", "--json")                        # exactly once
     assert json.loads(res.stdout)["events"] == 0

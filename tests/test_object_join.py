@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from rules.features import compute
-from rules.objectjoin import JOIN_SECONDS
+from rules.objectjoin import LINK_EXPIRES
 from rules.rollup import roll_up
 from tests.conftest import write
 from tests.test_enrich import build
@@ -105,7 +106,7 @@ def test_without_a_referer_the_307_for_the_same_blob_just_before_is_the_request(
     ])
     rows = [download(t + timedelta(seconds=40), "198.51.100.20", "x", digest(5), 1_000_000),
             download(t + timedelta(seconds=65), "198.51.100.31", "x", digest(6), 2_000_000),
-            download(t + timedelta(seconds=JOIN_SECONDS + 5), "198.51.100.40", "x", digest(7), 3_000_000)]
+            download(t + timedelta(seconds=LINK_EXPIRES + 5), "198.51.100.40", "x", digest(7), 3_000_000)]
     lines = [line.replace("&referer=x", "") for line in objgen.s3_lines(rng, rows, damaged=False)]
     assert all("referer" not in line for line in lines)
     r = run()
@@ -138,6 +139,19 @@ def test_a_record_the_store_delivers_twice_or_a_log_read_twice_counts_once(run, 
     assert rolled(r)["198.51.100.7"] == (want, want, 0)        # no 307s ingested: the referer says who
 
 
+def test_a_record_delivered_twice_in_one_log_object_counts_once(run, workdir):
+    """Both copies arrive in one chunk, which shares one seq: told apart by the row itself."""
+    rng = random.Random(6)
+    rows = [download(T0 + timedelta(seconds=k), "198.51.100.7", "198.51.100.7", digest(k), 1_000_000 + k)
+            for k in range(3)]
+    lines = objgen.oss_lines(rng, rows, damaged=False)
+    r = run()
+    r.ingest(write(workdir / "oss" / "MyLog-mirror-blobs2024-11-20-10-00-00-0001", lines + lines[:1]))
+    assert r.store.value("select count(distinct seq) from object_events") == 1
+    want = sum(d["bytes"] for d in rows)
+    assert rolled(r)["198.51.100.7"] == (want, want, 0)
+
+
 def test_links_handed_on_to_another_network_are_relays_the_same_network_is_not(run, workdir, geo):
     rng = random.Random(4)
     t = T0
@@ -163,3 +177,163 @@ def test_links_handed_on_to_another_network_are_relays_the_same_network_is_not(r
     assert feats["203.0.113.5"]["relay_bytes"] == 60_000_000
     assert feats["198.51.100.50"]["relay_downloads"] == 0
     assert feats["198.51.100.60"]["relay_downloads"] == 0
+
+
+# ---- issue 24: the mirror's own calls, other credentials, S3 without a referer, link lifetimes
+
+MIRROR = "10.20.0.5"
+CRPROXY = "arn:aws:iam::123456789012:user/crproxy"
+BACKUP = "arn:aws:iam::123456789012:user/backup"
+
+
+def stat(t, d, nbytes=512):
+    """CRProxy's storage driver Stat-ing a blob before its redirect: ListObjects(prefix, max-keys=1)."""
+    return {"ts": t, "ip": MIRROR, "asker": None, "image": "docker.io/library/nginx", "digest": d, "size": 0,
+            "bytes": nbytes, "status": 200, "ua": "aws-sdk-go/1.44.327", "method": "LIST", "requester": CRPROXY}
+
+
+def s3(rows, rng, referer: bool = True) -> list[str]:
+    """S3 lines; without ``referer`` as AWS S3 writes them for CRProxy (distribution's s3-aws driver
+    presigns a plain GetObject)."""
+    lines = objgen.s3_lines(rng, [{"requester": CRPROXY, **d} if d["method"] == "GET" and not d.get("unsigned")
+                                  else d for d in rows], damaged=False)
+    if not referer:
+        lines = [re.sub(r"&referer=[^& ]*", "", x) for x in lines]
+        assert all("referer" not in x for x in lines)
+    return lines
+
+
+def test_the_mirror_s_listing_before_each_redirect_is_no_download_and_no_client(run, workdir):
+    rng = random.Random(24)
+    asks, rows = [], []
+    for k in range(20):
+        t = T0 + timedelta(seconds=10 * k)
+        asks.append(PROXY.format(ip="198.51.100.7", t=t, d=digest(k), status=307, n=300, ua=UA))
+        rows += [stat(t, digest(k)), download(t + timedelta(seconds=2), "198.51.100.7", "198.51.100.7", digest(k),
+                                              1_000_000)]
+    r = run()
+    r.ingest(write(workdir / "proxy" / "access.log", asks),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-DDDD", s3(rows, rng)))
+    assert r.store.value("select count(*) from object_events where operation = 'REST.GET.BUCKET'") == 20
+    got = rolled(r)
+    assert MIRROR not in got                                   # the mirror is no client
+    assert got["198.51.100.7"] == (20_000_000, 20_000_000, 0)  # not a byte of the listings
+    # the 307s were the requests: the listings add none
+    assert r.store.value("select sum(requests) from facts_hourly") == 20
+    # the mirror's calls, counted where one can see them
+    assert r.store.execute("select client_ip, requester, operation, sum(calls), sum(bytes) from store_calls_hourly "
+                           "group by all") == [(MIRROR, CRPROXY, "REST.GET.BUCKET", 20, 20 * 512)]
+
+
+def test_reads_with_the_operator_s_own_key_are_its_own_never_a_client_s(run, workdir):
+    """A backup job reads blobs with its own access key (AuthHeader, no signature in the URI, another
+    requester) a minute after clients' 307s for them: no 307 handed those reads out."""
+    rng = random.Random(25)
+    asks, rows = [], []
+    for k in range(5):
+        t = T0 + timedelta(seconds=30 * k)
+        asks.append(PROXY.format(ip="198.51.100.8", t=t, d=digest(40 + k), status=307, n=300, ua=UA))
+        rows += [stat(t, digest(40 + k)),
+                 download(t + timedelta(seconds=1), "198.51.100.8", None, digest(40 + k), 2_000_000),
+                 {**download(t + timedelta(seconds=60), "10.20.0.9", None, digest(40 + k), 7_000_000),
+                  "unsigned": True, "requester": BACKUP, "ua": "rclone/v1.68.1"}]
+    # the mirror reading a blob with its own key (it served that one itself: the proxy's 200 has the bytes)
+    rows.append({**download(T0 + timedelta(seconds=200), MIRROR, None, digest(40), 2_000_000), "unsigned": True,
+                 "requester": CRPROXY, "ua": "aws-sdk-go/1.44.327"})
+    r = run()
+    r.ingest(write(workdir / "proxy" / "access.log", asks),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-EEEE", s3(rows, rng, referer=False)))
+    got = rolled(r)
+    assert got["198.51.100.8"] == (10_000_000, 10_000_000, 0)
+    assert got["10.20.0.9"] == (35_000_000, 35_000_000, 35_000_000)    # its own, unjoined
+    assert MIRROR not in got
+    assert r.store.execute("""select sum(requests) from facts_hourly where client_ip = '10.20.0.9'""") == [(5,)]
+    assert r.store.execute("select operation, sum(calls) from store_calls_hourly group by all order by 1") == [
+        ("REST.GET.BUCKET", 5), ("REST.GET.OBJECT", 1)]
+
+
+def test_s3_without_a_referer_joins_late_relay_fetches_within_the_link_s_life(run, workdir, geo):
+    """AWS S3 links carry no referer: the join is by blob and time. A reseller's customers fetch its
+    links up to 19 minutes later (CRProxy's links live 20); another client asks for the same blob in
+    between and fetches it itself at once."""
+    rng = random.Random(26)
+    asks, rows = [], []
+    for k in range(6):
+        t = T0 + timedelta(minutes=3 * k)
+        asks.append(PROXY.format(ip="203.0.113.5", t=t, d=digest(60 + k), status=307, n=300, ua=UA))
+        # a light user asks for the same blob later and downloads it itself, seconds after
+        asks.append(PROXY.format(ip="198.51.100.70", t=t + timedelta(minutes=11), d=digest(60 + k), status=307,
+                                 n=300, ua=UA))
+        rows.append(download(t + timedelta(minutes=11, seconds=3), "198.51.100.70", None, digest(60 + k),
+                             1_000_000))
+        # the reseller's customer, in another AS, 13-18 minutes after the reseller's 307
+        rows.append(download(t + timedelta(minutes=13 + k), f"192.0.2.{10 + k}", None, digest(60 + k), 9_000_000))
+    r = run(asn_db=geo)
+    r.ingest(write(workdir / "proxy" / "access.log", sorted(asks, key=lambda x: x.split("[")[1])),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-FFFF", s3(rows, rng, referer=False)))
+    got = rolled(r)
+    assert got["203.0.113.5"] == (54_000_000, 54_000_000, 0)
+    assert got["198.51.100.70"] == (6_000_000, 6_000_000, 0)
+    assert not any(ip.startswith("192.0.2.") for ip in got)
+    # how sure: the light user's own 307 is exact, the reseller's bytes are matched by time alone
+    assert r.store.execute("""select client_ip, sum(exact_bytes), sum(timed_bytes), sum(unjoined_bytes)
+                              from facts_hourly where object_bytes > 0 group by all order by 1""") == [
+        ("198.51.100.70", 6_000_000, 0, 0), ("203.0.113.5", 0, 54_000_000, 0)]
+
+
+def test_a_307_from_the_downloader_s_network_beats_a_nearer_one_and_a_tie_never_goes_to_a_later_307(
+        run, workdir, geo):
+    rng = random.Random(27)
+    t = T0 + timedelta(minutes=30)
+    asks = [
+        # the downloader's /64 asked 5 minutes before; a stranger 10 s before
+        PROXY.format(ip="2001:db8:1::50", t=t - timedelta(minutes=5), d=digest(80), status=307, n=300, ua=UA),
+        PROXY.format(ip="203.0.113.9", t=t - timedelta(seconds=10), d=digest(80), status=307, n=300, ua=UA),
+        # the downloader's AS (another /24) 8 minutes before; a stranger 20 s before
+        PROXY.format(ip="198.51.101.60", t=t - timedelta(minutes=8), d=digest(81), status=307, n=300, ua=UA),
+        PROXY.format(ip="203.0.113.10", t=t - timedelta(seconds=20), d=digest(81), status=307, n=300, ua=UA),
+        # a tie: two strangers, 5 s before and 5 s after the download (the later one has the lower address)
+        PROXY.format(ip="203.0.113.200", t=t - timedelta(seconds=5), d=digest(82), status=307, n=300, ua=UA),
+        PROXY.format(ip="203.0.113.100", t=t + timedelta(seconds=5), d=digest(82), status=307, n=300, ua=UA),
+    ]
+    rows = [download(t, "2001:db8:1::77", None, digest(80), 3_000_000),
+            download(t, "198.51.100.99", None, digest(81), 4_000_000),
+            download(t, "192.0.2.50", None, digest(82), 5_000_000)]
+    r = run(asn_db=geo)
+    r.ingest(write(workdir / "proxy" / "access.log", sorted(asks, key=lambda x: x.split("[")[1])),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-ABAB", s3(rows, rng, referer=False)))
+    got = {ip: b for ip, (b, _o, _u) in rolled(r).items() if b}
+    assert got == {"2001:db8:1::50": 3_000_000, "198.51.101.60": 4_000_000, "203.0.113.200": 5_000_000}
+
+
+@pytest.mark.parametrize("link_expires, who", [(None, "203.0.113.5"), (300, "192.0.2.10")])
+def test_the_join_looks_back_as_long_as_the_links_live(run, workdir, link_expires, who):
+    """CRProxy's --link-expires, once in settings: a link signed for 5 minutes cannot have been
+    fetched 10 minutes later; with the drivers' 20 minutes it can."""
+    rng = random.Random(28)
+    r = run(**({"link_expires": link_expires} if link_expires else {}))
+    r.ingest(write(workdir / "proxy" / "access.log",
+                   [PROXY.format(ip="203.0.113.5", t=T0, d=digest(90), status=307, n=300, ua=UA)]),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-CDCD",
+                   s3([download(T0 + timedelta(minutes=10), "192.0.2.10", None, digest(90), 8_000_000)], rng,
+                      referer=False)))
+    roll_up(r.store, settings=r.cfg)
+    assert r.store.execute("select client_ip, sum(object_bytes) from facts_hourly where object_bytes > 0 "
+                           "group by all") == [(who, 8_000_000)]
+
+
+def test_links_signed_by_another_identity_are_its_own_once_the_mirror_s_is_known(run, workdir):
+    """object_store_requesters names the mirror's identity: a link the backup job signed for itself
+    (QueryString, its own requester) was not handed out by a 307, however near one is."""
+    rng = random.Random(29)
+    t = T0
+    rows = [download(t + timedelta(seconds=2), "198.51.100.8", None, digest(95), 2_000_000),
+            {**download(t + timedelta(seconds=30), "10.20.0.9", None, digest(95), 2_000_000), "requester": BACKUP}]
+    r = run(object_store_requesters=[CRPROXY])
+    r.ingest(write(workdir / "proxy" / "access.log",
+                   [PROXY.format(ip="198.51.100.8", t=t, d=digest(95), status=307, n=300, ua=UA)]),
+             write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-EFEF", s3(rows, rng, referer=False)))
+    roll_up(r.store, settings=r.cfg)
+    assert r.store.execute("""select client_ip, sum(object_bytes), sum(unjoined_bytes) from facts_hourly
+                              where object_bytes > 0 group by all order by 1""") == [
+        ("10.20.0.9", 2_000_000, 2_000_000), ("198.51.100.8", 2_000_000, 0)]

@@ -183,6 +183,13 @@ def test_unknown_format_names_the_object_formats(run):
     ("[2001:DB8::1]:ghcr.io/a/b", "2001:db8::1", "ghcr.io/a/b", "ghcr.io", "a/b"),
     ("10.0.0.1:registry.local:5000/team/app", "10.0.0.1", "registry.local:5000/team/app", "registry.local:5000", "team/app"),
     ("::ffff:198.51.100.4:quay.io/x/y", "198.51.100.4", "quay.io/x/y", "quay.io", "x/y"),
+    # CRProxy writes r.RemoteAddr: with --behind (gorilla ProxyHeaders) the bare address, without it
+    # Go's host:port, the IPv6 one bracketed (net.JoinHostPort)
+    ("203.0.113.7:51234:docker.io/library/nginx", "203.0.113.7", "docker.io/library/nginx", "docker.io",
+     "library/nginx"),
+    ("[2001:db8::1]:51234:ghcr.io/a/b", "2001:db8::1", "ghcr.io/a/b", "ghcr.io", "a/b"),
+    ("2001:db8::1234:docker.io/library/nginx", "2001:db8::1234", "docker.io/library/nginx", "docker.io",
+     "library/nginx"),
     ("999.1.1.1:docker.io/library/nginx", None, "docker.io/library/nginx", "docker.io", "library/nginx"),
     ("nonsense", None, None, None, None),
 ])

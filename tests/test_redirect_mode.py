@@ -298,3 +298,44 @@ def test_crproxy_s_own_log_gives_the_same_bytes(tmp_path):
     finally:
         store.close()
     assert served == truth.served, differences(served, truth.served)
+
+
+def test_s3_without_a_referer_every_byte_counted_once_and_the_report_says_how_sure(tmp_path):
+    """AWS S3 (distribution's s3-aws driver) signs a plain GetObject: no referer. A day of a mirror
+    whose one bucket is on S3, with the mirror's listing before every redirect, a backup job, and a
+    reseller whose customers fetch its links up to 19 minutes later (the links live 20)."""
+    lines, objects, actors, truth = generate_redirect(days=1, start=START, seed=17, scale=0.05, stores=("s3",),
+                                                      no_referer=("s3",),
+                                                      kinds={"light", "office-nat", "redirect-relay", "backup",
+                                                             "split-egress-corp", "direct-read"})
+    assert not any("referer=" in x for x in objects["s3"]) and truth.listings > 100
+    write_logs(tmp_path / "logs", lines, objects)
+    asn = build(tmp_path / "asn.mmdb", "GeoLite2-ASN", asn_networks())
+    db = tmp_path / "db.duckdb"
+    invoke("ingest", tmp_path / "logs", "--db", db, "--asn-db", asn)
+    s = stats(db)
+    assert (s["bytes"], s["object_bytes"], s["unjoined_bytes"]) == \
+        (truth.proxy_bytes + truth.object_bytes, truth.object_bytes, truth.unjoined_bytes)
+    assert s["exact_bytes"] + s["timed_bytes"] + s["unjoined_bytes"] == s["object_bytes"]
+    calls = sum(r["method"] in ("PUT", "LIST") for r in truth.rows["s3"])
+    own_reads = sum(r["unsigned"] and r["method"] == "GET" and r["status"] in (200, 206) for r in truth.rows["s3"])
+    # requests: the proxy's, plus each read no 307 stands for; none of the mirror's calls
+    assert s["store_calls"] == calls and s["requests"] == len(lines) + own_reads
+    from core.store import open_store
+    from reports import queries
+    store = open_store(str(db))
+    try:
+        span = queries.Span(START.replace(tzinfo=None), START.replace(tzinfo=None) + timedelta(days=2))
+        served = {r["entity"]: r["bytes"] for r in queries.top(store, "address", span, 1000)["rows"]}
+        sure = {ip: (x, t) for ip, x, t in store.execute(
+            "select client_ip, sum(exact_bytes), sum(timed_bytes) from facts_hourly group by all")}
+    finally:
+        store.close()
+    assert "10.20.0.5" not in served
+    [relay] = [a for a in actors if a.kind == "redirect-relay"]
+    ip = relay.addresses[0]
+    # every one of the reseller's late-fetched links is found inside the link's life, by time alone
+    assert served[ip] == truth.served[ip] and sure[ip][1] > 0.8 * truth.served[ip]
+    # an address whose object bytes are all exact has exactly its truth
+    exact = [a for a, (x, t) in sure.items() if t == 0 and a in truth.served]
+    assert len(exact) >= 10 and all(served.get(a, 0) == truth.served[a] for a in exact)

@@ -18,7 +18,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
                    values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 13
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 14
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
     assert s.value("select count(*) from reports") == 0            # a table of migration 8
@@ -102,4 +102,25 @@ def test_a_previous_release_database_keeps_its_watermark_and_rolls_up_only_what_
     assert s.value("select min(seq) from events where client_ip like '192.0.2.%'") > 4999
     assert roll_up(s) == 2
     assert s.value("select sum(requests) from facts_hourly where client_ip <> '203.0.113.9'") == 2002
+    s.close()
+
+
+def test_a_version_13_database_keeps_its_object_rows_and_roll_ups(tmp_path):
+    """Migration 14: object rows gain requester/auth_type (null: not recorded then), roll-ups gain
+    exact_bytes/timed_bytes (0: how a byte was joined was not kept then), and store_calls_hourly."""
+    path = str(tmp_path / "v13.duckdb")
+    con = duckdb.connect(path)
+    con.execute(store_mod.SCHEMA)
+    for sql in store_mod.MIGRATIONS[:12]:
+        con.execute(sql)
+    con.execute("insert into schema_version values (13)")
+    con.execute("""insert into object_events (ts, client_ip, source, method, status, bytes, file_id)
+                   values ('2024-11-20 10:00:00', '198.51.100.7', 's3', 'GET', 200, 4000, 1)""")
+    con.execute("""insert into facts_hourly (hour, client_ip, requests, bytes, object_bytes)
+                   values ('2024-11-20 10:00:00', '198.51.100.7', 1, 4000, 4000)""")
+    con.close()
+    s = open_store(path)
+    assert s.execute("select bytes, requester, auth_type from object_events") == [(4000, None, None)]
+    assert s.execute("select bytes, object_bytes, exact_bytes, timed_bytes from facts_hourly") == [(4000, 4000, 0, 0)]
+    assert s.value("select count(*) from store_calls_hourly") == 0
     s.close()

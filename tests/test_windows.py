@@ -165,3 +165,16 @@ def test_a_redirecting_mirrors_bytes_are_counted_where_they_are_downloaded(live)
                            [NOW - timedelta(minutes=4), GIB])
     made = look(live, counted)
     assert [d.value for d in made] == ["203.0.113.8"] and made[0].evidence["bytes"] == 3 * GIB + 900
+
+
+def test_the_mirror_s_own_listings_are_no_client_s_bytes(tmp_path):
+    """CRProxy's storage driver lists the bucket (ListObjects, max-keys=1) before every redirect,
+    from the mirror's own address: those answers are no download, and never a window's bytes."""
+    from core.store import open_store
+    s = open_store(str(tmp_path / "w.duckdb"))
+    s.execute("""insert into object_events (ts, client_ip, source, operation, method, status, bytes, file_id)
+                 select ?, '10.20.0.5', 's3', 'REST.GET.BUCKET', 'GET', 200, 600, 0 from range(1000)
+                 union all select ?, '203.0.113.8', 's3', 'REST.GET.OBJECT', 'GET', 200, 5000, 0""",
+              [NOW - timedelta(minutes=4), NOW - timedelta(minutes=3)])
+    assert windows.totals(s, NOW - timedelta(hours=1), NOW, windows.Counted(), 0) == {"203.0.113.8": 5000}
+    s.close()

@@ -5,11 +5,14 @@
 One day (2024-11-12, UTC) of a small redirect-mode mirror from the labelled scenario generator
 (sample_logs/scenarios.py, ``generate_redirect``): CRProxy answers every blob GET with a 307 to a
 signed object-storage URL, so ``access.log`` (nginx ``main``) holds the redirects' few hundred
-bytes and the bytes are in the stores' logs — an S3 bucket and an OSS bucket, each serving the
-clients of its region, one log object an hour named as each store names them. Among the clients:
-a reseller handing its signed URLs to customers in other networks (``redirect-relay``), a
-dual-stack host whose IPv4 asks and IPv6 downloads, a company asking from one /24 and downloading
-from another of the same ASN, a few direct reads of the bucket, light users, an office and a k8s
+bytes and the bytes are in the stores' logs — a bucket in the S3 log layout whose links carry
+CRProxy's referer (Huawei OBS writes that layout) and an OSS bucket, each serving the clients of
+its region, one log object an hour named as each store names them; beside the downloads, the
+mirror's own ListObjects before each redirect and PUTs. Among the clients: a reseller handing its
+signed URLs to customers in other networks, who fetch them up to 19 minutes later
+(``redirect-relay``), a dual-stack host whose IPv4 asks and IPv6 downloads, a company asking from
+one /24 and downloading from another of the same ASN, a few direct reads of the bucket, the
+operator's backup job reading fresh blobs with its own key, light users, an office and a k8s
 cluster. ``truth.yml`` says what was really served: the totals and, per requesting address, its
 bytes (tests/test_redirect_mode.py holds pullwarden to it).
 
@@ -32,7 +35,7 @@ START = datetime(2024, 11, 12, tzinfo=UTC)
 SEED = 13
 SCALE = 0.05
 KINDS = {"light", "office-nat", "k8s-cluster", "redirect-relay", "split-egress-v6", "split-egress-corp",
-         "direct-read"}
+         "direct-read", "backup"}
 STORES = ("s3", "oss")
 
 
@@ -62,7 +65,7 @@ def main() -> None:
     (HERE / "truth.yml").write_text(yaml.safe_dump({
         "start": START.isoformat(), "seed": SEED, "scale": SCALE, "kinds": sorted(KINDS), "stores": list(STORES),
         "proxy_bytes": truth.proxy_bytes, "redirect_bytes": truth.redirect_bytes,
-        "object_bytes": truth.object_bytes, "unjoined_bytes": truth.unjoined_bytes,
+        "object_bytes": truth.object_bytes, "unjoined_bytes": truth.unjoined_bytes, "listings": truth.listings,
         "served": dict(sorted(truth.served.items())),
         "actors": [{"name": a.name, "kind": a.kind, "abusive": a.abusive, "addresses": a.addresses,
                     "relayed_to": a.relayed_to} for a in actors],
