@@ -72,7 +72,7 @@ def ingest(services: Services) -> None:
     backlog is read in slices, and the store is let go between them: an admin change or a
     publish waits for one slice, not for the whole backlog."""
     from enforcer import catchup
-    from ingest.pipeline import Ingester
+    from ingest.pipeline import Ingester, waiting
     from rules.rollup import SERVE_BATCH, roll_up
     cfg = services.settings
     lower_priority()
@@ -80,7 +80,7 @@ def ingest(services: Services) -> None:
         while True:
             with services.lock:
                 # far behind: larger chunks and slices on every core (enforcer/catchup.py)
-                behind = catchup.waiting(services.store, list(cfg.sources)) > catchup.CATCH_UP_BYTES
+                behind = waiting(services.store, list(cfg.sources)) > catchup.CATCH_UP_BYTES
                 services.catching_up = behind
                 with catchup.catching_up(services) if behind else nullcontext(cfg) as settings:
                     report = Ingester(services.store, settings, in_place_max=settings.chunk_mb << 20,
