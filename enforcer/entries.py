@@ -197,6 +197,7 @@ class Builder:
         self.offsets = array("q", [0])
         self.ids = array("q")
         self.columns = tuple(array("I") for _ in _FIELDS)
+        self.last, self.numbers = None, ()
 
     def _n(self, s) -> int:
         n = self.index.get(s)
@@ -209,12 +210,11 @@ class Builder:
         self.blob += key.encode()
         self.offsets.append(len(self.blob))
         self.ids.append(id_)
-        n, c = self._n, self.columns
-        c[0].append(n(until))
-        c[1].append(n(reason))
-        c[2].append(n(rule))
-        c[3].append(n(effect))
-        c[4].append(n(tier))
+        fields = (until, reason, rule, effect, tier)
+        if fields != self.last:         # rows in a row often share them all (a bulk import)
+            self.last, self.numbers = fields, tuple(map(self._n, fields))
+        for column, n in zip(self.columns, self.numbers):
+            column.append(n)
 
     def add_entry(self, e: Entry) -> None:
         self.add(e.key, e.id, e.until, e.reason, e.rule, e.effect, e.tier)
