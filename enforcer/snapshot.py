@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import threading
 import zlib
 from dataclasses import dataclass, field, replace
@@ -139,8 +140,8 @@ def render(head: dict, content: dict) -> tuple[bytes, str]:
     gz, digest = zlib.compressobj(6, zlib.DEFLATED, 31), hashlib.sha256()     # 31: the gzip format
     out = [gz.compress(json.dumps(head)[:-1].encode())]
 
-    def put(text: str) -> None:
-        data = text.encode()
+    def put(text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
         digest.update(data)
         out.append(gz.compress(data))
     for section in sorted(content):
@@ -149,16 +150,62 @@ def render(head: dict, content: dict) -> tuple[bytes, str]:
             put(f',"{section}":{json.dumps(value, sort_keys=True)}')
             continue
         put(f',"{section}":{{')
-        batch: list[str] = []
         first = True
-        for key, entry in in_order(value):
-            batch.append(f"{_q(key)}:{entry.as_json()}")
-            if len(batch) == 1000:
-                put(("" if first else ",") + ",".join(batch))
-                first, batch = False, []
-        put(("" if first or not batch else ",") + ",".join(batch) + "}")
+        for piece in entries_json(value):
+            put(piece if first else b"," + piece)
+            first = False
+        put("}")
     out.append(gz.compress(b"}") + gz.flush())
     return b"".join(out), digest.hexdigest()
+
+
+# a key that needs no JSON escaping: copied as it is
+_UNSAFE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
+
+
+def entries_json(entries, group: int = 1000) -> Iterator[bytes]:
+    """A section's `"key":{entry}` members in key order, ``group`` to a piece joined by commas,
+    each entry as Entry.as_json() writes it. Packed entries are written by column, a scope at
+    a time: the fields an entry shares with others (reason, rule, expiry) are written once."""
+    if not isinstance(entries, Entries) or _UNSAFE.search(entries.blob):
+        batch: list[str] = []
+        for key, entry in in_order(entries):
+            batch.append(f"{_q(key)}:{entry.as_json()}")
+            if len(batch) == group:
+                yield ",".join(batch).encode()
+                batch = []
+        if batch:
+            yield ",".join(batch).encode()
+        return
+    blob, offs, ids, strings, columns = entries.blob, entries.offsets, entries.ids, entries.strings, entries.columns
+    start = 0
+    while start < len(entries):
+        first = blob[offs[start]:offs[start + 1]]
+        scope = first.partition(b":")[0].decode()
+        block = entries.block(scope + ":")
+        if not block or block.start != start:       # a key without a scope's colon: one at a time
+            block = range(start, start + 1)
+        skip = len(scope) + 1
+        parts: dict[tuple, tuple[bytes, bytes]] = {}
+        batch: list[bytes] = []
+        for i in block:
+            numbers = (columns[0][i], columns[1][i], columns[2][i], columns[3][i], columns[4][i])
+            shared = parts.get(numbers)
+            if shared is None:
+                until, reason, rule, effect, tier = (strings[n] for n in numbers)
+                pre = b"" if effect is None else f'"effect":{_q(effect)},'.encode()
+                mid = (f',"reason":{_q(reason)},"rule":{_q(rule)},"scope":{_q(scope)},'
+                       + ("" if effect is None else f'"tier":{"null" if tier is None else _q(tier)},')
+                       + f'"until":{_q(until)},"value":"').encode()
+                shared = parts[numbers] = (pre, mid)
+            key = blob[offs[i]:offs[i + 1]]
+            batch.append(b'"%s":{%s"id":%d%s%s"}' % (key, shared[0], ids[i], shared[1], key[skip:]))
+            if len(batch) == group:
+                yield b",".join(batch)
+                batch = []
+        if batch:
+            yield b",".join(batch)
+        start = block.stop
 
 
 def in_order(entries):

@@ -77,3 +77,21 @@ def test_a_published_policy_of_100k_bans_holds_under_a_third_of_the_dict(tmp_pat
     assert len(version.content["bans"]) == 100_000 and version.content["bans"]["ip:10.1.2.3"].id == 66052
     assert held < 8 << 20, held
     store.close()
+
+
+def test_packed_entries_render_the_same_policy_bytes_as_the_dict():
+    """GET /v1/policy's body and its digest, written from packed entries by column, are the
+    bytes the dict of Entry tuples gives: bans and assignments, shared and odd fields."""
+    from enforcer.snapshot import render
+    bans = {k: entry(k, n, until=f"2026-11-28T{n % 24:02d}:00:00", rule=("a", "b", "manual")[n % 3])
+            for n, k in enumerate([f"ip:10.0.{n >> 8}.{n & 255}" for n in range(2500)]
+                                  + [f"range:10.{n}.0.0/16" for n in range(30)] + ["asn:64500", "user:ci-bot"])}
+    assignments = {k: Entry(k, n, "2026-11-28T00:00:00", f"{n} req", "r", ("throttle", "boost")[n % 2],
+                            None if n % 5 == 0 else "heavy")
+                   for n, k in enumerate([f"ip:192.0.2.{n}" for n in range(200)] + ["user:\u00e9lodie", 'user:q"t'])}
+    small = {"tiers": {"heavy": {"requests_per_minute": 120}}, "allowlist": [], "images": {}}
+    head = {"version": 7, "generated_at": "2026-11-27T12:00:00", "max_age": 30}
+    as_dicts = render(head, {**small, "bans": bans, "assignments": assignments})
+    packed = render(head, {**small, "bans": Entries.build(bans.values()),
+                           "assignments": Entries.build(assignments.values())})
+    assert packed == as_dicts
