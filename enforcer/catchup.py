@@ -14,19 +14,20 @@ from contextlib import contextmanager
 from core.settings import Settings
 
 CATCH_UP_BYTES = 64 << 20   # bytes waiting (ingest.pipeline.waiting) beyond which ingest catches up
+MB_PER_THREAD = 48          # of serve_catchup_memory_mb, for each DuckDB thread by default
 CATCH_UP_SLICE = 128 << 20  # bytes of log per hold of the store while catching up (about 2 s at 250,000 lines/s)
 
 
 @contextmanager
 def catching_up(services):
     """DuckDB with at least serve_catchup_memory_mb and more threads (serve_catchup_threads; by
-    default one per core, as many as get serve_memory_mb each) for the block, given back at its
-    end; yields the settings a catch-up run reads with (its chunks)."""
+    default one per core, at most one per MB_PER_THREAD) for the block, given back at its end;
+    yields the settings a catch-up run reads with (its chunks)."""
     cfg, store = services.settings, services.store
     memory = cfg.serve_catchup_memory_mb
-    # each thread with at least what one has live: the roll-up's group-bys at two threads ran
-    # out of 96 MB (a backlog of 2 M lines), and fit in 160
-    threads = cfg.serve_catchup_threads or min(os.cpu_count() or 1, max(1, memory // max(1, cfg.serve_memory_mb)))
+    # the load of 2 M lines on two threads fit in 96 MB (peak RSS 221 MB; 272 MB at 160 MB,
+    # no faster); the roll-up after each slice runs at serve's own footprint (jobs.ingest)
+    threads = cfg.serve_catchup_threads or min(os.cpu_count() or 1, max(1, memory // MB_PER_THREAD))
     with services.memory.at_least(store, memory):
         store.execute(f"set threads = {max(1, int(threads))}")
         try:

@@ -86,7 +86,9 @@ def ingest(services: Services) -> None:
                     report = Ingester(services.store, settings, in_place_max=settings.chunk_mb << 20,
                                       max_bytes=catchup.CATCH_UP_SLICE if behind else INGEST_SLICE
                                       ).run(list(cfg.sources))
-                    roll_up(services.store, SERVE_BATCH, cfg)   # statistics stay fresh between detection passes
+                # statistics stay fresh between detection passes; at serve's own footprint (the
+                # group-bys at two threads needed more than 96 MB)
+                roll_up(services.store, SERVE_BATCH, cfg)
                 if _wal_bytes(services.store) > WAL_CHECKPOINT:
                     services.checkpoint()
                 services.backlog = report.more         # set before the store is let go
