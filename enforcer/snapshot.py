@@ -222,11 +222,11 @@ def expired(entries, at: str) -> list[str]:
     return [k for k, e in entries.items() if e.until <= at]
 
 
-def range_entries(entries) -> Iterator[Entry]:
-    """The entries whose scope is a range."""
+def range_entries(entries, scope: str = "range") -> Iterator[Entry]:
+    """The entries of one scope (ranges unless said): packed ones sort together."""
     if isinstance(entries, Entries):
-        return entries.values_in(entries.block("range:"))
-    return (e for e in entries.values() if e.scope == "range")
+        return entries.values_in(entries.block(scope + ":"))
+    return (e for e in entries.values() if e.scope == scope)
 
 
 def unzipped(body: bytes, size: int = 1 << 18) -> Iterator[bytes]:

@@ -24,6 +24,7 @@ from fastapi.responses import StreamingResponse
 
 from enforcer.deps import BouncerKey, ServicesDep
 from enforcer.entries import Entries
+from enforcer.snapshot import range_entries
 
 router = APIRouter(prefix="/v1", tags=["crowdsec"])
 SCOPES = {"ip": "Ip", "range": "Range", "asn": "AS"}
@@ -267,7 +268,7 @@ def decisions(request: Request, services: ServicesDep, who: BouncerKey) -> Respo
         candidates = version.covering("bans", ip=ip)
     elif rng is not None:
         candidates = [e for net, e in version.ranges("bans") if net.version == rng.version and net.overlaps(rng)]
-        candidates += [e for e in version.content["bans"].values() if e.scope == "ip" and _inside(e.value, rng)]
+        candidates += [e for e in range_entries(version.content["bans"], "ip") if _inside(e.value, rng)]
     else:
         candidates = version.content["bans"].values()
     out = [_decision(e.as_dict(), now) for e in candidates
