@@ -373,16 +373,21 @@ end
 
 
 def wrk_run(name: str, url: str, key: str, etag: str, args, workdir: Path, children: Children,
-            server_pid: int) -> dict:
+            server_pid: int, duration: int | None = None, connections: int | None = None,
+            delay_ms: int = 0) -> dict:
+    """One wrk run; ``delay_ms``: each connection waits that long between its requests (a paced
+    fleet of pollers rather than as many requests as the server can answer)."""
     script = workdir / f"wrk-{name}.lua"
-    script.write_text(WRK_LUA % {"key": key, "etag": etag})
+    script.write_text(WRK_LUA % {"key": key, "etag": etag}
+                      + (f"function delay() return {delay_ms} end\n" if delay_ms else ""))
     out = workdir / f"wrk-{name}.out"
-    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+    duration = duration or args.duration
+    cmd = ["wrk", f"-t{args.threads}", f"-c{connections or args.connections}", f"-d{duration}s", "--latency",
            "--timeout", "10s", "-s", str(script), url]
     cpu0, t0, wall0 = proc_cpu_seconds(server_pid), utcnow(), time.perf_counter()
     proc = children.start(f"wrk {name}", cmd, out)
     try:
-        proc.wait(args.duration + 60)
+        proc.wait(duration + 60)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk {name} did not end; see {out}") from None
     wall, cpu1, t1 = time.perf_counter() - wall0, proc_cpu_seconds(server_pid), utcnow()
@@ -472,6 +477,49 @@ def insert_bans(db: Path, n: int) -> float:
     return seconds
 
 
+def catchup_polls(args, base: str, key: str, d: Path, children: Children, proc, done) -> dict:
+    """While the first ingest catches up: a paced fleet polls /v1/policy (304) and the CrowdSec
+    stream (deltas) at once, in rounds of 2 s until the ingest has ended. Each figure is the
+    worst round's (p99) or the sum (requests)."""
+    body, heads = d / "policy-catchup.json", d / "policy-catchup.headers"
+    curl_get(base + "/v1/policy", key, body, heads)
+    etag = next((ln.split(":", 1)[1].strip() for ln in heads.read_text().splitlines()
+                 if ln.lower().startswith("etag:")), "")
+    body.unlink()
+    curl_get(base + "/v1/decisions/stream?startup=true", key, body)     # the key's cursor
+    body.unlink()
+    rounds: dict[str, list[dict]] = {"policy_304": [], "delta": []}
+    while not done():
+        runs = {}
+        threads = [threading.Thread(target=lambda n=n, url=url, tag=tag: runs.__setitem__(n, wrk_run(
+                       f"pw-catchup-{n}", base + url, key, tag, args, d, children, proc.pid, duration=2,
+                       connections=args.catchup_connections, delay_ms=args.catchup_delay_ms)))
+                   for n, url, tag in (("policy_304", "/v1/policy", etag),
+                                       ("delta", "/v1/decisions/stream?startup=false", ""))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for n, r in runs.items():
+            rounds[n].append(r)
+    out = {"connections": args.catchup_connections, "delay_ms": args.catchup_delay_ms}
+    for n, rs in rounds.items():
+        if rs:
+            secs = sum(r["seconds"] for r in rs)
+            statuses: dict[str, int] = {}
+            for r in rs:
+                for k, v in r["statuses"].items():
+                    statuses[k] = statuses.get(k, 0) + v
+            out[n] = {"rounds": len(rs), "requests": sum(r["requests"] for r in rs),
+                      "requests_per_second": sum(r["requests"] for r in rs) / secs,
+                      "p99_ms_worst": max(r["p99_ms"] for r in rs),
+                      "p99_ms_median": statistics.median(r["p99_ms"] for r in rs), "statuses": statuses}
+    say(f"  polls during the catch-up: " + "; ".join(
+        f"{n} {v['requests_per_second']:,.0f}/s p99 worst {v['p99_ms_worst']:.2f} ms (median of {v['rounds']} "
+        f"rounds {v['p99_ms_median']:.2f})" for n, v in out.items() if isinstance(v, dict)))
+    return out
+
+
 def job_overlap(db: Path, windows: dict[str, list[str]]) -> dict:
     """After the server stopped: for each measured window, the share of it during which an
     ingest run (table ingest_runs) or a detection pass (table detect_runs) was under way,
@@ -551,6 +599,7 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
         wait_for("pullwarden serve /healthz", lambda: http_json(base + "/healthz"), proc, serve_log, 120)
         result["ready_seconds"] = time.perf_counter() - started
         result["memory_ready"] = proc_memory(proc.pid)
+        cpu_ready = proc_cpu_seconds(proc.pid)
         say(f"  /healthz answers after {result['ready_seconds']:.1f} s; waiting for the first ingest "
             f"({args.lines:,} lines) ...")
 
@@ -560,8 +609,12 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
             if job.get("error"):
                 raise BenchError(f"the server's ingest job failed: {job['error']}; see {serve_log}")
             return job.get("last_ok")
+        if args.catchup_polls:
+            result["catchup_polls"] = catchup_polls(args, base, key, d, children, proc, first_ingest)
         wait_for("first ingest", first_ingest, proc, serve_log, 1800)
         result["first_ingest_seconds"] = time.perf_counter() - started - result["ready_seconds"]
+        result["first_ingest_cpu_seconds"] = proc_cpu_seconds(proc.pid) - cpu_ready     # polls' share included
+        result["first_ingest_lines_per_second"] = args.lines / result["first_ingest_seconds"]
         result["memory_after_first_ingest"] = proc_memory(proc.pid)
         say(f"  first ingest done {result['first_ingest_seconds']:.1f} s later; "
             f"RSS {result['memory_after_first_ingest']['rss_bytes'] / MB:.0f} MB, "
@@ -775,6 +828,14 @@ def rows_of(pw: dict, cs: dict | None) -> list[dict]:
         rows.append(row)
 
     c = cs or {}
+    if pw.get("first_ingest_seconds"):
+        add("first ingest (catch-up): lines/s", pw["first_ingest_lines_per_second"], None, "{:,.0f}")
+    for name, label in (("policy_304", "policy 304"), ("delta", "delta polls")):
+        p = (pw.get("catchup_polls") or {}).get(name)
+        if p:
+            add(f"{label} during catch-up: req/s", p["requests_per_second"], None, "{:,.0f}")
+            add(f"{label} during catch-up: p99 ms", p["p99_ms_worst"], None, "{:.2f}",
+                f"< {TARGET_POLICY_P99_MS:g}", lambda v: v < TARGET_POLICY_P99_MS, "lower")
     p = pw.get("policy_304")
     if p:
         add("policy 304: requests/s", p["requests_per_second"], None, "{:,.0f}",
@@ -826,7 +887,8 @@ def print_table(result: dict) -> None:
           f"after {ctx['load_after']}")
     jobs = pw.get("jobs", {})
     feed = pw.get("feeder")
-    print(f"  pullwarden: tails a {ctx['lines']:,}-line log (first ingest {pw.get('first_ingest_seconds', 0):.1f} s), "
+    print(f"  pullwarden: tails a {ctx['lines']:,}-line log (first ingest {pw.get('first_ingest_seconds', 0):.1f} s, "
+          f"{pw.get('first_ingest_cpu_seconds') or 0:.1f} CPU s of the server), "
           + (f"{feed['rate']:,} lines/s appended during the load ({feed['lines']:,} in all)" if feed
              else "nothing appended during the load"))
     if cs and "import_seconds" in cs:
@@ -940,6 +1002,14 @@ def main() -> None:
                     help="dashboard users clicking through the pages during a second policy 304 run "
                          "(default 5; 0: no such run)")
     ap.add_argument("--think", type=float, default=1.0, help="seconds a dashboard user waits between pages (default 1)")
+    ap.add_argument("--catchup-polls", action=argparse.BooleanOptionalAction, default=True,
+                    help="during pullwarden's first ingest (a catch-up of --lines), poll /v1/policy (304) and the "
+                         "CrowdSec stream (deltas) at once, paced, and report their p99 (default on)")
+    ap.add_argument("--catchup-connections", type=int, default=4,
+                    help="wrk connections of each poller during the catch-up (default 4)")
+    ap.add_argument("--catchup-delay-ms", type=int, default=5,
+                    help="ms each of those connections waits between polls (default 5: at most ~800 polls/s "
+                         "per poller)")
     ap.add_argument("--skip-crowdsec", action="store_true", help="measure pullwarden only")
     ap.add_argument("--crowdsec-wal", action="store_true",
                     help="run CrowdSec's SQLite with WAL (db_config.use_wal; Debian's config leaves it off)")

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import traceback
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
@@ -70,16 +71,24 @@ def ingest(services: Services) -> None:
     too: in one transaction, a rotated log of gigabytes would take its size in memory. A
     backlog is read in slices, and the store is let go between them: an admin change or a
     publish waits for one slice, not for the whole backlog."""
-    from ingest.pipeline import Ingester
+    from enforcer import catchup
+    from ingest.pipeline import Ingester, waiting
     from rules.rollup import SERVE_BATCH, roll_up
     cfg = services.settings
     lower_priority()
     try:
         while True:
             with services.lock:
-                report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
-                                  max_bytes=INGEST_SLICE).run(list(cfg.sources))
-                roll_up(services.store, SERVE_BATCH, cfg)   # statistics stay fresh between detection passes
+                # far behind: larger chunks and slices on every core (enforcer/catchup.py)
+                behind = waiting(services.store, list(cfg.sources)) > catchup.CATCH_UP_BYTES
+                services.catching_up = behind
+                with catchup.catching_up(services) if behind else nullcontext(cfg) as settings:
+                    report = Ingester(services.store, settings, in_place_max=settings.chunk_mb << 20,
+                                      max_bytes=catchup.CATCH_UP_SLICE if behind else INGEST_SLICE
+                                      ).run(list(cfg.sources))
+                # statistics stay fresh between detection passes; at serve's own footprint (the
+                # group-bys at two threads needed more than 96 MB)
+                roll_up(services.store, SERVE_BATCH, cfg)
                 if _wal_bytes(services.store) > WAL_CHECKPOINT:
                     services.checkpoint()
                 services.backlog = report.more         # set before the store is let go
@@ -91,6 +100,8 @@ def ingest(services: Services) -> None:
     except BaseException:
         services.backlog = False    # a failing ingest must not hold detection back for ever
         raise
+    finally:
+        services.catching_up = False
 
 
 def detection(services: Services, lower: bool = True, fresh: bool = False):

@@ -138,6 +138,7 @@ class Services:
     cursors: dict = field(default_factory=dict)             # key id -> CrowdSec cursor version
     cursor_at: dict = field(default_factory=dict)           # key id -> when that version was made
     backlog: bool = False                                   # ingest is reading a backlog in slices
+    catching_up: bool = False                               # ...far behind: larger chunks, every core (catchup.py)
     new_events: threading.Event = field(default_factory=threading.Event)  # ingest stored some: a fresh pass is due
     passes: Passes = field(default_factory=Passes)                        # what detection judged, for the next pass
     stopping: threading.Event = field(default_factory=threading.Event)    # the server is shutting down

@@ -14,14 +14,16 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import threading
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from json.encoder import encode_basestring_ascii as _q
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 from enforcer import asnets
+from enforcer.entries import Builder, Entries, Entry  # noqa: F401  (Entry: imported from here)
 from enforcer.changes import TIER_FIELDS
 
 log = logging.getLogger("pullwarden.policy")
@@ -35,49 +37,6 @@ try:        # glibc keeps freed memory; a rebuild's temporaries would otherwise 
     _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
 except (OSError, AttributeError):
     _trim = None
-
-
-class Entry(NamedTuple):
-    """A ban or tier assignment in force: the decision that wins for its entity. A tuple, not a
-    dict, and the scope and value read from the key: 100,000 with their keys take 24 MB."""
-    key: str                    # scope:value, as in the policy's JSON
-    id: int
-    until: str                  # ISO 8601, UTC
-    reason: str
-    rule: str
-    effect: str | None = None   # assignments: throttle or boost
-    tier: str | None = None
-
-    @property
-    def scope(self) -> str:     # ip range asn user
-        return self.key.partition(":")[0]
-
-    @property
-    def value(self) -> str:
-        return self.key.partition(":")[2]
-
-    @classmethod
-    def of(cls, d: dict) -> Entry:
-        """From as_dict()'s form (a stored delta)."""
-        return cls(f"{d['scope']}:{d['value']}", d["id"], d["until"], d["reason"], d["rule"], d.get("effect"),
-                   d.get("tier"))
-
-    def as_dict(self) -> dict:
-        d = {"id": self.id, "scope": self.scope, "value": self.value, "until": self.until,
-             "reason": self.reason, "rule": self.rule}
-        if self.effect is not None:
-            d["effect"], d["tier"] = self.effect, self.tier
-        return d
-
-    def as_json(self) -> str:
-        """as_dict() as JSON with sorted keys, written directly: a rebuild writes 100,000."""
-        common = (f'"id":{self.id},"reason":{_q(self.reason)},"rule":{_q(self.rule)},'
-                  f'"scope":{_q(self.scope)}')
-        if self.effect is None:
-            return f'{{{common},"until":{_q(self.until)},"value":{_q(self.value)}}}'
-        tier = "null" if self.tier is None else _q(self.tier)
-        return (f'{{"effect":{_q(self.effect)},{common},"tier":{tier},"until":{_q(self.until)},'
-                f'"value":{_q(self.value)}}}')
 
 
 # The decision that wins for each entity: one ban (the longest); one assignment (a throttle
@@ -147,6 +106,24 @@ def carve(net, allowed: list) -> list:
     return list(ipaddress.collapse_addresses(pieces)) if pieces else []
 
 
+def packed(entries) -> Entries:
+    """A section as Entries (a replica's, or a test's, may be a dict)."""
+    return entries if isinstance(entries, Entries) else Entries.build(entries.values())
+
+
+def _packed_want(store) -> dict[str, Entries]:
+    """policy_want's rows as Entries, one per section, read in key order."""
+    builders = {s: Builder() for s in ENTRIES}
+    iso: dict = {}
+    for batch in store.batches(f"select {COLUMNS} from policy_want order by section, key"):
+        for section, key, id_, _, _, until, reason, rule, effect, tier in batch:
+            u = iso.get(until)
+            if u is None:
+                u = iso[until] = until.isoformat()
+            builders[section].add(key, id_, u, reason, rule, effect, tier)
+    return {s: b.done() for s, b in builders.items()}
+
+
 def _entry(row, strings: dict) -> Entry:
     """An Entry from a row (section, key, id, scope, value, until, ...); repeated strings (a
     rule, a reason, an expiry shared by a bulk import) are kept once."""
@@ -163,8 +140,8 @@ def render(head: dict, content: dict) -> tuple[bytes, str]:
     gz, digest = zlib.compressobj(6, zlib.DEFLATED, 31), hashlib.sha256()     # 31: the gzip format
     out = [gz.compress(json.dumps(head)[:-1].encode())]
 
-    def put(text: str) -> None:
-        data = text.encode()
+    def put(text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
         digest.update(data)
         out.append(gz.compress(data))
     for section in sorted(content):
@@ -173,16 +150,83 @@ def render(head: dict, content: dict) -> tuple[bytes, str]:
             put(f',"{section}":{json.dumps(value, sort_keys=True)}')
             continue
         put(f',"{section}":{{')
-        batch: list[str] = []
         first = True
-        for key in sorted(value):
-            batch.append(f"{_q(key)}:{value[key].as_json()}")
-            if len(batch) == 1000:
-                put(("" if first else ",") + ",".join(batch))
-                first, batch = False, []
-        put(("" if first or not batch else ",") + ",".join(batch) + "}")
+        for piece in entries_json(value):
+            put(piece if first else b"," + piece)
+            first = False
+        put("}")
     out.append(gz.compress(b"}") + gz.flush())
     return b"".join(out), digest.hexdigest()
+
+
+# a key that needs no JSON escaping: copied as it is
+_UNSAFE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
+
+
+def entries_json(entries, group: int = 1000) -> Iterator[bytes]:
+    """A section's `"key":{entry}` members in key order, ``group`` to a piece joined by commas,
+    each entry as Entry.as_json() writes it. Packed entries are written by column, a scope at
+    a time: the fields an entry shares with others (reason, rule, expiry) are written once."""
+    if not isinstance(entries, Entries) or _UNSAFE.search(entries.blob):
+        batch: list[str] = []
+        for key, entry in in_order(entries):
+            batch.append(f"{_q(key)}:{entry.as_json()}")
+            if len(batch) == group:
+                yield ",".join(batch).encode()
+                batch = []
+        if batch:
+            yield ",".join(batch).encode()
+        return
+    blob, offs, ids, strings, columns = entries.blob, entries.offsets, entries.ids, entries.strings, entries.columns
+    start = 0
+    while start < len(entries):
+        first = blob[offs[start]:offs[start + 1]]
+        scope = first.partition(b":")[0].decode()
+        block = entries.block(scope + ":")
+        if not block or block.start != start:       # a key without a scope's colon: one at a time
+            block = range(start, start + 1)
+        skip = len(scope) + 1
+        parts: dict[tuple, tuple[bytes, bytes]] = {}
+        batch: list[bytes] = []
+        for i in block:
+            numbers = (columns[0][i], columns[1][i], columns[2][i], columns[3][i], columns[4][i])
+            shared = parts.get(numbers)
+            if shared is None:
+                until, reason, rule, effect, tier = (strings[n] for n in numbers)
+                pre = b"" if effect is None else f'"effect":{_q(effect)},'.encode()
+                mid = (f',"reason":{_q(reason)},"rule":{_q(rule)},"scope":{_q(scope)},'
+                       + ("" if effect is None else f'"tier":{"null" if tier is None else _q(tier)},')
+                       + f'"until":{_q(until)},"value":"').encode()
+                shared = parts[numbers] = (pre, mid)
+            key = blob[offs[i]:offs[i + 1]]
+            batch.append(b'"%s":{%s"id":%d%s%s"}' % (key, shared[0], ids[i], shared[1], key[skip:]))
+            if len(batch) == group:
+                yield b",".join(batch)
+                batch = []
+        if batch:
+            yield b",".join(batch)
+        start = block.stop
+
+
+def in_order(entries):
+    """A section's (key, Entry) pairs in key order: packed Entries are kept so."""
+    if isinstance(entries, Entries):
+        return entries.items()
+    return ((k, entries[k]) for k in sorted(entries))
+
+
+def expired(entries, at: str) -> list[str]:
+    """The keys of the entries that ended at ``at`` (an ISO time) or before."""
+    if isinstance(entries, Entries):
+        return entries.ended(at)
+    return [k for k, e in entries.items() if e.until <= at]
+
+
+def range_entries(entries, scope: str = "range") -> Iterator[Entry]:
+    """The entries of one scope (ranges unless said): packed ones sort together."""
+    if isinstance(entries, Entries):
+        return entries.values_in(entries.block(scope + ":"))
+    return (e for e in entries.values() if e.scope == scope)
 
 
 def unzipped(body: bytes, size: int = 1 << 18) -> Iterator[bytes]:
@@ -248,7 +292,7 @@ class Version:
         rows = self.cache.get(("ranges", section))
         if rows is None:
             rows = self.cache[("ranges", section)] = [
-                (n, e) for e in self.content[section].values() if e.scope == "range" and (n := _network(e.value))]
+                (n, e) for e in range_entries(self.content[section]) if (n := _network(e.value))]
         return rows
 
 
@@ -348,11 +392,11 @@ class Publisher:
             "select distinct scope || ':' || value from decisions where seq > ?", [cur.seq])}
         at = now.isoformat()        # ISO strings compare as the times do (microseconds, if any, last)
         if cur.next_expiry is not None and cur.next_expiry <= at:
-            touched |= {k for s in ENTRIES for k, e in cur.content[s].items() if e.until <= at}
+            touched |= {k for s in ENTRIES for k in expired(cur.content[s], at)}
         small = small_sections(store, now, self.requests, self.asn_networks)
         sections = {s for s in SMALL if cur.content[s] != small[s]}
         if "allowlist" in sections:         # every banned range may be cut differently now
-            touched |= {k for k, e in cur.content["bans"].items() if e.scope == "range"} | set(self.carved)
+            touched |= {e.key for e in range_entries(cur.content["bans"])} | set(self.carved)
         if self.carved:
             origin = {p: k for k, ps in self.carved.items() for p in ps}
             touched |= {origin[k] for k in touched if k in origin}
@@ -367,11 +411,7 @@ class Publisher:
                 return cur
             content = dict(small)
             for s in ENTRIES:
-                entries = dict(cur.content[s])
-                for k in removed[s]:
-                    del entries[k]
-                entries.update(changed[s])
-                content[s] = entries
+                content[s] = packed(cur.content[s]).changed(removed[s], changed[s])
             number, upserted, removed = self._steps(cur.version + 1, now, upserted, removed)
             v = self._make(number, now, content, seq, has_delta=True, upserted=upserted,
                            removed=removed, sections=sections)
@@ -388,10 +428,13 @@ class Publisher:
         store.execute(f"create or replace temp table policy_want as {WANT.format(only=only)}", params)
         self._carve(now, keys)
         strings: dict[str, str] = {}
-        fresh: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
-        for batch in store.batches(f"select {COLUMNS} from policy_want"):
-            for row in batch:
-                fresh[row[0]][row[1]] = _entry(row, strings)
+        if keys is None:        # everything in force: packed as it is read, never a dict of a million tuples
+            fresh = _packed_want(store)
+        else:
+            fresh = {s: {} for s in ENTRIES}
+            for batch in store.batches(f"select {COLUMNS} from policy_want"):
+                for row in batch:
+                    fresh[row[0]][row[1]] = _entry(row, strings)
         upserted: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
         removed: dict[str, dict[str, Entry]] = {s: {} for s in ENTRIES}
         where, params = ("true", {}) if keys is None else ("key in (select unnest($keys::varchar[]))", {"keys": keys})
@@ -452,7 +495,7 @@ class Publisher:
 
     def _make(self, number: int, at: datetime, content: dict, seq: int, **kw) -> Version:
         body, digest = render({"version": number, "generated_at": at.isoformat(), "max_age": self.max_age}, content)
-        untils = [e.until for s in ENTRIES for e in content[s].values()]
+        untils = [u for s in ENTRIES for u in packed(content[s]).untils()]
         # an allowlist entry's end changes the content too
         ends = self.store.value("select min(until) from allowlist where kind in ('ip', 'cidr') and until > ?", [at])
         if ends is not None:

@@ -162,6 +162,21 @@ def test_crowdsec_stream_cursor_expiry_and_filters(api):
     assert httpx.get(api.url + "/v1/decisions?ip=192.0.2.1", headers=h).json() == []
 
 
+def test_decisions_by_range_and_scope(api):
+    """GET /v1/decisions?range= finds the address bans inside it and the ranges that overlap it
+    (bans are held packed, an address scope's entries read as one block)."""
+    h = {"X-Api-Key": api.headers("proxy")["X-Api-Key"]}
+    for value in ("198.51.100.7", "198.51.100.200", "203.0.113.9"):
+        api.ban(value)
+    api.ban("198.51.0.0/16", scope="range")
+    api.services.publisher.publish()
+    found = httpx.get(api.url + "/v1/decisions?range=198.51.100.0/24", headers=h).json()
+    assert sorted(d["value"] for d in found) == ["198.51.0.0/16", "198.51.100.200", "198.51.100.7"]
+    ranges = httpx.get(api.url + "/v1/decisions?scope=range", headers=h).json()
+    assert [d["value"] for d in ranges] == ["198.51.0.0/16"]
+    assert len(httpx.get(api.url + "/v1/decisions", headers=h).json()) == 4
+
+
 def test_pycrowdsec_stream_client(api):
     from pycrowdsec.client import StreamClient
     api.ban("203.0.113.7", hours=2)

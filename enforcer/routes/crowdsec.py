@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _q
 from typing import Iterator
@@ -22,6 +23,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from enforcer.deps import BouncerKey, ServicesDep
+from enforcer.entries import Entries
+from enforcer.snapshot import range_entries
 
 router = APIRouter(prefix="/v1", tags=["crowdsec"])
 SCOPES = {"ip": "Ip", "range": "Range", "asn": "AS"}
@@ -146,23 +149,10 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
 
     def body():
         yield b'{"new":['
-        seconds: dict[str, float] = {}      # expiries repeat (a bulk import): each parsed once
-        batch: list[str] = []
         first = True
-        for e in bans.values():
-            scope, _, value = e.key.partition(":")
-            if not f.admits(scope, e.rule):
-                continue
-            until = seconds.get(e.until)
-            if until is None:
-                until = seconds[e.until] = datetime.fromisoformat(e.until).replace(tzinfo=timezone.utc).timestamp()
-            batch.append(f'{{"id":{e.id},"origin":"pullwarden","type":"ban","scope":"{SCOPES[scope]}",'
-                         f'"value":{_q(value)},"duration":"{go_duration(until - now_s)}","scenario":{_q(e.rule)}}}')
-            if len(batch) >= 1000:
-                yield ("" if first else ",").encode() + ",".join(batch).encode()
-                first, batch = False, []
-        if batch:
-            yield ("" if first else ",").encode() + ",".join(batch).encode()
+        for piece in new_bans(bans, f, now_s):
+            yield piece if first else b"," + piece
+            first = False
         yield b'],"deleted":['
         gone = [json.dumps(_decision(e, now, deleted=True), separators=(",", ":")) for e in stale()
                 if f"{e['scope']}:{e['value']}" not in bans and f.admits(e["scope"], e["rule"])]
@@ -185,6 +175,71 @@ async def stream(request: Request, services: ServicesDep, who: BouncerKey) -> Re
                   for key, p in list(services.publisher.carved.items())]
         return ended + carved
     return StreamingResponse(body(), media_type="application/json")
+
+
+# a value that needs no JSON escaping: copied as it is
+_UNSAFE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
+
+
+def new_bans(bans, f: Filter, now_s: float, group: int = 1000) -> Iterator[bytes]:
+    """A start-up's `new` decisions, about ``group`` a piece, joined by commas. Packed entries
+    (enforcer/entries.py) are read a scope at a time, column by column: each expiry's duration
+    and each rule's scenario are written once, each value copied as bytes: a million bans in
+    about half the time of building them one Entry at a time."""
+    if not isinstance(bans, Entries):
+        yield from _new_bans_of(bans.values(), f, now_s, group)
+        return
+    seconds: dict[int, float] = {}
+    for scope, name in SCOPES.items():
+        block = bans.block(scope + ":")
+        if not block or f.scopes.isdisjoint({name.lower()}):
+            continue
+        blob, offs = bans.blob, bans.offsets
+        if _UNSAFE.search(blob, offs[block.start], offs[block.stop]):
+            yield from _new_bans_of(bans.values_in(block), f, now_s, group)
+            continue
+        strings, ids, untils, rules = bans.strings, bans.ids, bans.columns[0], bans.columns[2]
+        mid, skip = f',"origin":"pullwarden","type":"ban","scope":"{name}","value":"'.encode(), len(scope) + 1
+        tails: dict[int, bytes | None] = {}
+        batch: list[bytes] = []
+        for i in block:
+            u, r = untils[i], rules[i]
+            tail = tails.get(u << 32 | r, b"")
+            if tail == b"":
+                tail = None
+                if f.admits(scope, strings[r]):
+                    if u not in seconds:
+                        seconds[u] = datetime.fromisoformat(strings[u]).replace(tzinfo=timezone.utc).timestamp()
+                    tail = f'","duration":"{go_duration(seconds[u] - now_s)}","scenario":{_q(strings[r])}}}'.encode()
+                tails[u << 32 | r] = tail
+            if tail is None:
+                continue
+            batch.append(b'{"id":%d%s%s%s' % (ids[i], mid, blob[offs[i] + skip:offs[i + 1]], tail))
+            if len(batch) >= group:
+                yield b",".join(batch)
+                batch = []
+        if batch:
+            yield b",".join(batch)
+
+
+def _new_bans_of(entries, f: Filter, now_s: float, group: int) -> Iterator[bytes]:
+    """new_bans() for entries one by one (a replica's dict, a value that needs escaping)."""
+    seconds: dict[str, float] = {}      # expiries repeat (a bulk import): each parsed once
+    batch: list[str] = []
+    for e in entries:
+        scope, _, value = e.key.partition(":")
+        if not f.admits(scope, e.rule):
+            continue
+        until = seconds.get(e.until)
+        if until is None:
+            until = seconds[e.until] = datetime.fromisoformat(e.until).replace(tzinfo=timezone.utc).timestamp()
+        batch.append(f'{{"id":{e.id},"origin":"pullwarden","type":"ban","scope":"{SCOPES[scope]}",'
+                     f'"value":{_q(value)},"duration":"{go_duration(until - now_s)}","scenario":{_q(e.rule)}}}')
+        if len(batch) >= group:
+            yield ",".join(batch).encode()
+            batch = []
+    if batch:
+        yield ",".join(batch).encode()
 
 
 def _inside(value: str, rng) -> bool:
@@ -213,7 +268,7 @@ def decisions(request: Request, services: ServicesDep, who: BouncerKey) -> Respo
         candidates = version.covering("bans", ip=ip)
     elif rng is not None:
         candidates = [e for net, e in version.ranges("bans") if net.version == rng.version and net.overlaps(rng)]
-        candidates += [e for e in version.content["bans"].values() if e.scope == "ip" and _inside(e.value, rng)]
+        candidates += [e for e in range_entries(version.content["bans"], "ip") if _inside(e.value, rng)]
     else:
         candidates = version.content["bans"].values()
     out = [_decision(e.as_dict(), now) for e in candidates
