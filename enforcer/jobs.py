@@ -184,7 +184,8 @@ def _detect(services: Services, cfg, fresh: bool = False):
     for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
         try:
             with services.memory.at_least(services.store, mb):
-                result = detect(services.store, cfg, rules, now, fresh=scope)
+                result = detect(services.store, cfg, rules, now, fresh=scope,
+                                since=None if fresh else p.full_at)     # the fresh passes' bans count
             for h in result.held:       # the operator must hear of it: nothing else will
                 log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
                             "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)

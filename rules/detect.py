@@ -142,9 +142,11 @@ def leave_to_full_pass(store, result: policy.PassResult, since: datetime, share:
 
 
 def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True,
-           clock=time.time, fresh: Fresh | None = None) -> policy.PassResult:
+           clock=time.time, fresh: Fresh | None = None, since: datetime | None = None) -> policy.PassResult:
     """Judge the windows that end at ``now``: the wall clock live, a pinned time in a replay.
-    ``fresh``: judge only what changed (see Fresh and leave_to_full_pass)."""
+    ``fresh``: judge only what changed (see Fresh and leave_to_full_pass). ``since``, for a full
+    pass: the previous full pass's time, when fresh passes ran after it (serve); the bans they
+    made count in this pass's circuit breaker."""
     started = clock()
     roll_up(store, settings=settings)
     only = None
@@ -153,7 +155,8 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
         only = changed(store, fresh.after, fresh.upto, oldest)
     found = find(store, rules, now, settings.hosting_asns, only=only)
     result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor,
-                         protected=[settings.host, *settings.trusted_proxies])
+                         protected=[settings.host, *settings.trusted_proxies],
+                         since=since if fresh is None else None)
     if fresh is not None:
         leave_to_full_pass(store, result, fresh.since, settings.breaker_share, settings.breaker_floor)
     if write:
