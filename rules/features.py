@@ -15,8 +15,13 @@ SCOPE_OF = {"address": "ip", "prefix": "range", "asn": "asn", "user": "user"}
 
 @dataclass(frozen=True)
 class Feature:
+    """``reads``: whose traffic the value depends on besides the entity's own in the window, which
+    tells a fresh pass whom to judge again when others' traffic moves (rules/changed.py):
+    "entity" (only its own), "asn" (every address of its ASN), "mirror" (everyone's: left to the
+    full pass), "decisions" (the decisions against it, as the window's start passes them)."""
     name: str
     doc: str
+    reads: str = "entity"
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -66,10 +71,12 @@ FEATURES: tuple[Feature, ...] = (
                                 "pull-through cache 0 (not computed for images)."),
     Feature("blobs_per_pull", "Blob GETs ÷ manifest GETs: what a pull goes on to fetch (a warm check fetches "
                               "none, a client without a layer cache every layer)."),
-    Feature("asn_addresses", "Distinct addresses active in the entity's ASN in the window (0 without an ASN)."),
-    Feature("asn_share", "The entity's share of its ASN's bytes in the window (0–1)."),
+    Feature("asn_addresses", "Distinct addresses active in the entity's ASN in the window (0 without an ASN).",
+            reads="asn"),
+    Feature("asn_share", "The entity's share of its ASN's bytes in the window (0–1).", reads="asn"),
     Feature("fair_share", "The entity's bytes ÷ its ASN's bytes per active address: 1 is an average address of "
-                          "its network, 50 takes fifty addresses' worth (one heavy host inside an ISP, or a NAT)."),
+                          "its network, 50 takes fifty addresses' worth (one heavy host inside an ISP, or a NAT).",
+            reads="asn"),
     Feature("relay_downloads", "Object-store downloads of the entity's signed URLs (redirect-mode mirrors: the "
                                "URL's referer names who asked) fetched from an address outside its /24 or /64 "
                                "and in another ASN: links handed on to someone else. A client whose IPv4 asks "
@@ -82,15 +89,17 @@ FEATURES: tuple[Feature, ...] = (
     Feature("error_share", "error_responses ÷ requests."),
     Feature("enum_requests", "Catalog and tags-list requests."),
     Feature("enum_share", "enum_requests ÷ requests."),
-    Feature("byte_share", "Share of all bytes the mirror served in the window (0–1)."),
+    Feature("byte_share", "Share of all bytes the mirror served in the window (0–1).", reads="mirror"),
     Feature("addresses", "Distinct client addresses (1 for an address; for a prefix, ASN or user, how many)."),
     Feature("asn", "The autonomous system (for a prefix, user or image: the one with most requests); null "
                    "without an ASN database."),
     Feature("hosting", "1 when that ASN is a cloud or hosting network (setting hosting_asns), else 0."),
     Feature("prior_decisions", "Enforced bans and throttles against this entity created in the 7 days before the "
-                               "window starts (recidive: it was told, and keeps on); held ones do not count."),
+                               "window starts (recidive: it was told, and keeps on); held ones do not count.",
+            reads="decisions"),
 )
 NAMES = tuple(f.name for f in FEATURES)
+READS = {f.name: f.reads for f in FEATURES}
 
 _KEY = {
     "address": ("t.client_ip", ""),
