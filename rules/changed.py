@@ -108,5 +108,13 @@ def judging_only(sql: str, entity: str) -> str:
     slower); a test checks that the inner one is applied."""
     key = features._KEY[entity][0]
     only = "(select entity from judged)"
-    inner = sql.replace(f"and {key} is not null", f"and {key} is not null and {key} in {only}")
+    rows = _ROWS.get(entity, f"{key} in {{only}}").format(only=only)
+    inner = sql.replace(f"and {key} is not null", f"and {key} is not null and {rows}")
     return f"select * from ({inner}) where entity in {only}"
+
+
+# A prefix's or an ASN's rows picked by their addresses, so that the scan's join to ip_prefix
+# or ip_info takes the judged rows only (the prefix group of an hourly pass over 6 M events a
+# week: 0.39 s CPU when every row was joined and then filtered).
+_ROWS = {"prefix": "t.client_ip in (select ip from ip_prefix where prefix in {only})",
+         "asn": "t.client_ip in (select ip from ip_info where cast(asn as varchar) in {only})"}
