@@ -228,7 +228,11 @@ def main() -> None:
         shutil.copyfile(source, db)
         cmd = [sys.executable, __file__, "--child", mode, "--db", str(db), "--events", str(args.events),
                "--days", str(args.days)] + (["--no-compare"] if args.no_compare else [])
-        runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:     # one mode's failure is a figure too: say how it ended
+            runs.append({"mode": mode, "failed": done.stderr.strip().splitlines()[-3:]})
+        else:
+            runs.append(json.loads(done.stdout))
         db.unlink()
         Path(str(db) + ".wal").unlink(missing_ok=True)
     out = {"events": args.events, "days": args.days, "generate_s": gen_s and round(gen_s, 1),
@@ -237,10 +241,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"detection benchmark: {args.events:,} events over {args.days} days, {runs[0]['rules']} rules, "
+    print(f"detection benchmark: {args.events:,} events over {args.days} days, "
+          f"{next((r['rules'] for r in runs if 'rules' in r), '?')} rules, "
           f"{os.cpu_count()} CPUs, load {out['load_before'][0]} -> {out['load_after'][0]}"
           + (f" (generated in {gen_s:.0f} s)" if gen_s else ""))
     for r in runs:
+        if "failed" in r:
+            print(f"  {r['mode']}: FAILED: {' / '.join(r['failed'])}")
+            continue
         full, inc = r["full"], r["incremental"]
         print(f"  {r['mode']}: roll-up of the week {r['rollup']['s']:.2f} s ({r['rollup']['cpu_s']:.2f} s CPU); "
               f"full pass {full['s']:.2f} s ({full['cpu_s']:.2f} s CPU), {full['findings']} findings")
