@@ -129,7 +129,7 @@ def serve_roll_up(services) -> None:
     while _roll_up_slice(services.store, SERVE_BATCH):
         if jobs._wal_bytes(services.store) > jobs.WAL_CHECKPOINT:
             services.checkpoint()
-    roll_up(services.store, SERVE_BATCH)        # the object-store downloads, if any
+    roll_up(services.store, SERVE_BATCH, services.settings)    # the object-store downloads, if any
 
 
 def child(mode: str, db: str, events: int, days: int, compare: bool) -> dict:
