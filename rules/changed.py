@@ -114,7 +114,7 @@ def judging_only(sql: str, entity: str) -> str:
 
 
 # A prefix's or an ASN's rows picked by their addresses, so that the scan's join to ip_prefix
-# or ip_info takes the judged rows only (the prefix group of an hourly pass over 6 M events a
-# week: 0.39 s CPU when every row was joined and then filtered).
+# or ip_info takes the judged rows only. (What an hourly pass's prefix group costs is the
+# aggregation of the big prefixes that are active every hour, not this filter: bench/README.md.)
 _ROWS = {"prefix": "t.client_ip in (select ip from ip_prefix where prefix in {only})",
          "asn": "t.client_ip in (select ip from ip_info where cast(asn as varchar) in {only})"}
