@@ -102,7 +102,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the circuit breaker's whole view."),
     Setting("detect_fresh_interval", float, 5.0,
             "Inside serve, a fresh detection pass follows an ingest run that stored events, within this many seconds "
-            "(and at most this often): it judges only the entities with new events, each over its whole window, so "
+            "(and at most this often), and one when an hour begins: it judges only the entities with new events, or "
+            "whose windows lost that hour, each over its whole window, so "
             "a ban follows the line that completes its evidence within about ingest_interval + this + the pass. "
             "0: only the full passes of detect_interval."),
     Setting("serve_memory_mb", int, 64,

@@ -133,8 +133,9 @@ def fresh_detection(services: Services):
     """The pass that follows an ingest run that stored events, at most every
     detect_fresh_interval seconds (the job's interval): a ban follows the line that completes
     its evidence within about ingest_interval + detect_fresh_interval + the pass itself, not
-    detect_interval. Nothing to do when ingest stored nothing since the last one began."""
-    if not services.new_events.is_set():
+    detect_interval. Nothing to do when ingest stored nothing since the last one began and no
+    hour began since the last pass (then windows lost their oldest hour: rules/changed.py)."""
+    if not services.new_events.is_set() and not services.passes.hour_turned(services.clock()):
         return None
     services.new_events.clear()         # before the pass: events stored during it make the next one due
     return detection(services, fresh=True)
@@ -164,11 +165,11 @@ def _detect(services: Services, cfg, fresh: bool = False):
     from rules.detect import Fresh, detect, events_top
     rules = _rules(services, cfg)
     p, signature, top = services.passes, rules_signature(rules), events_top(services.store)
-    if fresh and (p.upto is None or top == p.upto):
-        return None             # the full pass after the start comes first; or nothing new
+    if fresh and (p.upto is None or (top == p.upto and not p.hour_turned(services.clock()))):
+        return None             # the full pass after the start comes first; or nothing moved
     if fresh and p.rules != signature:
         fresh = False           # other rules: they judge every entity, the breaker sees all their bans
-    scope = Fresh(after=p.upto, upto=top, since=p.full_at) if fresh else None
+    scope = Fresh(after=p.upto, upto=top, since=p.full_at, last=p.last.get("now")) if fresh else None
     started, now = time.monotonic(), services.clock()
     if not fresh:
         # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
@@ -184,7 +185,8 @@ def _detect(services: Services, cfg, fresh: bool = False):
     for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
         try:
             with services.memory.at_least(services.store, mb):
-                result = detect(services.store, cfg, rules, now, fresh=scope)
+                result = detect(services.store, cfg, rules, now, fresh=scope,
+                                since=None if fresh else p.full_at)     # the fresh passes' bans count
             for h in result.held:       # the operator must hear of it: nothing else will
                 log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
                             "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)

@@ -52,6 +52,12 @@ class Passes:
             self.full_at, self.rules = now, rules
         self.last = {"kind": "fresh" if fresh else "full", "now": now, "seconds": seconds}
 
+    def hour_turned(self, now: datetime) -> bool:
+        """An hour began since the last pass: every window lost its oldest hour."""
+        last = self.last.get("now")
+        return last is not None and last.replace(minute=0, second=0, microsecond=0) < now.replace(
+            minute=0, second=0, microsecond=0)
+
     def published(self, at: datetime) -> None:
         """Its decisions are in the policy since ``at``."""
         lag = (at - self.newest).total_seconds() if self.newest is not None else None

@@ -1,18 +1,20 @@
 """One detection pass: roll up, compute the features each rule needs, evaluate, decide.
 
 A full pass judges every entity. A fresh pass (``detect(..., fresh=Fresh(...))``, what serve
-runs right after an ingest) judges only the entities with events since the last pass, each
-over its whole window, so what it finds for them is what a full pass would; it only adds
-decisions, and leaves extensions, and anything it cannot judge alone, to the next full pass."""
+runs right after an ingest, and the bench's hourly pass) judges only the entities whose
+features may have moved since the last pass (rules/changed.py: new events, a window's end, an
+ASN's neighbours), each over its whole window, so what it finds for them is what a full pass
+would; it only adds decisions, and leaves extensions, the mirror-wide shares of entities it
+does not judge, and anything it cannot judge alone to the next full pass."""
 from __future__ import annotations
 
 import math
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from rules import features, policy
+from rules import changed, features, policy
+from rules.changed import Fresh, judging_only
 from rules.engine import Rule
 from rules.rollup import roll_up
 
@@ -25,80 +27,35 @@ def latest_event_time(store) -> datetime | None:
     return store.value("select max(ts) from events")
 
 
-def judging_only(sql: str, entity: str) -> str:
-    """A features query for the entities in ``$only``, each still over its whole window. The
-    filter goes into each scan of the rollups (features_sql's scoped(): every part built on them
-    groups by entity, and the totals read the rollups directly, so it removes other entities'
-    rows only): on the outer select alone DuckDB cannot push it into the CTEs it materializes,
-    and a fresh pass over 671 addresses on 2 M events took 5.2 s instead of 0.7 s. The outer
-    filter keeps the result right should the scans' text change (then only slower); a test
-    checks that the inner one is applied. Better: an ``only`` parameter of features_sql."""
-    key = features._KEY[entity][0]
-    inner = sql.replace(f"and {key} is not null", f"and {key} is not null and list_contains($only::varchar[], {key})")
-    return f"select * from ({inner}) where list_contains($only::varchar[], entity)"
-
-
-def find(store, rules: list[Rule], now: datetime, hosting,
-         only: dict[str, list[str]] | None = None) -> list[policy.Finding]:
+def find(store, rules: list[Rule], now: datetime, hosting, fresh: Fresh | None = None) -> list[policy.Finding]:
     """Every rule's findings at ``now``; features are computed once per (entity, window).
-    ``only``: entity kind -> the entities to judge (a fresh pass); None judges all."""
+    ``fresh``: judge only the entities whose features may have moved (rules/changed.py)."""
     groups: dict[tuple[str, str], list[Rule]] = defaultdict(list)
     for r in rules:
         groups[(r.entity, r.window)].append(r)
     found = []
     cols = ["entity", *features.NAMES]
+    if fresh is not None:
+        changed.prepare(store, fresh, min((features.window_bounds(now, r.window)[0] for r in rules), default=now))
     for (entity, window), group in sorted(groups.items()):
-        keys = None if only is None else only.get(entity, [])
-        if keys is not None and not keys:
-            continue
         start, end = features.window_bounds(now, window)
         needed = set().union(*(r.uses for r in group)) | CORE
         sql = features.features_sql(entity, needed=needed)
-        if keys is not None:
+        if fresh is not None:
+            if not changed.judge(store, fresh, now, entity, window, needed):
+                continue
             sql = judging_only(sql, entity)
         store.execute(f"create or replace temp table feat as {sql}",
-                      features.params(sql, start=start, end=end, hosting=list(hosting), only=keys))
+                      features.params(sql, start=start, end=end, hosting=list(hosting)))
         for rule in group:
             for row in store.execute(f"select * from feat where ({rule.where}) order by entity"):
                 values = dict(zip(cols, row))
                 entity_value = values.pop("entity")
                 found.append(policy.Finding(rule, entity_value, values, rule.explain(values)))
     store.execute("drop table if exists feat")    # ~25 MB of DuckDB's memory otherwise held until the next pass
+    store.execute("drop table if exists judged")
+    store.execute("drop table if exists changed_entities")
     return found
-
-
-@dataclass(frozen=True)
-class Fresh:
-    """A fresh pass: it judges the entities of the events stored after seq ``after`` up to
-    ``upto`` (the events' insertion order, migration 12), and ``since`` is the time of the last
-    full pass."""
-    after: int
-    upto: int
-    since: datetime
-
-
-# The entities that events in a range of seq belong to, per kind, keyed as features.py keys them.
-CHANGED = """
-    with e as (select distinct client_ip, remote_user, registry, repository from events
-               where seq > $after and seq <= $upto and ts >= $oldest),
-    ips as (select distinct client_ip from e where client_ip is not null)
-    select 'address', client_ip from ips
-    union all select distinct 'prefix', px.prefix from ips join ip_prefix px on px.ip = ips.client_ip
-    union all select distinct 'asn', cast(gi.asn as varchar) from ips join ip_info gi on gi.ip = ips.client_ip
-              where gi.asn is not null
-    union all select distinct 'user', remote_user from e where remote_user is not null
-    union all select distinct 'image', registry || '/' || repository from e
-              where registry is not null and repository is not null
-"""
-
-
-def changed(store, after: int, upto: int, oldest: datetime) -> dict[str, list[str]]:
-    """Entity kind -> the entities with events stored after seq ``after`` up to ``upto``, of
-    ``oldest`` or later: older events (a late rotated file) are in no window that ends now."""
-    out: dict[str, list[str]] = defaultdict(list)
-    for kind, value in store.execute(CHANGED, {"after": after, "upto": upto, "oldest": oldest}):
-        out[kind].append(value)
-    return dict(out)
 
 
 def events_top(store) -> int:
@@ -142,18 +99,17 @@ def leave_to_full_pass(store, result: policy.PassResult, since: datetime, share:
 
 
 def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True,
-           clock=time.time, fresh: Fresh | None = None) -> policy.PassResult:
+           clock=time.time, fresh: Fresh | None = None, since: datetime | None = None) -> policy.PassResult:
     """Judge the windows that end at ``now``: the wall clock live, a pinned time in a replay.
-    ``fresh``: judge only what changed (see Fresh and leave_to_full_pass)."""
+    ``fresh``: judge only what changed (see Fresh and leave_to_full_pass). ``since``, for a full
+    pass: the previous full pass's time, when fresh passes ran after it (serve); the bans they
+    made count in this pass's circuit breaker."""
     started = clock()
     roll_up(store, settings=settings)
-    only = None
-    if fresh is not None:
-        oldest = min((features.window_bounds(now, r.window)[0] for r in rules), default=now)
-        only = changed(store, fresh.after, fresh.upto, oldest)
-    found = find(store, rules, now, settings.hosting_asns, only=only)
+    found = find(store, rules, now, settings.hosting_asns, fresh=fresh)
     result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor,
-                         protected=[settings.host, *settings.trusted_proxies])
+                         protected=[settings.host, *settings.trusted_proxies],
+                         since=since if fresh is None else None)
     if fresh is not None:
         leave_to_full_pass(store, result, fresh.since, settings.breaker_share, settings.breaker_floor)
     if write:

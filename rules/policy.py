@@ -58,9 +58,11 @@ class PassResult:
 
 
 def plan(store, findings: list[Finding], now: datetime, breaker_share: float, breaker_floor: int,
-         protected=()) -> PassResult:
+         protected=(), since: datetime | None = None) -> PassResult:
     """What this pass would change, without writing anything. ``protected``: our own addresses
-    and ranges besides the host's (settings host, trusted_proxies)."""
+    and ranges besides the host's (settings host, trusted_proxies). ``since``: the time of the
+    previous full pass, when fresh passes may have banned since (serve): their bans count in
+    this pass's circuit breaker (see _breaker)."""
     result = PassResult(now, findings)
     allow = Allowlist(store, now)
     wanted: list[tuple[Finding, str]] = []
@@ -100,7 +102,8 @@ def plan(store, findings: list[Finding], now: datetime, breaker_share: float, br
                 result.extended.append(d)
             continue
         result.new.append(d)
-    result.held = _ours(result, protected) + _breaker(store, result, still_held, breaker_share, breaker_floor)
+    result.held = _ours(result, protected) + _breaker(store, result, still_held, breaker_share, breaker_floor,
+                                                      made_since(store, since, now) if since else [])
     return result
 
 
@@ -190,13 +193,31 @@ def _ours(result: PassResult, protected) -> list[Hold]:
 WIDEST = {4: 16, 6: 32}
 
 
-def _breaker(store, result: PassResult, still_held: list[Decision], share: float, floor: int) -> list[Hold]:
+# The bans in force that rules made after ``since`` and before ``now``: between two full
+# passes, serve's fresh passes (rules/detect.py leave_to_full_pass).
+MADE_SINCE = """
+    select id, scope, value, rule from decisions
+    where origin = 'rule' and effect = 'ban' and not simulated and held is null and revoked_at is null
+      and created_at > $since and created_at < $now and until > $now
+"""
+
+
+def made_since(store, since: datetime, now: datetime) -> list[Decision]:
+    return [Decision(scope=scope, value=value, effect="ban", tier=None, rule=rule, reason="", evidence={},
+                     created_at=since, until=now, id=i)
+            for i, scope, value, rule in store.execute(MADE_SINCE, {"since": since, "now": now})]
+
+
+def _breaker(store, result: PassResult, still_held: list[Decision], share: float, floor: int,
+             made: list[Decision] = ()) -> list[Hold]:
     """Judge each rule's new bans on their own: those of a rule that would ban more than
     ``share`` of the addresses active in the last 24 h (and more than ``floor``) are held, the
     other rules' apply. A rule's bans that are still held from an earlier pass count with its
-    new ones, so a misfiring rule cannot trickle through a few at a time. Extensions of
-    decisions in force, throttles and simulated decisions are not judged. Sets ``held`` on what
-    it holds and returns the holds."""
+    new ones, so a misfiring rule cannot trickle through a few at a time; so do ``made``, the
+    bans the fresh passes since the previous full pass put in force: together with this pass
+    they are one interval, and a rule gets one allowance in it, not one per kind of pass.
+    Extensions of decisions in force, throttles and simulated decisions are not judged. Sets
+    ``held`` on what it holds and returns the holds."""
     holds: list[Hold] = []
     judged: dict[str, list[Decision]] = defaultdict(list)
     for d in result.new:
@@ -219,10 +240,15 @@ def _breaker(store, result: PassResult, still_held: list[Decision], share: float
     for d in still_held:
         if d.effect == "ban" and not d.simulated:
             before[d.rule].append(d)
+    fresh: dict[str, list[Decision]] = defaultdict(list)
+    for d in made:
+        fresh[d.rule].append(d)
     for rule, bans in sorted(judged.items()):
-        hit = sum(hits(store, bans + before[rule], windows.get(rule, "24h"), result.now).values())
+        hit = sum(hits(store, bans + before[rule] + fresh[rule], windows.get(rule, "24h"), result.now).values())
         if hit > allowed:
-            earlier = f", with the {len(before[rule])} it had held before," if before[rule] else ""
+            counted = ([f"the {len(before[rule])} it had held before"] if before[rule] else []) + \
+                ([f"the {len(fresh[rule])} its fresh passes banned since the last full pass"] if fresh[rule] else [])
+            earlier = f", with {' and '.join(counted)}," if counted else ""
             reason = (f"the rule{earlier} would hit {hit} of the {active} addresses active in the last 24h; "
                       f"one rule may ban {allowed} in a pass: {share:.0%} of them, at least {floor}")
             for d in bans:
