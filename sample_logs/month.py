@@ -6,6 +6,11 @@ that are over and `access.log` for today, up to now. Each day is drawn from the 
 traffic generator (sample_logs/scenarios.py) with the same images and addresses every day and
 a seed of its own, so a day's lines are the same on every run: running again later appends
 today's new lines and rotates the files at midnight, and ingest reads only what is new.
+
+The last REDIRECT_DAYS whole days the mirror ran with a blob cache in object storage (CRProxy's
+redirect mode, sample_logs/scenarios.py ``generate_redirect``): its blob GETs answer 307, the
+bytes are in the buckets' access logs under object-storage/ (an S3 bucket and an OSS one, one
+log a day each), and a reseller hands its signed links to customers in other networks.
 """
 from __future__ import annotations
 
@@ -14,13 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sample_logs.scenarios import ABUSIVE_KINDS, KINDS, generate
+from sample_logs.scenarios import ABUSIVE_KINDS, KINDS, REDIRECT_ABUSIVE, REDIRECT_KINDS, generate, generate_redirect
 
 DAYS = 30
 # A small mirror: about 300 addresses a day. The abusers at half the volume of the scenario
 # tests' mirror, everyone else at a fifth (at a fifth, a CI storm re-pulls a blob 15 times a
 # day: under every rule's threshold, and not much of a demo).
-SCALE = {k: 0.5 if k in ABUSIVE_KINDS else 0.2 for k in KINDS}
+SCALE = {k: 0.5 if k in ABUSIVE_KINDS + REDIRECT_ABUSIVE else 0.2 for k in KINDS + REDIRECT_KINDS}
+REDIRECT_DAYS = 3           # the whole days before today in redirect mode
+STORES = {"s3": "mirror-blobs-logs/{day:%Y-%m-%d-%H-%M-%S}-5C3E6F7A8B9C0D1E",     # as each store names its logs
+          "oss": "MyLog-mirror-blobs{day:%Y-%m-%d-%H-%M-%S}-0001"}
+OBJECTS = "object-storage"
 SEED = 1
 LIVE = "access.log"
 COMPLETE = ".complete"      # the days written whole (not read by ingest: not named like a log)
@@ -67,17 +76,34 @@ def write_month(folder: str | Path, now: datetime, days: int = DAYS, scale: floa
         path = live if k == 0 else folder / _day_name(day)
         if k and path.name in done:
             continue
-        lines, _ = generate(days=1, start=day.replace(tzinfo=timezone.utc), seed=seed, scale=scale,
-                            variant=f":{day:%Y%m%d}", until=now.replace(tzinfo=timezone.utc) if k == 0 else None)
-        text = "".join(line + "\n" for line in lines).encode()
-        have = path.stat().st_size if path.exists() else 0
-        if have >= len(text):
-            continue
-        with path.open("ab") as f:            # the same day's lines again: only the tail is new
-            f.write(text[have:])
-        out.files += 1
-        out.lines += text[have:].count(b"\n")
+        if 0 < k <= REDIRECT_DAYS:
+            r = generate_redirect(days=1, start=day.replace(tzinfo=timezone.utc), seed=seed, scale=scale,
+                                  stores=tuple(STORES), variant=f":{day:%Y%m%d}")
+            texts = {path: _text(r.lines), **{folder / OBJECTS / store / name.format(day=day): _text(r.objects[store])
+                                              for store, name in STORES.items()}}
+        else:
+            texts = {path: _day(day, now if k == 0 else None, seed, scale)}
+        for where, text in texts.items():
+            have = where.stat().st_size if where.exists() else 0
+            if have >= len(text):
+                continue
+            where.parent.mkdir(parents=True, exist_ok=True)
+            with where.open("ab") as f:            # the same day's lines again: only the tail is new
+                f.write(text[have:])
+            out.files += 1
+            out.lines += text[have:].count(b"\n")
     for k in range(days, 0, -1):
         done.add(_day_name(today - timedelta(days=k)))
     marks.write_text("".join(f"{name}\n" for name in sorted(done)))
     return out
+
+
+def _text(lines: list[str]) -> bytes:
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def _day(day: datetime, until: datetime | None, seed: int, scale) -> bytes:
+    """One day of the proxy's log (a day that is not over: up to ``until``)."""
+    lines, _ = generate(days=1, start=day.replace(tzinfo=timezone.utc), seed=seed, scale=scale,
+                        variant=f":{day:%Y%m%d}", until=until.replace(tzinfo=timezone.utc) if until else None)
+    return _text(lines)

@@ -949,7 +949,7 @@ def _play(log: _Log, cat: Catalog, seed, order, kinds, scales, variant: str = ""
             continue
         ctx = _Ctx(random.Random(f"{seed}:{kind}{variant}"), log, cat, log.t0, log.t1,
                    random.Random(f"{seed}:{kind}") if variant else None)
-        log.kind_started(seed, kind)
+        log.kind_started(f"{seed}{variant}", kind)       # the redirect draws differ per variant too
         sc = scales.get(kind, 1.0)
         n = max(1, round(sc))
         whos += _light(ctx, sc) if kind == "light" else SINGLE[kind](ctx, n, sc / n)
@@ -1254,7 +1254,8 @@ def _expired(log: _RedirectLog, seed) -> None:
 
 def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=UTC), seed: int = 1,
                       scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, fmt: str = "main",
-                      stores: tuple[str, ...] = ("s3", "oss"), no_referer: tuple[str, ...] = ()) -> Redirected:
+                      stores: tuple[str, ...] = ("s3", "oss"), no_referer: tuple[str, ...] = (),
+                      variant: str = "") -> Redirected:
     """A redirect-mode mirror (CRProxy with a blob cache in object storage): the same clients as
     ``generate`` (same seed, same requests) plus the kinds only this mode has — ``redirect-relay``
     (a reseller asking from one address and handing the signed URLs to customers in other ASNs:
@@ -1274,6 +1275,9 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     the PUT of each blob it caches —, an operator's backup job reading fresh blobs with its own key
     (``backup``), and a few 403s for expired links.
 
+    ``variant`` gives the actors other draws with the same catalog and addresses, as in ``generate``
+    (the demo month's redirect-mode days).
+
     Returns ``(lines, objects, actors, truth)``: proxy lines sorted by time, ``{store: lines}``
     sorted by time, the actors, and a ``Truth``."""
     order = KINDS + REDIRECT_KINDS
@@ -1283,12 +1287,12 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     t0 = start.timestamp()
     log = _RedirectLog(t0, t0 + days * DAY, fmt, tuple(stores), tuple(no_referer))
     cat = Catalog(seed)
-    whos = _play(log, cat, seed, order[:-2], kinds, scales)
+    whos = _play(log, cat, seed, order[:-2], kinds, scales, variant)
     if kinds is None or "direct-read" in kinds:
-        whos.append(_direct_reads(log, cat, seed, scales.get("direct-read", 1.0)))
+        whos.append(_direct_reads(log, cat, f"{seed}{variant}", scales.get("direct-read", 1.0)))
     if kinds is None or "backup" in kinds:
-        whos.append(_backup(log, seed, scales.get("backup", 1.0)))
-    _expired(log, seed)
+        whos.append(_backup(log, f"{seed}{variant}", scales.get("backup", 1.0)))
+    _expired(log, f"{seed}{variant}")
     log.rows.sort(key=lambda r: r[0])
     lines = [line for _t, line in log.rows]
     objects, rows = {}, {}
