@@ -60,7 +60,7 @@ def test_the_dashboard_in_chromium(dashboard, page):
     assert budget["projected_bytes"] > budget["budget_bytes"]
     guard = budget["guard"]
     assert guard["action"]["simulated"] and guard["action"]["tier"] == "heavy"
-    warning = page.get_by_text(re.compile(r"over its budget: ")).first.inner_text()
+    warning = page.get_by_text(re.compile(r"over its budget of ")).first.inner_text()
     assert f"Budget guard: {guard['action_text']}." in warning
     assert "would move anonymous traffic from tier anonymous to heavy (simulated" in warning
     assert metric(page, "Budget guard") == guard["level"] in ("projected", "100%")
