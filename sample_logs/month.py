@@ -7,10 +7,12 @@ traffic generator (sample_logs/scenarios.py) with the same images and addresses 
 a seed of its own, so a day's lines are the same on every run: running again later appends
 today's new lines and rotates the files at midnight, and ingest reads only what is new.
 
-The last REDIRECT_DAYS whole days the mirror ran with a blob cache in object storage (CRProxy's
-redirect mode, sample_logs/scenarios.py ``generate_redirect``): its blob GETs answer 307, the
-bytes are in the buckets' access logs under object-storage/ (an S3 bucket and an OSS one, one
-log a day each), and a reseller hands its signed links to customers in other networks.
+From REDIRECT_DAYS days before the folder was first written the mirror runs with a blob cache in
+object storage (CRProxy's redirect mode, sample_logs/scenarios.py ``generate_redirect``): its blob
+GETs answer 307, the bytes are in the buckets' access logs under object-storage/ (an S3 bucket
+and an OSS one, one log a day each), and a reseller hands its signed links to customers in other
+networks. The day it started is kept in the folder (.redirect-since), so that a day is written in
+one mode only, whenever it is written or appended to.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ DAYS = 30
 # tests' mirror, everyone else at a fifth (at a fifth, a CI storm re-pulls a blob 15 times a
 # day: under every rule's threshold, and not much of a demo).
 SCALE = {k: 0.5 if k in ABUSIVE_KINDS + REDIRECT_ABUSIVE else 0.2 for k in KINDS + REDIRECT_KINDS}
-REDIRECT_DAYS = 3           # the whole days before today in redirect mode
+REDIRECT_DAYS = 3           # the redirect mode began this many days before the first run
+SINCE = ".redirect-since"   # the day it began (YYYYMMDD; not read by ingest: not named like a log)
 STORES = {"s3": "mirror-blobs-logs/{day:%Y-%m-%d-%H-%M-%S}-5C3E6F7A8B9C0D1E",     # as each store names its logs
           "oss": "MyLog-mirror-blobs{day:%Y-%m-%d-%H-%M-%S}-0001"}
 OBJECTS = "object-storage"
@@ -68,6 +71,7 @@ def write_month(folder: str | Path, now: datetime, days: int = DAYS, scale: floa
         started = _first_day(live)
         if started and started != f"{today:%Y%m%d}":         # midnight passed: rotate, as logrotate would
             os.replace(live, folder / f"{LIVE}-{started}")
+    since = _redirect_since(folder, today, live)
     out = Written()
     marks = folder / COMPLETE
     done = set(marks.read_text().split()) if marks.exists() else set()
@@ -76,9 +80,10 @@ def write_month(folder: str | Path, now: datetime, days: int = DAYS, scale: floa
         path = live if k == 0 else folder / _day_name(day)
         if k and path.name in done:
             continue
-        if 0 < k <= REDIRECT_DAYS:
+        if day >= since:
             r = generate_redirect(days=1, start=day.replace(tzinfo=timezone.utc), seed=seed, scale=scale,
-                                  stores=tuple(STORES), variant=f":{day:%Y%m%d}")
+                                  stores=tuple(STORES), variant=f":{day:%Y%m%d}",
+                                  until=now.replace(tzinfo=timezone.utc) if k == 0 else None)
             texts = {path: _text(r.lines), **{folder / OBJECTS / store / name.format(day=day): _text(r.objects[store])
                                               for store, name in STORES.items()}}
         else:
@@ -96,6 +101,17 @@ def write_month(folder: str | Path, now: datetime, days: int = DAYS, scale: floa
         done.add(_day_name(today - timedelta(days=k)))
     marks.write_text("".join(f"{name}\n" for name in sorted(done)))
     return out
+
+
+def _redirect_since(folder: Path, today: datetime, live: Path) -> datetime:
+    """The first day in redirect mode: kept from the folder's first run. A folder written before
+    there was a redirect mode switches at the next midnight, never in the middle of a file."""
+    mark = folder / SINCE
+    if mark.exists():
+        return datetime.strptime(mark.read_text().strip(), "%Y%m%d")
+    begun = today + timedelta(days=1) if live.exists() and live.stat().st_size else today - timedelta(days=REDIRECT_DAYS)
+    mark.write_text(f"{begun:%Y%m%d}\n")
+    return begun
 
 
 def _text(lines: list[str]) -> bytes:

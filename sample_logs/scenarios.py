@@ -1255,7 +1255,7 @@ def _expired(log: _RedirectLog, seed) -> None:
 def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=UTC), seed: int = 1,
                       scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, fmt: str = "main",
                       stores: tuple[str, ...] = ("s3", "oss"), no_referer: tuple[str, ...] = (),
-                      variant: str = "") -> Redirected:
+                      variant: str = "", until: datetime | None = None) -> Redirected:
     """A redirect-mode mirror (CRProxy with a blob cache in object storage): the same clients as
     ``generate`` (same seed, same requests) plus the kinds only this mode has — ``redirect-relay``
     (a reseller asking from one address and handing the signed URLs to customers in other ASNs:
@@ -1275,8 +1275,9 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     the PUT of each blob it caches —, an operator's backup job reading fresh blobs with its own key
     (``backup``), and a few 403s for expired links.
 
-    ``variant`` gives the actors other draws with the same catalog and addresses, as in ``generate``
-    (the demo month's redirect-mode days).
+    ``variant`` gives the actors other draws with the same catalog and addresses, and ``until``
+    drops the proxy lines and store rows after it, as in ``generate`` (the demo month's days; the
+    truth stays the whole span's).
 
     Returns ``(lines, objects, actors, truth)``: proxy lines sorted by time, ``{store: lines}``
     sorted by time, the actors, and a ``Truth``."""
@@ -1294,10 +1295,12 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
         whos.append(_backup(log, f"{seed}{variant}", scales.get("backup", 1.0)))
     _expired(log, f"{seed}{variant}")
     log.rows.sort(key=lambda r: r[0])
-    lines = [line for _t, line in log.rows]
+    cut = math.inf if until is None else until.timestamp()
+    lines = [line for t, line in log.rows if t < cut]
     objects, rows = {}, {}
     for store in stores:
-        rows[store] = sorted((o for o in log.objects if o["store"] == store), key=lambda o: o["t"])
+        # a cut day's rows are the first of the whole day's (each line's draws depend only on the rows before it)
+        rows[store] = sorted((o for o in log.objects if o["store"] == store and o["t"] < cut), key=lambda o: o["t"])
         objects[store] = WRITERS[store](random.Random(f"{seed}:{store}:lines"), rows[store], damaged=False)
     gets = [o for o in log.objects if o["method"] == "GET" and o["status"] in (200, 206)]
     truth = Truth(served=log.served, proxy_bytes=log.proxy_bytes, redirect_bytes=log.redirect_bytes,
