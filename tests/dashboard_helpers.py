@@ -1,5 +1,5 @@
-"""The dashboard's test server: the demo month (30 days of a small mirror, ~530k lines, three days
-of them in redirect mode with the buckets' logs; the demo's ASN/country databases and budget)
+"""The dashboard's test server: the demo month (30 days of a small mirror, ~530k lines, the last two
+days and today in redirect mode with the buckets' logs; the demo's ASN/country databases and budget)
 ingested and judged at a pinned time, served by a real enforcer on loopback (uvicorn in a thread) whose
 clock stays at that time, with a viewer and an admin key."""
 from __future__ import annotations

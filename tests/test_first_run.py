@@ -16,7 +16,7 @@ from core.settings import load
 from core.store import open_store
 from enforcer.keys import create_key
 from ingest.pipeline import Ingester
-from sample_logs.month import LIVE, OBJECTS, STORES, write_month
+from sample_logs.month import LIVE, OBJECTS, SINCE, STORES, write_month
 
 
 def invoke(*args, **kw):
@@ -91,6 +91,8 @@ def test_the_month_grows_by_appending_and_rotates_at_midnight(tmp_path):
             assert written.lines > 0
             report = Ingester(store, cfg).run([str(steps)])
             assert report.total("events") == written.lines and report.total("rejects") == 0
+        whole.mkdir()                                               # the blob cache began on the same day
+        (whole / SINCE).write_text((steps / SINCE).read_text())
         write_month(whole, t1 + timedelta(hours=24), days=3)        # from the same first day
         names = sorted(p.name for p in whole.glob(f"{LIVE}*"))
         assert names == [LIVE, f"{LIVE}-20261118", f"{LIVE}-20261119", f"{LIVE}-20261120"]
