@@ -151,7 +151,7 @@ def tiers() -> dict[str, dict]:
 
 # the columns of the API's answers that hold a time (naive UTC or ISO 8601)
 TIME_FIELDS = ("ts", "now", "at", "created_at", "until", "revoked_at", "held_at", "frozen_at", "first_seen",
-               "last_seen", "latest_event", "as_of", "generated_at")
+               "last_seen", "latest_event", "as_of", "generated_at", "added_at")
 
 
 def timezone() -> str:
