@@ -8,6 +8,7 @@ import click
 
 from cli.app import cli, fail, now_option, run_now, with_settings
 from core.clock import parse_time
+from core.when import human
 
 
 def _when(text: str | None) -> datetime | None:
@@ -52,7 +53,7 @@ def detect(cfg, as_json):
             at = run_now(cfg, store, enforced=True)
             latest = latest_event_time(store)
             if not as_json and not cfg.now and latest is not None and at - latest > timedelta(days=1):
-                click.echo(f"notice: the newest event is from {latest:%Y-%m-%d %H:%M} UTC, {(at - latest).days} "
+                click.echo(f"notice: the newest event is from {human(latest, cfg.report_timezone)}, {(at - latest).days} "
                            "day(s) ago: judged at the wall clock it is outside the windows; to replay old logs use "
                            "--now latest", err=True)
             out = pass_report(run_detect(store, cfg, rules, at))
@@ -118,7 +119,8 @@ def decisions_list(cfg, active, held, as_json):
                  "expired" if r["until"] <= at else "held" if r["held"] else "active")
         tier = f":{r['tier']}" if r["tier"] else ""
         why = f" (held: {r['held']})" if state == "held" else ""
-        click.echo(f"#{r['id']} {state:9} {r['effect']}{tier} {r['scope']} {r['value']} until {r['until']} "
+        click.echo(f"#{r['id']} {state:9} {r['effect']}{tier} {r['scope']} {r['value']} "
+                   f"until {human(r['until'], cfg.report_timezone)} "
                    f"[{r['rule'] or r['origin']}] {r['reason']}{why}")
 
 
@@ -179,13 +181,13 @@ def explain(cfg, target, as_json):
     if as_json:
         click.echo(json.dumps(report, default=str))
         return
-    click.echo(f"{report['entity_kind']} {report['target']} at {report['now']}")
+    click.echo(f"{report['entity_kind']} {report['target']} at {human(report['now'], cfg.report_timezone)}")
     if report.get("allowlisted"):
         click.echo(f"  ALLOWLISTED: {report['allowlisted']} (no rule decides on it; bans and throttles skip it)")
     for d in report.get("in_force") or []:
         what = f"{d['effect']}:{d['tier']}" if d["tier"] else d["effect"]
         state = f"HELD by the circuit breaker ({d['held']})" if d["held"] else "simulated" if d["simulated"] else "in force"
-        click.echo(f"  {state}: #{d['id']} {what} {d['scope']} {d['value']} until {d['until']} "
+        click.echo(f"  {state}: #{d['id']} {what} {d['scope']} {d['value']} until {human(d['until'], cfg.report_timezone)} "
                    f"[{d['rule'] or d['origin']}] {d['reason']}")
     if not report.get("in_force"):
         click.echo("  no decision in force")
@@ -296,4 +298,4 @@ def allow_list(cfg, as_json):
         click.echo(json.dumps(rows, default=str))
         return
     for r in rows:
-        click.echo(f"{r['kind']} {r['value']} until {r['until'] or 'forever'}: {r['reason']}")
+        click.echo(f"{r['kind']} {r['value']} until {human(r['until'], cfg.report_timezone) or 'forever'}: {r['reason']}")

@@ -141,7 +141,7 @@ def up(cfg, no_dashboard):
     import glob
 
     from cli import dashboard
-    from cli.demo import first_run, month_folder, show
+    from cli.demo import demo_settings, first_run, month_folder, show
     from enforcer.changes import audit
     from enforcer.keys import create_key, replace_key
     from enforcer.service import utcnow
@@ -153,6 +153,8 @@ def up(cfg, no_dashboard):
     if missing:
         fail(f"`sources` ({cfg.origin['sources']}): nothing at {', '.join(missing)}")
     patterns = [str(month_folder(cfg))] if demo else list(cfg.sources)
+    if demo:
+        demo_settings(cfg)          # before serve starts too: its tail ingest looks new addresses up
     store = open_or_fail(cfg.db)
     try:
         key = board_key = None

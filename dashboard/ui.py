@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import streamlit as st
 
+from core.when import human
 from dashboard.client import ApiError, Client
 
 GIB, TIB = 1 << 30, 1 << 40
@@ -145,3 +147,31 @@ def tiers() -> dict[str, dict]:
     """Tier name -> its limits ({} when the server cannot say)."""
     t = (get("/v1/stats/tiers", quiet=True) or {}).get("tiers") or {}
     return {x["name"]: x for x in t} if isinstance(t, list) else dict(t)
+
+
+# the columns of the API's answers that hold a time (naive UTC or ISO 8601)
+TIME_FIELDS = ("ts", "now", "at", "created_at", "until", "revoked_at", "held_at", "frozen_at", "first_seen",
+               "last_seen", "latest_event", "as_of", "generated_at", "added_at")
+
+
+def timezone() -> str:
+    """The operator's report_timezone, as the server's budget status gives it (UTC when it cannot say)."""
+    b = get("/v1/stats/budget", quiet=True) or {}
+    return b.get("timezone") or "UTC"
+
+
+def when(t) -> str:
+    """A time for people: to the second, in report_timezone, with the zone's name."""
+    return human(t, timezone())
+
+
+def local_times(rows: list[dict]) -> list[dict]:
+    """``rows`` with every time column as ``when`` shows it (the API keeps ISO 8601 UTC)."""
+    tz = timezone()
+    return [{k: human(v, tz) if k in TIME_FIELDS and v is not None else v for k, v in r.items()} for r in rows]
+
+
+def instant(t) -> datetime:
+    """An API time (ISO 8601, with a space or a T) as a naive UTC datetime, to compare."""
+    t = datetime.fromisoformat(str(t).replace("Z", "+00:00"))
+    return t.replace(tzinfo=None) if t.tzinfo is None else t.astimezone(dt_timezone.utc).replace(tzinfo=None)

@@ -57,6 +57,34 @@ def plan(status: dict, state: dict, tighten: bool, tier: str) -> dict:
     return out
 
 
+def outlook(status: dict, state: dict, tighten: bool, tier: str, anonymous: str) -> dict | None:
+    """The guard's action on the anonymous tier for this month, as a person reads it: done (a
+    tightening in force), done simulated (said at a check this month), or what the next check
+    will do (budget_tighten off: simulated) — known from the status alone, so that a first look
+    before the guard's first check already says it. None: nothing to do at this level."""
+    tightened = state.get("tightened")
+    if tightened and tightened.get("month") == status["month"]:
+        return {"what": "tighten", "tier": tightened["tier"], "previous": tightened["previous"], "simulated": False,
+                "done": True}
+    if not any(c in ACT_ON for c in status["guard"]["crossed"]):
+        return None
+    said = [a for a in (state.get("actions", []) if state.get("month") == status["month"] else [])
+            if a.get("what") == "tighten"]
+    if said:
+        return {**said[-1], "done": True}
+    return {"what": "tighten", "tier": tier, "previous": anonymous, "simulated": not tighten, "done": False}
+
+
+def sentence(action: dict | None) -> str:
+    """The outlook in words."""
+    if not action:
+        return "nothing to do"
+    move = f"anonymous traffic from tier {action['previous']} to {action['tier']}"
+    if action["simulated"]:
+        return f"would move {move} (simulated: budget_tighten is off)"
+    return f"moved {move}" if action["done"] else f"will move {move} at its next check"
+
+
 def post(url: str, payload: dict, timeout: float = 10.0) -> str | None:
     """POST the payload as JSON; None when it landed (2xx), else why not."""
     req = urllib.request.Request(url, method="POST", data=json.dumps(payload, default=str).encode(),

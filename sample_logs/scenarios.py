@@ -949,7 +949,7 @@ def _play(log: _Log, cat: Catalog, seed, order, kinds, scales, variant: str = ""
             continue
         ctx = _Ctx(random.Random(f"{seed}:{kind}{variant}"), log, cat, log.t0, log.t1,
                    random.Random(f"{seed}:{kind}") if variant else None)
-        log.kind_started(seed, kind)
+        log.kind_started(f"{seed}{variant}", kind)       # the redirect draws differ per variant too
         sc = scales.get(kind, 1.0)
         n = max(1, round(sc))
         whos += _light(ctx, sc) if kind == "light" else SINGLE[kind](ctx, n, sc / n)
@@ -1254,7 +1254,8 @@ def _expired(log: _RedirectLog, seed) -> None:
 
 def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tzinfo=UTC), seed: int = 1,
                       scale: float | dict[str, float] = 1.0, kinds: set[str] | None = None, fmt: str = "main",
-                      stores: tuple[str, ...] = ("s3", "oss"), no_referer: tuple[str, ...] = ()) -> Redirected:
+                      stores: tuple[str, ...] = ("s3", "oss"), no_referer: tuple[str, ...] = (),
+                      variant: str = "", until: datetime | None = None) -> Redirected:
     """A redirect-mode mirror (CRProxy with a blob cache in object storage): the same clients as
     ``generate`` (same seed, same requests) plus the kinds only this mode has — ``redirect-relay``
     (a reseller asking from one address and handing the signed URLs to customers in other ASNs:
@@ -1274,6 +1275,10 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     the PUT of each blob it caches —, an operator's backup job reading fresh blobs with its own key
     (``backup``), and a few 403s for expired links.
 
+    ``variant`` gives the actors other draws with the same catalog and addresses, and ``until``
+    drops the proxy lines and store rows after it, as in ``generate`` (the demo month's days; the
+    truth stays the whole span's).
+
     Returns ``(lines, objects, actors, truth)``: proxy lines sorted by time, ``{store: lines}``
     sorted by time, the actors, and a ``Truth``."""
     order = KINDS + REDIRECT_KINDS
@@ -1283,17 +1288,19 @@ def generate_redirect(days: int = 2, start: datetime = datetime(2024, 11, 18, tz
     t0 = start.timestamp()
     log = _RedirectLog(t0, t0 + days * DAY, fmt, tuple(stores), tuple(no_referer))
     cat = Catalog(seed)
-    whos = _play(log, cat, seed, order[:-2], kinds, scales)
+    whos = _play(log, cat, seed, order[:-2], kinds, scales, variant)
     if kinds is None or "direct-read" in kinds:
-        whos.append(_direct_reads(log, cat, seed, scales.get("direct-read", 1.0)))
+        whos.append(_direct_reads(log, cat, f"{seed}{variant}", scales.get("direct-read", 1.0)))
     if kinds is None or "backup" in kinds:
-        whos.append(_backup(log, seed, scales.get("backup", 1.0)))
-    _expired(log, seed)
+        whos.append(_backup(log, f"{seed}{variant}", scales.get("backup", 1.0)))
+    _expired(log, f"{seed}{variant}")
     log.rows.sort(key=lambda r: r[0])
-    lines = [line for _t, line in log.rows]
+    cut = math.inf if until is None else until.timestamp()
+    lines = [line for t, line in log.rows if t < cut]
     objects, rows = {}, {}
     for store in stores:
-        rows[store] = sorted((o for o in log.objects if o["store"] == store), key=lambda o: o["t"])
+        # a cut day's rows are the first of the whole day's (each line's draws depend only on the rows before it)
+        rows[store] = sorted((o for o in log.objects if o["store"] == store and o["t"] < cut), key=lambda o: o["t"])
         objects[store] = WRITERS[store](random.Random(f"{seed}:{store}:lines"), rows[store], damaged=False)
     gets = [o for o in log.objects if o["method"] == "GET" and o["status"] in (200, 206)]
     truth = Truth(served=log.served, proxy_bytes=log.proxy_bytes, redirect_bytes=log.redirect_bytes,

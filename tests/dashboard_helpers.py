@@ -1,5 +1,6 @@
-"""The dashboard's test server: the demo month (30 days of a small mirror, ~530k lines) ingested
-and judged at a pinned time, served by a real enforcer on loopback (uvicorn in a thread) whose
+"""The dashboard's test server: the demo month (30 days of a small mirror, ~530k lines, the last two
+days and today in redirect mode with the buckets' logs; the demo's ASN/country databases and budget)
+ingested and judged at a pinned time, served by a real enforcer on loopback (uvicorn in a thread) whose
 clock stays at that time, with a viewer and an admin key."""
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ NOW = datetime(2026, 11, 27, 12, 0, 0)
 def demo_month(root: Path) -> Path:
     """Write, ingest and judge the demo month into root/db.duckdb, as `pullwarden demo` does
     but at NOW instead of the wall clock."""
+    from cli.demo import demo_budget, demo_settings
     from core.settings import load
     from core.store import open_store
     from ingest.pipeline import Ingester
@@ -32,8 +34,10 @@ def demo_month(root: Path) -> Path:
     folder = root / "sample_logs"
     write_month(folder, NOW)
     cfg = load(None, {"db": str(root / "db.duckdb")}, environ={})
+    demo_settings(cfg)                  # the demo's ASN and country databases
     store = open_store(cfg.db)
     try:
+        demo_budget(store, NOW)         # and the budget its month crosses
         Ingester(store, cfg).run([str(folder)])
         detect(store, cfg, load_rules(store, None, None), NOW)
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard_helpers import dashboard_process, serve
+from tests.dashboard_helpers import NOW, dashboard_process, serve
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -55,6 +55,36 @@ def test_the_dashboard_in_chromium(dashboard, page):
     overview = srv.get("/v1/stats/overview")
     assert metric(page, "Month to date (TiB)") == str(round(budget.get("used_bytes", budget["bytes"]) / TIB, 3))
     assert metric(page, "Today (TiB)") == str(round(overview["today"]["bytes"] / TIB, 3))
+    # the first screen tells the story: over budget with the guard's (simulated) action, the bytes from
+    # the buckets' logs, AS and country breakdowns with names, one line per decided entity
+    assert budget["projected_bytes"] > budget["budget_bytes"]
+    guard = budget["guard"]
+    assert guard["action"]["simulated"] and guard["action"]["tier"] == "heavy"
+    warning = page.get_by_text(re.compile(r"over its budget of ")).first.inner_text()
+    assert f"Budget guard: {guard['action_text']}." in warning
+    assert "would move anonymous traffic from tier anonymous to heavy (simulated" in warning
+    assert metric(page, "Budget guard") == guard["level"] in ("projected", "100%")
+    assert overview["object_bytes"] > 0 and overview["unjoined_bytes"] > 0
+    objects = page.get_by_text(re.compile(r"of it from object-storage logs")).first.inner_text()
+    assert f"{overview['object_bytes'] / TIB:,.3f} TiB of it from object-storage logs" in objects
+    for by in ("asn", "country"):
+        top = srv.get("/v1/stats/top", by=by, limit=6)["rows"]
+        cell = page.locator(f'[data-testid="stDataFrame"]:has([role="gridcell"]:text-is("{top[0]["label"]}"))')
+        cell.first.wait_for(state="attached", timeout=30_000)
+    assert srv.get("/v1/stats/top", by="asn", limit=6)["rows"][0]["label"].startswith("AS")
+    active = srv.get("/v1/stats/decisions", active="true", limit=5000)
+    entities = {(d["scope"], d["value"]) for d in active}
+    assert len(entities) < len(active)              # two rules decided one address: one line for it
+    page.get_by_text(f"In force: {len(entities)} entities, {len(active)} decisions").wait_for(timeout=30_000)
+    twice = sorted(v for v in {d["value"] for d in active} if sum(d["value"] == v for d in active) > 1)
+    both = {d["rule"] for d in active if d["value"] == twice[0]}
+    assert len(both) > 1
+
+    def rules_cells() -> list[set]:
+        """The rule lists in the page's tables' cells."""
+        page.locator('[role="gridcell"]').first.wait_for(state="attached", timeout=30_000)
+        return [set(c.split(", ")) for c in page.locator('[role="gridcell"]').all_text_contents() if "-" in c]
+    assert both in rules_cells()
     page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=60_000)     # the stacked daily chart
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard-overview.png"
@@ -86,8 +116,29 @@ def test_the_dashboard_in_chromium(dashboard, page):
     entity = srv.get("/v1/stats/entity", kind="address", value=biggest)
     assert metric(page, "GiB (7 days)") == str(round(entity["totals"]["bytes"] / (1 << 30), 2))
 
-    # Decisions & audit: the count in force
+    # Decisions & audit: the count in force, one row per entity with every rule that decided
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Decisions & audit", exact=True).click()
     page.get_by_role("heading", name="Decisions & audit").wait_for(timeout=60_000)
-    active = srv.get("/v1/stats/decisions", active="true", limit=5000)
     assert metric(page, "Decisions") == str(len(active))
+    assert metric(page, "Entities") == str(len(entities))
+    entity = f'[role="gridcell"]:text-is("{"range" if "/" in twice[0] else "ip"} {twice[0]}")'
+    page.locator(entity).first.wait_for(state="attached", timeout=30_000)
+    assert page.locator(entity).count() == 1 and both in rules_cells()
+
+    # Review: times to the second in report_timezone (UTC here), never with microseconds
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Review", exact=True).click()
+    page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
+    newest = page.get_by_text(re.compile(r"newest pass at")).first.inner_text()
+    assert f"newest pass at {NOW:%Y-%m-%d %H:%M:%S} UTC." in newest, newest
+    page.locator('[data-testid="stDataFrame"] [role="gridcell"]').first.wait_for(state="attached", timeout=30_000)
+    cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]').all_text_contents()
+    assert f"{NOW:%Y-%m-%d %H:%M:%S} UTC" in cells
+    assert not [c for c in cells if re.search(r"\d\d:\d\d:\d\d\.\d", c)], "a time with fractions of a second"
+
+    # Budget: what the guard's tighter tier would have saved this month
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Budget & reports", exact=True).click()
+    page.get_by_role("heading", name="Budget & reports").wait_for(timeout=60_000)
+    w = srv.get("/v1/stats/budget/whatif", tier="heavy")
+    assert w["saved_bytes"] > 0
+    assert metric(page, "Saved by that tier this month (TiB)") == str(round(w["saved_bytes"] / TIB, 3))
+    page.screenshot(path=str(ARTIFACTS / "dashboard-budget.png"), full_page=True)

@@ -2,7 +2,9 @@
 exactly once; live commands and the API judge at the same wall clock."""
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from datetime import datetime, timedelta
 
 import httpx
@@ -14,7 +16,7 @@ from core.settings import load
 from core.store import open_store
 from enforcer.keys import create_key
 from ingest.pipeline import Ingester
-from sample_logs.month import LIVE, write_month
+from sample_logs.month import LIVE, OBJECTS, SINCE, STORES, write_month
 
 
 def invoke(*args, **kw):
@@ -39,15 +41,41 @@ def test_demo_shows_live_decisions_with_reasons_and_reruns_add_only_todays_lines
     assert {d["id"] for d in active} == {d["id"] for d in out["in_force"]}
 
     again = json.loads(invoke("demo", "--json").stdout)
-    assert again["generated"]["files"] <= 1 and again["ingested"]["lines"] == again["generated"]["lines"]
+    assert again["generated"]["files"] <= 1 + len(STORES) and again["ingested"]["lines"] == again["generated"]["lines"]
     store = open_store("data/pullwarden.duckdb")
     try:
         lines = sum(len(p.read_bytes().splitlines()) for p in (workdir / "data" / "sample_logs").glob(f"{LIVE}*"))
         assert store.value("select count(*) from events") == lines       # every line once
     finally:
         store.close()
-    text = invoke("demo").stdout
-    assert "decision(s) in force" in text and "[tag-scanner] enumerated" in text
+    # the story (issue 23): bytes from the buckets' logs, a month over its budget with the guard's
+    # simulated action and what its tier would save, addresses with AS names
+    m = again["last_30_days"]
+    assert m["object_tib"] > 0.5 and m["unjoined_gib"] > 0
+    b = again["budget"]
+    assert b["budget_tib"] == 20 and b["projected_tib"] > b["budget_tib"] and b["level"] in ("projected", "100%")
+    assert b["action"]["simulated"] and b["action"]["tier"] == "heavy"
+    assert 0 < b["whatif"]["saved_tib"] < b["used_tib"]
+    store = open_store("data/pullwarden.duckdb")
+    try:
+        everyone = store.value("select count(*) from ip_info")
+        unnamed = [ip for (ip,) in store.execute("select ip from ip_info where as_org is null or country is null")]
+    finally:
+        store.close()
+    # but the mirror's own address, filling its bucket (in the bucket's log)
+    assert everyone > 1000 and all(ipaddress.ip_address(ip).is_private for ip in unnamed), unnamed
+    # people read one line per decided entity, every rule on it, times to the second in report_timezone
+    text = invoke("demo", env={"PULLWARDEN_REPORT_TIMEZONE": "Asia/Shanghai"}).stdout
+    assert "decision(s) in force" in text and "guard: " in text and "what-if: " in text
+    entities = {}
+    for d in again["in_force"]:
+        entities.setdefault(f"{d['scope']} {d['value']} ", set()).add(d["rule"])
+    assert len(entities) < len(again["in_force"])          # two rules decided one address
+    for entity, rules in entities.items():
+        [line] = [x for x in text.splitlines() if entity in x]
+        assert set(line.split("[", 1)[1].split("]")[0].split(", ")) == rules, line
+        assert re.search(r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d CST ", line), line
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d", text)
 
 
 def test_the_month_grows_by_appending_and_rotates_at_midnight(tmp_path):
@@ -63,11 +91,19 @@ def test_the_month_grows_by_appending_and_rotates_at_midnight(tmp_path):
             assert written.lines > 0
             report = Ingester(store, cfg).run([str(steps)])
             assert report.total("events") == written.lines and report.total("rejects") == 0
+        whole.mkdir()                                               # the blob cache began on the same day
+        (whole / SINCE).write_text((steps / SINCE).read_text())
         write_month(whole, t1 + timedelta(hours=24), days=3)        # from the same first day
         names = sorted(p.name for p in whole.glob(f"{LIVE}*"))
         assert names == [LIVE, f"{LIVE}-20261118", f"{LIVE}-20261119", f"{LIVE}-20261120"]
         assert sorted(p.name for p in steps.glob(f"{LIVE}*")) == names
         for name in names:
+            assert (steps / name).read_bytes() == (whole / name).read_bytes(), name
+        # the buckets' logs of the redirect-mode days too, today's grown by appending like the proxy's
+        buckets = sorted(str(p.relative_to(whole)) for p in (whole / OBJECTS).rglob("*") if p.is_file())
+        assert len(buckets) == 2 * 4 and buckets == sorted(str(p.relative_to(steps))
+                                                           for p in (steps / OBJECTS).rglob("*") if p.is_file())
+        for name in buckets:
             assert (steps / name).read_bytes() == (whole / name).read_bytes(), name
         total = sum(len((whole / n).read_bytes().splitlines()) for n in names)
         assert store.value("select count(*) from events") == total

@@ -111,7 +111,8 @@ def test_up_serves_the_demo_month_and_shows_how_to_talk_to_it(workdir):
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
-    assert "decision(s) in force" in out and "[tag-scanner] enumerated" in out
+    # one line per decided entity: the scanner's, with every rule that decided on it
+    assert "decision(s) in force" in out and [x for x in out.splitlines() if f"ip {scanner} " in x and "tag-scanner" in x]
     assert "ingested" in out and "last 30 days:" in out
 
 

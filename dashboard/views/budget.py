@@ -13,7 +13,7 @@ budget = b.get("budget_bytes")
 p = b.get("projection") or {}
 c = st.columns(4)
 c[0].metric("Month to date (TiB)", ui.tib(b.get("used_bytes", b.get("bytes"))),
-            help=f"{b.get('month')} in {b.get('timezone', 'UTC')}, as of {b.get('as_of')}; {ui.UNITS}")
+            help=f"{b.get('month')} in {b.get('timezone', 'UTC')}, as of {ui.when(b.get('as_of'))}; {ui.UNITS}")
 c[1].metric("Budget (TiB)", ui.tib(budget) if budget else "not set")
 c[2].metric("Projected month end (TiB)", ui.tib(b.get("projected_bytes")), help=f"headline: {p.get('headline', '')}")
 c[3].metric("Band (TiB)", f"{ui.tib(p.get('low'))}–{ui.tib(p.get('high'))}" if p else "—")
@@ -35,8 +35,22 @@ if b.get("daily") and any(d["bytes"] for d in b["daily"]):
 else:
     st.info("Nothing served this month yet. " + ui.NO_TRAFFIC)
 if guard.get("actions") or guard.get("tightened") or guard.get("crossed"):
-    st.markdown("**What the guard did or would do**")
-    st.json({k: guard.get(k) for k in ("crossed", "notified", "actions", "tightened")}, expanded=True)
+    st.markdown(f"**What the guard did or would do:** {guard.get('action_text') or 'nothing to do'}")
+    with st.expander("The guard's memory this month"):
+        st.json({k: guard.get(k) for k in ("crossed", "notified", "actions", "tightened")}, expanded=True)
+action = guard.get("action")
+if action and action.get("tier") and action["tier"] != action.get("previous"):
+    # the tighter tier the guard moves anonymous traffic to: what it saves, without asking for a click
+    w = ui.get("/v1/stats/budget/whatif", tier=action["tier"])
+    if w:
+        st.subheader(f"If anonymous traffic were in tier {action['tier']} (the guard's action)")
+        c = st.columns(4)
+        c[0].metric("Saved by that tier this month (TiB)", ui.tib(w.get("saved_bytes")))
+        c[1].metric("Projected month end with it (TiB)", ui.tib(w.get("projected_bytes_after")),
+                    delta=f"{ui.tib((w.get('projected_bytes_after') or 0) - (w.get('projected_bytes') or 0))} TiB",
+                    delta_color="inverse")
+        c[2].metric("Anonymous traffic this month (TiB)", ui.tib(w.get("anonymous_bytes")))
+        c[3].metric("Guard after", w.get("guard_after", "—"))
 
 st.subheader("What if the anonymous tier were changed?")
 st.caption("Replays this month's anonymous traffic through the changed limits: what they would have refused is "

@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from core.decided import by_entity
 from dashboard import charts, ui
 
 st.title("Decisions & audit")
@@ -22,14 +23,34 @@ for field, want in (("rule", rule), ("scope", scope), ("effect", effect), ("orig
         rows = [r for r in rows if str(r.get(field)) == want]
 if rows:
     df = pd.DataFrame(rows)
-    c = st.columns(3)
+    now = (ui.get("/v1/stats/overview", quiet=True) or {}).get("now")
+
+    def state_of(r: dict) -> str:
+        if r.get("held"):
+            return "held"
+        if r.get("revoked_at"):
+            return "revoked"
+        if r.get("simulated"):
+            return "simulated"
+        return "in force" if not now or ui.instant(r["until"]) > ui.instant(now) else "ended"
+    decided = by_entity(rows, state_of)
+    c = st.columns(4)
     c[0].metric("Decisions", len(df))
-    c[1].metric("Bans", int((df["effect"] == "ban").sum()))
-    c[2].metric("Tier assignments", int((df["effect"] != "ban").sum()))
+    c[1].metric("Entities", len(decided), help="one row each below, with every rule that decided")
+    c[2].metric("Bans", int((df["effect"] == "ban").sum()))
+    c[3].metric("Tier assignments", int((df["effect"] != "ban").sum()))
     st.altair_chart(charts.bars(df.groupby("rule", dropna=False).size().reset_index(name="n")
                                 .fillna({"rule": "(admin)"}).sort_values("n", ascending=False).to_dict("records"),
                                 "rule", "n", "decisions"), width="stretch")
-    st.dataframe(df.drop(columns=["seq"], errors="ignore"), hide_index=True, width="stretch")
+    # one row per entity: two rules on one address are two decisions (the API keeps both), one line here
+    st.dataframe(pd.DataFrame([{
+        "entity": f"{g['scope']} {g['value']}", "effect": f"{g['effect']}:{g['tier']}" if g["tier"] else g["effect"],
+        "state": g["state"], "rules": ", ".join(g["rules"]), "until": ui.when(g["until"]),
+        "reason": " · ".join(g["reasons"]), "decisions": ", ".join(f"#{i}" for i in g["ids"])} for g in decided]),
+        hide_index=True, width="stretch", key="decided-entities")
+    with st.expander(f"Each decision ({len(df)}), as the API keeps them"):
+        st.dataframe(pd.DataFrame(ui.local_times(rows)).drop(columns=["seq"], errors="ignore"), hide_index=True,
+                     width="stretch")
 else:
     st.info("No decisions match. Rules make them at each detection pass; admins with `pullwarden ban` or "
             "the actions on **Entity** and **Review**.")
@@ -38,7 +59,7 @@ st.subheader("Audit log")
 if ui.is_admin():
     audit = ui.get("/v1/admin/audit", limit=500)
     if audit:
-        st.dataframe(pd.DataFrame(audit), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(ui.local_times(audit)), hide_index=True, width="stretch")
     elif audit is not None:
         st.caption("No changes yet.")
 else:

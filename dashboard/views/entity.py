@@ -53,7 +53,7 @@ if e.get("user_agents"):
 if kind in ("address", "prefix"):            # explain judges addresses and /24 or /64 prefixes
     x = ui.get("/v1/stats/explain", quiet=True, target=value)
     if x and x.get("verdicts"):
-        st.markdown(f"**Every rule's verdict** (at {x.get('now')})")
+        st.markdown(f"**Every rule's verdict** (at {ui.when(x.get('now'))})")
         st.dataframe(pd.DataFrame([{
             "rule": v["rule"], "pack": v.get("pack"), "window": v.get("window"), "matches": v.get("match"),
             "action": v.get("action") + (" (simulated)" if v.get("simulated") else ""),
@@ -63,7 +63,7 @@ if kind in ("address", "prefix"):            # explain judges addresses and /24 
 decisions = e.get("decisions") or []
 st.markdown("**Decisions, past and present**")
 if decisions:
-    st.dataframe(pd.DataFrame(decisions), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(ui.local_times(decisions)), hide_index=True, width="stretch")
 else:
     st.caption("none")
 

@@ -19,7 +19,7 @@ for tab, name in zip(st.tabs([n.capitalize() for n in LISTS]), LISTS):
     with tab:
         st.caption(LISTS[name])
         if lists.get(name):
-            st.dataframe(pd.DataFrame(lists[name]), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(ui.local_times(lists[name])), hide_index=True, width="stretch")
         else:
             st.caption("empty" + (": every image is allowed" if name == "allowed" else ""))
 

@@ -1,7 +1,10 @@
-"""Overview: today and month to date against the budget, the projection, the daily series,
-what is in force and how fresh the data is."""
+"""Overview: today and month to date against the budget, the projection and the guard's action,
+the biggest networks and countries, what is in force (one line per entity), how fresh the data is,
+and the daily series."""
+import pandas as pd
 import streamlit as st
 
+from core.decided import by_entity
 from dashboard import charts, ui
 
 st.title("Overview")
@@ -37,7 +40,13 @@ if b:
                 help="what is left of the budget over the days left in the month")
     guard = b.get("guard") or {}
     if guard.get("level") or guard.get("state"):
-        c[2].metric("Budget guard", str(guard.get("level") or guard.get("state")))
+        c[2].metric("Budget guard", str(guard.get("level") or guard.get("state")),
+                    help="levels: 50%, 80%, projected over the budget, 100%")
+    if budget and b.get("projected_bytes", 0) > budget:
+        over = "is over" if used >= budget else "is projected over"
+        st.warning(f"This month {over} its budget of {ui.tib(budget)} TiB: {ui.tib(used)} TiB used, "
+                   f"{ui.tib(b['projected_bytes'])} TiB projected ({b['projected_bytes'] / budget:.0%}). Budget guard: "
+                   f"{guard.get('action_text') or 'nothing to do'}.")
 else:
     c = st.columns(4)
 f = o.get("in_force") or {}
@@ -46,11 +55,33 @@ c[3].metric("Bans / throttles in force", f"{f.get('bans', 0)} / {f.get('throttle
 
 lag = o.get("ingest_lag_seconds")
 fresh = "no events yet" if lag is None else f"{lag / 60:.0f} min" if lag < 7200 else f"{lag / 3600:.1f} h"
-st.caption(f"Data freshness: newest event {o.get('latest_event') or '—'}, ingest lag {fresh} (at {o.get('now')} UTC).")
+st.caption(f"Data freshness: newest event {ui.when(o.get('latest_event')) or '—'}, ingest lag {fresh} "
+           f"(at {ui.when(o.get('now'))}).")
 if o.get("object_bytes"):       # a redirect-mode mirror: the store's log holds most of the bytes
-    st.caption(f"Last 30 days: {o['bytes']:,} bytes served, {o['object_bytes']:,} of them from object-storage logs "
-               f"({o['object_bytes'] / o['bytes']:.1%}); {o['unjoined_bytes']:,} could not be joined to a request "
-               "and count for the address that downloaded.")
+    st.caption(f"Last 30 days: {ui.size(o['bytes'])} served, {ui.size(o['object_bytes'])} of it from object-storage "
+               f"logs ({o['object_bytes'] / o['bytes']:.1%}); {ui.size(o['unjoined_bytes'])} could not be joined to a "
+               "request and counts for the address that downloaded.")
+
+c = st.columns(2)
+for col, by, title in ((c[0], "asn", "Networks (AS), last 7 days"), (c[1], "country", "Countries, last 7 days")):
+    t = ui.get("/v1/stats/top", quiet=True, by=by, limit=6) or {}
+    col.subheader(title)
+    if t.get("rows"):
+        col.dataframe(pd.DataFrame([{title.split(",")[0]: r.get("label") or r["entity"], "GiB": ui.gib(r["bytes"]),
+                                     "share %": round((r.get("share") or 0) * 100, 1), "addresses": r.get("addresses")}
+                                    for r in t["rows"]]), hide_index=True, width="stretch", key=f"overview-{by}")
+    elif t.get("total_bytes"):
+        col.caption("No AS or country known for these addresses: set `asn_db` / `country_db` (GeoLite2, DB-IP Lite "
+                    "or IPinfo Lite).")
+
+active = ui.get("/v1/stats/decisions", quiet=True, active="true", limit=5000)
+if active:
+    decided = by_entity(active)
+    st.subheader(f"In force: {len(decided)} entities, {len(active)} decisions")
+    st.dataframe(pd.DataFrame([{
+        "entity": f"{g['scope']} {g['value']}", "effect": f"{g['effect']}:{g['tier']}" if g["tier"] else g["effect"],
+        "rules": ", ".join(g["rules"]), "until": ui.when(g["until"]), "why": g["reason"]} for g in decided]),
+        hide_index=True, width="stretch", key="overview-in-force")
 
 if b and b.get("daily") and any(d["bytes"] for d in b["daily"]):
     st.subheader("This month against the budget")

@@ -11,7 +11,8 @@ admin = ui.is_admin()
 st.subheader("Held by the circuit breaker")
 held = ui.get("/v1/stats/decisions", held="true")
 if held:
-    st.dataframe(pd.DataFrame(held)[["id", "scope", "value", "effect", "tier", "rule", "reason", "held", "until"]],
+    st.dataframe(pd.DataFrame(ui.local_times(held))[["id", "scope", "value", "effect", "tier", "rule", "reason", "held",
+                                                      "until"]],
                  hide_index=True, width="stretch")
     if admin:
         with st.form("review-held"):
@@ -36,8 +37,8 @@ if not found:
 show_simulated = st.toggle("Show simulated rules' findings", value=False, key="review-simulated")
 rows = [f for f in found if show_simulated or not f.get("simulated")]
 latest = max(str(f["now"]) for f in found)
-st.caption(f"{len(rows)} finding(s) shown of {len(found)}; newest pass at {latest}.")
-st.dataframe(pd.DataFrame(rows or found), hide_index=True, width="stretch")
+st.caption(f"{len(rows)} finding(s) shown of {len(found)}; newest pass at {ui.when(latest)}.")
+st.dataframe(pd.DataFrame(ui.local_times(rows or found)), hide_index=True, width="stretch")
 
 entities = sorted({f"{f['entity_kind']} {f['entity']}" for f in rows if f["entity_kind"] in actions.SCOPE})
 if not entities:

@@ -29,10 +29,19 @@ def budget(services: ServicesDep, who: ViewerKey, month: Month = None) -> dict:
     """Bytes of the month (event time, months in report_timezone) against the monthly budget:
     today, month to date, the projection to the month's end (linear and day-of-week, with a
     band and its method), days until the budget runs out, bytes a day still allowed, and the
-    guard's level (with what it did or would do)."""
+    guard's level, with what it did or would do (``action``: the anonymous tier's change, done or
+    still to come at the next check, simulated while budget_tighten is off; ``action_text`` says it)."""
     from reports import guard
+    cfg = services.settings
     out = _status(services, month)
-    out["guard"] = {**out["guard"], **services.read(lambda store: guard.remembered(store, out["month"]))}
+
+    def run(store):
+        anonymous = store.value("select value from kv where key = 'anonymous_tier'") or "anonymous"
+        return guard.memory(store), guard.remembered(store, out["month"]), anonymous
+    state, remembered, anonymous = services.read(run)
+    action = (guard.outlook(out, state, cfg.budget_tighten, cfg.budget_tighten_tier, anonymous)
+              if out["month"] else None)
+    out["guard"] = {**out["guard"], **remembered, "action": action, "action_text": guard.sentence(action)}
     return out
 
 
