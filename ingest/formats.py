@@ -151,16 +151,14 @@ def _words(seg: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     return words
 
 
-def _segment_fields(i: int, seg, quoted: bool) -> tuple[dict[str, str], str | None, dict[str, tuple]]:
-    """SQL expressions for the variables of segment i (1-based in DuckDB lists), a word-count
-    check (None when the segment needs none), and for a variable that shares its word with
-    literal text ([$time_local]), its word as written, with that text before and after it."""
+def _segment_fields(i: int, seg, quoted: bool) -> tuple[dict[str, str], str | None]:
+    """SQL expressions for the variables of segment i (1-based in DuckDB lists), and a
+    word-count check (None when the segment needs none)."""
     p = f"p[{i}]"
     if len(seg) == 1 and seg[0][0] == "var":
-        return {seg[0][1]: p}, None, {}
+        return {seg[0][1]: p}, None
     words = _words(seg)
     exprs: dict[str, str] = {}
-    framed: dict[str, tuple] = {}
     pos, rest = 1, False
     for n, word in enumerate(words):
         variables = [t for k, t in word if k == "var"]
@@ -185,8 +183,6 @@ def _segment_fields(i: int, seg, quoted: bool) -> tuple[dict[str, str], str | No
             value = " || ' ' || ".join(f"w{i}[{k}]" for k in range(pos, pos + span))
         prefix = "".join(t for k, t in word[:word.index(("var", var))])
         suffix = "".join(t for k, t in word[word.index(("var", var)) + 1:])
-        if prefix or suffix:
-            framed[var] = (value, prefix, suffix)
         if prefix:
             value = f"substr({value}, {len(prefix) + 1})"
         if suffix:
@@ -195,7 +191,7 @@ def _segment_fields(i: int, seg, quoted: bool) -> tuple[dict[str, str], str | No
         pos += span or 1
     count = pos - 1
     check = f"len(w{i}) {'>=' if rest else '='} {count}"
-    return exprs, check, framed
+    return exprs, check
 
 
 # gorilla's LoggingHandler writes a quote or a backslash in the request as \" and \\; as nginx
@@ -207,14 +203,12 @@ _GORILLA = r"""case when contains(line, '\') then replace(replace(line, '\\', '\
 def _template_sql(template: str, proxy_json_lines: bool) -> str:
     segs = _segments(template)
     exprs: dict[str, str] = {}
-    framed: dict[str, tuple] = {}
     checks: list[tuple[int, str]] = []
     split_words = []
     for i, seg in enumerate(segs, 1):
         if not seg:
             continue
-        got, check, more = _segment_fields(i, seg, quoted=i % 2 == 0)
-        framed.update(more)
+        got, check = _segment_fields(i, seg, quoted=i % 2 == 0)
         for var in got:
             if var in exprs:
                 raise FormatError(f"${var} appears twice in the log format")
@@ -227,23 +221,11 @@ def _template_sql(template: str, proxy_json_lines: bool) -> str:
     def v(name: str) -> str:
         return f"nullif({exprs[name]}, '-')" if name in exprs else "null"
 
-    def parse_time(var: str, fmt: str) -> str:
-        """try_strptime of the variable. Cutting [ and ] off a word costs more than the parse
-        (substr and length count characters): the word is parsed with them in the format first,
-        and cut only when that fails, so what it gives is what the cut word gives."""
-        plain = f"try_strptime({exprs[var]}, {_q(fmt)})"
-        if var not in framed:
-            return plain
-        word, prefix, suffix = framed[var]
-        whole = _q(prefix.replace("%", "%%") + fmt + suffix.replace("%", "%%"))
-        return (f"coalesce(case when starts_with({word}, {_q(prefix)}) and ends_with({word}, {_q(suffix)}) "
-                f"then try_strptime({word}, {whole}) end, {plain})")
-
     if "time_local" in exprs:
-        ts = f"{parse_time('time_local', '%d/%b/%Y:%H:%M:%S %z')}::timestamp"
+        ts = f"try_strptime({exprs['time_local']}, '%d/%b/%Y:%H:%M:%S %z')::timestamp"
         ts_raw = exprs["time_local"]
     elif "time_iso8601" in exprs:
-        ts = f"{parse_time('time_iso8601', '%Y-%m-%dT%H:%M:%S%z')}::timestamp"
+        ts = f"try_strptime({exprs['time_iso8601']}, '%Y-%m-%dT%H:%M:%S%z')::timestamp"
         ts_raw = exprs["time_iso8601"]
     else:
         ts = f"to_timestamp(try_cast({exprs['msec']} as double))::timestamp"

@@ -44,25 +44,3 @@ def test_request_words_and_empty_lines_read_as_split_part_and_trim_read_them(sto
     for line, method, uri, request, reason, dest, plain_method, plain_uri, blank in rows:
         assert (method, uri) == (plain_method, plain_uri), line
         assert (reason == "empty line") == blank, line
-
-
-TIMES = ["[20/Nov/2024:11:02:07 +0800]", "[20/Nov/2024:11:02:07 -0130]", "(20/Nov/2024:11:02:07 +0800)",
-         "[20/Nov/2024:11:02:07 +0800)", "x20/Nov/2024:11:02:07 +0800]", "[20/Nov/2024:11:02:07\t+0800]",
-         "[20/Nov/2024:11:02:07 +0800\t]", "[\t20/Nov/2024:11:02:07 +0800]", "[20/Nov/2024:11:02:07 +08]",
-         "[31/Feb/2024:11:02:07 +0800]", "[20/Nov/2024:11:02:07 +0800]]", "[[20/Nov/2024:11:02:07 +0800]",
-         "[] []", "[ ]", "[20/Nov/2024:11:02:07 ]", "[20/Nov/2024 +0800]", "[%d/Nov/2024:11:02:07 +0800]"]
-
-
-def test_time_read_with_its_brackets_is_the_time_read_without_them(store):
-    """[$time_local] is parsed with the brackets in the format, else cut off them as before."""
-    lines = [f'203.0.113.7 - - {t} "GET /v2/ HTTP/1.1" 200 5 "-" "curl/8" "-"' for t in TIMES]
-    rows = store.execute(f"""
-        with lines as (select generate_subscripts($lines::varchar[], 1) as line_no, unnest($lines::varchar[]) as line),
-             parsed as ({formats.get_format('main').select_sql()})
-        select ts, try_strptime(left(substr(raw, 2), length(substr(raw, 2)) - 1), '%d/%b/%Y:%H:%M:%S %z')::timestamp
-        from (select ts, w[4] || ' ' || w[5] as raw, line_no
-              from (select *, string_split(split_part(line, '"', 1), ' ') as w from parsed))
-        order by line_no""", {"lines": lines})
-    assert len(rows) == len(TIMES)
-    assert [got for got, _ in rows] == [plain for _, plain in rows]
-    assert sum(got is not None for got, _ in rows) >= 4        # the cases do reach both readings
