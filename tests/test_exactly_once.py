@@ -306,9 +306,10 @@ def test_kill_9_then_rerun_stores_every_line_once(tmp_path):
             store.close()
 
     # Kill at growing delays until one kill left some but not all lines committed; every
-    # state a kill leaves must already be duplicate-free (checked in count()).
+    # state a kill leaves must already be duplicate-free (checked in count()). The delays go on
+    # to 20 s because on a loaded machine (load 10 on 2 cores) the first commit took over 5 s.
     counts = []
-    for delay in [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]:
+    for delay in [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 14.0, 20.0]:
         proc = cli(args, tmp_path, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
