@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import duckdb
+
 from rules.features import NAMES
 
 _TOKEN = re.compile(r"(\(|\)|\band\b|\bor\b)", re.IGNORECASE)
@@ -107,19 +109,22 @@ def failing(store, where: str, features: dict) -> list[dict]:
     exprs = list(dict.fromkeys(exprs))
     cols = ", ".join(f"${n}::double as {n}" for n in NAMES)
     params = {n: (None if features.get(n) is None else float(features[n])) for n in NAMES}
-    row = store.execute(f"select {', '.join(exprs)} from (select {cols})", params)[0]
+    try:
+        row = store.execute(f"select {', '.join(exprs)} from (select {cols})", params)[0]
+    except duckdb.Error:
+        # a condition this reading splits wrongly (`x between 1 and 2` is one): the whole of it
+        return [{"condition": " ".join(where.split()), "value": None, "threshold": None, "distance": None}]
     value = dict(zip(exprs, row))
     out = []
     for node in conditions:
         holds, distance, nearest = _judge(node, value)
         if not holds:
-            out.append({**(nearest or {"condition": node[1], "value": None, "threshold": None}),
-                        "distance": distance})
+            out.append({**nearest, "distance": distance})
     return sorted(out, key=lambda f: (f["distance"] is None, f["distance"] or 0))
 
 
 def describe(fail: dict) -> str:
-    """One failed condition as a sentence part: `quiet_share >= 0.18 (0.14: 22% short)`."""
+    """One failed condition as a sentence part: `quiet_share >= 0.18 (0.14 against 0.18: 22% away)`."""
     if fail["value"] is None or fail["distance"] is None:
         return f"{fail['condition']} (false)"
     return f"{fail['condition']} ({fail['value']:.4g} against {fail['threshold']:.4g}: {fail['distance']:.0%} away)"

@@ -96,5 +96,8 @@ def test_nested_conditions_report_their_nearest_part(tmp_path):
             ("xff_values >= 10", 8, 10), ("max_blob_downloads <= 2 * blob_hours", 9, 6)]
         assert [f["distance"] for f in got] == [pytest.approx(0.2), pytest.approx(0.5)]
         assert failing(store, where, {"bytes": 150, "hosting": 1, "max_blob_downloads": 1, "blob_hours": 3}) == []
+        # a `between` is cut in two by the reading of `and`: then the condition is named whole
+        assert failing(store, "bytes between 1 and 2", {"bytes": 5}) == [
+            {"condition": "bytes between 1 and 2", "value": None, "threshold": None, "distance": None}]
     finally:
         store.close()
