@@ -988,8 +988,9 @@ def _cache_reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
                           for _ in range(fixed.randint(60, 150))})
         images = ctx.cat.pick(fixed, fixed.randint(300, 600))
         icum = _cum([1 / (k + 1) ** 0.6 for k in range(len(images))])
-        # it has served for months: the blobs of its customers' usual images are in its cache
-        cached = {d for img in images[:len(images) * 3 // 5] for d, _ in img.blobs}
+        # a cache from a few days to months old: the blobs of its customers' most usual images
+        # are in it, or few of them yet (then it fetches more blobs than it asks manifests)
+        cached = {d for img in images[:round(len(images) * fixed.uniform(0, 0.6))] for d, _ in img.blobs}
         bw = rng.uniform(100e6, 300e6)
         for midnight, _weekend in ctx.days():
             fresh = ctx.cat.pick(rng, rng.randint(20, 60))      # what its customers discover today

@@ -139,10 +139,11 @@ def test_the_shapes_of_issue_21(run, workdir):
 
     def one(sql, kind):
         return r.store.execute(sql, [by[kind].addresses[0]])[0]
-    manifests, blobs, digests, hours = one("""
-        select count(*) filter (where kind = 'manifest'), count(*) filter (where kind = 'blob'),
-               count(distinct digest), count(distinct hour(ts)) from events where client_ip = ?""", "cache-reseller")
-    assert blobs == digests and manifests > 3 * blobs and hours == 24
+    manifests, images, blobs, digests, hours = one("""
+        select count(*) filter (where kind = 'manifest'), count(distinct repository),
+               count(*) filter (where kind = 'blob'), count(distinct digest), count(distinct hour(ts))
+        from events where client_ip = ?""", "cache-reseller")
+    assert blobs == digests and manifests > 4 * images and hours == 24
     assert by["office-reseller"].asn in (14061, 24940)
     hours = one("select count(distinct hour(ts)) from events where client_ip = ? and kind = 'manifest'",
                 "office-reseller")[0]
