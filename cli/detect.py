@@ -195,6 +195,10 @@ def explain(cfg, target, as_json):
         mark = "MATCH" if v["match"] else "-    "
         sim = " (simulated)" if v["simulated"] else ""
         click.echo(f"  {mark} {v['rule']}{sim} [{v['window']}]: {v['reason'] or 'no traffic in the window'}")
+        if v.get("failing"):
+            from rules.nearest import describe
+            click.echo(f"        {len(v['failing'])} of {v['conditions']} conditions fail; nearest: "
+                       f"{describe(v['failing'][0])}")
         if v.get("unbanned"):
             click.echo(f"        {v['unbanned']}")
     click.echo("  top images: " + ", ".join(f"{i['image']} ({i['requests']})" for i in report["top_images"]))

@@ -9,6 +9,7 @@ from rules import features
 from core.types import parse_duration
 from rules.engine import Rule
 from rules.features import SCOPE_OF
+from rules.nearest import conditions, failing
 from rules.policy import unban_note, unbanned_at
 from rules.rollup import prefix_of, roll_up
 
@@ -45,12 +46,15 @@ def explain(store, settings, rules: list[Rule], text: str, now: datetime, roll: 
             where entity = $target""",
             {"start": start, "end": end, "hosting": list(settings.hosting_asns), "target": value})
         values = dict(zip(cols, row[0][:-1])) if row else {}
+        match = bool(row and row[0][-1])
+        # the no-match side: which conditions failed, and how far each was from its threshold
+        missed = failing(store, rule.where, values) if values and not match else []
         [ended] = unbanned_at(store, [(SCOPE_OF[kind], value, rule.name)])
         unbanned = unban_note(rule, ended) if ended and now - parse_duration(rule.window) < ended else None
         verdicts.append({"rule": rule.name, "pack": rule.pack, "window": rule.window, "action": rule.action,
-                         "simulated": rule.simulate, "match": bool(row and row[0][-1]), "where": rule.where,
+                         "simulated": rule.simulate, "match": match, "where": rule.where,
                          "reason": rule.explain(values) if values else None, "features": values,
-                         "unbanned": unbanned})
+                         "unbanned": unbanned, "failing": missed, "conditions": conditions(rule.where)})
     start, end = features.window_bounds(now, "24h")
     who = ("client_ip = $v" if kind == "address" else
            "client_ip in (select ip from ip_prefix where prefix = $v)")

@@ -60,7 +60,6 @@ FEATURES: tuple[Feature, ...] = (
                            "the window's days; the window's last hour, still under way live, left out): 0.33 "
                            "is perfectly flat, round the clock; people's rhythm gives less (home users about "
                            "0.07, an office 0)."),
-    Feature("pull_days", "Distinct days (UTC) with pulls: in a 7d window, a relay pulls on all 7."),
     Feature("registries", "Distinct registries (docker.io, ghcr.io, …) of the images requested."),
     Feature("namespaces", "Distinct namespaces (registry/first path segment: docker.io/library, ghcr.io/actions) "
                           "of the images requested: a relay serves many unrelated ones, a team a few."),
@@ -75,9 +74,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature("asn_addresses", "Distinct addresses active in the entity's ASN in the window (0 without an ASN).",
             reads="asn"),
     Feature("asn_share", "The entity's share of its ASN's bytes in the window (0–1).", reads="asn"),
-    Feature("fair_share", "The entity's bytes ÷ its ASN's bytes per active address: 1 is an average address of "
-                          "its network, 50 takes fifty addresses' worth (one heavy host inside an ISP, or a NAT).",
-            reads="asn"),
     Feature("relay_downloads", "Object-store downloads of the entity's signed URLs (redirect-mode mirrors: the "
                                "URL's referer names who asked) fetched from an address outside its /24 or /64 "
                                "and in another ASN: links handed on to someone else. A client whose IPv4 asks "
@@ -137,7 +133,7 @@ _PARTS = {
                                  left join (select entity, first_hour as hour, count(*) as first from b
                                             where downloads > 0 group by all) rf using (entity, hour)
                                  where rdh.downloads > coalesce(rf.first, 0) group by all) rd using (entity)"""),
-    "diurnal": (("pull_hours", "quiet_share", "pull_days"),
+    "diurnal": (("pull_hours", "quiet_share"),
                 # the window's last hour is still under way when detection runs live: a few minutes of
                 # it would make a flat profile look quiet, so quiet_share leaves it out (23 of a
                 # 24h window's hours of the day are judged, all 24 in longer windows)
@@ -146,8 +142,7 @@ _PARTS = {
                            where hour < $end - interval 1 hour group by all)""",
                 # an hour without pulls is one of the quietest: of n active hours out of `slots` (the
                 # hours of the day judged), the n - (slots - 8) smallest count
-                """left join (select entity, count(distinct hour(hour)) as pull_hours,
-                                     count(distinct date_trunc('day', hour)) as pull_days
+                """left join (select entity, count(distinct hour(hour)) as pull_hours
                               from ph group by all) qh using (entity)
                    left join (select entity, case when count(*) > slots - 8 then
                                      list_sum(list_slice(list_sort(list(p)), 1, count(*) - (slots - 8))) / sum(p)
@@ -166,7 +161,7 @@ _PARTS = {
                        from (select entity, client_ip, sum(requests) as r from f group by all) who
                        join ip_info gi on gi.ip = who.client_ip group by all)""",
             "left join asn using (entity)"),
-    "fair": (("asn_addresses", "asn_share", "fair_share"),
+    "fair": (("asn_addresses", "asn_share"),
              """asn_total as (select gi.asn, sum(t.bytes) as bytes, count(distinct t.client_ip) as addresses
                              from facts_hourly t join ip_info gi on gi.ip = t.client_ip
                              where t.hour >= $start and t.hour < $end group by all)""",
@@ -207,10 +202,9 @@ _SELECT = {
     "downloads_per_blob": "coalesce(bb.downloads_per_blob, 0)",
     "registries": "coalesce(ii.registries, 0)", "namespaces": "coalesce(ii.namespaces, 0)",
     "redownload_hours": "coalesce(rd.redownload_hours, 0)", "quiet_share": "coalesce(qq.quiet, 0)",
-    "pull_hours": "coalesce(qh.pull_hours, 0)", "pull_days": "coalesce(qh.pull_days, 0)",
+    "pull_hours": "coalesce(qh.pull_hours, 0)",
     "blobs_per_pull": "coalesce(a.blob_gets / nullif(a.pulls, 0), 0)",
     "asn_addresses": "coalesce(an.addresses, 0)", "asn_share": "coalesce(a.bytes / nullif(an.bytes, 0), 0)",
-    "fair_share": "coalesce(a.bytes / nullif(an.bytes / an.addresses, 0), 0)",
 }
 # Parts that read another part's CTE or join.
 _REQUIRES = {"fair": "asn", "redownload": "blob"}

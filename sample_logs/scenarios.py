@@ -43,8 +43,12 @@ TZ = timezone(timedelta(hours=8))
 DAY = 86400.0
 
 ABUSIVE_KINDS = ("ci-storm", "reseller", "scanner", "error-storm", "rotation-v4", "rotation-v6", "lib-reseller",
-                 "small-reseller")
-LEGIT_KINDS = ("office-nat", "k8s-cluster", "hosted-ci", "harbor-cache", "ai-user", "privacy-v6", "light")
+                 "small-reseller", "cache-reseller", "office-reseller", "ci-bigimage")
+LEGIT_KINDS = ("office-nat", "k8s-cluster", "hosted-ci", "harbor-cache", "ai-user", "privacy-v6", "light",
+               "ci-fleet", "campus-nat", "replicator", "cgnat")
+# Legitimate kinds that a rule may slow down but never ban: crowds behind one address whose
+# traffic is, in sum, what a heavy abuser's is.
+MAY_THROTTLE = ("ci-fleet", "campus-nat")
 KINDS = ABUSIVE_KINDS + LEGIT_KINDS
 
 # Parameters a test may want to compute expectations from (per actor, at intensity 1).
@@ -118,6 +122,18 @@ BLOCKS = {
     "corp-ask-9808": ["198.19.225.0/24"],                         # a company's proxy egress ...
     "corp-egress-9808": ["198.19.227.0/24"],                      # ... and its workers' egress
     "direct-read-4837": ["198.19.195.0/24"],                      # reads of the bucket, no 307
+    # issue 21: abusers who hide their shape, and the crowds that look like them
+    "cache-reseller-14061": ["198.19.68.0/24"],
+    "cache-reseller-24940": ["198.19.100.0/24"],
+    "cache-reseller-4837": ["198.19.196.0/24"],                   # a server in a business ISP
+    "ci-bigimage-14061": ["198.19.69.0/24"],
+    "ci-bigimage-24940": ["198.19.103.0/24"],
+    "office-reseller-14061": ["198.19.70.0/24"],
+    "office-reseller-24940": ["198.19.102.0/24"],
+    "replicator": ["198.19.101.0/24"],                            # a company's registry, in a cloud (24940)
+    "ci-fleet": ["198.19.197.0/24"],                              # an enterprise's NAT (4837)
+    "campus-nat": ["198.19.198.0/24"],
+    "cgnat": ["198.19.199.0/24"],                                 # a carrier's CGNAT address
 }
 # Per-kind IPv6 /64 numbers (the 16 bits after the ASN's /48).
 V6_SUBNETS = {"rotation-v6": 0x100, "privacy-v6": 0x200, "split-egress-v6": 0x300, "light": 0x1000}
@@ -931,6 +947,280 @@ def _light(ctx: _Ctx, scale: float) -> list[_Who]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- hidden shapes
+# Issue 21: abusers whose shape the first rules missed, and the legitimate crowds that look like them.
+
+CACHE_RESELLER_PULLS_PER_DAY = 2000   # its customers' pulls: each asks for manifests, few need a new blob
+OFFICE_RESELLER_CUSTOMERS = (100, 300)
+CI_BIGIMAGE_RUNS = (3, 7)             # a handful of runs a day, whatever the scale
+CI_FLEET_JOBS_PER_DAY = 600
+CAMPUS_USERS = 2500
+CGNAT_USERS = (20, 60)
+REPLICATOR_IMAGES = (150, 400)
+# A relay whose customers live everywhere is busy at every hour; a campus is awake late.
+H_NEARLY_FLAT = [0.8, 0.7, 0.7, 0.7, 0.7, 0.8, 0.9, 1, 1.1, 1.2, 1.2, 1.2, 1.1, 1.2, 1.2, 1.2, 1.1, 1.1, 1.1, 1.1,
+                 1.1, 1, 1, 0.9]
+H_CAMPUS = [5, 4, 3, 1.5, 0.5, 0.5, 0.5, 1, 2, 4, 6, 7, 6, 7, 8, 8, 7, 6, 6, 7, 8, 8, 8, 7]
+_CUMS.update({id(h): _cum(h) for h in (H_NEARLY_FLAT, H_CAMPUS)})
+
+
+def _in_tz(rng: random.Random, midnight: float, hours: list, tz: int) -> float:
+    """A time in the day starting at ``midnight`` (+0800) following ``hours`` as clocks read them in UTC+``tz``."""
+    return _at(rng, midnight, hours) + (8 - tz) * 3600
+
+
+def _cache_reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A paid downstream proxy with its own blob cache: it asks for the manifests of every one of its
+    customers' pulls (HEAD, then GET by tag and by digest) but downloads a blob only the first time
+    anyone wants it. Its customers' interests are a long tail over the whole catalog, with new
+    images every day; nearly flat round the clock; one HTTP library's user agent or its
+    customers' passed through; no forwarded-for."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        asn = fixed.choice([14061, 24940, 4837])
+        who = _Who(_name("cache-reseller", i), "cache-reseller", None, asn)
+        ip = _host(f"cache-reseller-{asn}", 20 + i)
+        if fixed.random() < 0.5:
+            uas = [fixed.choice(["Go-http-client/1.1", "Go-http-client/2.0", "python-requests/2.32.3"])]
+        else:
+            uas = sorted({_random_docker(fixed) if fixed.random() < 0.6 else _containerd(fixed)
+                          for _ in range(fixed.randint(60, 150))})
+        images = ctx.cat.pick(fixed, fixed.randint(300, 600))
+        icum = _cum([1 / (k + 1) ** 0.6 for k in range(len(images))])
+        # a cache from a few days to months old: the blobs of its customers' most usual images
+        # are in it, or few of them yet (then it fetches more blobs than it asks manifests)
+        cached = {d for img in images[:round(len(images) * fixed.uniform(0, 0.6))] for d, _ in img.blobs}
+        bw = rng.uniform(100e6, 300e6)
+        for midnight, _weekend in ctx.days():
+            fresh = ctx.cat.pick(rng, rng.randint(20, 60))      # what its customers discover today
+            for _ in range(round(CACHE_RESELLER_PULLS_PER_DAY * intensity)):
+                t = _at(rng, midnight, H_NEARLY_FLAT)
+                img = rng.choice(fresh) if rng.random() < 0.1 else rng.choices(images, cum_weights=icum)[0]
+                ua = rng.choice(uas)
+                base = f"/v2/{img.name}/manifests/"
+                if rng.random() < 0.1:
+                    ctx.log.add(t, who, ip, "GET", "/v2/", 401, 87, ua)
+                ctx.log.add(t, who, ip, "HEAD", base + img.tag, 200, 0, ua)
+                if rng.random() < 0.3 and img.blobs[0][0] in cached:     # the tag has not moved: done
+                    continue
+                t += rng.uniform(0.02, 0.1)
+                ctx.log.add(t, who, ip, "GET", base + img.tag, 200, img.index_size, ua)
+                t += rng.uniform(0.02, 0.1)
+                ctx.log.add(t, who, ip, "GET", base + img.manifest, 200, img.manifest_size, ua)
+                for d, size in img.blobs:
+                    if d not in cached:
+                        cached.add(d)
+                        t += rng.uniform(0.01, 0.08) + size / bw
+                        ctx.log.add(t, who, ip, "GET", f"/v2/{img.name}/blobs/{d}", 200, size, ua)
+        out.append(who)
+    return out
+
+
+def _office_reseller(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A reseller whose customers are in one time zone and keep office hours: a working day and
+    quiet weekends, 100-300 customers whose user agents it passes through, no forwarded-for, no
+    cache (every customer's cold pull is downloaded again), on a hosting network."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        asn = fixed.choice([14061, 24940])
+        who = _Who(_name("office-reseller", i), "office-reseller", None, asn)
+        ip = _host(f"office-reseller-{asn}", 20 + i)
+        tz = fixed.choice([8, 9, 3, 1, -5])
+        customers = []
+        for _ in range(max(10, round(fixed.randint(*OFFICE_RESELLER_CUSTOMERS) * intensity))):
+            r = fixed.random()
+            ua = _random_docker(fixed, desktop=0.3) if r < 0.6 else _containerd(fixed) if r < 0.9 else _podman(fixed)
+            client = "docker" if ua.startswith("docker/") else "podman" if ua.startswith("containers/") else "containerd"
+            customers.append((ua, client, set()))
+        images = ctx.cat.pick(fixed, fixed.randint(120, 250), top=1500)
+        icum = _cum([1 / (k + 1) ** 0.6 for k in range(len(images))])
+        bw = rng.uniform(80e6, 250e6)
+        for midnight, weekend in ctx.days():
+            for ua, client, have in customers:
+                if rng.random() > (0.12 if weekend else 0.85):
+                    continue
+                t = _in_tz(rng, midnight, H_WORK, tz)
+                wanted = {id(img): img for img in rng.choices(images, cum_weights=icum, k=rng.randint(2, 6))}
+                for img in wanted.values():
+                    t = pull(ctx.log, rng, who, t, ip, ua, img, client=client, warm=img.index in have,
+                             bw=bw) + rng.uniform(5, 900)
+                    have.add(img.index)
+        out.append(who)
+    return out
+
+
+def _big_image(rng: random.Random, name: str, tag: str) -> Image:
+    """An image of several GiB: 3-5 layers of 0.8-2.5 GB."""
+    img = _make_image(rng, name, tag, layers=(3, 5))
+    img.blobs[1:] = [(d, int(rng.uniform(0.8e9, 2.5e9))) for d, _ in img.blobs[1:]]
+    return img
+
+
+def _ci_bigimage(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A CI runner without a layer cache that pulls one image of several GiB a handful of times a
+    day (commits in the working day, one nightly build): few requests, the same blobs every run,
+    tens of GiB a day."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        asn = fixed.choice([14061, 24940])
+        who = _Who(_name("ci-bigimage", i), "ci-bigimage", None, asn)
+        ip = _host(f"ci-bigimage-{asn}", 20 + i)
+        ua = _gitlab_docker(fixed)
+        org = f"{fixed.choice(WORDS)}{fixed.randrange(100)}"
+        name = f"ghcr.io/{org}/{fixed.choice(WORDS)}-builder"
+        runs = fixed.randint(*CI_BIGIMAGE_RUNS)
+        for _ in range(500):                 # tens of GiB on a weekday, whatever the draw
+            big = _big_image(fixed, name, "cuda12")
+            if big.bytes * runs >= 20e9:
+                break
+        helper = next(img for img in ctx.cat.images if img.name == "docker.io/library/docker")
+        bw = rng.uniform(60e6, 200e6)
+        for midnight, weekend in ctx.days():
+            times = [midnight + rng.uniform(1, 3) * 3600]                       # the nightly build
+            times += [_at(rng, midnight, H_WORK) for _ in range((runs if not weekend else max(2, runs // 2)) - 1)]
+            for t in sorted(times):
+                t = pull(ctx.log, rng, who, t, ip, ua, big, bw=bw)
+                if rng.random() < 0.5:
+                    pull(ctx.log, rng, who, t + rng.uniform(1, 20), ip, ua, helper, bw=bw)
+        out.append(who)
+    return out
+
+
+def _ci_fleet(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """An enterprise's CI: hundreds of ephemeral runners behind one NAT, each job on a fresh runner
+    (no layer cache), round the clock with a weekday peak, pulling the company's own images (new
+    builds through the day) and a few base images."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        who = _Who(_name("ci-fleet", i), "ci-fleet", None, 4837)
+        ip = _host("ci-fleet", 10 + i)
+        org = f"{fixed.choice(WORDS)}{fixed.randrange(100)}corp"
+        homes = fixed.sample(["docker.io", "ghcr.io", "quay.io"], fixed.randint(1, 2))
+        company = [_make_image(fixed, f"{fixed.choice(homes)}/{org}/{w}", "main", layers=(2, 5))
+                   for w in fixed.sample(WORDS, fixed.randint(8, 20))]
+        base = fixed.sample([img for img in ctx.cat.images[:len(WELL_KNOWN)]
+                             if img.name.startswith("docker.io/library/")], fixed.randint(4, 8))
+        uas = [_gitlab_docker(fixed) for _ in range(fixed.randint(1, 3))]
+        bw = rng.uniform(80e6, 250e6)
+        for midnight, weekend in ctx.days():
+            # builds push new versions through the day: a job pulls the newest one
+            builds = sorted((_at(rng, midnight, H_WORK), k) for k in range(len(company)) for _ in range(rng.randint(0, 3)))
+            jobs = sorted(_at(rng, midnight, H_CI)
+                          for _ in range(round(CI_FLEET_JOBS_PER_DAY * intensity * (0.4 if weekend else 1.0))))
+            b = 0
+            for t in jobs:
+                while b < len(builds) and builds[b][0] <= t:
+                    k = builds[b][1]
+                    old = company[k]
+                    top = _make_image(rng, old.name, old.tag, layers=(1, 2))
+                    company[k] = Image(old.name, old.tag, top.index, top.index_size, top.manifest, top.manifest_size,
+                                       top.blobs[:1] + old.blobs[1:-1] + top.blobs[1:])
+                    b += 1
+                ua = rng.choice(uas)
+                wanted = [rng.choice(company)] + ([rng.choice(base)] if rng.random() < 0.6 else [])
+                for img in wanted:
+                    t = pull(ctx.log, rng, who, t, ip, ua, img, bw=bw) + rng.uniform(1, 20)
+        out.append(who)
+    return out
+
+
+def _campus_ua(rng: random.Random) -> tuple[str, str]:
+    """(user agent, how it pulls) of one of a campus's many kinds of client."""
+    r = rng.random()
+    if r < 0.45:
+        return _random_docker(rng, desktop=0.6), "docker"
+    if r < 0.6:
+        return _containerd(rng), "containerd"                 # containerd, and nerdctl on it
+    if r < 0.75:
+        return _podman(rng), "podman"
+    if r < 0.85:
+        return f"skopeo/1.{rng.randrange(13, 17)}.{rng.randrange(0, 4)}", "podman"   # containers/image too
+    return f"buildkit/v0.{rng.randrange(12, 18)} moby/v{rng.choice(['26.1', '27.3', '27.4'])}", "containerd"
+
+
+def _campus_nat(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A university's NAT: thousands of students and staff, every client kind, awake late,
+    weekends included, each with a few interests of their own and a local image cache."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        who = _Who(_name("campus-nat", i), "campus-nat", None, 4837)
+        ip = _host("campus-nat", 10 + i)
+        users = []
+        for _ in range(max(200, round(CAMPUS_USERS * intensity))):
+            ua, client = _campus_ua(fixed)
+            users.append((ua, client, ctx.cat.pick(fixed, fixed.randint(2, 8), top=2000), set()))
+        bw = rng.uniform(20e6, 80e6)
+        for midnight, weekend in ctx.days():
+            for ua, client, interests, have in users:
+                if rng.random() > (0.25 if weekend else 0.3):
+                    continue
+                for t in sorted(_at(rng, midnight, H_CAMPUS) for _ in range(rng.randint(1, 3))):
+                    for img in rng.sample(interests, min(len(interests), rng.randint(1, 2))):
+                        t = pull(ctx.log, rng, who, t, ip, ua, img, client=client, warm=img.index in have,
+                                 bw=bw) + rng.uniform(1, 120)
+                        have.add(img.index)
+        out.append(who)
+    return out
+
+
+def _cgnat(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A mobile carrier's CGNAT address shared by dozens of unrelated light users."""
+    out = []
+    for i in range(n):
+        rng = ctx.rng
+        who = _Who(_name("cgnat", i), "cgnat", None, 4837)
+        ip = _host("cgnat", 10 + i)
+        for _ in range(rng.randint(*CGNAT_USERS)):
+            _light_user(ctx, rng, who, ip)
+        out.append(who)
+    return out
+
+
+def _replicator(ctx: _Ctx, n: int, intensity: float) -> list[_Who]:
+    """A company's registry replicator in a cloud: every night it syncs hundreds of upstream
+    images (skopeo sync: the tags list, the tag's manifest) and copies each new version's new
+    blobs once."""
+    out = []
+    for i in range(n):
+        rng, fixed = ctx.rng, ctx.fixed()
+        who = _Who(_name("replicator", i), "replicator", None, 24940)
+        ip = _host("replicator", 10 + i)
+        ua = fixed.choice(["skopeo/1.14.2", "skopeo/1.15.1", "crane/v0.20.2 go-containerregistry/v0.20.2"])
+        images = ctx.cat.pick(fixed, round(fixed.randint(*REPLICATOR_IMAGES) * max(0.5, min(intensity, 2))))
+        have = {d for img in images for d, _ in img.blobs}
+        bw = rng.uniform(100e6, 300e6)
+        for midnight, _weekend in ctx.days():
+            t = midnight + rng.uniform(0.5, 1.5) * 3600                         # a cron job after midnight
+            for k, img in enumerate(images):
+                ctx.log.add(t, who, ip, "GET", "/v2/", 401, 87, ua)
+                t += rng.uniform(0.05, 0.3)
+                ctx.log.add(t, who, ip, "GET", f"/v2/{img.name}/tags/list", 200, rng.randrange(200, 4000), ua)
+                if rng.random() < 0.12:                                        # a new release upstream
+                    top = _make_image(rng, img.name, f"{img.tag}-r{rng.randrange(100)}", layers=(1, 2))
+                    img = images[k] = Image(img.name, top.tag, top.index, top.index_size, top.manifest,
+                                            top.manifest_size, top.blobs[:1] + img.blobs[1:-1] + top.blobs[1:])
+                t += rng.uniform(0.05, 0.3)
+                ctx.log.add(t, who, ip, "GET", f"/v2/{img.name}/manifests/{img.tag}", 200, img.index_size, ua)
+                if all(d in have for d, _ in img.blobs):
+                    t += rng.uniform(0.5, 3)
+                    continue
+                t += rng.uniform(0.05, 0.3)
+                ctx.log.add(t, who, ip, "GET", f"/v2/{img.name}/manifests/{img.manifest}", 200, img.manifest_size, ua)
+                for d, size in img.blobs:
+                    if d not in have:
+                        have.add(d)
+                        t += rng.uniform(0.05, 0.2) + size / bw
+                        ctx.log.add(t, who, ip, "GET", f"/v2/{img.name}/blobs/{d}", 200, size, ua)
+                t += rng.uniform(0.5, 3)
+        out.append(who)
+    return out
+
+
 SINGLE = {
     "ci-storm": _ci_storm, "reseller": _reseller, "scanner": _scanner, "error-storm": _error_storm,
     "lib-reseller": _lib_reseller, "small-reseller": _small_reseller,
@@ -938,6 +1228,8 @@ SINGLE = {
     "rotation-v6": lambda c, n, i: _rotation(c, "rotation-v6", n, i),
     "office-nat": _office_nat, "k8s-cluster": _k8s_cluster, "hosted-ci": _hosted_ci, "harbor-cache": _harbor,
     "ai-user": _ai_user, "privacy-v6": _privacy_v6,
+    "cache-reseller": _cache_reseller, "office-reseller": _office_reseller, "ci-bigimage": _ci_bigimage,
+    "ci-fleet": _ci_fleet, "campus-nat": _campus_nat, "cgnat": _cgnat, "replicator": _replicator,
 }
 
 

@@ -1,7 +1,8 @@
 """The default pack against labelled synthetic traffic, with default settings, on a small mirror
 (about 480 addresses active a day) and a large one (about 2,700), each as nginx `main` logs it and
 as CRProxy's `clf` (no user agent, no forwarded-for): it must catch the abusers — every reseller,
-banned at once or throttled and then banned — and never ban or throttle heavy legitimate clients, while a broken site rule beside it (`requests > 0`) is held by
+banned at once or throttled and then banned — and never ban heavy legitimate clients nor throttle them
+(a CI fleet or a campus behind one NAT excepted: those may be throttled), while a broken site rule beside it (`requests > 0`) is held by
 the circuit breaker and bans nobody; the operator's baseline, replayed beside it, bans some of
 the heavy legitimate clients."""
 from __future__ import annotations
@@ -19,9 +20,11 @@ from rules.backtest import backtest
 from rules.detect import detect
 from enforcer.snapshot import Publisher
 from rules.engine import load_rules
-from tests.scenarios import ABUSIVE_KINDS, asn_networks, generate
+from tests.scenarios import ABUSIVE_KINDS, MAY_THROTTLE, asn_networks, generate
 
-RESELLERS = {"reseller", "lib-reseller", "small-reseller"}
+RESELLERS = {"reseller", "lib-reseller", "small-reseller", "cache-reseller", "office-reseller"}
+# caught by a throttle: a CI runner re-pulling one huge image is slowed down, not banned
+THROTTLED_ONLY = {"ci-bigimage"}
 from tests.test_enrich import build
 
 START = datetime(2024, 11, 18)
@@ -76,17 +79,22 @@ def test_default_pack_catches_every_abuser_and_bans_no_legitimate_client(world):
     rows = store.execute("select value, effect, rule from decisions where not simulated and held is null")
     banned_kinds = {a.kind for value, effect, _ in rows if effect == "ban" for a in _owner(actors, value)
                     if a.abusive}
-    assert banned_kinds == set(ABUSIVE_KINDS)
+    assert banned_kinds == set(ABUSIVE_KINDS) - THROTTLED_ONLY
+    caught = {a.kind for value, effect, _ in rows if effect in ("ban", "throttle") for a in _owner(actors, value)
+              if a.abusive}
+    assert caught == set(ABUSIVE_KINDS)
     wrongly = {(a.name, rule) for value, effect, rule in rows if effect == "ban"
                for a in _owner(actors, value) if not a.abusive and a.kind != "light"}
     assert wrongly == set()
-    # nor slowed down: heavy-user only tags them for the operator
+    # nor slowed down (heavy-user only tags them for the operator), but for the crowds behind one
+    # address that a re-pull or relay rule may throttle: a CI fleet, a campus
     throttled = {(a.kind, rule) for value, effect, rule in rows if effect == "throttle"
-                 for a in _owner(actors, value) if not a.abusive}
+                 for a in _owner(actors, value) if not a.abusive and a.kind not in MAY_THROTTLE}
     assert throttled == set()
     tagged = {a.kind for (value,) in store.execute("select entity from findings where rule = 'heavy-user'")
               for a in _owner(actors, value)}
-    assert tagged <= {"office-nat", "ai-user", "harbor-cache", "hosted-ci", "k8s-cluster"} | set(ABUSIVE_KINDS)
+    assert tagged <= {"office-nat", "ai-user", "harbor-cache", "hosted-ci", "k8s-cluster", "ci-fleet",
+                      "campus-nat"} | set(ABUSIVE_KINDS)
 
 
 def test_every_reseller_is_banned_at_once_or_throttled_and_then_banned(world):

@@ -16,17 +16,20 @@ from tests.detect_helpers import add_events, ev, storm
 from tests.enforcer_helpers import NOW, Clock, append, in_thread, tailing
 from tests.test_freshness import line
 
+# one address taking three addresses' worth of its network's bytes: its share of the ASN's bytes
+# times the ASN's active addresses (what the fair_share feature was until issue 21 removed it,
+# no rule using it); both read the ASN's traffic, so a neighbour moves them
 FAIR = """name: test-fair
 description: one address taking many addresses' worth of its network's bytes
 entity: address
 window: 24h
-where: bytes >= 10 * 1024^3 and fair_share >= 3
+where: bytes >= 10 * 1024^3 and asn_share * asn_addresses >= 3
 action: ban
 duration: 1h
-reason: "{bytes:gib} GiB, {fair_share:.1f} times its network's average address"
+reason: "{bytes:gib} GiB, {asn_share:pct} of its network's bytes among {asn_addresses:int} addresses"
 cases:
-  - {expect: match, features: {bytes: 10737418240, fair_share: 3}}
-  - {expect: no-match, features: {bytes: 10737418240, fair_share: 2.9}}
+  - {expect: match, features: {bytes: 10737418240, asn_share: 0.5, asn_addresses: 6}}
+  - {expect: no-match, features: {bytes: 10737418240, asn_share: 0.5, asn_addresses: 5}}
 """
 
 

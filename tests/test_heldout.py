@@ -36,21 +36,12 @@ WORLDS = {"main-a": (heldout, "main", "heldout-a", 0.4, 2, 2), "clf-a": (heldout
 # and reseller-classic in clf (no user agent for reseller-proxy's count).
 MISSED: dict[str, dict[str, str]] = {}
 THIRD = [w for w in WORLDS if WORLDS[w][0] is heldout3]
-# The same for the third set (issue 21): the three abusers that hide their shape got no decision
-# from the pack as it was when the set was written, in any world.
-MISSED3: dict[str, dict[str, str]] = {
-    "reseller-cache": dict.fromkeys(THIRD, "a relay with a blob cache: manifests for every pull, few blobs twice"),
-    "reseller-office": dict.fromkeys(THIRD, "a relay whose customers keep Sao Paulo office hours: a working-day "
-                                            "curve, quiet weekends"),
-    "ci-bigimage": dict.fromkeys(THIRD, "a runner re-pulling one image of several GiB a handful of times a day: "
-                                        "few requests, tens of GiB"),
-}
+# The same for the third set (issue 21). Empty since cache-relay, office-relay and ci-repull-bytes,
+# and ci-repull-recidive's one-job's-image condition: before them the pack missed reseller-cache,
+# reseller-office and ci-bigimage in every world and banned the CI fleet (ci-repull-recidive).
+MISSED3: dict[str, dict[str, str]] = {}
 # Legitimate clients the pack wrongly bans (or throttles, when they deserve nothing): strict xfails too.
-# The CI fleet's hundreds of new runners fetch the same base blobs scores of times a day, and
-# ci-repull-recidive bans it as one runner's storm (a throttle would be allowed).
-WRONGED3: dict[str, dict[str, str]] = {
-    "ci-fleet": dict.fromkeys(THIRD, "an enterprise CI fleet behind one NAT is banned by ci-repull-recidive"),
-}
+WRONGED3: dict[str, dict[str, str]] = {}
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ def test_relay_shape_features(store):
     got = {r["entity"]: r for r in features.compute(store, "address", "24h", T0 + timedelta(hours=23),
                                                     hosting=[24940])}
     r, o, c = got[relay], got[office], got[cache]
-    assert (r["pull_hours"], r["pull_days"], r["images"], r["namespaces"], r["registries"]) == (24, 1, 13, 13, 1)
+    assert (r["pull_hours"], r["images"], r["namespaces"], r["registries"]) == (24, 13, 13, 1)
     # without the window's last hour (23:00, under way live): 48 pulls, the 8 quietest hours hold 16
     assert r["quiet_share"] == pytest.approx(16 / 48) and o["quiet_share"] == 0
     assert c["quiet_share"] == pytest.approx(8 / 23)            # this cache is flat: its blobs tell it apart
@@ -120,8 +120,7 @@ def test_relay_shape_features(store):
     assert r["blobs_per_pull"] == pytest.approx(48 / 50) and r["hosting"] == 1
     assert (o["pull_hours"], o["redownload_hours"], o["downloads_per_blob"]) == (10, 10, 2)
     assert (c["pull_hours"], c["redownload_hours"], c["downloads_per_blob"], c["namespaces"]) == (24, 0, 1, 1)
-    # fair share: the office and the cache share one ASN; the relay is alone in its own
-    assert (r["asn_addresses"], r["asn_share"], r["fair_share"]) == (1, 1, 1)
+    # the office and the cache share one ASN; the relay is alone in its own
+    assert (r["asn_addresses"], r["asn_share"]) == (1, 1)
     total = o["bytes"] + c["bytes"]
     assert o["asn_addresses"] == 2 and o["asn_share"] == pytest.approx(o["bytes"] / total)
-    assert o["fair_share"] == pytest.approx(o["bytes"] / (total / 2))

@@ -121,3 +121,46 @@ def test_the_resellers_that_a_user_agent_does_not_give_away(run, workdir):
     pulls, hours = r.store.execute("""select count(*) filter (where kind = 'ping'), count(distinct hour(ts))
                                       from events where client_ip = ?""", [small.addresses[0]])[0]   # GET /v2/
     assert pulls >= SMALL_RESELLER_MIN_PULLS * 0.9 and hours == 24 and small.asn in (14061, 24940)
+
+
+def test_the_shapes_of_issue_21(run, workdir):
+    """What defines each new kind holds in its lines: the cache reseller asks manifests for every
+    pull but downloads each blob once, round the clock; the office-hours reseller works a day on a
+    hosting network; the CI runner pulls one image of several GiB in separate runs, tens of GiB a
+    weekday; the CI fleet re-downloads the company's few images; the campus has every client kind;
+    the replicator syncs at night, each blob once; the CGNAT carries dozens of clients."""
+    kinds = frozenset({"cache-reseller", "office-reseller", "ci-bigimage", "ci-fleet", "campus-nat", "replicator",
+                       "cgnat"})
+    lines, actors = scenario(scale=0.3, kinds=kinds)
+    r = run(format="main")
+    r.ingest(write(workdir / "n.log", lines))
+    by = {a.kind: a for a in actors}
+    assert {a.kind for a in actors} == set(kinds) and all(len(a.addresses) == 1 for a in actors)
+
+    def one(sql, kind):
+        return r.store.execute(sql, [by[kind].addresses[0]])[0]
+    manifests, images, blobs, digests, hours = one("""
+        select count(*) filter (where kind = 'manifest'), count(distinct repository),
+               count(*) filter (where kind = 'blob'), count(distinct digest), count(distinct hour(ts))
+        from events where client_ip = ?""", "cache-reseller")
+    assert blobs == digests and manifests > 4 * images and hours == 24
+    assert by["office-reseller"].asn in (14061, 24940)
+    hours = one("select count(distinct hour(ts)) from events where client_ip = ? and kind = 'manifest'",
+                "office-reseller")[0]
+    assert 8 <= hours <= 13
+    images, big, runs, nbytes = one("""
+        select count(distinct repository), max(bytes), max(n), sum(bytes)
+        from (select repository, digest, bytes, count(*) over (partition by digest) as n from events
+              where client_ip = ? and kind = 'blob')""", "ci-bigimage")
+    assert images <= 2 and big >= 0.8e9 and runs >= 3 and nbytes >= 20e9
+    images, per_blob = one("""select count(distinct repository), count(*) / count(distinct digest)
+                              from events where client_ip = ? and kind = 'blob'""", "ci-fleet")
+    assert images <= 30 and per_blob > 5
+    families = {ua.split("/")[0] for (ua,) in r.store.execute(
+        "select distinct user_agent from events where client_ip = ?", [by["campus-nat"].addresses[0]])}
+    assert {"docker", "containerd", "containers", "skopeo", "buildkit"} <= families
+    blobs, digests, hours = one("""select count(*) filter (where kind = 'blob'), count(distinct digest),
+                                          count(distinct hour(ts)) from events where client_ip = ?""", "replicator")
+    assert blobs == digests and hours <= 3
+    assert len({ua for (ua,) in r.store.execute("select distinct user_agent from events where client_ip = ?",
+                                                [by["cgnat"].addresses[0]])}) >= 15

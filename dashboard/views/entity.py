@@ -50,6 +50,16 @@ if e.get("user_agents"):
     c[1].markdown("**User agents**")
     c[1].dataframe(pd.DataFrame(e["user_agents"]), hide_index=True, width="stretch")
 
+def _nearest(failing) -> str:
+    """The failed condition nearest its threshold, as explain reports it."""
+    if not failing:
+        return ""
+    f = failing[0]
+    if f.get("distance") is None:
+        return f"{f['condition']} (false)"
+    return f"{f['condition']}: {f['value']:.4g} against {f['threshold']:.4g} ({f['distance']:.0%} away)"
+
+
 if kind in ("address", "prefix"):            # explain judges addresses and /24 or /64 prefixes
     x = ui.get("/v1/stats/explain", quiet=True, target=value)
     if x and x.get("verdicts"):
@@ -57,7 +67,8 @@ if kind in ("address", "prefix"):            # explain judges addresses and /24 
         st.dataframe(pd.DataFrame([{
             "rule": v["rule"], "pack": v.get("pack"), "window": v.get("window"), "matches": v.get("match"),
             "action": v.get("action") + (" (simulated)" if v.get("simulated") else ""),
-            "numbers": v.get("reason") or "", "unbanned": v.get("unbanned") or ""} for v in x["verdicts"]]),
+            "numbers": v.get("reason") or "", "nearest miss": _nearest(v.get("failing")),
+            "unbanned": v.get("unbanned") or ""} for v in x["verdicts"]]),
             hide_index=True, width="stretch")
 
 decisions = e.get("decisions") or []
