@@ -65,15 +65,18 @@ def test_events_go_only_once_rolled_up_and_only_before_the_cutoff(run):
     roll_up(r.store)
     assert prune(r.store, 90, NOW, keep_events_days=35)["events"] == 2
     # object-store rows likewise, by their own watermark (rules/objectjoin.py)
-    r.store.execute("""insert into object_events (ts, client_ip, source, method, status, bytes, digest, file_id)
-                       values (?, '203.0.113.9', 's3', 'GET', 200, 10, 'sha256:aa', 2),
-                              (?, '203.0.113.9', 's3', 'GET', 200, 20, 'sha256:aa', 2)""", [old, new])
+    # downloads: reads of the blob's key through a link the mirror signed (a row without a key
+    # or a signature is the mirror's own call, never a client's bytes)
+    cols = "ts, client_ip, source, method, status, bytes, digest, file_id, object_key, uri"
+    key = "docker/registry/v2/blobs/sha256/aa/aa/data"
+    read = f"'203.0.113.9', 's3', 'GET', 200, {{}}, 'sha256:aa', 2, '{key}', '/{key}?X-Amz-Signature=ab'"
+    r.store.execute(f"insert into object_events ({cols}) values (?, {read.format(10)}), (?, {read.format(20)})",
+                    [old, new])
     assert prune(r.store, 90, NOW, keep_events_days=35)["object_events"] == 0
     roll_up(r.store)
     assert prune(r.store, 90, NOW, keep_events_days=35)["object_events"] == 1
     r.store.execute("checkpoint")
-    r.store.execute("""insert into object_events (ts, client_ip, source, method, status, bytes, digest, file_id)
-                       values (?, '203.0.113.9', 's3', 'GET', 200, 40, 'sha256:aa', 2)""", [new])
+    r.store.execute(f"insert into object_events ({cols}) values (?, {read.format(40)})", [new])
     roll_up(r.store)
     assert r.store.value("select sum(object_bytes) from facts_hourly") == 70
     assert r.store.value("select count(*) from events") == 1
