@@ -13,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from core import countries
+
 TOP_KINDS = ("address", "prefix", "asn", "country", "family", "image", "user", "user_agent")
 
 # SQL for the entity a facts_hourly row (alias f) belongs to, and a label beside it.
@@ -260,6 +262,8 @@ def top(store, by: str, s: Span, limit: int, filters: Filters | None = None) -> 
         group by {key} order by bytes desc, entity limit $limit""", p)
     repeat = _repeat_ratios(store, by, s, [r["entity"] for r in rows])
     for r in rows:
+        if by == "country":
+            r["label"] = countries.label(r["entity"])       # "Germany (DE)": a label is for people
         r["share"] = r["bytes"] / total if total else 0.0
         r["bytes_per_address"] = r["bytes"] // r["addresses"] if r["addresses"] else 0
         r["repeat_ratio"] = repeat.get(r["entity"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.countries import NAMES
 from tests.dashboard_helpers import NOW, dashboard_process, serve
 
 CHROMIUM = "/usr/bin/chromium"
@@ -83,6 +84,9 @@ def test_the_dashboard_in_chromium(dashboard, page):
         cell = page.locator(f'[data-testid="stDataFrame"]:has([role="gridcell"]:text-is("{top[0]["label"]}"))')
         cell.first.wait_for(state="attached", timeout=30_000)
     assert srv.get("/v1/stats/top", by="asn", limit=6)["rows"][0]["label"].startswith("AS")
+    # countries by name, as GeoLite2 spells them, with the code (the waits above found them on the page)
+    first = srv.get("/v1/stats/top", by="country", limit=6)["rows"][0]
+    assert first["label"] == f"{NAMES[first['entity']]} ({first['entity']})"
     active = srv.get("/v1/stats/decisions", active="true", limit=5000)
     entities = {(d["scope"], d["value"]) for d in active}
     assert len(entities) < len(active)              # two rules decided one address: one line for it
@@ -126,6 +130,8 @@ def test_the_dashboard_in_chromium(dashboard, page):
     assert f"value={biggest}" in page.url                 # a link to this view
     entity = srv.get("/v1/stats/entity", kind="address", value=biggest)
     assert metric(page, "GiB (7 days)") == str(round(entity["totals"]["bytes"] / (1 << 30), 2))
+    heading = page.get_by_role("heading", name=f"address {biggest}").inner_text()
+    assert heading.endswith(f" · {NAMES[entity['country']]} ({entity['country']})"), heading
 
     # Decisions & audit: the count in force, one row per entity with every rule that decided
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Decisions & audit", exact=True).click()
