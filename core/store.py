@@ -431,6 +431,13 @@ MIGRATIONS: list[str] = [
         requester varchar, operation varchar, calls bigint, bytes bigint
     );
     """,
+    # 14 → 15: which passes were full. The circuit breaker of a full pass counts the bans that
+    # serve's fresh passes made since the previous full pass (rules/detect.py last_full_pass);
+    # a restarted serve reads that pass's time here, where it knew it only in memory before.
+    # kind: 'full' or 'fresh'; rows from before this version have none, and do not count.
+    """
+    alter table detect_runs add column kind varchar;
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

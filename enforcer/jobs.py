@@ -162,7 +162,7 @@ def _rules(services: Services, cfg) -> list:
 
 def _detect(services: Services, cfg, fresh: bool = False):
     """The pass itself, with the store held; None for a fresh pass with nothing new to judge."""
-    from rules.detect import Fresh, detect, events_top
+    from rules.detect import Fresh, detect, events_top, last_full_pass
     rules = _rules(services, cfg)
     p, signature, top = services.passes, rules_signature(rules), events_top(services.store)
     if fresh and (p.upto is None or (top == p.upto and not p.hour_turned(services.clock()))):
@@ -185,8 +185,9 @@ def _detect(services: Services, cfg, fresh: bool = False):
     for mb in (cfg.detect_memory_mb, 2 * cfg.detect_memory_mb):
         try:
             with services.memory.at_least(services.store, mb):
+                # the fresh passes' bans since the last full pass count, from before a restart too
                 result = detect(services.store, cfg, rules, now, fresh=scope,
-                                since=None if fresh else p.full_at)     # the fresh passes' bans count
+                                since=None if fresh else last_full_pass(services.store, now))
             for h in result.held:       # the operator must hear of it: nothing else will
                 log.warning("HELD rule %s: %d new bans held (%s); approve or drop them: "
                             "POST /v1/admin/decisions/approve|drop", h.rule, len(h.decisions), h.reason)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+from core import countries
 from reports import budget as budget_mod
 from reports.cost import cost
 
@@ -88,6 +89,8 @@ def _breakdown(store, name: str, total: int, span: tuple, limit: int = TOP) -> l
         select {key} as k, {label or key} as label, sum(b)::hugeint as bytes, sum(r)::hugeint, {addresses}
         from {table} group by 1 order by bytes desc, k limit $n"""
     rows = store.execute(sql, {"n": limit, **({"lo": span[0], "hi": span[1]} if "$lo" in sql else {})})
+    if name == "country":       # the code stays the key; people read the name
+        rows = [(k, countries.label(k), *rest) for k, _, *rest in rows]
     return [{"key": k, "label": lab, "bytes": int(b or 0), "requests": int(r or 0), "addresses": a,
              "share": round(int(b or 0) / total, 6) if total else 0.0} for k, lab, b, r, a in rows]
 

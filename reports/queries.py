@@ -13,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from core import countries
+
 TOP_KINDS = ("address", "prefix", "asn", "country", "family", "image", "user", "user_agent")
 
 # SQL for the entity a facts_hourly row (alias f) belongs to, and a label beside it.
@@ -170,7 +172,10 @@ def daily_totals(store, start: datetime | None = None, end: datetime | None = No
 
 
 def overview(store, now: datetime, days: int = 30) -> dict:
-    """The first page: today, the last ``days`` days per registry, what is in force, freshness."""
+    """The first page: today, the last ``days`` days per registry, what is in force, freshness.
+    Of the object-storage bytes (``object_bytes``), as in daily_totals: ``exact_bytes`` joined
+    to their client by the signed URL's referer or its own 307, ``timed_bytes`` by blob and
+    time alone (an estimate), ``unjoined_bytes`` to no request."""
     latest_event = store.value("select max(ts) from events")
     latest = latest_hour(store)
     today = (min(now, latest_event) if latest_event else now).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -182,9 +187,11 @@ def overview(store, now: datetime, days: int = 30) -> dict:
     totals = store.records("""
         select cast(hour as date) as day, sum(bytes)::bigint as bytes, sum(requests)::bigint as requests,
                count(distinct hash(client_ip)) as addresses, sum(object_bytes)::bigint as object_bytes,
-               sum(unjoined_bytes)::bigint as unjoined_bytes
+               sum(unjoined_bytes)::bigint as unjoined_bytes, sum(exact_bytes)::bigint as exact_bytes,
+               sum(timed_bytes)::bigint as timed_bytes
         from facts_hourly where hour >= $since group by all order by day""", {"since": since})
     t = next((r for r in totals if r["day"] == today.date()), None)
+    split = ("object_bytes", "unjoined_bytes", "exact_bytes", "timed_bytes")
     counts = dict(store.execute("""
         select case when held is not null then 'held' else effect end, count(*) from decisions
         where revoked_at is null and until > $now and created_at <= $now and not simulated group by all""",
@@ -193,11 +200,9 @@ def overview(store, now: datetime, days: int = 30) -> dict:
             "ingest_lag_seconds": (now - latest_event).total_seconds() if latest_event else None,
             "today": {"day": today.date(), "bytes": int(t["bytes"]) if t else 0,
                       "requests": int(t["requests"]) if t else 0, "addresses": int(t["addresses"]) if t else 0,
-                      "object_bytes": int(t["object_bytes"]) if t else 0,
-                      "unjoined_bytes": int(t["unjoined_bytes"]) if t else 0},
+                      **{k: int(t[k] or 0) if t else 0 for k in split}},
             "bytes": sum(int(r["bytes"]) for r in totals),
-            "object_bytes": sum(int(r["object_bytes"]) for r in totals),
-            "unjoined_bytes": sum(int(r["unjoined_bytes"]) for r in totals),
+            **{k: sum(int(r[k] or 0) for r in totals) for k in split},
             "daily": daily, "daily_totals": totals,
             "in_force": {"bans": counts.get("ban", 0), "throttles": counts.get("throttle", 0),
                          "boosts": counts.get("boost", 0), "held": counts.get("held", 0)}}
@@ -257,6 +262,8 @@ def top(store, by: str, s: Span, limit: int, filters: Filters | None = None) -> 
         group by {key} order by bytes desc, entity limit $limit""", p)
     repeat = _repeat_ratios(store, by, s, [r["entity"] for r in rows])
     for r in rows:
+        if by == "country":
+            r["label"] = countries.label(r["entity"])       # "Germany (DE)": a label is for people
         r["share"] = r["bytes"] / total if total else 0.0
         r["bytes_per_address"] = r["bytes"] // r["addresses"] if r["addresses"] else 0
         r["repeat_ratio"] = repeat.get(r["entity"])

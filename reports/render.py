@@ -12,6 +12,7 @@ import html
 import io
 import json
 
+from core import countries
 from reports.budget import TIB
 
 GIB = 1 << 30
@@ -231,7 +232,7 @@ def to_html(fig: dict) -> str:
     parts += ["<h2>Top 20 consumers</h2>",
               _table(["address", "AS", "country", "GiB", "share", "requests", "images"]
                      + (["of which by time alone (GiB)"] if timed else []),
-                     [[r["address"], "" if r["asn"] is None else f"AS{r['asn']} {r['as_org'] or ''}", r["country"] or "",
+                     [[r["address"], "" if r["asn"] is None else f"AS{r['asn']} {r['as_org'] or ''}", countries.label(r["country"]) or "",
                        gib(r["bytes"]), share(r["share"]), f"{r['requests']:,}", r["images"]]
                       + ([gib(r.get("timed_bytes", 0))] if timed else [])
                       for r in fig["top_consumers"]], {3, 4, 5, 6, 7})]

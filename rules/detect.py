@@ -64,6 +64,12 @@ def events_top(store) -> int:
     return -1 if top is None else top
 
 
+def last_full_pass(store, now: datetime) -> datetime | None:
+    """The ``now`` of the last full pass written before ``now`` (serve passes it as ``since`` to
+    the next full pass, also across a restart); None when there is none."""
+    return store.value("select max(now) from detect_runs where kind = 'full' and now < ?", [now])
+
+
 def leave_to_full_pass(store, result: policy.PassResult, since: datetime, share: float, floor: int) -> set[str]:
     """Trim a fresh pass's result to what it may decide alone; returns the rules it deferred.
     It adds decisions but extends none: the full pass extends, else a long episode would make a
@@ -115,9 +121,10 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
     if write:
         with store.unit():
             policy.apply(store, result)
-            store.execute("insert into detect_runs values (?, ?, ?, ?, ?, ?)",
+            store.execute("""insert into detect_runs (now, ran_at, seconds, findings, decisions, held, kind)
+                             values (?, ?, ?, ?, ?, ?, ?)""",
                           [now, datetime.fromtimestamp(clock(), timezone.utc).replace(tzinfo=None), clock() - started, len(found),
-                           len(result.applied), result.held_reasons])
+                           len(result.applied), result.held_reasons, "full" if fresh is None else "fresh"])
     return result
 
 

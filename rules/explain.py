@@ -54,7 +54,7 @@ def explain(store, settings, rules: list[Rule], text: str, now: datetime, roll: 
         verdicts.append({"rule": rule.name, "pack": rule.pack, "window": rule.window, "action": rule.action,
                          "simulated": rule.simulate, "match": match, "where": rule.where,
                          "reason": rule.explain(values) if values else None, "features": values,
-                         "unbanned": unbanned, "failing": missed, "conditions": conditions(rule.where)})
+                         "unbanned": unbanned, "failing": missed, "conditions": conditions(store, rule.where)})
     start, end = features.window_bounds(now, "24h")
     who = ("client_ip = $v" if kind == "address" else
            "client_ip in (select ip from ip_prefix where prefix = $v)")

@@ -4,67 +4,133 @@ no-match side of `explain` (an office NAT 'not a relay: quiet_share 0.14 where 0
 
 A condition is a comparison (`quiet_share >= 0.18`, `max_blob_downloads <= 2 * blob_hours`) or
 anything else SQL says is true or false; `and` and `or` are followed at any depth of parentheses.
-The distance of a failed comparison is |value - threshold| ÷ |threshold|: 0.22 is 22 % short."""
+The distance of a failed comparison is |value - threshold| ÷ |threshold|: 0.22 is 22 % short.
+
+The structure comes from DuckDB's own parse tree, as rules/validate.py reads it: an `and` inside
+a string, a `between`, a `case` or a function's arguments is never taken for a conjunction. The
+text each condition is named by is its own span of the rule's `where`, found with DuckDB's
+tokenizer (a string literal is one token) between the tree's located nodes."""
 from __future__ import annotations
 
-import re
+import bisect
 
 import duckdb
 
 from rules.features import NAMES
+from rules.validate import STUB, nodes, statement
 
-_TOKEN = re.compile(r"(\(|\)|\band\b|\bor\b)", re.IGNORECASE)
-_CMP = re.compile(r"(>=|<=|<>|!=|>|<|=)")
-
-
-def _split(expr: str, word: str) -> list[str]:
-    """``expr``'s parts joined by ``word`` (and / or) outside parentheses."""
-    parts, depth, current = [], 0, ""
-    for tok in _TOKEN.split(expr):
-        if tok == "(":
-            depth += 1
-        elif tok == ")":
-            depth -= 1
-        elif depth == 0 and tok.lower() == word:
-            parts.append(current)
-            current = ""
-            continue
-        current += tok
-    return [p.strip() for p in parts + [current]]
+OFFSET = STUB.index("{}")           # where the rule's text starts in the parsed statement
+COMPARISONS = {"COMPARE_EQUAL", "COMPARE_NOTEQUAL", "COMPARE_LESSTHAN", "COMPARE_GREATERTHAN",
+               "COMPARE_LESSTHANOREQUALTO", "COMPARE_GREATERTHANOREQUALTO"}
+COMPARE_TOKENS = {"=", "==", "<>", "!=", "<", ">", "<=", ">="}
 
 
-def _strip(expr: str) -> str:
-    """Without parentheses that enclose all of it."""
-    expr = expr.strip()
-    while expr.startswith("(") and expr.endswith(")"):
-        depth = 0
-        for i, c in enumerate(expr):
-            depth += c == "("
-            depth -= c == ")"
-            if depth == 0 and i < len(expr) - 1:
-                return expr
-        expr = expr[1:-1].strip()
-    return expr
+class Unreadable(Exception):
+    """The parse tree and the text do not line up as expected: the condition is named whole."""
 
 
-def _tree(expr: str):
-    expr = _strip(expr)
-    for word in ("or", "and"):
-        parts = _split(expr, word)
-        if len(parts) > 1:
-            return (word, [_tree(p) for p in parts])
-    pieces = _CMP.split(expr)
-    if len(pieces) == 3 and all(p.count("(") == p.count(")") for p in pieces):    # one comparison
-        return ("cmp", expr, pieces[0].strip(), pieces[1], pieces[2].strip())
-    return ("leaf", expr)
+class _Source:
+    """A `where`'s tokens, with comments left out, and the token spans of its parse tree's nodes."""
+
+    def __init__(self, where: str):
+        self.where = where
+        found = duckdb.tokenize(where)
+        ends = [p for p, _ in found[1:]] + [len(where)]
+        kept = [(p, where[p:e].rstrip()) for (p, kind), e in zip(found, ends) if kind.name != "comment"]
+        self.starts = [p for p, _ in kept]
+        self.tokens = [t for _, t in kept]
+
+    def located(self, node: dict) -> tuple[int, int]:
+        """The first and last token a node of the tree or its parts were located at (the text
+        between them is the node's, and so may be a trailing `)`, `end` or type name after)."""
+        at = [n["query_location"] - OFFSET for n in nodes(node)
+              if isinstance(n.get("query_location"), int) and 0 <= n["query_location"] - OFFSET < len(self.where)]
+        if not at:
+            raise Unreadable
+        return bisect.bisect_right(self.starts, min(at)) - 1, bisect.bisect_right(self.starts, max(at)) - 1
+
+    def text(self, a: int, b: int) -> str:
+        return self.where[self.starts[a]:self.starts[b] + len(self.tokens[b])]
+
+    def bare(self, a: int, b: int) -> tuple[int, int]:
+        """The span [a, b] without parentheses that belong to its neighbours (a group the parse
+        tree flattened: `(x and y) and z` is one `and` of three) or enclose all of it."""
+        opened, pairs, closed = [], {}, []
+        for i in range(a, b + 1):
+            if self.tokens[i] == "(":
+                opened.append(i)
+            elif self.tokens[i] == ")":
+                if opened:
+                    pairs[opened.pop()] = i
+                else:
+                    closed.append(i)
+        if opened != list(range(a, a + len(opened))) or closed != list(range(b - len(closed) + 1, b + 1)):
+            raise Unreadable
+        a, b = a + len(opened), b - len(closed)
+        while a < b and pairs.get(a) == b:
+            a, b = a + 1, b - 1
+        if a > b:
+            raise Unreadable
+        return a, b
+
+    def between(self, left: dict, right: dict, words: set[str]) -> int | None:
+        """The token of ``words`` that joins two neighbouring nodes: the last one after the left
+        one's last located token and before the right one's first (a `between`'s own `and` lies
+        before its last bound, inside the left node)."""
+        lo, hi = self.located(left)[1], self.located(right)[0]
+        return next((i for i in range(hi - 1, lo, -1) if self.tokens[i].lower() in words), None)
+
+
+def _tree(src: _Source, node: dict, a: int, b: int):
+    """A node whose text is the tokens [a, b]: ('and' | 'or', children), ('cmp', text, left,
+    operator, right) or ('leaf', text)."""
+    if node["class"] == "CONJUNCTION" and node["type"] in ("CONJUNCTION_AND", "CONJUNCTION_OR"):
+        word = "and" if node["type"] == "CONJUNCTION_AND" else "or"
+        children, spans, start = node["children"], [], a
+        for left, right in zip(children, children[1:]):
+            k = src.between(left, right, {word})
+            if k is None:
+                raise Unreadable
+            spans.append((start, k - 1))
+            start = k + 1
+        spans.append((start, b))
+        return word, [_tree(src, child, *src.bare(*span)) for child, span in zip(children, spans)]
+    if node["class"] == "COMPARISON" and node["type"] in COMPARISONS:
+        k = src.between(node["left"], node["right"], COMPARE_TOKENS)
+        if k is not None and a < k < b:
+            return "cmp", src.text(a, b), src.text(*src.bare(a, k - 1)), src.tokens[k], src.text(*src.bare(k + 1, b))
+    return "leaf", src.text(a, b)
+
+
+def _read(store, where: str) -> list:
+    """``where``'s top-level conditions (those it joins with `and`), each a tree (see _tree)."""
+    node = statement(store, STUB.format(where))
+    if isinstance(node, str) or len(node.get("select_list") or []) != 1:
+        raise Unreadable
+    src = _Source(where)
+    if not src.tokens:
+        raise Unreadable
+    top = _tree(src, node["select_list"][0], *src.bare(0, len(src.tokens) - 1))
+    return top[1] if top[0] == "and" else [top]
+
+
+def _whole(where: str) -> list:
+    return [("leaf", " ".join(where.split()))]
+
+
+def _conditions(store, where: str) -> list:
+    try:
+        return _read(store, where)
+    except (Unreadable, RecursionError):
+        return _whole(where)
 
 
 def _leaves(node, out: list[str]) -> None:
     if node[0] in ("or", "and"):
         for child in node[1]:
             _leaves(child, out)
-    elif node[0] == "cmp":
-        out += [f"({node[1]})::boolean", f"({node[2]})::double", f"({node[4]})::double"]
+    elif node[0] == "cmp":      # a comparison of text has no distance
+        out += [f"({node[1]})::boolean", f"try_cast(({node[2]}) as double)", f"try_cast(({node[4]}) as double)"]
     else:
         out.append(f"({node[1]})::boolean")
 
@@ -86,7 +152,7 @@ def _judge(node, value: dict):
         return max(failed, key=lambda r: r[1])
     if node[0] == "cmp":
         holds = bool(value[f"({node[1]})::boolean"])
-        lhs, rhs = value[f"({node[2]})::double"], value[f"({node[4]})::double"]
+        lhs, rhs = value[f"try_cast(({node[2]}) as double)"], value[f"try_cast(({node[4]}) as double)"]
         distance = None if holds or lhs is None or rhs is None else abs(lhs - rhs) / (abs(rhs) or 1.0)
         return holds, 0.0 if holds else distance, {"condition": node[1], "value": lhs, "threshold": rhs,
                                                    "distance": distance}
@@ -94,17 +160,17 @@ def _judge(node, value: dict):
     return holds, 0.0 if holds else None, {"condition": node[1], "value": None, "threshold": None, "distance": None}
 
 
-def conditions(where: str) -> int:
+def conditions(store, where: str) -> int:
     """How many conditions ``where`` joins with a top-level `and`."""
-    return len(_split(_strip(where), "and"))
+    return len(_conditions(store, where))
 
 
 def failing(store, where: str, features: dict) -> list[dict]:
     """The top-level conditions of ``where`` that ``features`` fail, nearest first (those whose
     distance cannot be told last): [{condition, value, threshold, distance}]."""
-    conditions = [_tree(c) for c in _split(_strip(where), "and")]
+    found = _conditions(store, where)
     exprs: list[str] = []
-    for node in conditions:
+    for node in found:
         _leaves(node, exprs)
     exprs = list(dict.fromkeys(exprs))
     cols = ", ".join(f"${n}::double as {n}" for n in NAMES)
@@ -112,11 +178,11 @@ def failing(store, where: str, features: dict) -> list[dict]:
     try:
         row = store.execute(f"select {', '.join(exprs)} from (select {cols})", params)[0]
     except duckdb.Error:
-        # a condition this reading splits wrongly (`x between 1 and 2` is one): the whole of it
+        # a condition read wrongly after all (or one that fails to evaluate): the whole of it
         return [{"condition": " ".join(where.split()), "value": None, "threshold": None, "distance": None}]
     value = dict(zip(exprs, row))
     out = []
-    for node in conditions:
+    for node in found:
         holds, distance, nearest = _judge(node, value)
         if not holds:
             out.append({**nearest, "distance": distance})

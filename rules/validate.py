@@ -67,9 +67,9 @@ def _refused(node: dict) -> str | None:
     return REFUSED.get(kind, f"{kind.lower()} expressions are not allowed")
 
 
-def impure(tree) -> str | None:
-    """The first thing, left to right, in a parsed expression that is not a pure computation
-    over the features, or None. Iterative: DuckDB lets an expression nest 1,000 deep."""
+def nodes(tree):
+    """Every expression node of a parse tree (or part of one), left to right. Iterative: DuckDB
+    lets an expression nest 1,000 deep."""
     stack = [tree]
     while stack:
         node = stack.pop()
@@ -79,15 +79,32 @@ def impure(tree) -> str | None:
         if not isinstance(node, dict):
             continue
         if "class" in node:
-            problem = _refused(node)
-            if problem:
-                return problem
+            yield node
         children = [v for k, v in node.items() if isinstance(v, (dict, list)) and k != "type_expr"]
         stack.extend(reversed(children))
-    return None
+
+
+def impure(tree) -> str | None:
+    """The first thing, left to right, in a parsed expression that is not a pure computation
+    over the features, or None."""
+    return next(filter(None, map(_refused, nodes(tree))), None)
 
 
 STUB = "select ({}) from feature_stub"
+
+
+def statement(store, sql: str) -> dict | str:
+    """DuckDB's own parse tree of one statement (json_serialize_sql), or what is wrong with it.
+    Parsing reads no table: feature_stub need not exist."""
+    try:
+        tree = json.loads(store.value("select json_serialize_sql($q)", {"q": sql}))
+    except RecursionError:
+        return "nested too deeply"
+    if tree.get("error"):
+        return tree.get("error_message", "not SQL")
+    if len(tree["statements"]) != 1:
+        return "must be one expression"
+    return tree["statements"][0]["node"]
 CASES = """select _rule, _case, case _rule {whens} end from (select unnest($_rule::integer[]) as _rule,
            unnest($_case::integer[]) as _case, {cols}) order by _rule, _case"""
 
@@ -100,23 +117,12 @@ class Checker:
         store.execute("create or replace temp table feature_stub as select "
                       + ", ".join(f"0::double as {n}" for n in NAMES) + " where false")
         self.tiers = [n for (n,) in store.execute("select name from tiers order by name")]
-        self._shape = self._statement(STUB.format("1"))
-
-    def _statement(self, sql: str) -> dict | str:
-        try:
-            tree = json.loads(self.store.value("select json_serialize_sql($q)", {"q": sql}))
-        except RecursionError:
-            return "nested too deeply"
-        if tree.get("error"):
-            return tree.get("error_message", "not SQL")
-        if len(tree["statements"]) != 1:
-            return "must be one expression"
-        return tree["statements"][0]["node"]
+        self._shape = statement(store, STUB.format("1"))
 
     def where(self, where: str) -> str | None:
         """What is wrong with a `where` (None when it is fine): one boolean expression, without
         subqueries, over the feature columns, calling only pure functions."""
-        node = self._statement(STUB.format(where))
+        node = statement(self.store, STUB.format(where))
         if isinstance(node, str):
             return node
         if len(node.get("select_list") or []) != 1 or not _same_shape(node, self._shape):

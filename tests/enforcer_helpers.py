@@ -126,7 +126,8 @@ def append(path, lines: list[str]) -> None:
 def tailing(tmp_path, clock):
     """serve's services at default settings, tailing tmp_path/access.log (``.log``), on ``clock``."""
     log = tmp_path / "access.log"
-    log.write_text("")
+    if not log.exists():        # a second serve over the same folder (a restart) keeps the log
+        log.write_text("")
     cfg = load(None, {"db": str(tmp_path / "db.duckdb"), "sources": [str(log)]}, environ={})
     store = open_store(cfg.db)
     jobs.configure_store(store, cfg)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.countries import NAMES
 from tests.dashboard_helpers import NOW, dashboard_process, serve
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,6 +41,10 @@ def page():
         browser.close()
 
 
+def size(n: int) -> str:
+    return f"{n / TIB:,.3f} TiB" if n >= TIB else f"{n / (1 << 30):,.2f} GiB"
+
+
 def metric(page, label: str) -> str:
     """The value under a metric's label, as the browser renders it."""
     box = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True))
@@ -67,11 +72,21 @@ def test_the_dashboard_in_chromium(dashboard, page):
     assert overview["object_bytes"] > 0 and overview["unjoined_bytes"] > 0
     objects = page.get_by_text(re.compile(r"of it from object-storage logs")).first.inner_text()
     assert f"{overview['object_bytes'] / TIB:,.3f} TiB of it from object-storage logs" in objects
+    # and how sure each byte's client is (the demo's links carry a referer, or are fetched by
+    # the client that asked: none by time alone; tests/test_object_join.py has S3's relay customers)
+    exact, timed, unjoined = overview["exact_bytes"], overview["timed_bytes"], overview["unjoined_bytes"]
+    assert exact > 0 and exact + timed + unjoined == overview["object_bytes"]
+    assert (f": {size(exact)} joined to the client exactly (the link's referer or the client's own 307), "
+            f"{size(timed)} by blob and time alone (an estimate), {size(unjoined)} not joined to a request") in objects
+    assert "rolled up before" not in objects
     for by in ("asn", "country"):
         top = srv.get("/v1/stats/top", by=by, limit=6)["rows"]
         cell = page.locator(f'[data-testid="stDataFrame"]:has([role="gridcell"]:text-is("{top[0]["label"]}"))')
         cell.first.wait_for(state="attached", timeout=30_000)
     assert srv.get("/v1/stats/top", by="asn", limit=6)["rows"][0]["label"].startswith("AS")
+    # countries by name, as GeoLite2 spells them, with the code (the waits above found them on the page)
+    first = srv.get("/v1/stats/top", by="country", limit=6)["rows"][0]
+    assert first["label"] == f"{NAMES[first['entity']]} ({first['entity']})"
     active = srv.get("/v1/stats/decisions", active="true", limit=5000)
     entities = {(d["scope"], d["value"]) for d in active}
     assert len(entities) < len(active)              # two rules decided one address: one line for it
@@ -115,6 +130,8 @@ def test_the_dashboard_in_chromium(dashboard, page):
     assert f"value={biggest}" in page.url                 # a link to this view
     entity = srv.get("/v1/stats/entity", kind="address", value=biggest)
     assert metric(page, "GiB (7 days)") == str(round(entity["totals"]["bytes"] / (1 << 30), 2))
+    heading = page.get_by_role("heading", name=f"address {biggest}").inner_text()
+    assert heading.endswith(f" · {NAMES[entity['country']]} ({entity['country']})"), heading
 
     # Decisions & audit: the count in force, one row per entity with every rule that decided
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Decisions & audit", exact=True).click()

@@ -165,6 +165,38 @@ def test_the_full_pass_breaker_counts_the_bans_of_the_fresh_passes_since_the_las
     assert live.passes.full_at == live.clock()
 
 
+def test_the_breaker_interval_survives_a_restart_of_serve(tmp_path):
+    # the same interval as above, with serve restarted between the fresh passes and the full pass:
+    # the restarted serve must still count the 5 bans of the fresh passes since the last full
+    # pass before it, and from that pass (not from the last fresh pass, which ran later)
+    clock = Clock()
+
+    def scanners(first: int) -> list[str]:
+        t = clock() - timedelta(minutes=2)
+        return [enumeration(t + timedelta(seconds=i), f"192.0.2.{s}", i) for s in range(first, first + 5)
+                for i in range(1, 51)]
+    with tailing(tmp_path, clock) as s:
+        in_thread(lambda: jobs.detection(s))                         # the full pass after the start
+        clock.advance(minutes=1)
+        append(s.log, scanners(1))
+        in_thread(lambda: jobs.ingest(s))
+        assert len(in_thread(lambda: jobs.fresh_detection(s)).new) == 5
+        clock.advance(minutes=1)
+        append(s.log, pull(clock() - timedelta(seconds=30), "203.0.113.40"))     # a later fresh pass, no ban
+        in_thread(lambda: jobs.ingest(s))
+        assert not in_thread(lambda: jobs.fresh_detection(s)).new
+        s.save_cursors()
+    clock.advance(minutes=1)
+    with tailing(tmp_path, clock) as s:                              # the restarted serve, same file
+        append(s.log, scanners(6))
+        in_thread(lambda: jobs.ingest(s))
+        clock.advance(minutes=2)
+        full = in_thread(lambda: jobs.detection(s))
+        assert {d.value for d in full.new} == {f"192.0.2.{x}" for x in range(6, 11)}
+        assert all(d.held for d in full.new) and "5 its fresh passes banned" in full.held[0].reason
+        assert s.store.value("select count(*) from decisions where held is null and effect = 'ban'") == 5
+
+
 def metric(text: str, name: str) -> float:
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")

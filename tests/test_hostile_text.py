@@ -106,6 +106,14 @@ def test_log_values_are_text_on_the_entity_page(hostile_dashboard):
                 links = main.locator(f'a[href*="127.0.0.1:{bait.port}"]')      # not the heading's own #anchor
                 assert links.count() == 0, [links.nth(i).evaluate("e => e.outerHTML") for i in range(links.count())]
                 assert main.locator('[data-testid="stMarkdownContainer"] strong', has_text="bold").count() == 0
+            # the overview: its "In force" table gives every ban's reason, which names the user
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text(f"In force: {len(users)} entities").wait_for(timeout=60_000)
+            page.locator('[data-testid="stDataFrame"] [role="gridcell"]').filter(
+                has_text=f"hits from {users[0]}").first.wait_for(state="attached", timeout=60_000)
+            main = page.locator('[data-testid="stMain"]')
+            assert main.locator(f'img[src*="{bait.port}"], a[href*="127.0.0.1:{bait.port}"]').count() == 0
+            assert main.locator('[data-testid="stMarkdownContainer"] strong', has_text="bold").count() == 0
             # Top talkers by user: the names in the grid, the chart and the "Open" list (drawn
             # when it is opened)
             page.goto(f"{url}/top", wait_until="domcontentloaded")

@@ -337,3 +337,46 @@ def test_links_signed_by_another_identity_are_its_own_once_the_mirror_s_is_known
     assert r.store.execute("""select client_ip, sum(object_bytes), sum(unjoined_bytes) from facts_hourly
                               where object_bytes > 0 group by all order by 1""") == [
         ("10.20.0.9", 2_000_000, 2_000_000), ("198.51.100.8", 2_000_000, 0)]
+
+
+def test_the_overview_api_splits_object_bytes_by_how_sure_their_client_is(workdir, geo):
+    """/v1/stats/overview, as `stats` and /v1/stats/days: of the object bytes, those joined exactly
+    (a client's own 307), by blob and time alone (S3 links carry no referer: a reseller's
+    customers fetching its links minutes later), and to no request (a backup job's own reads)."""
+    import httpx
+
+    from ingest.pipeline import Ingester
+    from reports.queries import daily_totals
+    from tests.enforcer_helpers import Enforcer
+    rng = random.Random(26)
+    asks, rows = [], []
+    for k in range(6):
+        t = T0 + timedelta(minutes=3 * k)
+        asks.append(PROXY.format(ip="203.0.113.5", t=t, d=digest(60 + k), status=307, n=300, ua=UA))
+        asks.append(PROXY.format(ip="198.51.100.70", t=t + timedelta(minutes=1), d=digest(90 + k), status=307,
+                                 n=300, ua=UA))
+        rows.append(download(t + timedelta(minutes=1, seconds=3), "198.51.100.70", None, digest(90 + k), 1_000_000))
+        rows.append(download(t + timedelta(minutes=13 + k), f"192.0.2.{10 + k}", None, digest(60 + k), 9_000_000))
+        rows.append({**download(t + timedelta(minutes=40), "10.20.0.9", None, digest(60 + k), 7_000_000),
+                     "unsigned": True, "requester": BACKUP, "ua": "rclone/v1.68.1"})
+    write(workdir / "proxy" / "access.log", sorted(asks, key=lambda x: x.split("[")[1]))
+    write(workdir / "s3" / "logs" / "2024-11-20-10-00-00-FFFF", s3(rows, rng, referer=False))
+    srv = Enforcer(workdir, asn_db=geo)
+    try:
+        with srv.services.lock:
+            Ingester(srv.store, srv.cfg).run([str(workdir / "proxy"), str(workdir / "s3")])
+            roll_up(srv.store)
+            days = daily_totals(srv.store)
+        r = httpx.get(srv.url + "/v1/stats/overview", headers=srv.headers("viewer"), timeout=30)
+        assert r.status_code == 200
+        o = r.json()
+        split = (6_000_000, 54_000_000, 42_000_000)            # exact, by time, not joined
+        assert (o["exact_bytes"], o["timed_bytes"], o["unjoined_bytes"]) == split
+        assert o["object_bytes"] == sum(split)
+        assert (o["today"]["exact_bytes"], o["today"]["timed_bytes"], o["today"]["unjoined_bytes"]) == split
+        [day] = o["daily_totals"]
+        assert (day["exact_bytes"], day["timed_bytes"], day["unjoined_bytes"]) == split
+        # the same figures as `stats` (and /v1/stats/days) give
+        assert (days["exact_bytes"], days["timed_bytes"], days["unjoined_bytes"]) == split
+    finally:
+        srv.stop()

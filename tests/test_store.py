@@ -18,7 +18,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
                    values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 14
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 15
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
     assert s.value("select count(*) from reports") == 0            # a table of migration 8
@@ -44,6 +44,24 @@ def test_findings_of_a_version_8_database_become_episodes(tmp_path):
     s = open_store(path)
     assert s.execute("select now, last_seen, passes from findings") == [
         (datetime(2024, 11, 20, 10), datetime(2024, 11, 20, 10), 1)]
+    s.close()
+
+
+def test_passes_of_a_version_14_database_say_nothing_of_their_kind(tmp_path):
+    # migration 15: a restarted serve counts the fresh passes' bans from the last full pass;
+    # a pass written before it may have been either, so none is taken for the last full one
+    path = str(tmp_path / "v14.duckdb")
+    con = duckdb.connect(path)
+    con.execute(store_mod.SCHEMA)
+    for sql in store_mod.MIGRATIONS[:13]:
+        con.execute(sql)
+    con.execute("insert into schema_version values (14)")
+    con.execute("insert into detect_runs values ('2024-11-20 10:00:00', '2024-11-20 10:00:01', 0.5, 0, 0, null)")
+    con.close()
+    s = open_store(path)
+    from rules.detect import last_full_pass
+    assert s.execute("select kind from detect_runs") == [(None,)]
+    assert last_full_pass(s, datetime(2024, 11, 21)) is None
     s.close()
 
 

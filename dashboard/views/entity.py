@@ -3,6 +3,7 @@ rule's verdict with its numbers, its decisions and allowlist status; actions for
 import pandas as pd
 import streamlit as st
 
+from core import countries
 from dashboard import actions, charts, ui
 
 KINDS = ["address", "prefix", "asn", "user"]
@@ -26,7 +27,8 @@ st.query_params.update({"kind": kind, "value": value})      # a link to this vie
 e = ui.get("/v1/stats/entity", kind=kind, value=value)
 if e is None:
     st.stop()
-where = " · ".join(str(x) for x in (f"AS{e['asn']}" if e.get("asn") else None, e.get("as_org"), e.get("country")) if x)
+where = " · ".join(str(x) for x in (f"AS{e['asn']}" if e.get("asn") else None, e.get("as_org"),
+                                     countries.label(e.get("country"))) if x)
 st.subheader(f"{kind} {ui.literal(value)}" + (f" — {ui.literal(where)}" if where else ""))
 tot = e.get("totals") or {}
 c = st.columns(3)

@@ -58,9 +58,15 @@ fresh = "no events yet" if lag is None else f"{lag / 60:.0f} min" if lag < 7200 
 st.caption(f"Data freshness: newest event {ui.when(o.get('latest_event')) or '—'}, ingest lag {fresh} "
            f"(at {ui.when(o.get('now'))}).")
 if o.get("object_bytes"):       # a redirect-mode mirror: the store's log holds most of the bytes
+    # how sure each byte's client is: a store that signs links without a referer (AWS S3) is
+    # joined by blob and time alone; bytes rolled up before pullwarden kept the split have neither
+    before = o["object_bytes"] - o["exact_bytes"] - o["timed_bytes"] - o["unjoined_bytes"]
     st.caption(f"Last 30 days: {ui.size(o['bytes'])} served, {ui.size(o['object_bytes'])} of it from object-storage "
-               f"logs ({o['object_bytes'] / o['bytes']:.1%}); {ui.size(o['unjoined_bytes'])} could not be joined to a "
-               "request and counts for the address that downloaded.")
+               f"logs ({o['object_bytes'] / o['bytes']:.1%}): {ui.size(o['exact_bytes'])} joined to the client "
+               f"exactly (the link's referer or the client's own 307), {ui.size(o['timed_bytes'])} by blob and time "
+               f"alone (an estimate), {ui.size(o['unjoined_bytes'])} not joined to a request (counted for the "
+               "address that downloaded)"
+               + (f", {ui.size(before)} rolled up before the split was kept" if before > 0 else "") + ".")
 
 c = st.columns(2)
 for col, by, title in ((c[0], "asn", "Networks (AS), last 7 days"), (c[1], "country", "Countries, last 7 days")):
