@@ -3,7 +3,9 @@
 detection decides) exactly what a live-only ingest of the same log does."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import pytest
 
@@ -207,3 +209,102 @@ def test_a_slice_reads_no_chunk_beyond_its_end(run, workdir, monkeypatch):
     assert report.more and 0 < report.total("lines") < 40_000
     done = r.store.value("select read_offset from files")
     assert done >= 1 << 20 and sum(read) == done, (done, sum(read))   # nothing past it
+
+
+# serve with a catch-up above 2 MiB waiting, in 1 MiB slices, live again at 1 MiB: a backlog of
+# ~10 MB stands for gigabytes (a module's constants, set before the command runs)
+SERVE = ("from enforcer import catchup; catchup.CATCH_UP_BYTES = 2 << 20; catchup.CAUGHT_UP_BYTES = 1 << 20; "
+         "from cli.main import main; main()")
+
+
+def held(store):
+    """What an ingest leaves: every event (not its chunk's seq), and the roll-ups summed per key
+    (a slice boundary splits a group into two partial rows)."""
+    return {
+        "events": store.execute("select * exclude (seq, file_id) from events order by all"),
+        "facts": store.execute("""select hour, client_ip, user_agent, remote_user, registry, repository,
+                                      sum(requests), sum(manifest_gets), sum(blob_gets), sum(bytes), sum(s2xx),
+                                      sum(s404), sum(with_xff)
+                                  from facts_hourly group by all order by all"""),
+        "blobs": store.execute("select hour, client_ip, blob, sum(downloads), sum(bytes) from blob_hourly "
+                               "group by all order by all"),
+        "prefixes": store.execute("select * from ip_prefix order by all"),
+        "rolled": store.value("select last_rowid from rollup_state where name = 'events'")
+                  == store.value("select max(seq) from events"),
+    }
+
+
+def test_serve_killed_mid_catch_up_then_restarted_holds_what_an_uninterrupted_catch_up_does(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.enforcer_helpers import free_port
+    # manifests and blobs (the blob roll-up too) from 1,757 addresses, some of them missing
+    lines = [LINE.format(ip=f"198.51.{n % 7}.{n % 251}", m=n // 60 % 60, s=n % 60,
+                         ref=f"1.{n % 30}" if n % 2 else f"sha256:{n % 50:064x}", status=(200, 200, 404)[n % 3], n=n)
+             .replace("/manifests/sha256:", "/blobs/sha256:") for n in range(80_000)]          # ~10 MB
+    log = write(tmp_path / "access.log", lines)
+    db = tmp_path / "serve.duckdb"
+    port = free_port()
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(f'db = "{db}"\nsources = ["{log}"]\nhost = "127.0.0.1"\nport = {port}\n'
+                   "ingest_interval = 1\nserve_catchup_chunk_mb = 1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
+
+    def serve():
+        return subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--config", str(cfg)], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def look():
+        store = open_store(str(db))             # replays the WAL the killed server left
+        try:
+            assert store.execute("select bytes, count(*) from events group by bytes having count(*) <> 1") == []
+            return (store.value("select count(*) from events"),
+                    store.value("select last_rowid from rollup_state where name = 'events'"))
+        finally:
+            store.close()
+
+    # kill -9 at growing delays until one lands in the catch-up: some events stored, not all
+    # (each state a kill leaves is checked duplicate-free in look())
+    for delay in (2, 3, 4, 6, 9, 14):
+        proc = serve()
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+        if 0 < (left := look())[0] < len(lines):
+            break
+    assert 0 < left[0] < len(lines), left
+
+    proc = serve()                              # the restart catches up on the rest
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not catch up"
+            try:
+                job = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["jobs"].get("ingest") or {}
+                assert not job.get("error"), job
+                if job.get("last_ok"):
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+    monkeypatch.setattr(catchup, "CATCH_UP_BYTES", 2 << 20)        # the same catch-up, uninterrupted
+    monkeypatch.setattr(catchup, "CAUGHT_UP_BYTES", 1 << 20)
+    monkeypatch.setattr(jobs, "INGEST_SLICE", 1 << 20)
+    once = make_services(tmp_path, "once")
+    in_thread(lambda: jobs.ingest(once))
+    store = open_store(str(db))
+    try:
+        after, before = held(store), held(once.store)
+        assert len(after["events"]) == len(lines) and after["rolled"] and before["rolled"]
+        assert after == before
+    finally:
+        store.close()
+        once.store.close()
