@@ -130,8 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
             "next checkpoint rewrites the rows around them: 2 threads cost 2 M lines 19 CPU s instead of 9. "
             "They run at the jobs' lower CPU priority: the API's polls go first."),
     Setting("serve_catchup_memory_mb", int, 96,
-            "DuckDB's memory limit inside serve for a catch-up slice's load, plus serve_memory_mb for the roll-up "
-            "beside it; serve_memory_mb again once it is live."),
+            "DuckDB's memory limit inside serve while ingest catches up, for a slice's load and the roll-up beside "
+            "it (2 M lines: both fit in 96 MB; 64 MB ran out); serve_memory_mb again once it is live."),
     Setting("publish_dir", str, "",
             "The writer: a folder (shared with the replicas, e.g. NFS or synced) into which serve writes each "
             "policy version and its proxy keys' hashes, atomically, for `serve --replica-of`. Empty: none."),
