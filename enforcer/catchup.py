@@ -58,7 +58,8 @@ def catch_up(services, sources: list[str]):
     with serve's own memory once ingest is live."""
     from ingest.pipeline import Ingester
     with catching_up(services) as settings, ThreadPoolExecutor(1, "pullwarden-rollup") as pool:
-        tops = {t: services.store.value(f"select max(seq) from {t}") for t in ("events", "object_events")}
+        # -1: nothing yet (None would be no bound, and the roll-up could reach into this slice)
+        tops = {t: services.store.value(f"select coalesce(max(seq), -1) from {t}") for t in ("events", "object_events")}
         rolled = pool.submit(_roll_up_beside, services, tops)
         try:
             report = Ingester(services.store, settings, in_place_max=settings.chunk_mb << 20,

@@ -91,7 +91,9 @@ def ingest(services: Services) -> None:
                     roll_up(services.store, SERVE_BATCH, cfg)
                 if _wal_bytes(services.store) > WAL_CHECKPOINT:
                     services.checkpoint()
-                more = report.more or behind            # after a catch-up: its last slice's roll-up
+                # after a catch-up slice that read lines: the next slice, or the live one that
+                # rolls up the last (an unreadable file keeps "waiting" high: it reads nothing)
+                more = report.more or (behind and report.total("lines") > 0)
                 services.backlog = more                 # set before the store is let go
             if report.total("events"):
                 services.new_events.set()              # a fresh pass judges them (fresh_detection)

@@ -334,3 +334,26 @@ def test_serve_killed_mid_catch_up_then_restarted_holds_what_an_uninterrupted_ca
     finally:
         store.close()
         once.store.close()
+
+
+def test_an_unreadable_backlog_does_not_hold_the_ingest_job(tmp_path, monkeypatch, small_slices):
+    """A broken .gz counts as waiting (its size) but reads nothing: the catch-up does not go round
+    for ever, the job ends and says which file."""
+    log = backlog(tmp_path / "access.log")
+    bad = tmp_path / "access.log.2.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 12_000)          # ~3 MB, not gzip inside
+    services = make_services(tmp_path, "db", sources=[str(log), str(bad)])
+    reports = []
+    real = Ingester.run
+    monkeypatch.setattr(Ingester, "run", lambda self, *a, **kw: reports.append(real(self, *a, **kw)) or reports[-1])
+    job = threading.Thread(target=lambda: jobs.ingest(services))
+    job.start()
+    job.join(60)
+    try:
+        assert not job.is_alive(), f"still going after {len(reports)} runs"
+    finally:
+        services.stopping.set()
+        job.join(10)
+    assert services.store.value("select count(*) from events") == 40_400
+    assert any(f.error and f.path == str(bad) for r in reports for f in r.files)
+    services.store.close()
