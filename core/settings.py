@@ -127,7 +127,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("serve_catchup_threads", int, 1,
             "DuckDB's threads for a catch-up slice's load (the roll-up beside it takes another core); "
             "serve_duckdb_threads again once it is live. More makes each slice's row groups partial, and the "
-            "next checkpoint rewrites the rows around them (2 M lines: 12-13 CPU s on two threads, 9 on one). "
+            "next checkpoint rewrites the rows around them (2 M lines: 12-13 CPU s on two threads, 9 on one), "
+            "and two threads with the roll-up beside them ran out of the 96 MB of serve_catchup_memory_mb. "
             "They run at the jobs' lower CPU priority: the API's polls go first."),
     Setting("serve_catchup_memory_mb", int, 96,
             "DuckDB's memory limit inside serve while ingest catches up, for a slice's load and the roll-up beside "
