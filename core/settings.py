@@ -120,16 +120,19 @@ SETTINGS: tuple[Setting, ...] = (
             "16 MiB chunks cost about 40 MB more peak RSS than 4 MiB, for about 10% more lines/s."),
     Setting("serve_duckdb_threads", int, 1,
             "DuckDB's threads inside serve: the jobs leave the other cores to the API, whose latency matters more."),
-    Setting("serve_catchup_chunk_mb", int, 64,
-            "Inside serve, ingest reads chunks of this many MiB while its sources are more than 64 MiB behind (a "
-            "first start over a big log, a restart after an outage), and serve_chunk_mb again once it is live."),
-    Setting("serve_catchup_threads", int, 0,
-            "DuckDB's threads inside serve while ingest catches up (0: one per core, at most one per 48 MB of "
-            "serve_catchup_memory_mb); serve_duckdb_threads again once it is live. They run at the jobs' lower "
-            "CPU priority: the API's polls go first."),
+    Setting("serve_catchup_chunk_mb", int, 128,
+            "Inside serve, while its sources are more than 64 MiB behind (a first start over a big log, a restart "
+            "after an outage), ingest reads slices of this many MiB, each in one transaction, and rolls up the "
+            "slices before beside it; serve_chunk_mb again once it is live."),
+    Setting("serve_catchup_threads", int, 1,
+            "DuckDB's threads for a catch-up slice's load (the roll-up beside it takes another core); "
+            "serve_duckdb_threads again once it is live. More makes each slice's row groups partial, and the "
+            "next checkpoint rewrites the rows around them (2 M lines: 12-13 CPU s on two threads, 9 on one), "
+            "and two threads with the roll-up beside them ran out of the 96 MB of serve_catchup_memory_mb. "
+            "They run at the jobs' lower CPU priority: the API's polls go first."),
     Setting("serve_catchup_memory_mb", int, 96,
-            "DuckDB's memory limit inside serve while ingest catches up (its roll-ups run at serve_memory_mb, on "
-            "one thread); serve_memory_mb again once it is live."),
+            "DuckDB's memory limit inside serve while ingest catches up, for a slice's load and the roll-up beside "
+            "it (2 M lines: both fit in 96 MB; 64 MB ran out); serve_memory_mb again once it is live."),
     Setting("publish_dir", str, "",
             "The writer: a folder (shared with the replicas, e.g. NFS or synced) into which serve writes each "
             "policy version and its proxy keys' hashes, atomically, for `serve --replica-of`. Empty: none."),

@@ -6,7 +6,6 @@ import logging
 import os
 import time
 import traceback
-from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
@@ -70,7 +69,9 @@ def ingest(services: Services) -> None:
     """Tail-ingest the sources and roll up. A settled file bigger than a chunk is read in chunks
     too: in one transaction, a rotated log of gigabytes would take its size in memory. A
     backlog is read in slices, and the store is let go between them: an admin change or a
-    publish waits for one slice, not for the whole backlog."""
+    publish waits for one slice, not for the whole backlog. Far behind, a slice is a catch-up's
+    (enforcer/catchup.py): larger, with the roll-up of the slices before it beside it; the live
+    slice that follows rolls up the rest."""
     from enforcer import catchup
     from ingest.pipeline import Ingester, waiting
     from rules.rollup import SERVE_BATCH, roll_up
@@ -79,22 +80,24 @@ def ingest(services: Services) -> None:
     try:
         while True:
             with services.lock:
-                # far behind: larger chunks and slices on every core (enforcer/catchup.py)
-                behind = waiting(services.store, list(cfg.sources)) > catchup.CATCH_UP_BYTES
+                behind = catchup.behind(services, waiting(services.store, list(cfg.sources)))
                 services.catching_up = behind
-                with catchup.catching_up(services) if behind else nullcontext(cfg) as settings:
-                    report = Ingester(services.store, settings, in_place_max=settings.chunk_mb << 20,
-                                      max_bytes=catchup.CATCH_UP_SLICE if behind else INGEST_SLICE
-                                      ).run(list(cfg.sources))
-                # statistics stay fresh between detection passes; at serve's own footprint (the
-                # group-bys at two threads needed more than 96 MB)
-                roll_up(services.store, SERVE_BATCH, cfg)
+                if behind:
+                    report = catchup.catch_up(services, list(cfg.sources))
+                else:
+                    report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
+                                      max_bytes=INGEST_SLICE).run(list(cfg.sources))
+                    # statistics stay fresh between detection passes
+                    roll_up(services.store, SERVE_BATCH, cfg)
                 if _wal_bytes(services.store) > WAL_CHECKPOINT:
                     services.checkpoint()
-                services.backlog = report.more         # set before the store is let go
+                # after a catch-up slice that read lines: the next slice, or the live one that
+                # rolls up the last (an unreadable file keeps "waiting" high: it reads nothing)
+                more = report.more or (behind and report.total("lines") > 0)
+                services.backlog = more                 # set before the store is let go
             if report.total("events"):
                 services.new_events.set()              # a fresh pass judges them (fresh_detection)
-            if not report.more or services.stopping.is_set():
+            if not more or services.stopping.is_set():
                 return
             time.sleep(0.01)        # long enough for a waiting thread to take the lock
     except BaseException:

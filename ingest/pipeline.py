@@ -109,12 +109,15 @@ def shorten_long_lines(path: Path) -> None:
     path.write_bytes(b"\n".join(lines))
 
 
-def prefetch(chunks: Iterator[Chunk], tmp: Path, size: int = 0) -> Iterator[tuple[Chunk, Path]]:
+def prefetch(chunks: Iterator[Chunk], tmp: Path, size: int = 0, limit: int | None = None
+             ) -> Iterator[tuple[Chunk, Path]]:
     """Read and write the next chunk on a thread while DuckDB loads this one (DuckDB lets go
     of the GIL). Three files take turns: one being loaded, one queued, one being written.
     ``size``: pieces are appended to one file until it holds that many bytes, so that a large
-    chunk for DuckDB (serve catching up: 64 MiB) passes through Python a small piece at a time
-    (a 64 MiB read took four times its size in copies, and held the GIL for each scan)."""
+    chunk for DuckDB (serve catching up: 128 MiB) passes through Python a small piece at a time
+    (a 64 MiB read took four times its size in copies, and held the GIL for each scan).
+    ``limit``: no chunk is begun once this many bytes were handed on (a run that stops after
+    max_bytes: serve's slices would otherwise read, check and write two chunks ahead for nothing)."""
     box: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -129,7 +132,7 @@ def prefetch(chunks: Iterator[Chunk], tmp: Path, size: int = 0) -> Iterator[tupl
         return False
 
     def produce() -> None:
-        n, group, out = 0, None, None
+        n, group, out, handed = 0, None, None, 0
         try:
             for chunk in chunks:
                 if group is None:
@@ -144,7 +147,9 @@ def prefetch(chunks: Iterator[Chunk], tmp: Path, size: int = 0) -> Iterator[tupl
                     out.close()
                     if not put((group, target)):
                         return
-                    n, group = n + 1, None
+                    n, group, handed = n + 1, None, handed + group.size
+                    if limit is not None and handed >= limit:
+                        break
             if group is not None:
                 out.close()
                 if not put((group, target)):
@@ -378,7 +383,8 @@ class Ingester:
             return
         size = self.settings.chunk_mb << 20
         yield from prefetch(read_chunks(path, offset, min(size, READ_PIECE), now=self.clock(),
-                                        expect=None if is_gzip(path) else expect), tmp, size)
+                                        expect=None if is_gzip(path) else expect), tmp, size,
+                            limit=self.max_bytes - self._read if self.max_bytes else None)
 
     def _read_file(self, path: Path, fmt, rep: FileReport, tmp: Path, in_place: bool = True) -> None:
         head, here = pin(path)

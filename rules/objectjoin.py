@@ -48,17 +48,18 @@ LEARN_SECONDS = 86400  # how far back the requesters that signed links are looke
 
 
 def roll_up_objects(store, batch: int | None = None, link_expires: int = LINK_EXPIRES,
-                    requesters: list[str] | tuple = ()) -> int:
-    """Roll up the object-store rows added since the last pass; returns how many rows were read.
-    ``requesters``: the mirror's own identities (object_store_requesters; empty: learned)."""
+                    requesters: list[str] | tuple = (), upto: int | None = None) -> int:
+    """Roll up the object-store rows added since the last pass (none after seq ``upto``); returns
+    how many rows were read. ``requesters``: the mirror's own identities (object_store_requesters;
+    empty: learned)."""
     done = 0
-    while n := _slice(store, batch, int(link_expires), [str(x) for x in requesters]):
+    while n := _slice(store, batch, int(link_expires), [str(x) for x in requesters], upto):
         done += n
     return done
 
 
-def _slice(store, batch: int | None, link: int, requesters: list[str]) -> int:
-    todo = pending(store, "object_events", batch)
+def _slice(store, batch: int | None, link: int, requesters: list[str], upto: int | None = None) -> int:
+    todo = pending(store, "object_events", batch, upto)
     if todo is None:
         return 0
     last, top = todo

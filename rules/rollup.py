@@ -28,23 +28,26 @@ REDIRECT = "kind = 'blob' and status between 300 and 399 and status <> 304"
 SERVE_BATCH = 500_000
 
 
-def roll_up(store, batch: int | None = None, settings=None) -> int:
+def roll_up(store, batch: int | None = None, settings=None, upto: dict[str, int | None] | None = None) -> int:
     """Roll up the events added since the last pass, ``batch`` events per transaction (all
     in one when None), then the object-store downloads joined to them (``settings``: the link
     life and the mirror's identities in the stores' logs; None: the defaults); returns how
-    many events."""
+    many events. ``upto``: the last seq to roll up of each table (events, object_events), for
+    a roll-up beside a load that commits more meanwhile (enforcer/catchup.py)."""
+    upto = upto or {}
     done = 0
-    while n := _roll_up_slice(store, batch):
+    while n := _roll_up_slice(store, batch, upto.get("events")):
         done += n
     if settings is None:
-        roll_up_objects(store, batch)
+        roll_up_objects(store, batch, upto=upto.get("object_events"))
     else:
-        roll_up_objects(store, batch, settings.link_expires, settings.object_store_requesters)
+        roll_up_objects(store, batch, settings.link_expires, settings.object_store_requesters,
+                        upto=upto.get("object_events"))
     return done
 
 
-def _roll_up_slice(store, batch: int | None) -> int:
-    todo = pending(store, "events", batch)
+def _roll_up_slice(store, batch: int | None, upto: int | None = None) -> int:
+    todo = pending(store, "events", batch, upto)
     if todo is None:
         return 0
     last, top = todo

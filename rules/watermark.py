@@ -4,19 +4,22 @@ checkpoint after retention's deletes renumbers), kept in rollup_state under the 
 from __future__ import annotations
 
 
-def pending(store, table: str, batch: int | None) -> tuple[int, int] | None:
+def pending(store, table: str, batch: int | None, upto: int | None = None) -> tuple[int, int] | None:
     """(last, top): the seq range of ``table``'s rows not rolled up yet, about ``batch`` rows of
-    them (all when None; a chunk is never split); None when there are none."""
+    them (all when None; a chunk is never split), none after seq ``upto`` (None: no bound);
+    None when there are none."""
     last = store.value("select last_rowid from rollup_state where name = ?", [table])
     last = -1 if last is None else last
     top = store.value(f"select max(seq) from {table}")
+    if top is not None and upto is not None:
+        top = min(top, upto)
     if top is None or top <= last:
         return None
     if batch:
         # seq has gaps (a rolled-back chunk's numbers are not given again): the seq of the
         # batch'th new row, not last + batch
-        top = store.value(f"select max(seq) from (select seq from {table} where seq > ? order by seq limit ?)",
-                          [last, batch])
+        top = min(top, store.value(f"select max(seq) from (select seq from {table} where seq > ? order by seq "
+                                   "limit ?)", [last, batch]))
     return last, top
 
 
