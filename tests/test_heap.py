@@ -61,3 +61,13 @@ def test_an_operators_setting_is_kept(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1048576")
     assert heap.settle() == {}
+
+
+def test_the_agent_settles_malloc_before_its_first_poll(monkeypatch, tmp_path):
+    from enforcer import agent, heap
+    calls = []
+    monkeypatch.setattr(heap, "settle", lambda: calls.append("settle") or {})
+    monkeypatch.setattr(agent, "poll", lambda *a, **k: calls.append("poll") or (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        agent.run("http://127.0.0.1:9", "k", str(tmp_path), None, None, 1.0, once=True)
+    assert calls == ["settle", "poll"]
