@@ -43,6 +43,9 @@ pullwarden, in order:
                     after. Target: VmHWM < 300 MB after the start-up streams. The peak
                     covers the whole process life, the initial ingest included; the rows
                     show it before the streams too, so the stream's own share is visible.
+                    VmRSS is also sampled every 0.2 s: the highest sample of each phase of
+                    the script, the phase of the peak and whether ingest or a detection pass
+                    ran within a second of it (all samples: memory-timeline.tsv in the work dir).
 
 CrowdSec (Debian package `crowdsec`, 1.4.6 on bookworm), the same way, in the same run:
 its local API alone (`crowdsec -c CFG -no-cs`: no agent, no hub, no Central API, no

@@ -330,11 +330,12 @@ class Publisher:
             content = dict(small)
             for s in ENTRIES:
                 content[s] = packed(cur.content[s]).changed(removed[s], changed[s])
+            # the body is written again where the entries may differ: every key removed or looked
+            # at (taken before _steps, which keeps only the published version's share)
+            keys = {s: removed[s].keys() | changed[s].keys() for s in ENTRIES}
             number, upserted, removed = self._steps(cur.version + 1, now, upserted, removed)
-            # the body is written again where the entries changed (the keys looked at)
             v = self._make(number, now, content, seq, has_delta=True, upserted=upserted,
-                           removed=removed, sections=sections, before=cur,
-                           changed={s: removed[s].keys() | changed[s].keys() for s in ENTRIES})
+                           removed=removed, sections=sections, before=cur, changed=keys)
             self._record(v, now)
         return self._installed(v)
 

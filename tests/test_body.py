@@ -141,4 +141,12 @@ def test_a_published_ban_deflates_a_chunk_not_the_policy(tmp_path):
     assert second.body == render(head, second.content)[0]
     body = json.loads(gzip.decompress(second.body))
     assert len(body["bans"]) == 50_001 and body["bans"]["ip:10.0.100.7x"]["reason"] == "why"
+    # more lifted than one stored delta holds (DELTA_STEP): recorded as several versions, and
+    # the published one's body is still the whole content's
+    store.execute("update decisions set revoked_at = ?, seq = nextval('decision_seq') where id % 7 = 0", [now])
+    third = publisher.publish()
+    assert third.version > second.version + 1 and len(third.content["bans"]) == 50_001 - 50_001 // 7
+    head = {"version": third.version, "generated_at": now.isoformat(), "max_age": 30}
+    assert third.body == render(head, third.content)[0]
+    assert len(json.loads(gzip.decompress(third.body))["bans"]) == len(third.content["bans"])
     store.close()
