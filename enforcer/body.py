@@ -9,6 +9,7 @@ and a ban added, changed or lifted changes the chunk it falls in (and the one be
 key begins a chunk)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from bisect import bisect_right
@@ -76,7 +77,7 @@ def write(head: dict, content: dict, before: dict | None = None,
 
 
 def _digest(pieces: list[Piece]) -> str:
-    import hashlib
+    """Of the content: the SHA-256 of its pieces' SHA-256s (a chunk kept is not read again)."""
     h = hashlib.sha256()
     for p in pieces:
         h.update(p.digest)
