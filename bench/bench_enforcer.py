@@ -46,6 +46,9 @@ pullwarden, in order:
                     after. Target: VmHWM < 300 MB after the start-up streams. The peak
                     covers the whole process life, the initial ingest included; the rows
                     show it before the streams too, so the stream's own share is visible.
+                    VmRSS is also sampled every 0.2 s: the highest sample of each phase of
+                    the script, the phase of the peak and whether ingest or a detection pass
+                    ran within a second of it (all samples: memory-timeline.tsv in the work dir).
 
 CrowdSec (Debian package `crowdsec`, 1.4.6 on bookworm), the same way, in the same run:
 its local API alone (`crowdsec -c CFG -no-cs`: no agent, no hub, no Central API, no
@@ -159,6 +162,38 @@ def proc_memory(pid: int) -> dict:
     except OSError:
         pass
     return {"rss_bytes": out.get("VmRSS"), "hwm_bytes": out.get("VmHWM")}
+
+
+class MemoryTimeline(threading.Thread):
+    """The server's VmRSS every ``every`` seconds, each sample under the phase the script was in
+    (mark()): where the peak is reached, not only how high it is."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        super().__init__(name="memory", daemon=True)
+        self.pid, self.every = pid, every
+        self.phase, self.halt = "start", threading.Event()
+        self.samples: list[tuple[str, str, int]] = []      # (time, phase, bytes)
+
+    def mark(self, phase: str) -> None:
+        self.phase = phase
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            rss = proc_memory(self.pid)["rss_bytes"]
+            if rss:
+                self.samples.append((utcnow().isoformat(), self.phase, rss))
+            self.halt.wait(self.every)
+
+    def stop(self) -> dict:
+        """Per phase its highest sample, and the peak's phase and time."""
+        self.halt.set()
+        self.join(5)
+        phases: dict[str, int] = {}
+        for _, phase, rss in self.samples:
+            phases[phase] = max(phases.get(phase, 0), rss)
+        peak = max(self.samples, key=lambda s: s[2], default=None)
+        return {"phases": phases, "peak": peak and {"at": peak[0], "phase": peak[1], "rss_bytes": peak[2]},
+                "samples": len(self.samples)}
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -603,12 +638,15 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
                           env=env, cwd=d)
     result: dict = {"pid": proc.pid, "port": port, "insert_seconds": insert_seconds, "config": cfg.read_text()}
     feeder = None
+    timeline = MemoryTimeline(proc.pid)
+    timeline.start()
     try:
         wait_for("pullwarden serve /healthz", lambda: http_json(base + "/healthz"), proc, serve_log, 120)
         result["ready_seconds"] = time.perf_counter() - started
         result["memory_ready"] = proc_memory(proc.pid)
         say(f"  /healthz answers after {result['ready_seconds']:.1f} s; waiting for the first ingest "
             f"({args.lines:,} lines) ...")
+        timeline.mark("first ingest")
 
         released = {}
 
@@ -641,6 +679,7 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
             f"RSS {result['memory_after_first_ingest']['rss_bytes'] / MB:.0f} MB, "
             f"peak {result['memory_after_first_ingest']['hwm_bytes'] / MB:.0f} MB")
 
+        timeline.mark("after the first ingest")
         if args.feed_rate > 0:
             feeder = Feeder(log, source, args.feed_rate)
             feeder.start()
@@ -649,6 +688,7 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
 
         # the current ETag, from one full GET (also timed: what a proxy's first poll costs)
         body, heads = d / "policy.json", d / "policy.headers"
+        timeline.mark("full policy GET")
         full = curl_get(base + "/v1/policy", key, body, heads)
         etag = next((ln.split(":", 1)[1].strip() for ln in heads.read_text().splitlines()
                      if ln.lower().startswith("etag:")), "")
@@ -661,6 +701,7 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
             f"{full['bans']:,} bans, ETag {etag}")
 
         say(f"pullwarden: wrk, /v1/policy with If-None-Match {etag}, {args.duration} s ...")
+        timeline.mark("policy 304")
         result["policy_304"] = wrk_run("pw-policy", base + "/v1/policy", key, etag, args, d, children, proc.pid)
         say(f"  {result['policy_304']['requests_per_second']:,.0f} requests/s, "
             f"p99 {result['policy_304']['p99_ms']:.2f} ms")
@@ -669,6 +710,7 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
             say(f"pullwarden: wrk, /v1/policy 304 again, with {args.dashboard_sessions} dashboard sessions "
                 f"clicking through the pages ...")
             sessions = DashboardSessions(base, viewer, args.dashboard_sessions, args.think)
+            timeline.mark("policy 304 + dashboards")
             sessions.start()
             time.sleep(1)
             result["policy_304_dashboard"] = wrk_run("pw-policy-dash", base + "/v1/policy", key, etag, args, d,
@@ -678,6 +720,7 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
                 f"p99 {result['policy_304_dashboard']['p99_ms']:.2f} ms; {result['dashboard']['page_loads']} page "
                 f"loads, {result['dashboard']['error_count']} errors")
 
+        timeline.mark("delta polls")
         first = curl_get(base + "/v1/decisions/stream?startup=true", key, d / "first.json")
         (d / "first.json").unlink()
         say(f"pullwarden: one start-up pull for the cursor ({first['seconds']:.2f} s); "
@@ -688,6 +731,7 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
 
         say(f"pullwarden: {args.startup_runs} start-up streams of {args.decisions:,} decisions ...")
         t0 = utcnow()
+        timeline.mark("start-up streams")
         result["startup"] = startup_runs(base + "/v1/decisions/stream?startup=true", key, args.startup_runs,
                                          d, "pw", proc.pid)
         result["startup"]["window"] = [t0.isoformat(), utcnow().isoformat()]
@@ -699,11 +743,18 @@ def bench_pullwarden(args, workdir: Path, log: Path, children: Children) -> dict
     finally:
         if feeder:
             feeder.stop()
+        result["memory_timeline"] = timeline.stop()
+        with open(d / "memory-timeline.tsv", "w") as f:      # for a closer look: time, phase, RSS bytes
+            f.writelines(f"{t}\t{phase}\t{rss}\n" for t, phase, rss in timeline.samples)
         say("pullwarden: stopping the server ...")
         children.stop(proc)
     result["exit_code"] = proc.returncode
     result["log_lines"] = serve_log_lines(serve_log)
     windows = {k: result[k]["window"] for k in ("policy_304", "delta", "startup") if k in result}
+    peak = result["memory_timeline"]["peak"]
+    if peak:
+        at = datetime.fromisoformat(peak["at"])     # a second either side: the job under way then
+        windows["memory_peak"] = [(at - timedelta(seconds=1)).isoformat(), (at + timedelta(seconds=1)).isoformat()]
     try:
         result["jobs"] = job_overlap(db, windows)
     except Exception as e:          # a figure of context only: never lose the measurements for it
@@ -972,6 +1023,14 @@ def print_table(result: dict) -> None:
             if d.get(name):
                 m = d[name]
                 print(f"  {who} memory {label}: RSS {m['rss_bytes'] / MB:,.0f} MB, peak {m['hwm_bytes'] / MB:,.0f} MB")
+    mt = pw.get("memory_timeline")
+    if mt and mt["peak"]:
+        near = jobs.get("memory_peak", {})
+        print("  pullwarden memory by phase, highest RSS sampled (every 0.2 s): "
+              + ", ".join(f"{k} {v / MB:,.0f} MB" for k, v in mt["phases"].items()))
+        print(f"  pullwarden's highest RSS sampled: {mt['peak']['rss_bytes'] / MB:,.0f} MB during {mt['peak']['phase']}"
+              + (f" (within 1 s of it: ingest running {near['ingest']['busy_share'] * 100:.0f}%, detection "
+                 f"{near['detect']['busy_share'] * 100:.0f}%)" if near else ""))
     for who, d in (("pullwarden", pw), ("CrowdSec", cs or {})):
         for name in ("policy_304", "delta"):
             if name in d:

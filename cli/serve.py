@@ -14,6 +14,8 @@ from enforcer.agent import MAX_POLICY_MB
 def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:
     import sys
 
+    from enforcer import heap
+    heap.settle()                       # before any thread starts: see enforcer/heap.py
     from enforcer import connections
     from enforcer.app import create_app
     from enforcer.jobs import configure_store, start

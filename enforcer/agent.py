@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-from enforcer import policy_doc
+from enforcer import heap, policy_doc
 from enforcer.render import Renderer, render
 
 MANAGED = ("block-ips.csv", "allows.txt", "privileged-images.txt", "blocked-images.txt", "privileged-ips.txt",
@@ -380,6 +380,10 @@ def run(api: str, key: str, out: str, reload_cmd: str | None, crproxy: str | Non
     status: 0, or 1 when the files were written but a reload or a push failed. A policy that
     cannot be fetched, checked or written raises RuntimeError (with `once`) or is tried again
     after a pause that doubles with each failure in a row (up to a minute, or the interval)."""
+    # each change's render frees a block list of 33 MB at 100,000 bans and its pieces: without
+    # this, glibc kept them in its heap and the running agent crept from 176 to 231 MB in three
+    # changes (in-process, 100,000 bans); settled it stays at 152 MB (enforcer/heap.py)
+    heap.settle()
     if warning := channel(api):
         say(warning)
     pending = Path(out) / RELOAD_PENDING
