@@ -262,7 +262,9 @@ def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
         else:
             columns.append(f"a.{n}")
     read = set(re.findall(r"\ba\.([a-z_]+)", " ".join(columns))) | {"requests"}
-    aggregates = ",\n        ".join(f"{sql} as {n}" for n, sql in _AGGREGATES.items() if n in read)
+    # an address is one address: its count(distinct client_ip) was a group-by over its rows for a 1
+    sqls = {**_AGGREGATES, "addresses": "1"} if entity == "address" else _AGGREGATES
+    aggregates = ",\n        ".join(f"{sql} as {n}" for n, sql in sqls.items() if n in read)
     agents = "left join user_agents u on u.user_agent = f.user_agent" if "u." in aggregates else ""
     return f"""
 with f as ({scoped('facts_hourly')}),
