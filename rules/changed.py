@@ -1,14 +1,15 @@
 """Whom a fresh pass judges: every entity whose features may have moved since the last pass.
 
-A feature moves with the entity's own new events; with the window's start passing an hour
-(its oldest events leave: a share can rise, a ban condition become true, with no new event of
-its own); and, by what it ``reads`` (rules/features.py), with its ASN's traffic (a neighbour
-changes a fair share) or with the decisions against it as the window passes them. So a
-group (entity kind, window) judges the entities of the new events, of the hours that left its
-window since the last pass, of the ASNs either touched when it reads ASN-wide features, and
-of the decisions its window's start passed when it reads decisions. Features that read the
-whole mirror's traffic (byte_share) move for every entity on every pass: those are the full
-pass's (rules/detect.py leave_to_full_pass). A new feature needs nothing here beyond its
+A feature moves with the entity's own new events, and with the object store's downloads it
+asked for (their log arrives late); with the window's start passing an hour (its oldest events
+leave: a share can rise, a ban condition become true, with no new event of its own); and, by
+what it ``reads`` (rules/features.py), with its ASN's traffic (a neighbour changes a fair
+share), with the whole mirror's (byte_share) or with the decisions against it as the window
+passes them. So a group (entity kind, window) judges the entities of the new events and
+downloads, of the hours that left its window since the last pass, of the ASNs either touched
+when it reads ASN-wide features, every entity its mirror-wide rules could match on the cheap
+features (rules/prefilter.py) when it reads the mirror's, and of the decisions its window's
+start passed when it reads decisions. A new feature needs nothing here beyond its
 declaration: ``reads`` says which of these it follows.
 
 The judged entities go into a temp table that the feature queries semi-join in every scan of

@@ -3,9 +3,10 @@
 A full pass judges every entity. A fresh pass (``detect(..., fresh=Fresh(...))``, what serve
 runs right after an ingest, and the bench's hourly pass) judges only the entities whose
 features may have moved since the last pass (rules/changed.py: new events, a window's end, an
-ASN's neighbours), each over its whole window, so what it finds for them is what a full pass
-would; it only adds decisions, and leaves extensions, the mirror-wide shares of entities it
-does not judge, and anything it cannot judge alone to the next full pass."""
+ASN's neighbours, the mirror's share, the object store's late downloads), each over its whole
+window, so what it finds for them is what a full pass would; it only adds decisions, and leaves
+extensions and anything it cannot judge alone to the next full pass. A group whose rules all
+have strict conditions on cheap features is judged in two steps (rules/prefilter.py)."""
 from __future__ import annotations
 
 import math

@@ -18,8 +18,9 @@ SCOPE_OF = {"address": "ip", "prefix": "range", "asn": "asn", "user": "user"}
 class Feature:
     """``reads``: whose traffic the value depends on besides the entity's own in the window, which
     tells a fresh pass whom to judge again when others' traffic moves (rules/changed.py):
-    "entity" (only its own), "asn" (every address of its ASN), "mirror" (everyone's: left to the
-    full pass), "decisions" (the decisions against it, as the window's start passes them)."""
+    "entity" (only its own), "asn" (every address of its ASN), "mirror" (everyone's: every entity
+    its rules could match on the cheap features, rules/prefilter.py), "decisions" (the decisions
+    against it, as the window's start passes them)."""
     name: str
     doc: str
     reads: str = "entity"
