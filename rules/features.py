@@ -262,10 +262,11 @@ def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
             columns.append(f"{_SELECT[n] if (n in provided or not part_feature) else 'null'} as {n}")
         else:
             columns.append(f"a.{n}")
+    if entity == "address" and "addresses" in wanted:
+        # an address is one address: its count(distinct client_ip) was a group-by over its rows for a 1
+        columns[NAMES.index("addresses")] = "1 as addresses"
     read = set(re.findall(r"\ba\.([a-z_]+)", " ".join(columns))) | {"requests"}
-    # an address is one address: its count(distinct client_ip) was a group-by over its rows for a 1
-    sqls = {**_AGGREGATES, "addresses": "1"} if entity == "address" else _AGGREGATES
-    aggregates = ",\n        ".join(f"{sql} as {n}" for n, sql in sqls.items() if n in read)
+    aggregates = ",\n        ".join(f"{sql} as {n}" for n, sql in _AGGREGATES.items() if n in read)
     agents = "left join user_agents u on u.user_agent = f.user_agent" if "u." in aggregates else ""
     return f"""
 with f as ({scoped('facts_hourly')}),
