@@ -46,7 +46,7 @@ def find(store, rules: list[Rule], now: datetime, hosting, fresh: Fresh | None =
         start, end = features.window_bounds(now, window)
         needed = set().union(*(r.uses for r in group)) | CORE
         sql = features.features_sql(entity, needed=needed)
-        values = {"start": start, "end": end, "hosting": list(hosting)}
+        bound = {"start": start, "end": end, "hosting": list(hosting)}
         if fresh is not None and not changed.judge(store, fresh, now, entity, window, group, needed, hosting):
             continue
         could = prefilter.condition(group) if needed & prefilter.EXPENSIVE else None
@@ -56,13 +56,13 @@ def find(store, rules: list[Rule], now: datetime, hosting, fresh: Fresh | None =
             first = features.features_sql(entity, needed=prefilter.cheap_needed(group, CORE))
             if fresh is not None:
                 first = judging_only(first, entity)
-            store.execute(f"create or replace temp table could as select entity from ({first}) where {could}",
-                          features.params(first, **values))
-            store.execute("create or replace temp table judged as select entity from could")
-            store.execute("drop table could")
+            store.execute(f"create or replace temp table candidates as select entity from ({first}) where {could}",
+                          features.params(first, **bound))
+            store.execute("create or replace temp table judged as select entity from candidates")
+            store.execute("drop table candidates")
         if fresh is not None or could is not None:
             sql = judging_only(sql, entity)
-        store.execute(f"create or replace temp table feat as {sql}", features.params(sql, **values))
+        store.execute(f"create or replace temp table feat as {sql}", features.params(sql, **bound))
         for rule in group:
             for row in store.execute(f"select * from feat where ({rule.where}) order by entity"):
                 values = dict(zip(cols, row))
