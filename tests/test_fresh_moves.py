@@ -8,6 +8,8 @@ import json
 import random
 from datetime import timedelta
 
+import pytest
+
 from core.settings import load
 from core.store import open_store
 from enforcer import jobs
@@ -18,7 +20,8 @@ from tests.detect_helpers import add_events, ev, storm
 from tests.enforcer_helpers import NOW, Clock, append, in_thread, tailing
 from tests.conftest import write
 from tests.test_freshness import line
-from tests.test_object_join import PROXY, T0, UA, digest, download, geo, objgen  # noqa: F401 (geo: a fixture)
+from tests.test_enrich import build
+from tests.test_object_join import PROXY, T0, UA, digest, download, objgen
 
 # one address taking three addresses' worth of its network's bytes: its share of the ASN's bytes
 # times the ASN's active addresses (what the fair_share feature was until issue 21 removed it,
@@ -167,6 +170,15 @@ def test_a_fresh_pass_judges_an_address_whose_share_of_the_mirror_rose_when_othe
     full = detect(store, cfg, rules, now, write=False)
     assert sorted(d.value for d in fresh.new) == sorted(d.value for d in full.new) == ["192.0.2.1"]
     store.close()
+
+
+@pytest.fixture
+def geo(tmp_path):
+    """A reseller's network and its customers' (another ASN)."""
+    return str(build(tmp_path / "asn.mmdb", "GeoLite2-ASN", {
+        "203.0.113.0/24": {"autonomous_system_number": 64510, "autonomous_system_organization": "RESELL-CLOUD"},
+        "192.0.2.0/24": {"autonomous_system_number": 64520, "autonomous_system_organization": "CUSTOMERS"},
+    }))
 
 
 def test_a_fresh_pass_judges_the_client_whose_handed_on_links_the_store_s_late_log_shows(run, workdir, geo):
