@@ -106,13 +106,16 @@ def generated(workdir: Path, events: int, days: int) -> tuple[Path, float | None
     db = workdir / f"events-{events}-{days}d.duckdb"
     if db.exists() and not Path(str(db) + ".wal").exists():
         return db, None
-    for p in (db, Path(str(db) + ".wal")):
-        p.unlink(missing_ok=True)
-    store = open_store(str(db))
+    # generated under a name of this run's own and renamed when complete: a run started
+    # meanwhile never reads a half-written file, nor deletes the one another run is writing
+    part = workdir / f"events-{events}-{days}d.{os.getpid()}.part"
+    store = open_store(str(part))
     t = time.perf_counter()
     store.execute(GENERATE, {"start": START, "n": events, "span": span_us(days)})
     store.execute("checkpoint")
     store.close()
+    Path(str(part) + ".wal").unlink(missing_ok=True)
+    os.replace(part, db)
     return db, time.perf_counter() - t
 
 
@@ -223,8 +226,9 @@ def main() -> None:
     load_avg = os.getloadavg()
     runs = []
     for mode in (["unrestricted", "serve"] if args.mode == "both" else [args.mode]):
-        db = workdir / f"run-{mode}.duckdb"
-        Path(str(db) + ".wal").unlink(missing_ok=True)
+        # each run works on a copy of its own (the process id in its name): the generated
+        # events are only read, and two benches sharing a workdir do not collide
+        db = workdir / f"run-{mode}-{os.getpid()}.duckdb"
         shutil.copyfile(source, db)
         cmd = [sys.executable, __file__, "--child", mode, "--db", str(db), "--events", str(args.events),
                "--days", str(args.days)] + (["--no-compare"] if args.no_compare else [])
@@ -233,8 +237,8 @@ def main() -> None:
             runs.append({"mode": mode, "failed": done.stderr.strip().splitlines()[-3:]})
         else:
             runs.append(json.loads(done.stdout))
-        db.unlink()
-        Path(str(db) + ".wal").unlink(missing_ok=True)
+        for p in (db, Path(str(db) + ".wal")):
+            p.unlink(missing_ok=True)
     out = {"events": args.events, "days": args.days, "generate_s": gen_s and round(gen_s, 1),
            "load_before": [round(x, 2) for x in load_avg], "load_after": [round(x, 2) for x in os.getloadavg()],
            "cpus": os.cpu_count(), "runs": runs}

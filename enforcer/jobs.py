@@ -165,14 +165,17 @@ def _rules(services: Services, cfg) -> list:
 
 def _detect(services: Services, cfg, fresh: bool = False):
     """The pass itself, with the store held; None for a fresh pass with nothing new to judge."""
-    from rules.detect import Fresh, detect, events_top, last_full_pass
+    from rules.detect import Fresh, detect, events_top, last_full_pass, objects_top
     rules = _rules(services, cfg)
     p, signature, top = services.passes, rules_signature(rules), events_top(services.store)
-    if fresh and (p.upto is None or (top == p.upto and not p.hour_turned(services.clock()))):
+    objects = objects_top(services.store)
+    if fresh and (p.upto is None or (top == p.upto and objects == p.objects_upto
+                                     and not p.hour_turned(services.clock()))):
         return None             # the full pass after the start comes first; or nothing moved
     if fresh and p.rules != signature:
         fresh = False           # other rules: they judge every entity, the breaker sees all their bans
-    scope = Fresh(after=p.upto, upto=top, since=p.full_at, last=p.last.get("now")) if fresh else None
+    scope = Fresh(after=p.upto, upto=top, since=p.full_at, last=p.last.get("now"),
+                  objects_after=p.objects_upto, objects_upto=objects) if fresh else None
     started, now = time.monotonic(), services.clock()
     if not fresh:
         # Rows and index entries written since the last checkpoint stay pinned in DuckDB's
@@ -202,7 +205,7 @@ def _detect(services: Services, cfg, fresh: bool = False):
                         "(raise the setting if this repeats)", mb, 2 * mb)
     newest = services.store.value("select max(ts) from events where seq > ? and seq <= ?",
                                   [-1 if p.upto is None else p.upto, top])
-    p.judged(fresh, now, top, newest, signature, time.monotonic() - started)
+    p.judged(fresh, now, top, newest, signature, time.monotonic() - started, objects)
     return result
 
 

@@ -37,6 +37,7 @@ class Passes:
     /metrics says about the last pass. ``upto`` is None until the first full pass after a
     start (only a full pass knows that everything before it was judged)."""
     upto: int | None = None             # events' seq the last pass judged up to
+    objects_upto: int = -1              # object_events' seq the last pass judged up to
     full_at: datetime | None = None     # `now` of the last full pass
     rules: str | None = None            # the rules of the last full pass (a fresh pass needs the same)
     newest: datetime | None = None      # the newest event time the last pass judged
@@ -44,10 +45,11 @@ class Passes:
     read: tuple | None = None           # (the rule files' stamp, the rules read from them)
 
     def judged(self, fresh: bool, now: datetime, upto: int, newest: datetime | None, rules: str,
-               seconds: float) -> None:
-        """A pass at ``now`` judged the events up to seq ``upto``, the newest of them at ``newest``."""
+               seconds: float, objects_upto: int = -1) -> None:
+        """A pass at ``now`` judged the events up to seq ``upto``, the newest of them at ``newest``,
+        and the object store's downloads up to seq ``objects_upto``."""
         self.newest = max(filter(None, (self.newest, newest)), default=None)
-        self.upto = upto
+        self.upto, self.objects_upto = upto, objects_upto
         if not fresh:
             self.full_at, self.rules = now, rules
         self.last = {"kind": "fresh" if fresh else "full", "now": now, "seconds": seconds}

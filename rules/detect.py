@@ -3,9 +3,10 @@
 A full pass judges every entity. A fresh pass (``detect(..., fresh=Fresh(...))``, what serve
 runs right after an ingest, and the bench's hourly pass) judges only the entities whose
 features may have moved since the last pass (rules/changed.py: new events, a window's end, an
-ASN's neighbours), each over its whole window, so what it finds for them is what a full pass
-would; it only adds decisions, and leaves extensions, the mirror-wide shares of entities it
-does not judge, and anything it cannot judge alone to the next full pass."""
+ASN's neighbours, the mirror's share, the object store's late downloads), each over its whole
+window, so what it finds for them is what a full pass would; it only adds decisions, and leaves
+extensions and anything it cannot judge alone to the next full pass. A group whose rules all
+have strict conditions on cheap features is judged in two steps (rules/prefilter.py)."""
 from __future__ import annotations
 
 import math
@@ -13,9 +14,10 @@ import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
-from rules import changed, features, policy
+from rules import changed, features, policy, prefilter
 from rules.changed import Fresh, judging_only
 from rules.engine import Rule
+from rules.objectjoin import LINK_EXPIRES
 from rules.rollup import roll_up
 
 
@@ -27,26 +29,40 @@ def latest_event_time(store) -> datetime | None:
     return store.value("select max(ts) from events")
 
 
-def find(store, rules: list[Rule], now: datetime, hosting, fresh: Fresh | None = None) -> list[policy.Finding]:
+def find(store, rules: list[Rule], now: datetime, hosting, fresh: Fresh | None = None,
+         link: int = LINK_EXPIRES) -> list[policy.Finding]:
     """Every rule's findings at ``now``; features are computed once per (entity, window).
-    ``fresh``: judge only the entities whose features may have moved (rules/changed.py)."""
+    ``fresh``: judge only the entities whose features may have moved (rules/changed.py);
+    ``link``: how long the mirror's signed links live (whom a download may count for)."""
     groups: dict[tuple[str, str], list[Rule]] = defaultdict(list)
     for r in rules:
         groups[(r.entity, r.window)].append(r)
     found = []
     cols = ["entity", *features.NAMES]
     if fresh is not None:
-        changed.prepare(store, fresh, min((features.window_bounds(now, r.window)[0] for r in rules), default=now))
+        changed.prepare(store, fresh, min((features.window_bounds(now, r.window)[0] for r in rules), default=now),
+                        link)
     for (entity, window), group in sorted(groups.items()):
         start, end = features.window_bounds(now, window)
         needed = set().union(*(r.uses for r in group)) | CORE
         sql = features.features_sql(entity, needed=needed)
-        if fresh is not None:
-            if not changed.judge(store, fresh, now, entity, window, needed):
-                continue
+        bound = {"start": start, "end": end, "hosting": list(hosting)}
+        if fresh is not None and not changed.judge(store, fresh, now, entity, window, group, needed, hosting):
+            continue
+        could = prefilter.condition(group) if needed & prefilter.EXPENSIVE else None
+        if could is not None:
+            # two steps (rules/prefilter.py): the cheap features, then all of them for the
+            # entities a rule could still match
+            first = features.features_sql(entity, needed=prefilter.cheap_needed(group, CORE))
+            if fresh is not None:
+                first = judging_only(first, entity)
+            store.execute(f"create or replace temp table candidates as select entity from ({first}) where {could}",
+                          features.params(first, **bound))
+            store.execute("create or replace temp table judged as select entity from candidates")
+            store.execute("drop table candidates")
+        if fresh is not None or could is not None:
             sql = judging_only(sql, entity)
-        store.execute(f"create or replace temp table feat as {sql}",
-                      features.params(sql, start=start, end=end, hosting=list(hosting)))
+        store.execute(f"create or replace temp table feat as {sql}", features.params(sql, **bound))
         for rule in group:
             for row in store.execute(f"select * from feat where ({rule.where}) order by entity"):
                 values = dict(zip(cols, row))
@@ -68,6 +84,12 @@ def last_full_pass(store, now: datetime) -> datetime | None:
     """The ``now`` of the last full pass written before ``now`` (serve passes it as ``since`` to
     the next full pass, also across a restart); None when there is none."""
     return store.value("select max(now) from detect_runs where kind = 'full' and now < ?", [now])
+
+
+def objects_top(store) -> int:
+    """The seq of the newest stored object-store row (-1 when there is none)."""
+    top = store.value("select max(seq) from object_events")
+    return -1 if top is None else top
 
 
 def leave_to_full_pass(store, result: policy.PassResult, since: datetime, share: float, floor: int) -> set[str]:
@@ -112,7 +134,7 @@ def detect(store, settings, rules: list[Rule], now: datetime, write: bool = True
     made count in this pass's circuit breaker."""
     started = clock()
     roll_up(store, settings=settings)
-    found = find(store, rules, now, settings.hosting_asns, fresh=fresh)
+    found = find(store, rules, now, settings.hosting_asns, fresh=fresh, link=settings.link_expires)
     result = policy.plan(store, found, now, settings.breaker_share, settings.breaker_floor,
                          protected=[settings.host, *settings.trusted_proxies],
                          since=since if fresh is None else None)

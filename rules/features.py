@@ -18,8 +18,9 @@ SCOPE_OF = {"address": "ip", "prefix": "range", "asn": "asn", "user": "user"}
 class Feature:
     """``reads``: whose traffic the value depends on besides the entity's own in the window, which
     tells a fresh pass whom to judge again when others' traffic moves (rules/changed.py):
-    "entity" (only its own), "asn" (every address of its ASN), "mirror" (everyone's: left to the
-    full pass), "decisions" (the decisions against it, as the window's start passes them)."""
+    "entity" (only its own), "asn" (every address of its ASN), "mirror" (everyone's: every entity
+    its rules could match on the cheap features, rules/prefilter.py), "decisions" (the decisions
+    against it, as the window's start passes them)."""
     name: str
     doc: str
     reads: str = "entity"
@@ -261,6 +262,9 @@ def features_sql(entity: str, decisions: str = "decisions", needed=None) -> str:
             columns.append(f"{_SELECT[n] if (n in provided or not part_feature) else 'null'} as {n}")
         else:
             columns.append(f"a.{n}")
+    if entity == "address" and "addresses" in wanted:
+        # an address is one address: its count(distinct client_ip) was a group-by over its rows for a 1
+        columns[NAMES.index("addresses")] = "1 as addresses"
     read = set(re.findall(r"\ba\.([a-z_]+)", " ".join(columns))) | {"requests"}
     aggregates = ",\n        ".join(f"{sql} as {n}" for n, sql in _AGGREGATES.items() if n in read)
     agents = "left join user_agents u on u.user_agent = f.user_agent" if "u." in aggregates else ""
