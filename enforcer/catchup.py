@@ -50,19 +50,19 @@ def catching_up(services):
             store.execute(f"set threads = {max(1, int(cfg.serve_duckdb_threads))}")
 
 
-def catch_up(services, sources: list[str]):
+def catch_up(services, sources: list[str], ingester):
     """One slice of the backlog, with the store held: its chunk in one transaction, and the
     events committed before it rolled up meanwhile; the slice's IngestReport. The roll-up ends
     before the store is let go; a load's failure is raised, and a roll-up's too unless it ran
     out of memory beside the load: what it left is rolled up beside the next slice, or alone
-    with serve's own memory once ingest is live."""
-    from ingest.pipeline import Ingester
+    with serve's own memory once ingest is live. ``ingester`` is ingest's Ingester, handed in by
+    serve's ingest job: the one place where the enforcer reaches the ingest stage."""
     with catching_up(services) as settings, ThreadPoolExecutor(1, "pullwarden-rollup") as pool:
         # -1: nothing yet (None would be no bound, and the roll-up could reach into this slice)
         tops = {t: services.store.value(f"select coalesce(max(seq), -1) from {t}") for t in ("events", "object_events")}
         rolled = pool.submit(_roll_up_beside, services, tops)
         try:
-            report = Ingester(services.store, settings, in_place_max=settings.chunk_mb << 20,
+            report = ingester(services.store, settings, in_place_max=settings.chunk_mb << 20,
                               max_bytes=settings.chunk_mb << 20).run(sources)
         finally:
             wait([rolled])

@@ -83,7 +83,7 @@ def ingest(services: Services) -> None:
                 behind = catchup.behind(services, waiting(services.store, list(cfg.sources)))
                 services.catching_up = behind
                 if behind:
-                    report = catchup.catch_up(services, list(cfg.sources))
+                    report = catchup.catch_up(services, list(cfg.sources), Ingester)
                 else:
                     report = Ingester(services.store, cfg, in_place_max=cfg.chunk_mb << 20,
                                       max_bytes=INGEST_SLICE).run(list(cfg.sources))

@@ -239,7 +239,12 @@ def test_a_slice_reads_no_chunk_beyond_its_end(run, workdir, monkeypatch):
 
 # serve with a catch-up above 2 MiB waiting, in 1 MiB slices, live again at 1 MiB: a backlog of
 # ~10 MB stands for gigabytes (a module's constants, set before the command runs)
-SERVE = ("from enforcer import catchup; catchup.CATCH_UP_BYTES = 2 << 20; catchup.CAUGHT_UP_BYTES = 1 << 20; "
+# A real serve whose catch-up pauses 0.4 s after each 1 MiB slice, so that a kill lands between
+# slices however fast the machine is (on a quiet one the whole backlog took under 2 s)
+SERVE = ("import time; from enforcer import catchup; catchup.CATCH_UP_BYTES = 2 << 20; "
+         "catchup.CAUGHT_UP_BYTES = 1 << 20; real = catchup.catch_up\n"
+         "def slowly(*a):\n    report = real(*a); time.sleep(0.4); return report\n"
+         "catchup.catch_up = slowly\n"
          "from cli.main import main; main()")
 
 
