@@ -7,6 +7,7 @@ function for the rare value with non-ASCII escapes.
 from __future__ import annotations
 
 import re
+import weakref
 
 import duckdb
 
@@ -114,14 +115,38 @@ def canonical_ip(text: str) -> str:
         return text.lower()
 
 
-def install(store) -> None:
-    """Register the helpers on the store's connection (once per connection)."""
-    for name, fn in (("pw_unescape_bytes", unescape_bytes), ("pw_canonical_ip", canonical_ip)):
-        try:
-            store.con.create_function(name, fn, ["VARCHAR"], "VARCHAR", null_handling="default", side_effects=False)
-        except duckdb.NotImplementedException:  # registered before on this connection
-            pass
-    store.execute(MACROS)
+# The two Python helpers serve few lines: an IPv6 client not written in its one spelling, an
+# escape other than \x22 and \x5C. Registering a Python function makes DuckDB import numpy: 0.08-0.16 s
+# of every ingest's start-up (a 1 M-line run takes 2-3 s), spent before a line is read. So until a
+# line needs one, the macros call error(NEEDS_PYTHON) in its place: a statement that reaches it
+# fails, and the caller registers the helpers (install(store, python=True)) and runs it again.
+NEEDS_PYTHON = "pullwarden: this chunk needs the Python helpers"
+_python_ready: weakref.WeakSet = weakref.WeakSet()      # connections that have them
+
+
+def install(store, python: bool = True) -> None:
+    """Create the macros on the store's connection; with ``python``, register the Python helpers
+    too (once per connection), else only if they already are (see NEEDS_PYTHON)."""
+    if python and store.con not in _python_ready:
+        for name, fn in (("pw_unescape_bytes", unescape_bytes), ("pw_canonical_ip", canonical_ip)):
+            try:
+                store.con.create_function(name, fn, ["VARCHAR"], "VARCHAR", null_handling="default",
+                                          side_effects=False)
+            except duckdb.NotImplementedException:  # registered before on this connection
+                pass
+        _python_ready.add(store.con)
+    if store.con in _python_ready:
+        store.execute(MACROS)
+    else:
+        # (the functions return null for null, which reaches them: no escapes to test in it)
+        ask = "(case when {0} is not null then error('" + NEEDS_PYTHON + "') end)"
+        store.execute(MACROS.replace("pw_canonical_ip(ip)", ask.format("ip"))
+                      .replace("pw_unescape_bytes(s)", ask.format("s")))
+
+
+def needs_python(e: BaseException) -> bool:
+    """Whether DuckDB's error ``e`` is a statement asking for the Python helpers."""
+    return isinstance(e, duckdb.InvalidInputException) and NEEDS_PYTHON in str(e)
 
 
 def checked(select: str) -> str:
