@@ -152,10 +152,13 @@ def needs_python(e: BaseException) -> bool:
 def checked(select: str) -> str:
     """A format's SELECT with the lines whose client address is not an address turned into
     rejects, with the reason."""
+    # the check is computed once, in a column of its own: written twice (for dest and for the
+    # reason), a statement that reads both (a chunk's second pass, for its rejects) ran its regular
+    # expressions twice a line (callgrind, parsing 100,000 lines: 1.63 G instructions, 1.41 G once)
     return f"""
-select * replace (case when dest = 'event' and pw_addr_problem(peer) is not null then 'reject' else dest end as dest,
-                  case when dest = 'event' then coalesce(pw_addr_problem(peer), reason) else reason end as reason)
-from ({select})"""
+select * exclude (problem) replace (case when problem is not null then 'reject' else dest end as dest,
+                                    coalesce(problem, reason) as reason)
+from (select *, case when dest = 'event' then pw_addr_problem(peer) end as problem from ({select}))"""
 
 
 def events_sql(parsed: str) -> str:
