@@ -438,6 +438,14 @@ MIGRATIONS: list[str] = [
     """
     alter table detect_runs add column kind varchar;
     """,
+    # 15 → 16: a narrower event row (issue 22). peer_ip is stored only when it is not the client
+    # (the peer is a trusted proxy and the client an X-Forwarded-For hop); null means the peer is
+    # client_ip. It repeated client_ip on nearly every row: writing it cost 0.15 CPU s of the
+    # 1.4 a million rows take to insert. Readers take coalesce(peer_ip, client_ip); rows from
+    # before keep theirs, which reads the same.
+    """
+    alter table events alter column peer_ip drop not null;
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 

@@ -164,6 +164,8 @@ from (select *, case when dest = 'event' then pw_addr_problem(peer) end as probl
 def events_sql(parsed: str) -> str:
     """SELECT of event rows (the events table's columns, in order) over a format's SELECT.
 
+    peer_ip is null when the peer is the client (store.py, migration 16).
+
     Parameters: $file_id; $xff_peer, $xff and $xff_client: for a line from one of our own
     proxies (peer and raw X-Forwarded-For), the address it charges when that is not the peer
     (ingest/forwarded.py walks the header); $hosts and $host_registries (host → registry),
@@ -175,7 +177,7 @@ def events_sql(parsed: str) -> str:
     """
     methods = ", ".join(f"'{m}'" for m in METHODS)
     return f"""
-select ts, client_ip, peer_ip, forwarded_for, pw_unescape(remote_user) as remote_user, method, status, bytes,
+select ts, client_ip, nullif(peer_ip, client_ip) as peer_ip, forwarded_for, pw_unescape(remote_user) as remote_user, method, status, bytes,
     request_time, pw_unescape(user_agent) as user_agent, host, cache_status, registry,
     case when registry = '{imagepath.DOCKER_HUB}' and not contains(repo, '/') then 'library/' || repo else repo end
         as repository,
