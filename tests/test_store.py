@@ -163,3 +163,28 @@ def test_a_version_15_database_keeps_its_peers_and_takes_events_without_one(tmp_
         ("198.51.100.7", "198.51.100.7", "198.51.100.7"), ("203.0.113.9", "10.0.0.5", "10.0.0.5"),
         ("192.0.2.1", None, "192.0.2.1")]
     s.close()
+
+
+def test_a_new_database_is_the_schema_an_upgraded_one_has(tmp_path):
+    """A new database is made in one transaction (schema and every migration); it must come out as
+    a version 1 database upgraded one version at a time does: columns, defaults, sequences, rows."""
+    old = str(tmp_path / "old.duckdb")
+    con = duckdb.connect(old)
+    con.execute(store_mod.SCHEMA)
+    con.execute("insert into schema_version values (1)")
+    con.close()
+
+    def shape(path: str) -> list:
+        s = open_store(path)
+        try:
+            return [s.execute("""select table_name, column_name, ordinal_position, data_type, is_nullable, column_default
+                                 from information_schema.columns order by all"""),
+                    s.execute("select sequence_name, start_value, last_value from duckdb_sequences() order by all"),
+                    s.execute("select index_name, table_name, sql from duckdb_indexes() order by all"),
+                    s.execute("""select table_name, constraint_type, constraint_text from duckdb_constraints()
+                                 order by all"""),
+                    s.execute("select * from tiers order by all"), s.execute("select * from kv order by all"),
+                    s.execute("select * from schema_version")]
+        finally:
+            s.close()
+    assert shape(str(tmp_path / "new.duckdb")) == shape(old)
