@@ -24,9 +24,9 @@ What it does, in order:
      (Debian: apt-get install -y goaccess), wall time, CPU seconds and peak RSS.
   5. Repeats both --repeat times, alternating the tools, and prints best and median, the
      ratio of pullwarden's lines/s to GoAccess's, and the targets from the issue:
-         pullwarden >= 500,000 lines/s       (median wall-clock run)
-         pullwarden >= 8x GoAccess lines/s   (median against median, wall clock)
-         pullwarden peak RSS <= 1.5 GB       (largest of all runs; 1 GB = 10^9 bytes)
+         pullwarden >= 590,000 lines/s       (median wall-clock run; issue 22: 85% of DuckDB's own insert)
+         pullwarden >= 6.5x GoAccess lines/s (median against median, wall clock)
+         pullwarden peak RSS <= 600 MB       (largest of all runs; 1 MB = 10^6 bytes)
      each with PASS or MISS. The verdicts use wall-clock time, i.e. what an operator waits.
 
 Peak RSS is the child's own ru_maxrss as GNU time (/usr/bin/time, Debian package `time`)
@@ -68,9 +68,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 GENLOGS = HERE / "genlogs.py"
 
-TARGET_LINES_PER_SECOND = 500_000
-TARGET_RATIO = 8.0
-TARGET_PEAK_BYTES = 1_500_000_000      # 1.5 GB
+TARGET_LINES_PER_SECOND = 590_000      # issue 22
+TARGET_RATIO = 6.5
+TARGET_PEAK_BYTES = 600_000_000        # 600 MB
 MB = 1_000_000
 
 
@@ -220,10 +220,22 @@ def pullwarden_cmd() -> list[str]:
     return [sys.executable, "-c", "from cli.main import main; main()"]
 
 
-def child_env() -> dict:
+def child_env(workdir: Path) -> dict:
+    """The child's environment: no PULLWARDEN_*, this checkout first on PYTHONPATH, and its
+    modules' bytecode cached in the work dir as pip's compiled install has it (compile_code):
+    with PYTHONDONTWRITEBYTECODE set (some sandboxes set it) every run compiled them again,
+    0.09 s of its start-up."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULLWARDEN_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")     # not in the checkout
     return env
+
+
+def compile_code(workdir: Path) -> None:
+    """Compile this checkout's modules once, before the timed runs (pip does it at install)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-x", r"[/\\](tests|bench|sample_logs)[/\\]",
+                    str(REPO)], env=child_env(workdir), check=True, stdout=subprocess.DEVNULL)
 
 
 def run_pullwarden(log: Path, workdir: Path, asn_db: Path, country_db: Path, lines: int) -> dict:
@@ -235,7 +247,7 @@ def run_pullwarden(log: Path, workdir: Path, asn_db: Path, country_db: Path, lin
     cmd = pullwarden_cmd() + ["ingest", str(log), "--config", str(config), "--db", str(db),
                               "--asn-db", str(asn_db), "--country-db", str(country_db), "--json"]
     out, err = workdir / "pullwarden.out", workdir / "pullwarden.err"
-    res = run_measured(cmd, workdir, child_env(), out, err)
+    res = run_measured(cmd, workdir, child_env(workdir), out, err)
     if res["exit_code"] != 0:
         fail_child("pullwarden ingest", res, err)
     try:
@@ -426,6 +438,7 @@ def main() -> None:
     say("building the ASN and country databases ...")
     asn_db, country_db, networks = build_geo_dbs(workdir)
     count_lines(log)           # warm the page cache so neither tool pays for the first read
+    compile_code(workdir)
 
     pw_runs, ga_runs = [], []
     for i in range(1, args.repeat + 1):
@@ -463,7 +476,7 @@ def main() -> None:
         {"target": f"pullwarden >= {TARGET_RATIO:g}x GoAccess lines/s (median)",
          "measured": f"{ratio['median']:.2f}x", "value": ratio["median"],
          "threshold": TARGET_RATIO, "pass": ratio["median"] >= TARGET_RATIO},
-        {"target": "pullwarden peak RSS <= 1.5 GB (max of runs)",
+        {"target": f"pullwarden peak RSS <= {TARGET_PEAK_BYTES // MB} MB (max of runs)",
          "measured": f"{pw['peak_rss_bytes_max'] / MB:,.0f} MB", "value": pw["peak_rss_bytes_max"],
          "threshold": TARGET_PEAK_BYTES, "pass": pw["peak_rss_bytes_max"] <= TARGET_PEAK_BYTES},
     ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli.app import cli, fail, open_or_fail, with_settings
-from enforcer.agent import MAX_POLICY_MB
+from enforcer.policy_doc import MAX_POLICY_MB
 
 
 def _serve(cfg, banner: str = "", extra_jobs=(), clock=None) -> None:

@@ -438,6 +438,14 @@ MIGRATIONS: list[str] = [
     """
     alter table detect_runs add column kind varchar;
     """,
+    # 15 → 16: a narrower event row (issue 22). peer_ip is stored only when it is not the client
+    # (the peer is a trusted proxy and the client an X-Forwarded-For hop); null means the peer is
+    # client_ip. It repeated client_ip on nearly every row: writing it cost 0.15 CPU s of the
+    # 1.4 a million rows take to insert. Readers take coalesce(peer_ip, client_ip); rows from
+    # before keep theirs, which reads the same.
+    """
+    alter table events alter column peer_ip drop not null;
+    """,
 ]
 VERSION = 1 + len(MIGRATIONS)
 
@@ -629,9 +637,14 @@ def migrate(store: Store) -> None:
     """SCHEMA is version 1 and stays frozen; every later change is a numbered migration."""
     exists = store.value("select count(*) from information_schema.tables where table_name = 'schema_version'")
     if not exists:
+        # a new database: the schema and every migration in one transaction, one commit rather
+        # than one a version (each commit waits for the disk: 0.15-0.2 s to create a database)
         with store.unit():
             store.execute(SCHEMA)
-            store.execute("insert into schema_version values (1)")
+            for sql in MIGRATIONS:
+                store.execute(sql)
+            store.execute("insert into schema_version values (?)", [VERSION])
+        return
     current = store.value("select max(version) from schema_version")
     if current > VERSION:
         raise RuntimeError(f"{store.path} has schema version {current}, newer than this pullwarden ({VERSION})")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from enforcer import heap, policy_doc
+from enforcer.policy_doc import MAX_POLICY_MB
 from enforcer.render import Renderer, render
 
 MANAGED = ("block-ips.csv", "allows.txt", "privileged-images.txt", "blocked-images.txt", "privileged-ips.txt",
@@ -38,9 +39,6 @@ ENDPOINTS = (("allows", "allows.txt"), ("privileged", "privileged-images.txt"), 
 CRPROXY_LISTS = {name for _, name in ENDPOINTS}
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 RELOAD_TIMEOUT = 120
-# The most a policy answer may unpack to: 100,000 bans are 15 MB of JSON, and parsed, an agent
-# holds about ten times that (pullwarden agent --max-policy-mb)
-MAX_POLICY_MB = 256
 FETCH_SECONDS = 300         # a whole answer, however slowly it trickles in
 CHUNK = 1 << 16
 # in --out while files are written that no reload has taken: a restarted agent, or the next

@@ -13,6 +13,11 @@ from __future__ import annotations
 from core import values
 from enforcer.imagelist import canonical_pattern
 
+# The most a policy answer may unpack to: 100,000 bans are 15 MB of JSON, and parsed, an agent
+# holds about ten times that (pullwarden agent --max-policy-mb). Kept here, not in the agent: every
+# CLI command's start-up reads it to declare that option, and importing the agent takes 80 ms
+MAX_POLICY_MB = 256
+
 SCOPES = ("ip", "range", "asn", "user")
 EFFECTS = ("throttle", "boost")
 LISTS = ("allowed", "unlimited", "blocked")

@@ -227,7 +227,7 @@ class Ingester:
         hosts = settings.host_registries
         self.params = {"hosts": [h.lower() for h in hosts], "host_registries": [hosts[h] for h in hosts],
                        "default_registry": settings.default_registry}
-        normalize.install(store)
+        normalize.install(store, python=False)      # registered when a chunk asks (normalize.NEEDS_PYTHON)
         objectlogs.install(store)
 
     # -- planning: everything that can fail before a byte is written --------------------------
@@ -462,6 +462,16 @@ class Ingester:
     def _commit_chunk(self, path: Path, chunk: Chunk, src: str, select: str, file_id: int, line: int, kept: int,
                       fmt, now: datetime) -> dict:
         """One chunk's rows and the file's new offset, in one unit of work."""
+        try:
+            return self._commit_once(path, chunk, src, select, file_id, line, kept, fmt, now)
+        except duckdb.InvalidInputException as e:
+            if not normalize.needs_python(e):
+                raise
+            normalize.install(self.store, python=True)     # for this chunk and every later one
+            return self._commit_once(path, chunk, src, select, file_id, line, kept, fmt, now)
+
+    def _commit_once(self, path: Path, chunk: Chunk, src: str, select: str, file_id: int, line: int, kept: int,
+                     fmt, now: datetime) -> dict:
         with self.store.unit():
             counts = self._load_chunk(select, src, file_id, line + 1, chunk.lines, kept, fmt)
             if chunk.in_place and not unchanged(path, chunk.in_place):

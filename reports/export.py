@@ -34,8 +34,10 @@ from pathlib import Path
 # Column by column, what the files hold: the event as stored, and beside it the address's AS
 # number, organisation and country and the client's family, so that a distributed engine
 # needs no dimension tables. file_id is left out: it means something only in this DuckDB file.
+# peer_ip is written out whole: the store leaves it null when the peer is the client.
 SELECT = """
-    select e.ts, e.client_ip, e.peer_ip, e.forwarded_for, e.remote_user, e.registry as registry_name, e.method,
+    select e.ts, e.client_ip, coalesce(e.peer_ip, e.client_ip) as peer_ip, e.forwarded_for, e.remote_user,
+           e.registry as registry_name, e.method,
            cast(e.status as integer) as status, e.bytes, e.request_time, e.user_agent, e.host,
            e.cache_status, e.repository, e.kind, e.reference, e.digest, e.uri, e.location,
            i.asn, i.as_org, i.country, u.family as client_family

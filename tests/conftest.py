@@ -12,6 +12,8 @@ from ingest.pipeline import Ingester
 EVENT_COLUMNS = ["ts", "client_ip", "peer_ip", "forwarded_for", "remote_user", "method", "status", "bytes",
                  "request_time", "user_agent", "host", "cache_status", "registry", "repository", "kind",
                  "reference", "digest", "uri", "location"]
+# the events as a reader sees them: the store leaves peer_ip null when the peer is the client
+EVENT_SELECT = ", ".join("coalesce(peer_ip, client_ip) as peer_ip" if c == "peer_ip" else c for c in EVENT_COLUMNS)
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ class Run:
         return Ingester(self.store, self.cfg, **kwargs).run([str(p) for p in paths])
 
     def events(self, order: str = "ts, client_ip, kind, bytes") -> list[dict]:
-        rows = self.store.execute(f"select {', '.join(EVENT_COLUMNS)} from events order by {order}")
+        rows = self.store.execute(f"select {EVENT_SELECT} from events order by {order}")
         return [dict(zip(EVENT_COLUMNS, r)) for r in rows]
 
     def rejects(self) -> list[tuple]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EVENT_COLUMNS
+from tests.conftest import EVENT_COLUMNS, EVENT_SELECT
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_logs"
@@ -32,7 +32,7 @@ def snapshot(r) -> dict:
                 for row in r.store.execute(sql)]
     return {
         "columns": EVENT_COLUMNS,
-        "events": rows(f"select {', '.join(EVENT_COLUMNS)} from events order by all"),
+        "events": rows(f"select {EVENT_SELECT} from events order by all"),
         "rejects": rows("select line_no, reason, line from rejects order by line_no"),
         "proxy_events": rows("select line_no, ts, level, msg, remote_addr from proxy_events order by line_no"),
         "user_agents": rows("select * from user_agents order by all"),

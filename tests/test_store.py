@@ -18,7 +18,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path):
                    values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1)""")
     con.close()
     s = open_store(path)
-    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 15
+    assert s.value("select max(version) from schema_version") == store_mod.VERSION == 16
     assert s.value("select count(*) from events") == 1
     assert s.value("select count(*) from decisions") == 0          # a table of migration 2
     assert s.value("select count(*) from reports") == 0            # a table of migration 8
@@ -142,3 +142,49 @@ def test_a_version_13_database_keeps_its_object_rows_and_roll_ups(tmp_path):
     assert s.execute("select bytes, object_bytes, exact_bytes, timed_bytes from facts_hourly") == [(4000, 4000, 0, 0)]
     assert s.value("select count(*) from store_calls_hourly") == 0
     s.close()
+
+
+def test_a_version_15_database_keeps_its_peers_and_takes_events_without_one(tmp_path):
+    """Migration 16: peer_ip may be null (the peer is the client); the rows from before keep theirs."""
+    path = str(tmp_path / "v15.duckdb")
+    con = duckdb.connect(path)
+    con.execute(store_mod.SCHEMA)
+    for sql in store_mod.MIGRATIONS[:14]:
+        con.execute(sql)
+    con.execute("insert into schema_version values (15)")
+    con.execute("""insert into events (ts, client_ip, peer_ip, kind, file_id)
+                   values ('2024-11-20 10:00:00', '198.51.100.7', '198.51.100.7', 'ping', 1),
+                          ('2024-11-20 10:00:01', '203.0.113.9', '10.0.0.5', 'ping', 1)""")
+    con.close()
+    s = open_store(path)
+    s.execute("""insert into events (ts, client_ip, peer_ip, kind, file_id)
+                 values ('2024-11-20 10:00:02', '192.0.2.1', null, 'ping', 1)""")
+    assert s.execute("select client_ip, peer_ip, coalesce(peer_ip, client_ip) from events order by ts") == [
+        ("198.51.100.7", "198.51.100.7", "198.51.100.7"), ("203.0.113.9", "10.0.0.5", "10.0.0.5"),
+        ("192.0.2.1", None, "192.0.2.1")]
+    s.close()
+
+
+def test_a_new_database_is_the_schema_an_upgraded_one_has(tmp_path):
+    """A new database is made in one transaction (schema and every migration); it must come out as
+    a version 1 database upgraded one version at a time does: columns, defaults, sequences, rows."""
+    old = str(tmp_path / "old.duckdb")
+    con = duckdb.connect(old)
+    con.execute(store_mod.SCHEMA)
+    con.execute("insert into schema_version values (1)")
+    con.close()
+
+    def shape(path: str) -> list:
+        s = open_store(path)
+        try:
+            return [s.execute("""select table_name, column_name, ordinal_position, data_type, is_nullable, column_default
+                                 from information_schema.columns order by all"""),
+                    s.execute("select sequence_name, start_value, last_value from duckdb_sequences() order by all"),
+                    s.execute("select index_name, table_name, sql from duckdb_indexes() order by all"),
+                    s.execute("""select table_name, constraint_type, constraint_text from duckdb_constraints()
+                                 order by all"""),
+                    s.execute("select * from tiers order by all"), s.execute("select * from kv order by all"),
+                    s.execute("select * from schema_version")]
+        finally:
+            s.close()
+    assert shape(str(tmp_path / "new.duckdb")) == shape(old)
