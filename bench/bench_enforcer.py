@@ -1092,7 +1092,7 @@ def print_table(result: dict) -> None:
         print(f"  pullwarden's {kind} detection passes after the backlog appeared: {k['passes']}, "
               f"{k['seconds']:.1f} s in all (longest {k['longest_seconds']:.1f} s), {k['findings']:,} findings, "
               f"{k['decisions']:,} decisions made, {k['held']} holding bans for an admin; highest RSS sampled "
-              f"during one {k['rss_peak_bytes'] / MB:,.0f} MB")
+              + (f"during one {k['rss_peak_bytes'] / MB:,.0f} MB" if k["rss_peak_bytes"] else "during one: none"))
     if "detection" in pw and not pw["detection"]:
         print("  pullwarden: no detection pass judged anything after the backlog appeared")
     for who, d in (("pullwarden", pw), ("CrowdSec", cs or {})):
