@@ -42,7 +42,7 @@ def detect(cfg, as_json):
     gives the verdicts the traffic got live.
     """
     from cli.remote import at_server_clock, call, local_store
-    from rules.detect import detect as run_detect, latest_event_time, pass_report
+    from rules.detect import detect as run_detect, last_full_pass, latest_event_time, pass_report
     store = local_store(cfg)
     if store is None:
         at_server_clock(cfg)
@@ -56,7 +56,8 @@ def detect(cfg, as_json):
                 click.echo(f"notice: the newest event is from {human(latest, cfg.report_timezone)}, {(at - latest).days} "
                            "day(s) ago: judged at the wall clock it is outside the windows; to replay old logs use "
                            "--now latest", err=True)
-            out = pass_report(run_detect(store, cfg, rules, at))
+            # a full pass, as serve's: the bans its fresh passes made since its last one count
+            out = pass_report(run_detect(store, cfg, rules, at, since=last_full_pass(store, at)))
         finally:
             store.close()
     if as_json:

@@ -253,3 +253,29 @@ def test_serve_bans_a_scanner_within_a_minute_of_its_50th_enumeration(workdir):
 def cli():
     from cli.main import cli as command
     return command
+
+
+def test_the_cli_full_pass_counts_the_fresh_passes_bans_since_the_last_full_pass(workdir):
+    # serve's fresh passes banned 5 scanners (tag-scanner's allowance, breaker_floor 5) since its
+    # last full pass; then serve is stopped and the operator runs `pullwarden detect` on the file:
+    # that full pass must count those 5, as serve's own full pass does, and hold 5 more
+    from tests.test_cli import invoke
+    cfg = load(None, {}, environ={})
+    store = open_store(cfg.db)
+    rules = load_rules(store)
+    detect(store, cfg, rules, NOW)
+
+    def scanners(first: int, minute: int) -> None:
+        add_events(store, [ev(NOW + timedelta(minutes=minute, seconds=i), f"192.0.2.{s}", "tags", status=404,
+                              repo=f"r{i}") for s in range(first, first + 5) for i in range(50)])
+    upto = events_top(store)
+    scanners(1, 0)
+    fresh = detect(store, cfg, rules, NOW + timedelta(minutes=1), fresh=Fresh(upto, events_top(store), NOW))
+    assert len(fresh.new) == 5 and not any(d.held for d in fresh.new)
+    scanners(6, 1)
+    store.close()
+    res = invoke("detect", "--json", "--now", (NOW + timedelta(minutes=5)).isoformat())
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert {d["value"] for d in out["new"]} == {f"192.0.2.{s}" for s in range(6, 11)}
+    assert out["summary"]["new"]["held"] == 5 and "5 its fresh passes banned" in out["held"][0]["reason"]

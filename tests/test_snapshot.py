@@ -137,3 +137,30 @@ def test_rebuilt_from_changes_equals_built_from_scratch(tmp_path_factory, ops):
         state.update(delta["sections"])
         assert state == {s: now[s] for s in state}
     store.close()
+
+
+def test_unzipped_holds_a_piece_not_the_rest_of_the_body():
+    """GET /v1/policy to a client that does not take gzip unpacks the held body as it is sent:
+    each download must hold about a piece, not a copy of the rest of the body (18 MB at 1 M
+    bans, a copy per client sending at once)."""
+    import random
+    import tracemalloc
+
+    from enforcer.snapshot import unzipped
+    text = random.Random(7).randbytes(3 << 20).hex().encode()      # 6 MB that gzip only halves
+    body = gzip.compress(text, 6)
+    assert len(body) > 3 << 20
+    tracemalloc.start()
+    try:
+        pieces = 0
+        out = []
+        for piece in unzipped(body):
+            assert len(piece) <= 1 << 18
+            out.append(len(piece))
+            pieces += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(out) == len(text) and pieces >= len(text) >> 18
+    assert peak < 1 << 20, f"{peak:,} bytes held at once while unpacking a {len(body):,}-byte body"
+    assert b"".join(unzipped(body)) == text
