@@ -55,6 +55,7 @@ class Entry(NamedTuple):
 
 
 _FIELDS = ("until", "reason", "rule", "effect", "tier")     # Entry's string fields, kept as numbers
+COPY_SLICE = 1 << 16     # offsets moved per C call when a version copies a run: ~3 ms with the GIL held
 
 
 class Entries(Mapping):
@@ -225,9 +226,15 @@ class Builder:
             return
         start, base = src.offsets[lo], len(self.blob)
         self.blob += src.blob[start:src.offsets[hi]]
-        ends = src.offsets[lo + 1:hi + 1]
-        # moved by map() in C, not a generator: a new version copies a million offsets
-        self.offsets.extend(ends if base == start else array("q", map((base - start).__add__, ends)))
+        if base == start:
+            self.offsets.extend(src.offsets[lo + 1:hi + 1])
+        else:
+            # moved by map() in C, not a generator: a new version copies a million offsets. In
+            # slices: one C call holds the GIL throughout, and a million at once held the API's
+            # polls for ~80 ms while detection published a version
+            shift = (base - start).__add__
+            for s in range(lo + 1, hi + 1, COPY_SLICE):
+                self.offsets.extend(array("q", map(shift, src.offsets[s:min(s + COPY_SLICE, hi + 1)])))
         self.ids.extend(src.ids[lo:hi])
         for mine, theirs in zip(self.columns, src.columns):
             mine.extend(theirs[lo:hi])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from enforcer import entries
 from enforcer.entries import Entries, Entry
 
 
@@ -13,6 +14,17 @@ def entry(key: str, n: int, until: str = "2026-11-28T12:00:00", rule: str = "ben
 
 
 def test_a_packed_section_reads_as_the_dict_through_every_change():
+    reads_as_the_dict_through_every_change()
+
+
+def test_runs_copied_in_many_slices_read_as_the_dict(monkeypatch):
+    # a version moves a run's offsets COPY_SLICE at a time (65,536: the GIL is let go between
+    # slices); slices of 5 put every boundary case into a small section
+    monkeypatch.setattr(entries, "COPY_SLICE", 5)
+    reads_as_the_dict_through_every_change()
+
+
+def reads_as_the_dict_through_every_change():
     rng = random.Random(7)
     keys = ([f"ip:10.0.{a}.{b}" for a in range(20) for b in range(0, 250, 3)] + [f"range:10.{a}.0.0/16" for a in range(40)]
             + ["asn:64500", "user:ci-bot", "user:\u00e9lodie", 'user:quo"te', "ip:2001:db8::1"])
