@@ -137,3 +137,13 @@ def tailing(tmp_path, clock):
         yield s
     finally:
         store.close()
+
+
+def import_bans(store, n: int, now) -> None:
+    """``n`` active bans as a bulk import makes them (10.0.0.0, 10.0.0.1, ...), 24 h long."""
+    from datetime import timedelta
+    store.execute("""
+        insert into decisions (seq, scope, value, effect, rule, origin, reason, created_at, until)
+        select nextval('decision_seq'), 'ip', '10.' || (i // 65536) || '.' || (i // 256 % 256) || '.' || (i % 256),
+               'ban', 'bench', 'import', 'bench import', ?, ? from range(?) t(i)""",
+                  [now, now + timedelta(hours=24), n])

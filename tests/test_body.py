@@ -18,6 +18,7 @@ import pytest
 from enforcer import body as body_mod
 from enforcer.body import render, write
 from enforcer.entries import Entries, Entry
+from tests.enforcer_helpers import import_bans
 
 HEAD = {"version": 7, "generated_at": "2026-11-27T12:00:00", "max_age": 30}
 SMALL = {"tiers": {"heavy": {"requests_per_minute": 120}}, "allowlist": ["203.0.113.9"],
@@ -122,11 +123,7 @@ def test_a_published_ban_deflates_a_chunk_not_the_policy(tmp_path):
     from enforcer.snapshot import Publisher
     now = datetime(2026, 11, 27, 12, 0, 0)
     store = open_store(str(tmp_path / "db.duckdb"))
-    store.execute("""
-        insert into decisions (seq, scope, value, effect, rule, origin, reason, created_at, until)
-        select nextval('decision_seq'), 'ip', '10.' || (i // 65536) || '.' || (i // 256 % 256) || '.' || (i % 256),
-               'ban', 'bench', 'import', 'bench import', ?, ? from range(50000) t(i)""",
-                  [now, now + timedelta(hours=24)])
+    import_bans(store, 50000, now)
     publisher = Publisher(store, threading.RLock(), lambda: now, 30)
     first = publisher.publish()
     chunks = {id(c) for c in first.chunks["bans"]}

@@ -6,6 +6,7 @@ import random
 
 from enforcer import entries
 from enforcer.entries import Entries, Entry
+from tests.enforcer_helpers import import_bans
 
 
 def entry(key: str, n: int, until: str = "2026-11-28T12:00:00", rule: str = "bench") -> Entry:
@@ -67,17 +68,13 @@ def test_a_published_policy_of_100k_bans_holds_under_a_third_of_the_dict(tmp_pat
     24 MB of Python objects (236 bytes a ban); packed, with the gzipped body, under 8 MB."""
     import threading
     import tracemalloc
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from core.store import open_store
     from enforcer.snapshot import Publisher
     now = datetime(2026, 11, 27, 12, 0, 0)
     store = open_store(str(tmp_path / "db.duckdb"))
-    store.execute("""
-        insert into decisions (seq, scope, value, effect, rule, origin, reason, created_at, until)
-        select nextval('decision_seq'), 'ip', '10.' || (i // 65536) || '.' || (i // 256 % 256) || '.' || (i % 256),
-               'ban', 'bench', 'import', 'bench import', ?, ? from range(100000) t(i)""",
-                  [now, now + timedelta(hours=24)])
+    import_bans(store, 100000, now)
     publisher = Publisher(store, threading.RLock(), lambda: now, 30)
     tracemalloc.start()
     try:

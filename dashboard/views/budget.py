@@ -5,6 +5,13 @@ import streamlit as st
 from dashboard import charts, ui
 from dashboard.client import ApiError
 
+
+def projected_after(col, label: str, w: dict) -> None:
+    """A what-if's month-end projection, with how far it moved from the projection now."""
+    after, now = w.get("projected_bytes_after"), w.get("projected_bytes")
+    col.metric(label, ui.tib(after), delta=f"{ui.tib((after or 0) - (now or 0))} TiB", delta_color="inverse")
+
+
 st.title("Budget & reports")
 b = ui.get("/v1/stats/budget")
 if b is None:
@@ -46,9 +53,7 @@ if action and action.get("tier") and action["tier"] != action.get("previous"):
         st.subheader(f"If anonymous traffic were in tier {action['tier']} (the guard's action)")
         c = st.columns(4)
         c[0].metric("Saved by that tier this month (TiB)", ui.tib(w.get("saved_bytes")))
-        c[1].metric("Projected month end with it (TiB)", ui.tib(w.get("projected_bytes_after")),
-                    delta=f"{ui.tib((w.get('projected_bytes_after') or 0) - (w.get('projected_bytes') or 0))} TiB",
-                    delta_color="inverse")
+        projected_after(c[1], "Projected month end with it (TiB)", w)
         c[2].metric("Anonymous traffic this month (TiB)", ui.tib(w.get("anonymous_bytes")))
         c[3].metric("Guard after", w.get("guard_after", "—"))
 
@@ -68,9 +73,7 @@ if asked:
     if w:
         c = st.columns(4)
         c[0].metric("Projected month end now (TiB)", ui.tib(w.get("projected_bytes")))
-        c[1].metric("With the changed tier (TiB)", ui.tib(w.get("projected_bytes_after")),
-                    delta=f"{ui.tib((w.get('projected_bytes_after') or 0) - (w.get('projected_bytes') or 0))} TiB",
-                    delta_color="inverse")
+        projected_after(c[1], "With the changed tier (TiB)", w)
         c[2].metric("Saved this month so far (TiB)", ui.tib(w.get("saved_bytes")))
         c[3].metric("Guard after", w.get("guard_after", "—"))
         with st.expander("How this is computed"):
